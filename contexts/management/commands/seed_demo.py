@@ -1,0 +1,106 @@
+"""Demo data for `make run`: an admin, an API key and a few sessions, only into an empty database."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+
+from contexts import services
+from contexts.models import SessionContext
+from contexts.services import Actor
+
+DEMO = [
+    {
+        "session_id": "demo-trip-planning",
+        "mode": "planning",
+        "user_id": "alice",
+        "agent_id": "travel-bot",
+        "messages": [
+            ("user", "I want to plan a 5-day trip to Lisbon in May on a budget of 1500 EUR."),
+            ("assistant", "Here is a plan:\n1. Book flights\n2. Book a hotel in Alfama\n3. Plan day trips to Sintra"),
+            ("user", "Done with step 1, flights are booked."),
+        ],
+        "content": {
+            "summary": "Alice is planning a 5-day trip to Lisbon in May with a 1500 EUR budget; flights are booked.",
+            "goal": "Plan a 5-day budget trip to Lisbon in May",
+            "plan": ["Book flights", "Book a hotel in Alfama", "Plan day trips to Sintra"],
+            "progress": ["Book flights"],
+        },
+    },
+    {
+        "session_id": "demo-db-migration",
+        "mode": "planning",
+        "user_id": "bob",
+        "agent_id": "devops-agent",
+        "messages": [
+            ("user", "Help me migrate our app from MySQL to PostgreSQL."),
+            ("assistant", "Steps:\n1. Dump the schema\n2. Convert types\n3. Load data\n4. Switch the app over"),
+        ],
+        "content": {
+            "summary": "Bob wants to migrate an application from MySQL to PostgreSQL.",
+            "goal": "Migrate the app from MySQL to PostgreSQL",
+            "plan": ["Dump the schema", "Convert types", "Load data", "Switch the app over"],
+            "progress": [],
+        },
+    },
+    {
+        "session_id": "demo-billing-question",
+        "mode": "summary",
+        "user_id": "carol",
+        "agent_id": "support-bot",
+        "messages": [
+            ("user", "I was charged twice for my subscription this month."),
+            ("assistant", "I'm sorry about that. I can't issue refunds myself; let me get a person to help."),
+        ],
+        "content": {"summary": "Carol reports a double charge for her subscription this month; needs a refund."},
+        "handoff": "Refund requests need a human.",
+    },
+    {
+        "session_id": "demo-recipe-chat",
+        "mode": "summary",
+        "user_id": "dave",
+        "agent_id": "chef-bot",
+        "messages": [
+            ("user", "What can I cook with leeks and potatoes?"),
+            ("assistant", "A classic leek and potato soup: sweat the leeks, add potatoes and stock, simmer, blend."),
+        ],
+        "content": {"summary": "Dave asked for a leek and potato recipe; the assistant suggested soup."},
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo sessions, an admin account and an API key if the database is empty."
+
+    def handle(self, *args, **options):
+        User = get_user_model()
+        if SessionContext.objects.exists() or User.objects.exists():
+            self.stdout.write("Database already has data: no demo data created.")
+            self.stdout.write("Log in with the account created on first run (or: python manage.py createsuperuser).")
+            return
+        password = secrets.token_urlsafe(12)
+        admin = User.objects.create_superuser("admin", "admin@example.com", password)
+        support = User.objects.create_user("support", "support@example.com", password)
+        support.groups.add(Group.objects.get(name="support"))
+        _, raw_key = services.api_key_create(name="demo agent", scopes=["read", "write"], created_by=admin)
+        actor = Actor.system("demo")
+        for demo in DEMO:
+            session, _ = services.session_get_or_create(
+                session_id=demo["session_id"], mode=demo["mode"], user_id=demo["user_id"], agent_id=demo["agent_id"]
+            )
+            services.messages_append(session=session, messages=[
+                {"role": role, "content": content} for role, content in demo["messages"]
+            ])
+            services.snapshot_update(session=session, expected_version=session.version, changes=demo["content"],
+                                     source="admin", actor=actor, reason="demo data",
+                                     cursor_seq=session.last_message_seq)
+            if demo.get("handoff"):
+                services.handoff_request(session=session, reason=demo["handoff"], actor=actor)
+        self.stdout.write(self.style.SUCCESS("Demo data created."))
+        self.stdout.write(f"  Staff pages:  http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)")
+        self.stdout.write(f"  Log in as:    admin / {password}   (support role: support / {password})")
+        self.stdout.write(f"  API key:      {raw_key}")
+        self.stdout.write("  These credentials are shown once; keep them.")

@@ -1,0 +1,579 @@
+"""Every write to a session: snapshots, messages, handoffs, deletion, extraction requests.
+
+The API, the staff pages, the admin and the Celery tasks all call these functions; nothing
+else writes a snapshot. Each snapshot change is a conditional UPDATE on `version` plus one
+Revision row, in one transaction, so no update is lost and every change is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .exceptions import InvalidInput, NotFound, StateConflict, VersionConflict
+from .models import (
+    SESSION_ID_PATTERN,
+    ApiKey,
+    ExtractionRun,
+    HandoffEvent,
+    Message,
+    Mode,
+    Revision,
+    SessionContext,
+    Status,
+)
+
+logger = logging.getLogger(__name__)
+
+CONTENT_FIELDS = ("summary", "goal", "plan", "progress", "handoff_note")
+EMPTY_CONTENT: dict[str, Any] = {"summary": "", "goal": "", "plan": [], "progress": [], "handoff_note": ""}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: an API key, a person, a model, or the system."""
+
+    label: str
+    user: AbstractBaseUser | None = None
+    api_key: ApiKey | None = None
+
+    @classmethod
+    def for_user(cls, user: AbstractBaseUser) -> Actor:
+        return cls(label=f"user:{user.get_username()}", user=user)
+
+    @classmethod
+    def for_api_key(cls, api_key: ApiKey) -> Actor:
+        return cls(label=f"key:{api_key.prefix}:{api_key.name}"[:255], api_key=api_key)
+
+    @classmethod
+    def for_model(cls, model: str) -> Actor:
+        return cls(label=f"model:{model}"[:255])
+
+    @classmethod
+    def system(cls, what: str = "system") -> Actor:
+        return cls(label=what)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def validate_session_id(session_id: str) -> str:
+    import re
+
+    if not isinstance(session_id, str) or not re.fullmatch(SESSION_ID_PATTERN, session_id):
+        raise InvalidInput(
+            "A session id is 1-255 characters of A-Z a-z 0-9 . _ : @ -",
+            code="invalid_session_id",
+            details={"session_id": str(session_id)[:300]},
+        )
+    return session_id
+
+
+def _validate_steps(name: str, value: Any, errors: dict[str, str]) -> list[str] | None:
+    if not isinstance(value, list):
+        errors[name] = "Must be a list of strings."
+        return None
+    if len(value) > settings.SESSIONCTX_MAX_PLAN_STEPS:
+        errors[name] = f"At most {settings.SESSIONCTX_MAX_PLAN_STEPS} steps."
+        return None
+    steps = []
+    for i, step in enumerate(value):
+        if not isinstance(step, str) or not step.strip():
+            errors[name] = f"Step {i + 1} must be a non-empty string."
+            return None
+        if len(step) > settings.SESSIONCTX_MAX_STEP_CHARS:
+            errors[name] = f"Step {i + 1} is longer than {settings.SESSIONCTX_MAX_STEP_CHARS} characters."
+            return None
+        steps.append(step.strip())
+    return steps
+
+
+def validate_content(changes: dict[str, Any]) -> dict[str, Any]:
+    """Check snapshot fields against types and size bounds; return them cleaned or raise InvalidInput."""
+    errors: dict[str, str] = {}
+    cleaned: dict[str, Any] = {}
+    unknown = sorted(set(changes) - set(CONTENT_FIELDS) - {"mode"})
+    for name in unknown:
+        errors[name] = "Unknown field."
+    limits = {
+        "summary": settings.SESSIONCTX_MAX_SUMMARY_CHARS,
+        "goal": settings.SESSIONCTX_MAX_GOAL_CHARS,
+        "handoff_note": settings.SESSIONCTX_MAX_GOAL_CHARS,
+    }
+    for name, limit in limits.items():
+        if name not in changes:
+            continue
+        value = changes[name]
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            errors[name] = "Must be a string."
+        elif len(value) > limit:
+            errors[name] = f"At most {limit} characters."
+        else:
+            cleaned[name] = value.strip()
+    for name in ("plan", "progress"):
+        if name in changes:
+            steps = _validate_steps(name, changes[name], errors)
+            if steps is not None:
+                cleaned[name] = steps
+    if "mode" in changes:
+        if changes["mode"] not in Mode.values:
+            errors["mode"] = f"Must be one of {', '.join(Mode.values)}."
+        else:
+            cleaned["mode"] = changes["mode"]
+    if errors:
+        raise InvalidInput("The context is not valid; see details.", details={"fields": errors})
+    return cleaned
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+def session_get_or_create(
+    *,
+    session_id: str,
+    mode: str | None = None,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+    team_id: str | None = None,
+) -> tuple[SessionContext, bool]:
+    """The session with this id, created (version 0, empty) if it does not exist yet."""
+    validate_session_id(session_id)
+    if mode is not None and mode not in Mode.values:
+        raise InvalidInput(f"mode must be one of {', '.join(Mode.values)}", details={"fields": {"mode": "Invalid."}})
+    for name, value in (("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id)):
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            raise InvalidInput(f"{name} must be a string of at most 255 characters",
+                               details={"fields": {name: "Invalid."}})
+    defaults = {
+        "mode": mode or settings.SESSIONCTX_DEFAULT_MODE,
+        "user_id": user_id or "",
+        "agent_id": agent_id or "",
+        "team_id": team_id or "",
+    }
+    try:
+        session, created = SessionContext.objects.get_or_create(session_id=session_id, defaults=defaults)
+    except IntegrityError:
+        # Two first posts raced; the other one created it.
+        session, created = SessionContext.objects.get(session_id=session_id), False
+    if not created:
+        # Fill in owners that were unknown when the session was first seen; never overwrite them.
+        missing = {k: v for k, v in defaults.items() if k != "mode" and v and not getattr(session, k)}
+        if missing:
+            SessionContext.objects.filter(pk=session.pk).update(**missing)
+            for k, v in missing.items():
+                setattr(session, k, v)
+    return session, created
+
+
+@transaction.atomic
+def session_delete(*, session: SessionContext, actor: Actor) -> None:
+    """Erase a session with its messages, revisions, runs and handoff events (right to erasure)."""
+    logger.info("session %s deleted by %s", session.session_id, actor.label)
+    session.delete()
+
+
+# --- snapshots ------------------------------------------------------------------------------------
+
+
+def _changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    return [name for name in after if before.get(name) != after[name]]
+
+
+@transaction.atomic
+def _apply(
+    *,
+    session: SessionContext,
+    expected_version: int,
+    values: dict[str, Any],
+    source: str,
+    actor: Actor,
+    reason: str = "",
+    extra: dict[str, Any] | None = None,
+) -> SessionContext:
+    """Write snapshot values if the stored version is still `expected_version`, with a revision."""
+    current = SessionContext.objects.filter(pk=session.pk).first()
+    if current is None:
+        raise NotFound(f"Session {session.session_id!r} does not exist.", details={"session_id": session.session_id})
+    if current.version != expected_version:
+        raise VersionConflict(expected=expected_version, current=current.version)
+    before = current.snapshot()
+    after = {**before, **values}
+    changed = _changed_fields(before, after)
+    extra = dict(extra or {})
+    now = timezone.now()
+    if not changed:
+        # Nothing in the snapshot changes: no new version, but side fields (the cursor) still move.
+        if extra:
+            updated = SessionContext.objects.filter(pk=session.pk, version=expected_version).update(
+                **extra, updated_at=now
+            )
+            if not updated:
+                raise VersionConflict(expected=expected_version, current=_current_version(session))
+            _set(current, extra)
+        _sync(session, current)
+        return session
+
+    new_version = expected_version + 1
+    # Conditional on the version we read: a concurrent writer that got there first makes this
+    # match no row, and the caller gets a conflict instead of silently overwriting.
+    updated = SessionContext.objects.filter(pk=session.pk, version=expected_version).update(
+        **values, **extra, version=new_version, updated_at=now
+    )
+    if not updated:
+        raise VersionConflict(expected=expected_version, current=_current_version(session))
+    Revision.objects.create(
+        session_id=session.pk,
+        version=new_version,
+        source=source,
+        actor=actor.label,
+        actor_user=actor.user,
+        reason=reason,
+        snapshot=after,
+        changed_fields=changed,
+    )
+    _set(current, {**values, **extra, "version": new_version, "updated_at": now})
+    _sync(session, current)
+    return session
+
+
+def _current_version(session: SessionContext) -> int:
+    return SessionContext.objects.filter(pk=session.pk).values_list("version", flat=True).first() or 0
+
+
+def _set(instance: SessionContext, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(instance, name, value)
+
+
+def _sync(target: SessionContext, source: SessionContext) -> None:
+    for f in SessionContext._meta.concrete_fields:
+        setattr(target, f.attname, getattr(source, f.attname))
+
+
+def snapshot_update(
+    *,
+    session: SessionContext,
+    expected_version: int,
+    changes: dict[str, Any],
+    source: str,
+    actor: Actor,
+    reason: str = "",
+    cursor_seq: int | None = None,
+) -> SessionContext:
+    """Change snapshot fields (a partial update) if nobody else changed the snapshot meanwhile."""
+    values = validate_content(changes)
+    extra = {"cursor_seq": cursor_seq} if cursor_seq is not None else None
+    return _apply(session=session, expected_version=expected_version, values=values, source=source,
+                  actor=actor, reason=reason, extra=extra)
+
+
+def snapshot_replace(
+    *,
+    session: SessionContext,
+    expected_version: int,
+    content: dict[str, Any],
+    source: str,
+    actor: Actor,
+    reason: str = "",
+) -> SessionContext:
+    """Replace the whole snapshot content: fields not given become empty."""
+    values = {**EMPTY_CONTENT, **content}
+    return snapshot_update(session=session, expected_version=expected_version, changes=values, source=source,
+                           actor=actor, reason=reason)
+
+
+def _require_reason(reason: str | None) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("A reason is required.", code="reason_required",
+                           details={"fields": {"reason": "This field is required."}})
+    return reason.strip()[:2000]
+
+
+def snapshot_reset(
+    *,
+    session: SessionContext,
+    reason: str,
+    actor: Actor,
+    expected_version: int | None = None,
+) -> SessionContext:
+    """Empty the snapshot; the history keeps every earlier version."""
+    reason = _require_reason(reason)
+    if expected_version is None:
+        expected_version = _current_version(session)
+    return _apply(session=session, expected_version=expected_version, values=dict(EMPTY_CONTENT),
+                  source=Revision.Source.RESET, actor=actor, reason=reason)
+
+
+def snapshot_revert(
+    *,
+    session: SessionContext,
+    to_version: int,
+    expected_version: int,
+    reason: str,
+    actor: Actor,
+    source: str,
+) -> SessionContext:
+    """Restore the content as it was at `to_version`, as a new revision."""
+    reason = _require_reason(reason)
+    revision = Revision.objects.filter(session=session, version=to_version).first()
+    if revision is None:
+        raise NotFound(f"Session {session.session_id!r} has no version {to_version}.",
+                       details={"version": to_version})
+    content = {name: revision.snapshot.get(name, EMPTY_CONTENT[name]) for name in CONTENT_FIELDS}
+    return _apply(session=session, expected_version=expected_version, values=content, source=source,
+                  actor=actor, reason=f"Reverted to version {to_version}: {reason}")
+
+
+# --- messages ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AppendResult:
+    stored: list[Message] = field(default_factory=list)
+    duplicates: list[Message] = field(default_factory=list)
+
+    @property
+    def completes_turn(self) -> bool:
+        """A newly stored batch that ends with the assistant's reply completes a turn."""
+        return bool(self.stored) and self.stored[-1].role == Message.Role.ASSISTANT
+
+
+def _validate_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("messages must be a non-empty list.", details={"fields": {"messages": "Required."}})
+    if len(messages) > settings.SESSIONCTX_MAX_MESSAGES_PER_POST:
+        raise InvalidInput(f"At most {settings.SESSIONCTX_MAX_MESSAGES_PER_POST} messages per post.",
+                           details={"fields": {"messages": "Too many."}})
+    cleaned = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise InvalidInput(f"{where} must be an object.", details={"fields": {where: "Invalid."}})
+        unknown = set(m) - {"role", "content", "idempotency_key"}
+        if unknown:
+            raise InvalidInput(f"{where} has unknown fields: {', '.join(sorted(unknown))}.",
+                               details={"fields": {where: "Unknown fields."}})
+        role, content, key = m.get("role"), m.get("content"), m.get("idempotency_key")
+        if role not in Message.Role.values:
+            raise InvalidInput(f"{where}.role must be one of {', '.join(Message.Role.values)}.",
+                               details={"fields": {f"{where}.role": "Invalid."}})
+        if not isinstance(content, str) or len(content) > settings.SESSIONCTX_MAX_MESSAGE_CHARS:
+            raise InvalidInput(
+                f"{where}.content must be a string of at most {settings.SESSIONCTX_MAX_MESSAGE_CHARS} characters.",
+                details={"fields": {f"{where}.content": "Invalid."}},
+            )
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
+            raise InvalidInput(f"{where}.idempotency_key must be a string of 1-255 characters.",
+                               details={"fields": {f"{where}.idempotency_key": "Invalid."}})
+        cleaned.append({"role": role, "content": content, "idempotency_key": key})
+    return cleaned
+
+
+@transaction.atomic
+def messages_append(*, session: SessionContext, messages: list[dict[str, Any]]) -> AppendResult:
+    """Store a batch in order; a message whose idempotency key is already stored is not stored twice."""
+    batch = _validate_messages(messages)
+    # The row lock serialises sequence numbers per session (SQLite: the IMMEDIATE transaction does).
+    locked = SessionContext.objects.select_for_update().only("id", "last_message_seq").get(pk=session.pk)
+    keys = [m["idempotency_key"] for m in batch if m["idempotency_key"]]
+    existing = {
+        m.idempotency_key: m for m in Message.objects.filter(session_id=session.pk, idempotency_key__in=keys)
+    } if keys else {}
+    result = AppendResult()
+    seen: set[str] = set()
+    to_store = []
+    seq = locked.last_message_seq
+    for m in batch:
+        key = m["idempotency_key"]
+        if key and key in existing:
+            result.duplicates.append(existing[key])
+            continue
+        if key and key in seen:
+            continue
+        if key:
+            seen.add(key)
+        seq += 1
+        to_store.append(Message(session_id=session.pk, seq=seq, **m))
+    if to_store:
+        result.stored = Message.objects.bulk_create(to_store)
+        SessionContext.objects.filter(pk=session.pk).update(last_message_seq=seq)
+        session.last_message_seq = seq
+    return result
+
+
+# --- handoff ------------------------------------------------------------------------------------------
+
+
+def _locked(session: SessionContext) -> SessionContext:
+    found = SessionContext.objects.select_for_update().filter(pk=session.pk).first()
+    if found is None:
+        raise NotFound(f"Session {session.session_id!r} does not exist.", details={"session_id": session.session_id})
+    return found
+
+
+def _event(session: SessionContext, kind: str, actor: Actor, note: str = "") -> HandoffEvent:
+    return HandoffEvent.objects.create(session_id=session.pk, kind=kind, actor=actor.label,
+                                       actor_user=actor.user, note=note)
+
+
+@transaction.atomic
+def handoff_request(*, session: SessionContext, reason: str, actor: Actor) -> SessionContext:
+    """The agent asks for a human: the session joins the staff queue."""
+    reason = _require_reason(reason)
+    current = _locked(session)
+    if current.status == Status.HUMAN:
+        raise StateConflict("A person already owns this conversation.", details={"status": current.status})
+    if current.status == Status.HANDOFF_REQUESTED:
+        _sync(session, current)
+        return session  # asking twice is the same request
+    return _status_change(session, current, actor, reason, Status.HANDOFF_REQUESTED, HandoffEvent.Kind.REQUESTED,
+                          extra={"handoff_reason": reason, "handoff_requested_at": timezone.now()})
+
+
+def _status_change(
+    session: SessionContext,
+    current: SessionContext,
+    actor: Actor,
+    reason: str,
+    status: str,
+    event_kind: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+) -> SessionContext:
+    """Move the session to `status` (a snapshot change: new version and revision) and log the event."""
+    before = current.snapshot()
+    values = dict(values or {})
+    after = {**before, **values, "status": status}
+    new_version = current.version + 1
+    now = timezone.now()
+    fields = {**values, "status": status, **(extra or {})}
+    updated = SessionContext.objects.filter(pk=current.pk, version=current.version).update(
+        **fields, version=new_version, updated_at=now
+    )
+    if not updated:  # cannot happen under the row lock; refuse rather than overwrite
+        raise VersionConflict(expected=current.version, current=_current_version(current))
+    Revision.objects.create(session_id=current.pk, version=new_version, source=Revision.Source.HANDOFF,
+                            actor=actor.label, actor_user=actor.user, reason=reason, snapshot=after,
+                            changed_fields=_changed_fields(before, after))
+    _event(current, event_kind, actor, reason)
+    _set(current, {**fields, "version": new_version, "updated_at": now})
+    _sync(session, current)
+    return session
+
+
+@transaction.atomic
+def handoff_claim(*, session: SessionContext, actor: Actor) -> SessionContext:
+    """A person takes the conversation over; of two taking at once, one wins."""
+    current = _locked(session)
+    if current.status == Status.HUMAN:
+        if current.assignee_id == getattr(actor.user, "pk", None):
+            _sync(session, current)
+            return session
+        owner = current.assignee.get_username() if current.assignee else "someone else"
+        raise StateConflict(f"{owner} has already taken this conversation.", code="already_taken",
+                            details={"assignee": owner})
+    if current.status == Status.CLOSED:
+        raise StateConflict("This conversation is closed.", details={"status": current.status})
+    return _status_change(session, current, actor, "Taken over by a person", Status.HUMAN,
+                          HandoffEvent.Kind.CLAIMED, extra={"assignee": actor.user})
+
+
+@transaction.atomic
+def handoff_add_note(*, session: SessionContext, note: str, actor: Actor) -> HandoffEvent:
+    if not isinstance(note, str) or not note.strip():
+        raise InvalidInput("A note cannot be empty.", details={"fields": {"note": "This field is required."}})
+    current = _locked(session)
+    return _event(current, HandoffEvent.Kind.NOTE, actor, note.strip()[:4000])
+
+
+@transaction.atomic
+def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> SessionContext:
+    """Hand the conversation back to the agent, with a note in the snapshot saying what was done."""
+    current = _locked(session)
+    if current.status != Status.HUMAN:
+        raise StateConflict("Only a conversation a person has taken can be handed back.",
+                            details={"status": current.status})
+    note = (note or "").strip()
+    who = actor.user.get_username() if actor.user else actor.label
+    handoff_note = f"Handled by {who} ({timezone.now():%Y-%m-%d %H:%M} UTC)"
+    if note:
+        handoff_note += f": {note}"
+    handoff_note = handoff_note[: settings.SESSIONCTX_MAX_GOAL_CHARS]
+    return _status_change(session, current, actor, note or "Handed back to the agent", Status.ACTIVE,
+                          HandoffEvent.Kind.RELEASED, values={"handoff_note": handoff_note},
+                          extra={"assignee": None, "handoff_reason": "", "handoff_requested_at": None})
+
+
+@transaction.atomic
+def session_close(*, session: SessionContext, actor: Actor, note: str = "") -> SessionContext:
+    current = _locked(session)
+    if current.status == Status.CLOSED:
+        _sync(session, current)
+        return session
+    return _status_change(session, current, actor, (note or "Closed").strip(), Status.CLOSED,
+                          HandoffEvent.Kind.CLOSED, extra={"assignee": None, "handoff_requested_at": None})
+
+
+# --- extraction -------------------------------------------------------------------------------------
+
+
+def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRun:
+    """Queue a model-driven update of the snapshot; it runs after the current transaction commits.
+
+    Requests that pile up while one is queued collapse into it: the run takes every message
+    that is unseen when it starts.
+    """
+    from . import tasks  # tasks imports services; import here to keep the module graph acyclic
+
+    with transaction.atomic():
+        _locked(session)
+        pending = ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED).first()
+        if pending is not None:
+            return pending
+        run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
+    run_id = str(run.id)
+    transaction.on_commit(lambda: tasks.enqueue_extraction(run_id))
+    return run
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+
+
+def api_key_hash(raw_key: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(*, name: str, scopes: list[str], created_by: AbstractBaseUser | None = None) -> tuple[ApiKey, str]:
+    """A new key; the raw key is returned once and only its hash is stored."""
+    import secrets
+
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("An API key needs a name of 1-100 characters.", details={"fields": {"name": "Invalid."}})
+    scopes = sorted(set(scopes))
+    if not scopes or not set(scopes) <= set(ApiKey.Scope.values):
+        raise InvalidInput(f"Scopes must be among {', '.join(ApiKey.Scope.values)}.",
+                           details={"fields": {"scopes": "Invalid."}})
+    prefix = secrets.token_hex(4)
+    raw_key = f"sck_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(name=name, prefix=prefix, key_hash=api_key_hash(raw_key), scopes=scopes,
+                                created_by=created_by)
+    return key, raw_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    ApiKey.objects.filter(pk=api_key.pk).update(is_active=False, revoked_at=timezone.now())
+    api_key.refresh_from_db()
+    return api_key

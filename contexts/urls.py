@@ -1,0 +1,3 @@
+"""Routes of the staff pages."""
+
+urlpatterns: list = []

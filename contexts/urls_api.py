@@ -1,0 +1,3 @@
+"""Routes of the agent REST API (/api/v1/...) and its schema."""
+
+urlpatterns: list = []

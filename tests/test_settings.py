@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _import_settings(**env):
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "SECRET_KEY_FILE"}}
+    clean.update(env)
+    return subprocess.run([sys.executable, "-c", "import sessionctx.settings"], cwd=ROOT, env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_refuses_to_start_with_debug_off_and_no_secret_key():
+    result = _import_settings(DEBUG="false")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_starts_with_debug_off_and_a_secret_key():
+    assert _import_settings(DEBUG="false", SECRET_KEY="x" * 50).returncode == 0
+
+
+def test_secret_key_can_come_from_a_file(tmp_path):
+    secret = tmp_path / "key"
+    secret.write_text("y" * 50)
+    assert _import_settings(DEBUG="false", SECRET_KEY_FILE=str(secret)).returncode == 0
+
+
+def test_check_deploy_passes_with_production_settings():
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG"}}
+    env.update(SECRET_KEY="p" * 60 + "Q!7z", DEBUG="false", ALLOWED_HOSTS="ctx.example.com",
+               SECURE_SSL_REDIRECT="true", SESSION_COOKIE_SECURE="true", CSRF_COOKIE_SECURE="true")
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bad_boolean_is_a_clear_error():
+    result = _import_settings(DEBUG="maybe")
+    assert result.returncode != 0 and "DEBUG must be a boolean" in result.stderr
