@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import difflib
+import re
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import Q, QuerySet
 
 from .exceptions import NotFound
 from .models import ExtractionRun, HandoffEvent, Message, Revision, SessionContext
@@ -62,3 +69,201 @@ def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
 def handoff_queue() -> QuerySet[SessionContext]:
     """Sessions waiting for a person, oldest request first."""
     return SessionContext.objects.filter(status="handoff_requested").order_by("handoff_requested_at", "id")
+
+
+# --- staff pages ------------------------------------------------------------------------------------
+
+NEEDS_HUMAN_STATUSES = ("handoff_requested", "human")
+SESSION_SORTS = ("-updated", "updated", "session_id")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class SessionPage:
+    rows: list[SessionContext]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+def _encode_cursor(session: SessionContext, sort: str) -> str:
+    if sort == "session_id":
+        return session.session_id
+    micros = (session.updated_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{session.pk}"
+
+
+def _keyset(sort: str, cursor: str, *, forward: bool) -> Q:
+    """Rows strictly after (forward) or before the cursor in the page order; raises ValueError if malformed."""
+    descending = sort == "-updated"
+    later = forward != descending  # in the page order, "after" means greater values unless sorted descending
+    if sort == "session_id":
+        return Q(session_id__gt=cursor) if later else Q(session_id__lt=cursor)
+    micros, pk = (int(part) for part in cursor.split(".", 1))
+    when = _EPOCH + timedelta(microseconds=micros)
+    if later:
+        return Q(updated_at__gt=when) | Q(updated_at=when, id__gt=pk)
+    return Q(updated_at__lt=when) | Q(updated_at=when, id__lt=pk)
+
+
+def session_search(
+    *,
+    q: str = "",
+    status: str = "",
+    mode: str = "",
+    agent_id: str = "",
+    needs_human: bool = False,
+) -> QuerySet[SessionContext]:
+    """Sessions matching the staff list's search box and filters (unordered)."""
+    qs = SessionContext.objects.select_related("assignee")
+    if status:
+        qs = qs.filter(status=status)
+    elif needs_human:
+        qs = qs.filter(status__in=NEEDS_HUMAN_STATUSES)
+    if mode:
+        qs = qs.filter(mode=mode)
+    if agent_id:
+        qs = qs.filter(agent_id=agent_id)
+    q = q.strip()
+    if q:
+        qs = qs.filter(Q(session_id=q) | Q(user_id=q) | Q(session_id__icontains=q) | Q(summary__icontains=q)
+                       | Q(goal__icontains=q))
+    return qs
+
+
+def session_page(
+    qs: QuerySet[SessionContext], *, sort: str = "-updated", after: str = "", before: str = "", size: int = 25
+) -> SessionPage:
+    """One page by keyset on (updated_at, id) or session_id: no OFFSET and no COUNT(*), so fast at any depth."""
+    if sort not in SESSION_SORTS:
+        sort = "-updated"
+    order = {"-updated": ["-updated_at", "-id"], "updated": ["updated_at", "id"], "session_id": ["session_id"]}[sort]
+    reverse = [f[1:] if f.startswith("-") else f"-{f}" for f in order]
+    try:
+        if before:
+            rows = list(qs.filter(_keyset(sort, before, forward=False)).order_by(*reverse)[: size + 1])
+            has_more = len(rows) > size
+            rows = rows[:size][::-1]
+            if not has_more:
+                # Reached the start: show a full first page rather than a short one.
+                return session_page(qs, sort=sort, size=size)
+            return SessionPage(rows, _encode_cursor(rows[-1], sort) if rows else None,
+                               _encode_cursor(rows[0], sort) if rows else None)
+        if after:
+            qs = qs.filter(_keyset(sort, after, forward=True))
+    except (ValueError, OverflowError):
+        after = ""  # a mangled cursor in a bookmark: start from the first page
+    rows = list(qs.order_by(*order)[: size + 1])
+    has_next = len(rows) > size
+    rows = rows[:size]
+    return SessionPage(
+        rows,
+        _encode_cursor(rows[-1], sort) if has_next else None,
+        _encode_cursor(rows[0], sort) if after and rows else None,
+    )
+
+
+@dataclass
+class PlanProgress:
+    steps: list[tuple[str, bool]]
+    other_progress: list[str]
+    done: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0
+
+
+def plan_progress(session: SessionContext) -> PlanProgress:
+    """The plan as (step, done) pairs: a step is done when the progress list names it."""
+    done_items = {str(p).strip().casefold() for p in session.progress or []}
+    steps = [(str(step), str(step).strip().casefold() in done_items) for step in session.plan or []]
+    plan_keys = {str(step).strip().casefold() for step in session.plan or []}
+    other = [str(p) for p in session.progress or [] if str(p).strip().casefold() not in plan_keys]
+    return PlanProgress(steps, other, sum(1 for _, d in steps if d), len(steps))
+
+
+@dataclass
+class FieldDiff:
+    name: str
+    before: Any
+    after: Any
+    words: list[tuple[str, str]] = dc_field(default_factory=list)  # (op, text): op is "same", "del" or "ins"
+    added: list[str] = dc_field(default_factory=list)
+    removed: list[str] = dc_field(default_factory=list)
+    reordered: bool = False
+
+
+@dataclass
+class RevisionWithDiff:
+    revision: Revision
+    diffs: list[FieldDiff]
+
+
+_DIFF_FIELDS = ("status", "mode", "summary", "goal", "plan", "progress", "handoff_note")
+
+
+def _word_diff(before: str, after: str) -> list[tuple[str, str]]:
+    a, b = re.split(r"(\s+)", before), re.split(r"(\s+)", after)
+    out: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("del", "".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("ins", "".join(b[j1:j2])))
+    return out
+
+
+def snapshot_diff(before: dict[str, Any], after: dict[str, Any]) -> list[FieldDiff]:
+    """Field-by-field differences between two snapshots (word-level for text, items for lists)."""
+    diffs = []
+    for name in _DIFF_FIELDS:
+        old, new = before.get(name), after.get(name)
+        if name in ("plan", "progress"):
+            old, new = list(old or []), list(new or [])
+        elif name in ("summary", "goal", "handoff_note"):
+            old, new = old or "", new or ""
+        if old == new:
+            continue
+        d = FieldDiff(name, old, new)
+        if isinstance(new, list):
+            d.added = [x for x in new if x not in old]
+            d.removed = [x for x in old if x not in new]
+            d.reordered = not d.added and not d.removed
+        elif name in ("summary", "goal", "handoff_note"):
+            d.words = _word_diff(old, new)
+        diffs.append(d)
+    return diffs
+
+
+def revision_history(session: SessionContext, *, limit: int = 50) -> list[RevisionWithDiff]:
+    """The newest revisions, each with its diff against the version before it (one query)."""
+    revisions = list(revisions_for(session).select_related("actor_user")[: limit + 1])
+    empty = {"summary": "", "goal": "", "plan": [], "progress": [], "handoff_note": ""}
+    out = []
+    for i, revision in enumerate(revisions[:limit]):
+        previous = revisions[i + 1].snapshot if i + 1 < len(revisions) else None
+        if previous is None and revision.version > 1:
+            out.append(RevisionWithDiff(revision, []))  # its predecessor is beyond the shown history
+            continue
+        out.append(RevisionWithDiff(revision, snapshot_diff(previous or empty, revision.snapshot)))
+    return out
+
+
+def recent_messages(session: SessionContext, *, limit: int = 200) -> list[Message]:
+    """The last `limit` messages in order."""
+    return list(Message.objects.filter(session=session).order_by("-seq")[:limit])[::-1]
+
+
+def handoff_waiting_count() -> int:
+    return SessionContext.objects.filter(status="handoff_requested").count()
+
+
+def sessions_with_people(*, limit: int = 50) -> QuerySet[SessionContext]:
+    """Conversations a person has taken, longest-held first."""
+    return SessionContext.objects.filter(status="human").select_related("assignee").order_by("updated_at", "id")[
+        :limit
+    ]
