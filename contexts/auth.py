@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework.settings import api_settings
 
 from .models import ApiKey
 from .services import api_key_hash
@@ -13,6 +15,9 @@ from .services import api_key_hash
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # last_used_at is a hint for admins, not an audit: write it at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Query parameters people try for keys. Keys in URLs end up in logs and browser history, so a
+# request carrying one is refused outright rather than silently treated as anonymous.
+KEY_QUERY_PARAMS = ("key", "api_key", "apikey", "token", "access_token", "bearer")
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -21,6 +26,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
+        if any(name in request.query_params for name in KEY_QUERY_PARAMS):
+            raise exceptions.AuthenticationFailed(
+                "API keys are not accepted in the URL; send 'Authorization: Bearer <key>'."
+            )
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
@@ -30,12 +39,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
+        # Looked up on every request, so a revoked key stops working at once.
         key = ApiKey.objects.filter(key_hash=api_key_hash(raw_key)).first()
         if key is None or not key.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
         return (None, key)
 
     def authenticate_header(self, request):
@@ -51,16 +62,43 @@ class HasScope(permissions.BasePermission):
         key = request.auth
         if not isinstance(key, ApiKey):
             raise exceptions.NotAuthenticated("Send an API key: Authorization: Bearer <key>.")
-        needed = getattr(view, "required_scope", None) or ("read" if request.method in SAFE_METHODS else "write")
-        return key.has_scope(needed)
+        return key.has_scope(required_scope(request, view))
+
+
+def required_scope(request, view) -> str:
+    return getattr(view, "required_scope", None) or ("read" if request.method in SAFE_METHODS else "write")
 
 
 class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
-    """Requests per API key (rate in settings: API_THROTTLE_RATE); anonymous calls by client IP."""
+    """Requests per API key (rate in settings: API_THROTTLE_RATE); anonymous calls by client IP.
+
+    The client IP comes from X-Forwarded-For only behind NUM_PROXIES trusted proxies.
+    """
 
     scope = "api_key"
+
+    def get_rate(self):
+        # Read on each request (not at import, as DRF does) so a settings change takes effect.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
     def get_cache_key(self, request, view):
         key = request.auth
         ident = f"key-{key.pk}" if isinstance(key, ApiKey) else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes the Bearer API key in the OpenAPI schema."""
+
+    target_class = "contexts.auth.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "sck_<prefix>_<secret>",
+            "description": "An API key sent as `Authorization: Bearer <key>`. Reads need the `read` scope, "
+                           "writes the `write` scope. Create one with `python manage.py create_api_key NAME "
+                           "--scopes read,write`.",
+        }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
@@ -49,6 +52,13 @@ class VersionConflict(ApplicationError):
         self.current = current
 
 
+class PayloadTooLarge(ApplicationError):
+    """The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE: nothing was read or stored."""
+
+    code = "payload_too_large"
+    status = 413
+
+
 class StateConflict(ApplicationError):
     """The action does not fit the session's state (a handoff someone else took, say)."""
 
@@ -59,10 +69,16 @@ class StateConflict(ApplicationError):
 def api_exception_handler(exc, context):
     """DRF exception handler: every error answers {"error": {"code", "message", "details"}}."""
     from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+    from django.core.exceptions import RequestDataTooBig
     from django.http import Http404
     from rest_framework import exceptions as drf
     from rest_framework.response import Response
 
+    if isinstance(exc, RequestDataTooBig):
+        from django.conf import settings
+
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(f"The request body is larger than {limit} bytes.", details={"max_bytes": limit})
     if isinstance(exc, ApplicationError):
         return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, Http404):
@@ -70,7 +86,11 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
     if not isinstance(exc, drf.APIException):
-        return None
+        # A bug, or a database that went away: agents still get the one JSON shape, and the
+        # traceback goes to the log instead of the response.
+        logger.error("Unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        return Response({"error": {"code": "server_error", "message": "Internal server error.", "details": {}}},
+                        status=500)
 
     details: dict[str, Any] = {}
     if isinstance(exc, drf.ValidationError):

@@ -62,6 +62,13 @@ def runs_for(session: SessionContext) -> QuerySet[ExtractionRun]:
     return ExtractionRun.objects.filter(session=session).order_by("-created_at")
 
 
+def run_get(run_id) -> ExtractionRun:
+    run = ExtractionRun.objects.select_related("session").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"Run {str(run_id)!r} does not exist.", details={"run_id": str(run_id)})
+    return run
+
+
 def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
     return HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
 

@@ -220,6 +220,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "contexts.models.Status",
+        "RunStatusEnum": "contexts.serializers.RunStatus",
+    },
+    "PATH_CONVERTER_OVERRIDES": {
+        "session_id": {"type": "string", "pattern": r"^[A-Za-z0-9._:@-]{1,255}$", "maxLength": 255},
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------------------
@@ -268,6 +275,20 @@ SESSIONCTX_MAX_MESSAGE_CHARS = env_int("SESSIONCTX_MAX_MESSAGE_CHARS", 100_000)
 # Unseen messages above this many characters are consumed in sequential chunks.
 SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_000)
 SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5)
+# Transient model errors (429, 5xx, timeouts) are retried this many times inside one attempt, with
+# exponential backoff and jitter. Worst case per model call: (retries + 1) x (OPENAI_MAX_RETRIES + 1)
+# x OPENAI_TIMEOUT + backoff = 3 x 2 x 30 s + ~3 s with the defaults, under the soft time limit.
+SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 2)
+SESSIONCTX_RETRY_BACKOFF = env_float("SESSIONCTX_RETRY_BACKOFF", 1.0)
+SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0)
+# A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
+SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4)
+# A queued run not picked up this long after it was sent is sent again (by the next request for
+# the session, the periodic sweep, a worker starting, or `manage.py update_context --pending`).
+SESSIONCTX_EXTRACTION_RESEND_AFTER = env_int("SESSIONCTX_EXTRACTION_RESEND_AFTER", 120)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,210 @@
+"""Input and output serializers of the agent REST API: explicit fields, strict types.
+
+Inputs check shapes and types only; the services check bounds and state, so the API, the staff
+pages and the tasks refuse the same things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rest_framework import serializers
+
+from .models import ExtractionRun, Message, Mode, Revision, SessionContext, Status
+
+# Named for the schema's enum components (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
+RunStatus = ExtractionRun.Status
+
+# --- strict fields: JSON types are not coerced (5 is not a string, "5" is not a number) ----------
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know instead of ignoring them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def _owner_field(help_text: str):
+    return StrictCharField(required=False, allow_blank=True, max_length=255, help_text=help_text)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable machine-readable code, e.g. `version_conflict`.")
+    message = serializers.CharField(help_text="A sentence for people.")
+    details = serializers.DictField(help_text="Structured details: `fields`, `current_version`, ...")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one shape of every API error."""
+
+    error = ErrorBodySerializer()
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+class SessionFilterSerializer(serializers.Serializer):
+    user_id = serializers.CharField(required=False, max_length=255)
+    agent_id = serializers.CharField(required=False, max_length=255)
+    status = serializers.ChoiceField(choices=Status.choices, required=False)
+    mode = serializers.ChoiceField(choices=Mode.choices, required=False)
+    updated_after = serializers.DateTimeField(required=False, help_text="ISO 8601; only sessions changed after it.")
+
+
+class SessionCreateInputSerializer(StrictSerializer):
+    mode = serializers.ChoiceField(choices=Mode.choices, required=False)
+    user_id = _owner_field("The end user this conversation belongs to.")
+    agent_id = _owner_field("The agent that talks in it.")
+    team_id = _owner_field("The team that owns the agent.")
+
+
+class SessionOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SessionContext
+        fields = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "version",
+                  "created_at", "updated_at"]
+
+
+class ContextOutputSerializer(serializers.ModelSerializer):
+    assignee = serializers.CharField(source="assignee.username", read_only=True, allow_null=True,
+                                     help_text="Username of the person who owns the conversation, if any.")
+
+    class Meta:
+        model = SessionContext
+        fields = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "assignee", "summary", "goal",
+                  "plan", "progress", "handoff_note", "version", "created_at", "updated_at"]
+
+
+class PromptOutputSerializer(serializers.Serializer):
+    prompt = serializers.CharField(help_text="The <session_context> block; empty when there is nothing to say.")
+    version = serializers.IntegerField()
+
+
+# --- writes to the snapshot -----------------------------------------------------------------------
+
+
+class ContextWriteInputSerializer(StrictSerializer):
+    """Snapshot fields an agent may write; `version` may stand in for the If-Match header."""
+
+    summary = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    goal = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    plan = serializers.ListField(child=StrictCharField(), required=False, help_text="Steps, non-empty strings.")
+    progress = serializers.ListField(child=StrictCharField(), required=False, help_text="Completed steps.")
+    handoff_note = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    mode = serializers.ChoiceField(choices=Mode.choices, required=False)
+    version = StrictIntegerField(required=False, min_value=0,
+                                 help_text="The version you read; alternative to the If-Match header.")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=2000,
+                             help_text="Why; kept in the audit history.")
+
+
+class ReasonInputSerializer(StrictSerializer):
+    reason = StrictCharField(max_length=2000, help_text="Why; kept in the audit history.")
+
+
+class RevertInputSerializer(ReasonInputSerializer):
+    version = StrictIntegerField(required=False, min_value=0,
+                                 help_text="The current version you read; alternative to the If-Match header.")
+
+
+class ResetInputSerializer(RevertInputSerializer):
+    pass
+
+
+class RunRefSerializer(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=ExtractionRun.Status.choices)
+
+
+# --- history --------------------------------------------------------------------------------------
+
+
+class RevisionOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Revision
+        fields = ["version", "source", "actor", "reason", "created_at", "changed_fields", "snapshot"]
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+class MessageInputSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    content = StrictCharField(allow_blank=True, trim_whitespace=False)
+    idempotency_key = StrictCharField(required=False, allow_null=True, max_length=255,
+                                      help_text="A retried message with the same key is stored once.")
+
+
+class MessagesPostInputSerializer(StrictSerializer):
+    messages = MessageInputSerializer(many=True, allow_empty=False)
+    user_id = _owner_field("Recorded when the session is created (or had none).")
+    agent_id = _owner_field("Recorded when the session is created (or had none).")
+    mode = serializers.ChoiceField(choices=Mode.choices, required=False, help_text="Used when creating the session.")
+
+
+class StoredMessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = ["seq", "role", "idempotency_key"]
+
+
+class MessagesPostOutputSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    created = serializers.BooleanField(help_text="True when this post created the session.")
+    stored = StoredMessageSerializer(many=True)
+    duplicates = serializers.IntegerField(help_text="Messages whose idempotency key was already stored.")
+    update = RunRefSerializer(allow_null=True, help_text="The queued context update, when this batch queued one.")
+
+
+class MessageOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = ["seq", "role", "content", "idempotency_key", "created_at"]
+
+
+class MessageFilterSerializer(serializers.Serializer):
+    after_seq = serializers.IntegerField(required=False, min_value=0, help_text="Only messages after this seq.")
+
+
+# --- runs and health ------------------------------------------------------------------------------
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    session_id = serializers.CharField(source="session.session_id", read_only=True)
+
+    class Meta:
+        model = ExtractionRun
+        fields = ["id", "session_id", "status", "trigger", "extractor", "model", "prompt_tokens",
+                  "completion_tokens", "prompt_chars", "latency_ms", "attempts", "chunks", "error", "first_seq",
+                  "last_seq", "from_version", "to_version", "created_at", "started_at", "finished_at"]
+
+
+class HealthOutputSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    checks = serializers.DictField(child=serializers.CharField())
