@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .exceptions import InvalidInput, NotFound, StateConflict, VersionConflict
@@ -524,25 +526,281 @@ def session_close(*, session: SessionContext, actor: Actor, note: str = "") -> S
 
 
 # --- extraction -------------------------------------------------------------------------------------
+#
+# A run goes queued -> running -> succeeded | failed | skipped. The model call happens outside any
+# transaction (SQLite would hold its write lock through it); what makes it safe is
+#   1. the claim: under the session's row lock, at most one run of a session is running, and each
+#      claim bumps `attempts`, which fences out an older attempt of the same run that is still alive;
+#   2. the apply: under the row lock again, the snapshot is written only if its version and cursor are
+#      still the ones the extraction started from (else it recomputes from the new snapshot), in one
+#      transaction with the revision, the cursor and the run record.
+
+UNSENT_NOTE = "Not sent to the workers yet"
+FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED)
+
+
+def _extraction_lease() -> timedelta:
+    # The hard time limit kills an attempt, so one started longer ago than that cannot still be alive.
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 10)
 
 
 def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRun:
     """Queue a model-driven update of the snapshot; it runs after the current transaction commits.
 
     Requests that pile up while one is queued collapse into it: the run takes every message
-    that is unseen when it starts.
+    that is unseen when it starts. A queued run the broker never took (or that sat too long)
+    is sent again.
     """
-    from . import tasks  # tasks imports services; import here to keep the module graph acyclic
-
     with transaction.atomic():
         _locked(session)
-        pending = ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED).first()
-        if pending is not None:
-            return pending
-        run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
-    run_id = str(run.id)
-    transaction.on_commit(lambda: tasks.enqueue_extraction(run_id))
+        pending = (ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED)
+                   .order_by("created_at").first())
+        if pending is None:
+            run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
+        else:
+            run = pending
+            stale = timezone.now() - timedelta(seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER)
+            if pending.enqueued_at is not None and pending.enqueued_at > stale:
+                return pending
+        _send_on_commit(run.pk)
     return run
+
+
+def _send_on_commit(run_id) -> None:
+    from . import tasks  # tasks imports services; import here to keep the module graph acyclic
+
+    run_id = str(run_id)
+    transaction.on_commit(lambda: tasks.enqueue_extraction(run_id))
+
+
+def extraction_mark_sent(*, run_id: str) -> None:
+    ExtractionRun.objects.filter(pk=run_id, status=ExtractionRun.Status.QUEUED).update(
+        enqueued_at=timezone.now(), error="")
+
+
+def extraction_mark_unsent(*, run_id: str, error: str) -> None:
+    """The broker refused the run: it stays queued, saying so, until something sends it again."""
+    note = (f"{UNSENT_NOTE} (broker unavailable: {error[:300]}). It is sent again by the next update request, "
+            "the periodic sweep, a worker starting, or `manage.py update_context --pending`.")
+    ExtractionRun.objects.filter(pk=run_id, status=ExtractionRun.Status.QUEUED).update(enqueued_at=None, error=note)
+
+
+def extraction_pending(*, older_than: float | None = None) -> list[str]:
+    """Ids of runs that need sending again: queued and not sent (recently), or running past their lease."""
+    now = timezone.now()
+    resend = now - timedelta(seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER if older_than is None
+                             else older_than)
+    queued = ExtractionRun.objects.filter(status=ExtractionRun.Status.QUEUED).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=resend))
+    abandoned = ExtractionRun.objects.filter(status=ExtractionRun.Status.RUNNING,
+                                             started_at__lte=now - _extraction_lease())
+    return [str(pk) for pk in queued.union(abandoned).values_list("id", flat=True)]
+
+
+@transaction.atomic
+def extraction_rewind(*, session: SessionContext, actor: Actor, reason: str) -> SessionContext:
+    """Empty the extracted fields and move the cursor to the start, so the next run re-reads everything."""
+    current = _locked(session)
+    values = {name: EMPTY_CONTENT[name] for name in ("summary", "goal", "plan", "progress")}
+    return _apply(session=session, expected_version=current.version, values=values, source=Revision.Source.RESET,
+                  actor=actor, reason=_require_reason(reason), extra={"cursor_seq": 0})
+
+
+@dataclass
+class _Claim:
+    decision: str  # "go", "done", "wait" (another run of the session is running), "later"
+    run: ExtractionRun | None = None
+    retry_in: float = 0.0
+
+
+def _send_next_queued(session_pk: int) -> None:
+    """A run that waited for this one is sent when this one ends (on commit)."""
+    waiting = (ExtractionRun.objects.filter(session_id=session_pk, status=ExtractionRun.Status.QUEUED)
+               .order_by("created_at").values_list("id", flat=True).first())
+    if waiting is not None:
+        _send_on_commit(waiting)
+
+
+def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
+    run = ExtractionRun.objects.filter(pk=run_id).only("id", "session_id").first()
+    if run is None:
+        return _Claim("done")  # the session was deleted meanwhile
+    with transaction.atomic():
+        # The session row lock is the per-session mutex for claims and applies (SQLite: the IMMEDIATE transaction).
+        if SessionContext.objects.select_for_update().filter(pk=run.session_id).first() is None:
+            return _Claim("done")
+        run = ExtractionRun.objects.get(pk=run_id)
+        if run.status in FINISHED:
+            return _Claim("done", run)  # a redelivery of finished work applies nothing
+        now = timezone.now()
+        lease = _extraction_lease()
+        if run.status == ExtractionRun.Status.RUNNING and run.started_at and run.started_at > now - lease:
+            # An earlier attempt may still be alive (or its worker was just killed): look again once
+            # its lease is over rather than run the model twice.
+            return _Claim("later", run, retry_in=(run.started_at + lease - now).total_seconds() + 1)
+        for other in ExtractionRun.objects.filter(session_id=run.session_id, status=ExtractionRun.Status.RUNNING
+                                                  ).exclude(pk=run.pk):
+            if other.started_at and other.started_at > now - lease:
+                return _Claim("wait", run)  # that run sends this one when it ends
+            _finish(other, ExtractionRun.Status.FAILED, error="Abandoned: its worker stopped before finishing.")
+        if run.attempts >= settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS:
+            _finish(run, ExtractionRun.Status.FAILED,
+                    error=f"Gave up after {run.attempts} attempts: each one ended without finishing (worker lost?).")
+            _send_next_queued(run.session_id)
+            return _Claim("done", run)
+        run.status = ExtractionRun.Status.RUNNING
+        run.attempts += 1
+        run.started_at = now
+        run.error = ""
+        run.extractor = extractor_name
+        run.model = model[:255]
+        run.save(update_fields=["status", "attempts", "started_at", "error", "extractor", "model"])
+        return _Claim("go", run)
+
+
+def _finish(run: ExtractionRun, status: str, **values: Any) -> None:
+    values = {"status": status, "finished_at": timezone.now(), **values}
+    ExtractionRun.objects.filter(pk=run.pk).update(**values)
+    _set(run, values)  # type: ignore[arg-type]
+
+
+def _usage_fields(usage: Any, chunks: int) -> dict[str, Any]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "prompt_chars": usage.prompt_chars, "latency_ms": usage.latency_ms, "model_calls": usage.model_calls,
+            "chunks": chunks}
+
+
+def _extraction_end(run: ExtractionRun, attempt: int, status: str, **values: Any) -> bool:
+    """Record how the attempt ended, unless a newer attempt took the run over meanwhile."""
+    with transaction.atomic():
+        SessionContext.objects.select_for_update().filter(pk=run.session_id).first()
+        current = ExtractionRun.objects.filter(pk=run.pk).first()
+        if current is None or current.status != ExtractionRun.Status.RUNNING or current.attempts != attempt:
+            return False
+        _finish(run, status, **values)
+        _send_next_queued(run.session_id)
+    return True
+
+
+@dataclass(frozen=True)
+class _Base:
+    version: int
+    cursor_seq: int
+    mode: str
+    previous: dict[str, Any]
+
+
+def _extraction_base(session_pk: int) -> _Base:
+    """The snapshot an extraction builds on, read in one query; raises if it cannot be read as stored."""
+    current = SessionContext.objects.get(pk=session_pk)
+    previous = current.snapshot()
+    for name in ("summary", "goal"):
+        if not isinstance(previous[name], str):
+            raise TypeError(f"{name} is {type(previous[name]).__name__}, not text")
+    for name in ("plan", "progress"):
+        if not all(isinstance(step, str) for step in previous[name]):
+            raise TypeError(f"{name} holds something other than text steps")
+    return _Base(current.version, current.cursor_seq, current.mode, previous)
+
+
+def extraction_run(*, run_id: str, extractor: Any = None) -> _Claim:
+    """Do one queued run: claim it, ask the extractor outside any transaction, apply the result.
+
+    Returns the claim; decision "later" asks the caller (the task) to try again in `retry_in` s.
+    """
+    from . import llm
+    from .extractors import ExtractionError, Usage, get_extractor
+    from .extractors.base import Deadline, PromptMessage, chunk_messages
+    from .extractors.instructions import fields_for
+
+    extractor = extractor or get_extractor()
+    claim = _extraction_claim(run_id, extractor.name, extractor.model)
+    if claim.decision != "go":
+        return claim
+    run = claim.run
+    attempt = run.attempts
+    usage = Usage()
+    deadline = Deadline()
+    chunks_used = 0
+    try:
+        for _round in range(3):
+            try:
+                base = _extraction_base(run.session_id)
+            except Exception as exc:  # noqa: BLE001 - any unreadable snapshot must stop the run
+                logger.exception("run %s: previous snapshot unreadable", run.pk)
+                _extraction_end(run, attempt, ExtractionRun.Status.FAILED,
+                                error=f"Could not read the previous snapshot ({exc}); nothing was changed.")
+                return claim
+            rows = list(Message.objects.filter(session_id=run.session_id, seq__gt=base.cursor_seq)
+                        .order_by("seq").values_list("seq", "role", "content"))
+            if not rows:
+                _extraction_end(run, attempt, ExtractionRun.Status.SKIPPED, from_version=base.version,
+                                to_version=base.version, error="", **_usage_fields(usage, chunks_used))
+                return claim
+            messages = [PromptMessage(seq, role, content) for seq, role, content in rows]
+            chunks = chunk_messages(messages, budget=settings.SESSIONCTX_PROMPT_BUDGET_CHARS, extractor=extractor,
+                                    previous=base.previous, mode=base.mode)
+            snapshot = dict(base.previous)
+            consumed: list[list[PromptMessage]] = []
+            for chunk in chunks[: settings.SESSIONCTX_MAX_CHUNKS_PER_RUN]:
+                if consumed and not deadline.allows(2 * llm.worst_call_seconds()):
+                    break  # keep what is done; a follow-up run takes the rest
+                try:
+                    result = extractor.extract(previous=snapshot, mode=base.mode, messages=chunk, deadline=deadline)
+                except ExtractionError as exc:
+                    usage.add(exc.usage)
+                    _extraction_end(run, attempt, ExtractionRun.Status.FAILED, error=exc.reason[:4000],
+                                    from_version=base.version, first_seq=chunk[0].seq, last_seq=chunk[-1].seq,
+                                    **_usage_fields(usage, chunks_used + len(consumed) + 1))
+                    return claim
+                usage.add(result.usage)
+                snapshot.update(result.snapshot)
+                consumed.append(chunk)
+            chunks_used += len(consumed)
+            try:
+                changes = validate_content({name: snapshot[name] for name in fields_for(base.mode)})
+            except InvalidInput as exc:
+                _extraction_end(run, attempt, ExtractionRun.Status.FAILED, from_version=base.version,
+                                error=f"The extractor produced an invalid snapshot: {exc.details or exc.message}",
+                                **_usage_fields(usage, chunks_used))
+                return claim
+            outcome = _extraction_apply(run, attempt, base, changes, first_seq=consumed[0][0].seq,
+                                        last_seq=consumed[-1][-1].seq, more=len(consumed) < len(chunks),
+                                        model=extractor.model or extractor.name,
+                                        usage=_usage_fields(usage, chunks_used))
+            if outcome != "conflict":
+                return claim
+            logger.info("run %s: snapshot changed during the extraction; recomputing from the new one", run.pk)
+        _extraction_end(run, attempt, ExtractionRun.Status.FAILED, **_usage_fields(usage, chunks_used),
+                        error="The snapshot kept changing during the extraction; the messages stay unseen.")
+    except Exception as exc:  # noqa: BLE001 - the soft time limit and anything unforeseen end the run here
+        logger.exception("run %s failed", run.pk)
+        _extraction_end(run, attempt, ExtractionRun.Status.FAILED, **_usage_fields(usage, chunks_used),
+                        error=f"{type(exc).__name__}: {exc}"[:4000])
+    return claim
+
+
+def _extraction_apply(run: ExtractionRun, attempt: int, base: _Base, changes: dict[str, Any], *, first_seq: int,
+                      last_seq: int, more: bool, model: str, usage: dict[str, Any]) -> str:
+    """Write the extracted snapshot, its revision, the cursor and the run record together, or nothing."""
+    with transaction.atomic():
+        session = SessionContext.objects.select_for_update().filter(pk=run.session_id).first()
+        current = ExtractionRun.objects.filter(pk=run.pk).first()
+        if (session is None or current is None or current.status != ExtractionRun.Status.RUNNING
+                or current.attempts != attempt):
+            return "stale"  # a newer attempt owns the run now; its result counts, not this one
+        if (session.version, session.cursor_seq, session.mode) != (base.version, base.cursor_seq, base.mode):
+            return "conflict"
+        snapshot_update(session=session, expected_version=base.version, changes=changes,
+                        source=Revision.Source.EXTRACTION, actor=Actor.for_model(model), cursor_seq=last_seq,
+                        reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}")
+        _finish(run, ExtractionRun.Status.SUCCEEDED, from_version=base.version, to_version=session.version,
+                first_seq=first_seq, last_seq=last_seq, error="", **usage)
+        if more and not ExtractionRun.objects.filter(session_id=session.pk,
+                                                     status=ExtractionRun.Status.QUEUED).exists():
+            ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up")
+        _send_next_queued(session.pk)
+    return "applied"
 
 
 # --- API keys ---------------------------------------------------------------------------------------

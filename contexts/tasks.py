@@ -5,15 +5,75 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+
+from . import services
 
 logger = logging.getLogger(__name__)
 
+# Publishing gives up fast when the broker is down: the run stays queued with a note, and the web
+# request that asked for it does not hang.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
-def enqueue_extraction(run_id: str) -> None:
-    """Send a queued run to the workers (called on commit)."""
-    extract_context.delay(run_id)
+
+def enqueue_extraction(run_id: str) -> bool:
+    """Send a queued run to the workers (called on commit); False when the broker refused it."""
+    services.extraction_mark_sent(run_id=run_id)
+    try:
+        extract_context.apply_async(args=[run_id], queue=settings.CELERY_TASK_DEFAULT_QUEUE, retry=True,
+                                    retry_policy=PUBLISH_RETRY_POLICY)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
+        logger.warning("run %s not sent, broker unavailable: %s", run_id, exc)
+        services.extraction_mark_unsent(run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
-@shared_task(name="contexts.extract_context")
-def extract_context(run_id: str) -> None:
-    raise NotImplementedError("extraction lands with issue 4")
+def send_pending(*, older_than: float | None = None) -> tuple[int, int]:
+    """Send again every run that is stuck queued or abandoned; (sent, not sent)."""
+    sent = failed = 0
+    for run_id in services.extraction_pending(older_than=older_than):
+        if enqueue_extraction(run_id):
+            sent += 1
+        else:
+            failed += 1
+    return sent, failed
+
+
+@shared_task(
+    name="contexts.extract_context",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # Above the model client's worst case; the extractor stops starting calls before the soft limit.
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    # Retries here only wait out another attempt's lease; the attempt bound lives in the database.
+    max_retries=settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS,
+)
+def extract_context(self, run_id: str) -> str:
+    """Run one extraction; a redelivered or repeated run id applies its work at most once."""
+    claim = services.extraction_run(run_id=run_id)
+    if claim.decision == "later" and not self.request.is_eager:
+        raise self.retry(countdown=claim.retry_in)
+    return claim.decision
+
+
+@shared_task(name="contexts.sweep_extractions", ignore_result=True, soft_time_limit=60, time_limit=90)
+def sweep_extractions() -> int:
+    """Periodic (celery beat) and at worker start: send runs that were never sent or were abandoned."""
+    sent, failed = send_pending()
+    if sent or failed:
+        logger.info("sweep: %d runs sent again, %d could not be sent", sent, failed)
+    return sent
+
+
+@worker_ready.connect
+def _sweep_on_start(sender=None, **kwargs) -> None:
+    # Runs queued while no worker (or no broker) was up get going as soon as a worker is.
+    try:
+        sweep_extractions.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    except Exception:  # noqa: BLE001
+        logger.exception("startup sweep not sent")

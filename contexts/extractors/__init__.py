@@ -1,0 +1,5 @@
+"""Extractors turn a previous snapshot plus unseen messages into the next snapshot."""
+
+from .base import ExtractionError, ExtractionResult, Extractor, Usage, get_extractor
+
+__all__ = ["ExtractionError", "ExtractionResult", "Extractor", "Usage", "get_extractor"]

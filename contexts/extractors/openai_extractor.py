@@ -1,0 +1,185 @@
+"""The model extractor: any OpenAI-compatible chat API, answering through a strict JSON schema."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import openai
+from django.conf import settings
+
+from .. import llm
+from . import instructions
+from .base import Deadline, ExtractionError, ExtractionResult, Extractor, PromptMessage, Usage
+
+logger = logging.getLogger(__name__)
+
+# Status codes worth another try: the request was fine, the server was not (or was busy).
+TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def _quote(text: str | None, limit: int = 160) -> str:
+    text = " ".join((text or "").split())
+    return repr(text[:limit] + ("…" if len(text) > limit else ""))
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = getattr(exc.response, "headers", None) or {}
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return float(raw_ms) / 1000
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        try:
+            return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return None
+
+
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter; a server's Retry-After wins when it asks for longer."""
+    base = float(settings.SESSIONCTX_RETRY_BACKOFF)
+    ceiling = float(settings.SESSIONCTX_RETRY_BACKOFF_MAX)
+    delay = min(ceiling, base * (2 ** attempt)) * random.uniform(0.5, 1.5)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, ceiling))
+    return min(delay, ceiling)
+
+
+def check_answer(content: str | None, *, mode: str, refusal: str | None = None,
+                 finish_reason: str | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The snapshot in a model answer, or the problems that make it unusable."""
+    if refusal:
+        return None, [f"the model refused: {_quote(refusal)}"]
+    if finish_reason == "length":
+        return None, ["the answer was cut off at the output token limit"]
+    if not content or not content.strip():
+        return None, ["the answer was empty"]
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None, [f"the model answered in prose instead of returning the context JSON: {_quote(content)}"]
+    if not isinstance(data, dict):
+        return None, [f"the answer is JSON but not an object: {_quote(content)}"]
+    fields = instructions.fields_for(mode)
+    missing = [name for name in fields if name not in data]
+    if missing:
+        return None, [f"the answer lacks the required keys {', '.join(missing)}: {_quote(content)}"]
+    problems: list[str] = []
+    snapshot: dict[str, Any] = {}
+    for name in fields:
+        value = data[name]
+        if name in ("plan", "progress"):
+            if not isinstance(value, list) or not all(isinstance(step, str) for step in value):
+                problems.append(f"{name} must be a list of strings")
+                continue
+            steps = [step.strip() for step in value if step.strip()]
+            if len(steps) > settings.SESSIONCTX_MAX_PLAN_STEPS:
+                problems.append(f"{name} has {len(steps)} steps; at most {settings.SESSIONCTX_MAX_PLAN_STEPS}")
+            long = [i + 1 for i, step in enumerate(steps) if len(step) > settings.SESSIONCTX_MAX_STEP_CHARS]
+            if long:
+                problems.append(f"{name} steps {long} are longer than {settings.SESSIONCTX_MAX_STEP_CHARS} characters")
+            snapshot[name] = steps
+        else:
+            if not isinstance(value, str):
+                problems.append(f"{name} must be a string")
+                continue
+            limit = settings.SESSIONCTX_MAX_SUMMARY_CHARS if name == "summary" else settings.SESSIONCTX_MAX_GOAL_CHARS
+            if len(value.strip()) > limit:
+                problems.append(f"the {name} has {len(value.strip())} characters; compress it to at most {limit}")
+            snapshot[name] = value.strip()
+    return (None, problems) if problems else (snapshot, [])
+
+
+class OpenAIExtractor(Extractor):
+    name = "openai"
+
+    def __init__(self, *, model: str) -> None:
+        self.model = model
+
+    def prompt_overhead(self, *, previous: dict[str, Any], mode: str) -> int:
+        return len(instructions.instructions(mode)) + len(instructions.user_prompt(previous, mode, []))
+
+    def message_chars(self, message: PromptMessage) -> int:
+        return len(instructions.render_message(message))
+
+    def extract(self, *, previous: dict[str, Any], mode: str, messages: list[PromptMessage],
+                deadline: Deadline | None = None) -> ExtractionResult:
+        usage = Usage()
+        prompt = [
+            {"role": "system", "content": instructions.instructions(mode)},
+            {"role": "user", "content": instructions.user_prompt(previous, mode, messages)},
+        ]
+        completion = self._call(prompt, mode, usage, deadline)
+        snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
+                                          finish_reason=completion.finish_reason)
+        if snapshot is not None:
+            return ExtractionResult(snapshot=snapshot, usage=usage)
+        # One repair try: show the model its answer and what is wrong with it.
+        logger.info("model answer unusable (%s); asking once for a repair", "; ".join(problems))
+        first = problems
+        repair = [*prompt, {"role": "assistant", "content": completion.content or ""},
+                  {"role": "user", "content": instructions.repair_prompt(problems, mode)}]
+        completion = self._call(repair, mode, usage, deadline)
+        snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
+                                          finish_reason=completion.finish_reason)
+        if snapshot is None:
+            raise ExtractionError(
+                "Invalid model output after one repair try: " + "; ".join(problems)
+                + (" (first answer: " + "; ".join(first) + ")" if first != problems else ""),
+                usage=usage,
+            )
+        return ExtractionResult(snapshot=snapshot, usage=usage)
+
+    def _call(self, prompt: list[dict[str, str]], mode: str, usage: Usage, deadline: Deadline | None) -> llm.Completion:
+        """One completion, retrying transient failures with exponential backoff and jitter."""
+        retries = int(settings.SESSIONCTX_MODEL_RETRIES)
+        last = ""
+        for attempt in range(retries + 1):
+            if deadline is not None and not deadline.allows(llm.worst_call_seconds()):
+                raise ExtractionError(f"Out of time for another model call ({last or 'no answer yet'})",
+                                      transient=True, usage=usage)
+            usage.model_calls += 1
+            usage.prompt_chars += sum(len(m["content"]) for m in prompt)
+            started = time.monotonic()
+            retry_after = None
+            try:
+                completion = llm.chat_json(messages=prompt, schema_name=f"session_context_{mode}",
+                                           schema=instructions.schema(mode), model=self.model)
+            except openai.APITimeoutError:
+                last = f"the model did not answer within {settings.OPENAI_TIMEOUT:g} s"
+            except openai.APIConnectionError as exc:
+                last = f"cannot reach the model API: {exc}"
+            except openai.APIStatusError as exc:
+                code = getattr(exc, "code", None)
+                if exc.status_code not in TRANSIENT_STATUS or code == "insufficient_quota":
+                    raise ExtractionError(
+                        f"The model API refused the request ({exc.status_code}): {_quote(exc.message, 300)}",
+                        usage=usage,
+                    ) from exc
+                last = f"the model API answered {exc.status_code}"
+                retry_after = _retry_after(exc)
+            else:
+                usage.prompt_tokens += completion.prompt_tokens
+                usage.completion_tokens += completion.completion_tokens
+                usage.latency_ms += completion.latency_ms
+                return completion
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            usage.latency_ms += elapsed_ms
+            if attempt < retries:
+                delay = backoff_seconds(attempt, retry_after)
+                logger.warning("model call failed (%s); try %d of %d again in %.2f s", last, attempt + 1,
+                               retries + 1, delay)
+                time.sleep(delay)
+        raise ExtractionError(f"Model unavailable after {retries + 1} tries: {last}", transient=True, usage=usage)
