@@ -219,12 +219,16 @@ class ExtractionRun(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
     chunks = models.PositiveIntegerField(default=0)
+    # Calls made to the model, failed ones included (attempts counts deliveries of the task).
+    model_calls = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     first_seq = models.PositiveIntegerField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(null=True, blank=True)
     from_version = models.PositiveIntegerField(null=True, blank=True)
     to_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Last time the run was handed to the broker; null while the broker could not take it.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
