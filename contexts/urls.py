@@ -1,3 +1,18 @@
 """Routes of the staff pages."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.session_list, name="sessions"),
+    path("handoffs/", views.handoff_queue, name="handoffs"),
+    path("sessions/<str:session_id>/", views.session_detail, name="session_detail"),
+    path("sessions/<str:session_id>/edit/", views.session_edit, name="session_edit"),
+    path("sessions/<str:session_id>/revert/", views.session_revert, name="session_revert"),
+    path("sessions/<str:session_id>/reset/", views.session_reset, name="session_reset"),
+    path("sessions/<str:session_id>/take/", views.handoff_take, name="handoff_take"),
+    path("sessions/<str:session_id>/note/", views.handoff_note, name="handoff_note"),
+    path("sessions/<str:session_id>/release/", views.handoff_release, name="handoff_release"),
+    path("sessions/<str:session_id>/close/", views.session_close, name="session_close"),
+]

@@ -1,0 +1,98 @@
+"""Forms of the staff pages: they parse input; services decide and write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from .exceptions import InvalidInput
+from .models import Mode, Status
+from .selectors import SESSION_SORTS
+
+
+def first_error(form: forms.Form) -> InvalidInput:
+    """A form's errors as the one application error type the pages know how to show."""
+    fields = {name: " ".join(str(e) for e in errors) for name, errors in form.errors.items()}
+    name, text = next(iter(fields.items()))
+    label = "" if name == "__all__" else f"{form.fields[name].label or name.replace('_', ' ').capitalize()}: "
+    return InvalidInput(f"{label}{text}", details={"fields": fields})
+
+
+class SessionFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=255, label="Search")
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Status.choices])
+    mode = forms.ChoiceField(required=False, choices=[("", "Any mode"), *Mode.choices])
+    agent = forms.CharField(required=False, max_length=255)
+    needs_human = forms.BooleanField(required=False, label="Needs a human")
+    sort = forms.ChoiceField(required=False, choices=[(s, s) for s in SESSION_SORTS])
+    after = forms.CharField(required=False, max_length=300)
+    before = forms.CharField(required=False, max_length=300)
+
+    def filters(self) -> dict[str, Any]:
+        data = self.cleaned_data if self.is_valid() else {}
+        return {
+            "q": data.get("q", ""),
+            "status": data.get("status", ""),
+            "mode": data.get("mode", ""),
+            "agent_id": data.get("agent", ""),
+            "needs_human": data.get("needs_human", False),
+        }
+
+
+class ContextEditForm(forms.Form):
+    """Summary, goal and extra progress as fields; plan rows come as parallel lists (see plan_from)."""
+
+    version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+    summary = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 5}))
+    goal = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    other_progress = forms.CharField(
+        required=False, label="Other progress (one per line)", widget=forms.Textarea(attrs={"rows": 2})
+    )
+    reason = forms.CharField(required=False, max_length=500)
+
+    @staticmethod
+    def plan_from(data) -> tuple[list[str], list[str]]:
+        """(plan, completed steps) from rows of step_id / step_text / step_done; empty rows are removed."""
+        ids, texts = data.getlist("step_id"), data.getlist("step_text")
+        done_ids = set(data.getlist("step_done"))
+        plan, done = [], []
+        for row_id, text in zip(ids, texts, strict=False):
+            text = text.strip()
+            if not text:
+                continue
+            plan.append(text)
+            if row_id in done_ids:
+                done.append(text)
+        return plan, done
+
+    def changes(self, data) -> dict[str, Any]:
+        plan, done = self.plan_from(data)
+        other = [line.strip() for line in self.cleaned_data["other_progress"].splitlines() if line.strip()]
+        return {
+            "summary": self.cleaned_data["summary"],
+            "goal": self.cleaned_data["goal"],
+            "plan": plan,
+            "progress": done + [p for p in other if p not in done],
+        }
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class OptionalNoteForm(forms.Form):
+    note = forms.CharField(required=False, max_length=1000)
+
+
+class RevertForm(forms.Form):
+    to_version = forms.IntegerField(min_value=1)
+    expected_version = forms.IntegerField(min_value=0)
+    reason = forms.CharField(max_length=2000)
+
+
+class ResetForm(forms.Form):
+    expected_version = forms.IntegerField(min_value=0)
+    reason = forms.CharField(max_length=2000)
+    confirm = forms.BooleanField(label="I understand this empties the context", required=True,
+                                 error_messages={"required": "Tick the confirmation box to reset."})
