@@ -207,7 +207,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["contexts.auth.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env("API_THROTTLE_RATE", "6000/min")},
     # Client IPs are read from X-Forwarded-For only behind this many trusted proxies.
-    "NUM_PROXIES": env_int("NUM_PROXIES", 0) if env("NUM_PROXIES") else None,
+    # Unset means no proxy (0): DRF's own default (None) would trust any X-Forwarded-For a client sends.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "UNAUTHENTICATED_USER": None,
 }
 
