@@ -1,0 +1,140 @@
+"""An OpenAI-compatible chat completions server on 127.0.0.1 with scripted answers.
+
+Tests and benchmarks point the real `openai` client at it (OPENAI_BASE_URL). Each request is
+recorded; each answer comes from the script (in order), else from the default responder, which
+extracts like a well-behaved model: it keeps the previous context and appends "m<seq>" for every
+message it was shown, so tests can see exactly which messages each prompt carried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_MESSAGE = re.compile(r'<message seq="(\d+)" role="(\w+)">\n(.*?)\n</message>', re.DOTALL)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    content: str | None = None
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int = 17
+
+
+def answer(data: dict[str, Any], **kwargs) -> Reply:
+    """A JSON answer, as a model following the schema gives it."""
+    return Reply(content=json.dumps(data), **kwargs)
+
+
+def prose(text: str, **kwargs) -> Reply:
+    """A model that chats instead of extracting."""
+    return Reply(content=text, **kwargs)
+
+
+def error(status: int, message: str = "error", *, retry_after: str | None = None, **kwargs) -> Reply:
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
+    return Reply(status=status, body={"error": {"message": message, "type": "server_error", "code": None}},
+                 headers=headers, **kwargs)
+
+
+def parse_prompt(request: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
+    """(previous context, [(seq, role, content)]) from a recorded extraction request."""
+    user = next(m["content"] for m in request["messages"] if m["role"] == "user")
+    previous_json = user.split("Previous context:\n", 1)[1].split("\nNew messages:", 1)[0]
+    return json.loads(previous_json), [(int(s), r, c) for s, r, c in _MESSAGE.findall(user)]
+
+
+def echo_extraction(request: dict[str, Any]) -> Reply:
+    """Keep the previous context; append m<seq> for each message shown (the summary is a ledger)."""
+    previous, messages = parse_prompt(request)
+    data = dict(previous)
+    data["summary"] = (previous.get("summary", "") + "".join(f" m{seq}" for seq, _, _ in messages)).strip()
+    return answer(data)
+
+
+class FakeOpenAI:
+    def __init__(self, default: Callable[[dict[str, Any]], Reply] | None = echo_extraction) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.script: deque[Reply] = deque()
+        self.default = default
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                request = json.loads(self.rfile.read(length) or b"{}")
+                with fake._lock:
+                    fake.requests.append(request)
+                    reply = fake.script.popleft() if fake.script else None
+                if reply is None:
+                    reply = fake.default(request) if fake.default else error(500, "no scripted answer")
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.status == 200:
+                    prompt_chars = sum(len(m.get("content") or "") for m in request.get("messages", []))
+                    body = reply.body or {
+                        "id": f"chatcmpl-{len(fake.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": request.get("model", "fake"),
+                        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                     "message": {"role": "assistant", "content": reply.content, "refusal": None}}],
+                        "usage": {"prompt_tokens": reply.prompt_tokens or prompt_chars // 4,
+                                  "completion_tokens": reply.completion_tokens,
+                                  "total_tokens": (reply.prompt_tokens or prompt_chars // 4) + reply.completion_tokens},
+                    }
+                else:
+                    body = reply.body or {}
+                raw = json.dumps(body).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(raw)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def push(self, *replies: Reply) -> None:
+        with self._lock:
+            self.script.extend(replies)
+
+    def prompts(self) -> list[str]:
+        """The user prompt of every recorded request."""
+        return [next(m["content"] for m in r["messages"] if m["role"] == "user") for r in self.requests]
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

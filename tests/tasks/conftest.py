@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from contexts import services
+from tests.fake_openai import FakeOpenAI
+
+
+@pytest.fixture
+def fake_model(settings):
+    """The fake OpenAI-compatible server, configured as the model; client retries off, backoff tiny."""
+    with FakeOpenAI() as fake:
+        settings.SESSIONCTX_MODEL = "fake-model"
+        settings.OPENAI_API_KEY = "test-key"
+        settings.OPENAI_BASE_URL = fake.url
+        settings.OPENAI_TIMEOUT = 5.0
+        settings.OPENAI_MAX_RETRIES = 0
+        settings.SESSIONCTX_MODEL_RETRIES = 2
+        settings.SESSIONCTX_RETRY_BACKOFF = 0.01
+        settings.SESSIONCTX_RETRY_BACKOFF_MAX = 0.05
+        yield fake
+
+
+@pytest.fixture
+def extract(django_capture_on_commit_callbacks):
+    """Ask for an update of a session and run it in-process (eager), as the no-broker default does."""
+
+    def run(session, trigger="test"):
+        with django_capture_on_commit_callbacks(execute=True):
+            run = services.extraction_request(session=session, trigger=trigger)
+        run.refresh_from_db()
+        session.refresh_from_db()
+        return run
+
+    return run
+
+
+def post(session, *messages: tuple[str, str]):
+    """Store messages (role, content) on a session."""
+    return services.messages_append(session=session, messages=[{"role": r, "content": c} for r, c in messages])
