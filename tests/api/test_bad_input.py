@@ -1,0 +1,105 @@
+"""Malformed JSON, wrong types, oversize bodies, bad session ids, wrong methods and paths: one error shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contexts.exceptions import api_exception_handler
+from contexts.models import SessionContext
+from tests.api.conftest import assert_error, counts
+from tests.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+BAD_SESSION_IDS = ["has%20space", "caf%C3%A9", "semi;colon", "quote%27s", "star*", "x" * 256, "tab%09id",
+                   "percent%25"]
+
+
+@pytest.mark.parametrize("session_id", BAD_SESSION_IDS)
+def test_a_bad_session_id_is_400_and_nothing_is_stored(agent, session_id):
+    make_session("fine-1")
+    before = counts()
+    for method, path, body in (
+        ("PUT", "", {}),
+        ("POST", "/messages", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("GET", "/context", None),
+        ("PATCH", "/context", {"summary": "x", "version": 0}),
+        ("POST", "/handoff", {"reason": "x"}),
+    ):
+        error = assert_error(agent.call(method, f"/api/v1/sessions/{session_id}{path}", body), 400,
+                             "invalid_session_id")
+        assert "A-Z a-z 0-9" in error["message"]
+    assert counts() == before
+
+
+def test_the_longest_allowed_session_id_and_every_allowed_character_work(agent):
+    for session_id in ("a" * 255, "Az09._:@-"):
+        assert agent.put(f"/api/v1/sessions/{session_id}").status_code == 201
+    assert SessionContext.objects.filter(session_id="a" * 255).exists()
+
+
+@pytest.mark.parametrize("raw", ['{"summary": ', "{'summary': 'x'}", "summary=x", '{"summary": NaN, "version": 0}',
+                                 "\xff\xfe"])
+def test_malformed_json_is_400_parse_error_and_changes_nothing(agent, raw):
+    make_session("json-1", content={"summary": "kept"})
+    before = counts()
+    response = agent.patch("/api/v1/sessions/json-1/context", raw=raw.encode("latin-1"), headers={"If-Match": '"1"'})
+    assert_error(response, 400, "parse_error")
+    assert counts() == before
+    assert SessionContext.objects.get(session_id="json-1").summary == "kept"
+
+
+def test_a_json_body_that_is_not_an_object_is_400(agent):
+    make_session("json-2")
+    for raw in ("[]", '"text"', "3", "null"):
+        assert_error(agent.patch("/api/v1/sessions/json-2/context", raw=raw, headers={"If-Match": '"0"'}), 400)
+
+
+def test_a_body_that_is_not_json_is_415(agent):
+    make_session("form-1")
+    response = agent.post("/api/v1/sessions/form-1/handoff", raw="reason=x",
+                          content_type="application/x-www-form-urlencoded")
+    assert_error(response, 415, "unsupported_media_type")
+    assert SessionContext.objects.get(session_id="form-1").status == "active"
+
+
+def test_an_oversize_body_is_413_and_stores_nothing(agent, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    before = counts()
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * 20_000}]})
+    error = assert_error(agent.post("/api/v1/sessions/big-1/messages", raw=big), 413, "payload_too_large")
+    assert error["details"]["max_bytes"] == 10_000
+    assert counts() == before
+    # Just under the limit is fine.
+    ok = json.dumps({"messages": [{"role": "user", "content": "x" * 9_000}]})
+    assert agent.post("/api/v1/sessions/big-1/messages", raw=ok).status_code == 202
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/v1/sessions"),
+    ("GET", "/api/v1/sessions/s-1"),
+    ("DELETE", "/api/v1/sessions/s-1/context"),
+    ("GET", "/api/v1/sessions/s-1/handoff"),
+    ("PUT", "/api/v1/sessions/s-1/messages"),
+    ("POST", "/api/v1/health"),
+])
+def test_wrong_methods_are_405_in_the_error_shape(agent, method, path):
+    make_session("s-1")
+    response = agent.call(method, path, {})
+    assert_error(response, 405, "method_not_allowed")
+    assert "Allow" in response
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nothing", "/api/v1/sessions/", "/api/v2/sessions", "/api/",
+                                  "/api/v1/sessions/s-1/context/", "/api/v1/sessions/s-1/revisions/-1/revert"])
+def test_unknown_api_paths_are_json_404s(agent, path):
+    for method in ("GET", "POST"):
+        assert_error(agent.call(method, path, {}), 404, "not_found")
+
+
+def test_unexpected_errors_become_a_500_in_the_error_shape():
+    response = api_exception_handler(RuntimeError("boom"), {"view": None, "request": None})
+    assert response.status_code == 500
+    assert response.data == {"error": {"code": "server_error", "message": "Internal server error.", "details": {}}}

@@ -1,0 +1,103 @@
+"""Posting message batches (creating sessions, idempotency, auto-update) and reading the transcript."""
+
+from __future__ import annotations
+
+import pytest
+
+from contexts.models import ExtractionRun, Message, SessionContext
+from tests.api.conftest import assert_error, counts
+from tests.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+TURN = [
+    {"role": "user", "content": "Plan my trip", "idempotency_key": "t1-u"},
+    {"role": "assistant", "content": "1. Flights 2. Hotel", "idempotency_key": "t1-a"},
+]
+
+
+def test_posting_to_a_new_session_creates_it_and_stores_the_batch(agent):
+    response = agent.post("/api/v1/sessions/m-1/messages",
+                          {"messages": TURN, "user_id": "u-7", "agent_id": "bot", "mode": "planning"})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["session_id"] == "m-1" and body["created"] is True
+    assert body["stored"] == [{"seq": 1, "role": "user", "idempotency_key": "t1-u"},
+                              {"seq": 2, "role": "assistant", "idempotency_key": "t1-a"}]
+    assert body["duplicates"] == 0
+    session = SessionContext.objects.get(session_id="m-1")
+    assert (session.user_id, session.agent_id, session.mode, session.last_message_seq) == ("u-7", "bot", "planning", 2)
+    assert list(session.messages.values_list("seq", "role", "content")) == [
+        (1, "user", "Plan my trip"), (2, "assistant", "1. Flights 2. Hotel")]
+
+
+def test_a_batch_completing_a_turn_queues_an_update(agent, settings):
+    settings.SESSIONCTX_AUTO_UPDATE = True
+    body = agent.post("/api/v1/sessions/m-2/messages", {"messages": TURN}).json()
+    run = ExtractionRun.objects.get(session__session_id="m-2")
+    assert body["update"] == {"run_id": str(run.id), "status": "queued"}
+    assert run.trigger == "auto"
+
+
+def test_no_update_when_the_turn_is_not_complete_or_auto_update_is_off(agent, settings):
+    settings.SESSIONCTX_AUTO_UPDATE = True
+    body = agent.post("/api/v1/sessions/m-3/messages", {"messages": [{"role": "user", "content": "hi"}]}).json()
+    assert body["update"] is None
+    settings.SESSIONCTX_AUTO_UPDATE = False
+    body = agent.post("/api/v1/sessions/m-3/messages", {"messages": [{"role": "assistant", "content": "yo"}]}).json()
+    assert body["update"] is None
+    assert not ExtractionRun.objects.filter(session__session_id="m-3").exists()
+
+
+def test_a_retried_batch_stores_nothing_twice(agent):
+    agent.post("/api/v1/sessions/m-4/messages", {"messages": TURN})
+    again = agent.post("/api/v1/sessions/m-4/messages", {"messages": TURN}).json()
+    assert again["stored"] == [] and again["duplicates"] == 2 and again["created"] is False
+    assert again["update"] is None
+    assert Message.objects.filter(session__session_id="m-4").count() == 2
+    assert ExtractionRun.objects.filter(session__session_id="m-4").count() == 1
+
+
+def test_the_transcript_is_in_order_and_pages(reader, agent):
+    agent.post("/api/v1/sessions/m-5/messages",
+               {"messages": [{"role": "user", "content": f"m{i}"} for i in range(5)]})
+    page = reader.get("/api/v1/sessions/m-5/messages?limit=2").json()
+    assert [(m["seq"], m["content"]) for m in page["results"]] == [(1, "m0"), (2, "m1")]
+    assert set(page["results"][0]) == {"seq", "role", "content", "idempotency_key", "created_at"}
+    assert [m["seq"] for m in reader.get(page["next"]).json()["results"]] == [3, 4]
+    assert [m["seq"] for m in reader.get("/api/v1/sessions/m-5/messages?after_seq=3").json()["results"]] == [4, 5]
+    assert_error(reader.get("/api/v1/sessions/m-5/messages?after_seq=-1"), 400)
+    assert_error(reader.get("/api/v1/sessions/nobody/messages"), 404)
+
+
+@pytest.mark.parametrize("body", [
+    {},
+    {"messages": []},
+    {"messages": "hello"},
+    {"messages": [{"role": "robot", "content": "x"}]},
+    {"messages": [{"role": "user"}]},
+    {"messages": [{"role": "user", "content": 5}]},
+    {"messages": [{"role": "user", "content": "x", "extra": 1}]},
+    {"messages": [{"role": "user", "content": "x", "idempotency_key": ""}]},
+    {"messages": [{"role": "user", "content": "x"}], "mode": "other"},
+    {"messages": [{"role": "user", "content": "x"}], "user_id": ["a"]},
+    {"messages": [{"role": "user", "content": "x"}], "surprise": True},
+    {"messages": [{"role": "user", "content": "x" * 100_001}]},
+    {"messages": [{"role": "user", "content": "x"}] * 201},
+    [{"role": "user", "content": "x"}],
+])
+def test_bad_batches_are_400_and_store_nothing_not_even_the_session(agent, body):
+    before = counts()
+    assert_error(agent.post("/api/v1/sessions/m-bad/messages", body), 400)
+    assert counts() == before
+    assert not SessionContext.objects.filter(session_id="m-bad").exists()
+
+
+def test_a_bad_batch_to_an_existing_session_changes_nothing(agent):
+    make_session("m-6")
+    agent.post("/api/v1/sessions/m-6/messages", {"messages": [{"role": "user", "content": "ok"}]})
+    before = counts()
+    assert_error(agent.post("/api/v1/sessions/m-6/messages",
+                            {"messages": [{"role": "user", "content": "fine"}, {"role": "x", "content": "bad"}]}),
+                 400)
+    assert counts() == before
