@@ -212,8 +212,11 @@ _DIFF_FIELDS = ("status", "mode", "summary", "goal", "plan", "progress", "handof
 
 def _word_diff(before: str, after: str) -> list[tuple[str, str]]:
     a, b = re.split(r"(\s+)", before), re.split(r"(\s+)", after)
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if before and after and matcher.ratio() < 0.5:
+        return [("del", before), ("ins", after)]  # mostly rewritten: word-by-word marks would be noise
     out: list[tuple[str, str]] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             out.append(("same", "".join(a[i1:i2])))
             continue
@@ -248,15 +251,16 @@ def snapshot_diff(before: dict[str, Any], after: dict[str, Any]) -> list[FieldDi
 
 def revision_history(session: SessionContext, *, limit: int = 50) -> list[RevisionWithDiff]:
     """The newest revisions, each with its diff against the version before it (one query)."""
-    revisions = list(revisions_for(session).select_related("actor_user")[: limit + 1])
-    empty = {"summary": "", "goal": "", "plan": [], "progress": [], "handoff_note": ""}
+    revisions = list(revisions_for(session)[: limit + 1])
     out = []
     for i, revision in enumerate(revisions[:limit]):
         previous = revisions[i + 1].snapshot if i + 1 < len(revisions) else None
         if previous is None and revision.version > 1:
             out.append(RevisionWithDiff(revision, []))  # its predecessor is beyond the shown history
             continue
-        out.append(RevisionWithDiff(revision, snapshot_diff(previous or empty, revision.snapshot)))
+        if previous is None:  # the first version: compare with the empty context it started from
+            previous = {"status": revision.snapshot.get("status"), "mode": revision.snapshot.get("mode")}
+        out.append(RevisionWithDiff(revision, snapshot_diff(previous, revision.snapshot)))
     return out
 
 
