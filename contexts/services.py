@@ -590,11 +590,10 @@ def extraction_pending(*, older_than: float | None = None) -> list[str]:
     now = timezone.now()
     resend = now - timedelta(seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER if older_than is None
                              else older_than)
-    queued = ExtractionRun.objects.filter(status=ExtractionRun.Status.QUEUED).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=resend))
-    abandoned = ExtractionRun.objects.filter(status=ExtractionRun.Status.RUNNING,
-                                             started_at__lte=now - _extraction_lease())
-    return [str(pk) for pk in queued.union(abandoned).values_list("id", flat=True)]
+    queued = Q(status=ExtractionRun.Status.QUEUED) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=resend))
+    abandoned = Q(status=ExtractionRun.Status.RUNNING, started_at__lte=now - _extraction_lease())
+    return [str(pk) for pk in ExtractionRun.objects.filter(queued | abandoned).order_by("created_at")
+            .values_list("id", flat=True)]
 
 
 @transaction.atomic

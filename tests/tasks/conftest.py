@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
+from kombu import pools
 
 from contexts import services
 from tests.fake_openai import FakeOpenAI
@@ -38,3 +41,23 @@ def extract(django_capture_on_commit_callbacks):
 def post(session, *messages: tuple[str, str]):
     """Store messages (role, content) on a session."""
     return services.messages_append(session=session, messages=[{"role": r, "content": c} for r, c in messages])
+
+
+@contextmanager
+def celery_broker(url: str):
+    """Make this process publish to a real broker at `url` (not eager), restoring the app afterwards."""
+    from sessionctx.celery import app
+
+    def reset_pools():
+        app._pool = None
+        app.amqp._producer_pool = None
+        pools.reset()  # kombu keeps pools per connection; closed ones must not be reused
+
+    saved = (app.conf.broker_url, app.conf.task_always_eager)
+    reset_pools()
+    app.conf.broker_url, app.conf.task_always_eager = url, False
+    try:
+        yield app
+    finally:
+        reset_pools()
+        app.conf.broker_url, app.conf.task_always_eager = saved

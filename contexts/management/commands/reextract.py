@@ -1,0 +1,63 @@
+"""Re-run the extraction for many sessions at once, with filters and a progress bar."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.dateparse import parse_date, parse_datetime
+from tqdm import tqdm
+
+from contexts import selectors, services
+from contexts.models import ExtractionRun, Mode, Status
+from contexts.services import Actor
+
+
+class Command(BaseCommand):
+    help = ("Queue a context update for every matching session (--sync: run them here). --from-scratch empties "
+            "the extracted fields first (a reset revision) so the update re-reads all messages.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--mode", choices=Mode.values)
+        parser.add_argument("--status", choices=Status.values)
+        parser.add_argument("--agent-id")
+        parser.add_argument("--user-id")
+        parser.add_argument("--updated-after", help="ISO date or datetime.")
+        parser.add_argument("--all", action="store_true", help="Required when no filter is given.")
+        parser.add_argument("--dry-run", action="store_true", help="Only count the matching sessions.")
+        parser.add_argument("--from-scratch", action="store_true")
+        parser.add_argument("--reason", default="", help="Why (recorded on the reset revisions of --from-scratch).")
+        parser.add_argument("--sync", action="store_true", help="Run the extractions in this process.")
+
+    def handle(self, *args, **o):
+        updated_after = None
+        if o["updated_after"]:
+            updated_after = parse_datetime(o["updated_after"]) or (
+                parse_datetime(o["updated_after"] + "T00:00:00+00:00") if parse_date(o["updated_after"]) else None)
+            if updated_after is None:
+                raise CommandError("--updated-after must be an ISO date or datetime.")
+        filters = {"mode": o["mode"], "status": o["status"], "agent_id": o["agent_id"], "user_id": o["user_id"],
+                   "updated_after": updated_after}
+        if not o["all"] and not any(v is not None for v in filters.values()):
+            raise CommandError("Give at least one filter, or --all to re-extract every session.")
+        if o["from_scratch"] and not o["reason"].strip():
+            raise CommandError("--from-scratch needs --reason (it is recorded on each reset revision).")
+        sessions = selectors.session_list(**filters)
+        total = sessions.count()
+        if o["dry_run"]:
+            self.stdout.write(f"{total} session(s) match; nothing done (dry run).")
+            return
+        outcomes: Counter[str] = Counter()
+        actor = Actor.system("command:reextract")
+        for session in tqdm(sessions.iterator(), total=total, unit="session", file=self.stderr._out):
+            if o["from_scratch"]:
+                services.extraction_rewind(session=session, actor=actor, reason=o["reason"])
+            if o["sync"]:
+                run = ExtractionRun.objects.create(session=session, trigger="reextract")
+                services.extraction_run(run_id=str(run.id))
+                run.refresh_from_db()
+            else:
+                run = services.extraction_request(session=session, trigger="reextract")
+            outcomes[run.status] += 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())) or "nothing"
+        self.stdout.write(f"{total} session(s): {summary}.")

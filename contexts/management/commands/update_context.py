@@ -1,0 +1,45 @@
+"""Update one session's context from its unseen messages, or send again runs that are stuck queued."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from contexts import selectors, services, tasks
+from contexts.exceptions import ApplicationError
+from contexts.models import ExtractionRun
+
+
+class Command(BaseCommand):
+    help = ("Queue a context update for SESSION_ID (--sync: run it here and now). With --pending, send again "
+            "every run the broker never took or a lost worker abandoned (use it once the broker is back).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("session_id", nargs="?")
+        parser.add_argument("--sync", action="store_true", help="Run the extraction in this process and wait.")
+        parser.add_argument("--pending", action="store_true",
+                            help="Send again queued runs not sent yet (or for too long) and abandoned running runs.")
+        parser.add_argument("--older-than", type=float, default=0.0,
+                            help="With --pending: only runs sent at least this many seconds ago (default 0).")
+
+    def handle(self, *args, session_id=None, sync=False, pending=False, older_than=0.0, **options):
+        if pending:
+            sent, failed = tasks.send_pending(older_than=older_than)
+            self.stdout.write(f"{sent} run(s) sent to the workers, {failed} could not be sent.")
+            if failed:
+                raise CommandError("The broker is still unavailable; the runs stay queued.")
+            return
+        if not session_id:
+            raise CommandError("Give a SESSION_ID, or --pending.")
+        try:
+            session = selectors.session_get(session_id)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from None
+        if sync:
+            run = ExtractionRun.objects.create(session=session, trigger="command")
+            services.extraction_run(run_id=str(run.id))
+        else:
+            run = services.extraction_request(session=session, trigger="command")
+        run.refresh_from_db()
+        self.stdout.write(f"run {run.id}: {run.status}" + (f" ({run.error})" if run.error else ""))
+        if run.status == ExtractionRun.Status.FAILED:
+            raise CommandError(run.error)

@@ -1,0 +1,110 @@
+"""A broker that is down loses nothing; operators send stuck runs again and re-extract from the shell."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from contexts import services
+from contexts.models import ExtractionRun, Revision
+from tests.factories import make_session
+from tests.tasks.conftest import celery_broker, post
+
+pytestmark = pytest.mark.django_db
+
+DEAD_BROKER = "redis://127.0.0.1:1/0"
+
+
+def _request_with_broker_down(session, django_capture_on_commit_callbacks):
+    with celery_broker(DEAD_BROKER), django_capture_on_commit_callbacks(execute=True):
+        run = services.extraction_request(session=session, trigger="auto")
+    run.refresh_from_db()
+    return run
+
+
+def test_broker_down_keeps_messages_and_a_queued_run_with_a_note(django_capture_on_commit_callbacks):
+    session = make_session(mode="planning")
+    post(session, ("user", "I need to renew my passport."), ("assistant", "1. Fill the form\n2. Book a slot"))
+
+    run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
+
+    assert run.status == "queued" and run.enqueued_at is None
+    assert run.error.startswith(services.UNSENT_NOTE) and "update_context --pending" in run.error
+    session.refresh_from_db()
+    assert session.last_message_seq == 2 and session.cursor_seq == 0 and session.version == 0
+
+
+def test_operator_sends_stuck_runs_once_the_broker_is_back(django_capture_on_commit_callbacks, capsys):
+    session = make_session(mode="planning")
+    post(session, ("user", "I need to renew my passport."), ("assistant", "Plan:\n1. Fill the form\n2. Book a slot"))
+    run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("update_context", "--pending")
+
+    run.refresh_from_db()
+    session.refresh_from_db()
+    assert run.status == "succeeded" and run.extractor == "offline" and run.error == ""
+    assert session.plan == ["Fill the form", "Book a slot"] and session.cursor_seq == 2
+    assert "1 run(s) sent" in capsys.readouterr().out
+
+
+def test_next_request_sends_a_run_the_broker_refused(django_capture_on_commit_callbacks):
+    session = make_session(mode="summary")
+    post(session, ("user", "Hello, my order 1234 never arrived."), ("assistant", "Sorry! Let me check."))
+    run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        again = services.extraction_request(session=session, trigger="auto")
+
+    assert again.pk == run.pk
+    run.refresh_from_db()
+    assert run.status == "succeeded" and "1234" in run.session.summary
+
+
+def test_pending_with_broker_still_down_says_so_and_keeps_the_run(django_capture_on_commit_callbacks):
+    session = make_session(mode="summary")
+    post(session, ("user", "hi"), ("assistant", "hello"))
+    run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
+
+    with celery_broker(DEAD_BROKER), pytest.raises(CommandError, match="still unavailable"):
+        call_command("update_context", "--pending")
+
+    run.refresh_from_db()
+    assert run.status == "queued" and run.error.startswith(services.UNSENT_NOTE)
+
+
+def test_update_context_command_runs_an_extraction(capsys):
+    session = make_session("cmd-1", mode="planning")
+    post(session, ("user", "I want to set up CI for my repo."),
+         ("assistant", "Here's the plan:\n1. Add a workflow file\n2. Cache dependencies\n3. Run the tests"))
+
+    call_command("update_context", "cmd-1", "--sync")
+
+    session.refresh_from_db()
+    assert session.plan == ["Add a workflow file", "Cache dependencies", "Run the tests"]
+    assert "succeeded" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("update_context", "nope")
+
+
+def test_reextract_filters_dry_runs_and_starts_from_scratch(capsys):
+    planning = make_session("re-1", mode="planning", content={"summary": "stale", "goal": "stale goal"})
+    post(planning, ("user", "I need to migrate the database to PostgreSQL."),
+         ("assistant", "Steps:\n1. Dump the data\n2. Load it into PostgreSQL"))
+    make_session("re-2", mode="summary")
+
+    with pytest.raises(CommandError, match="--all"):
+        call_command("reextract")
+    call_command("reextract", "--mode", "planning", "--dry-run")
+    assert "1 session(s) match" in capsys.readouterr().out
+    assert ExtractionRun.objects.count() == 0
+
+    call_command("reextract", "--mode", "planning", "--from-scratch", "--reason", "new rules", "--sync")
+
+    planning.refresh_from_db()
+    assert planning.goal.startswith("I need to migrate the database to PostgreSQL")
+    assert planning.plan == ["Dump the data", "Load it into PostgreSQL"] and planning.summary != "stale"
+    sources = list(Revision.objects.filter(session=planning).order_by("version").values_list("source", flat=True))
+    assert sources == ["api", "reset", "extraction"]
+    assert "1 session(s): 1 succeeded" in capsys.readouterr().out

@@ -1,0 +1,102 @@
+"""What the model is shown: the previous snapshot, each unseen message exactly once, within the budget."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from contexts.models import ExtractionRun
+from tests.factories import make_session
+from tests.tasks.conftest import post
+
+pytestmark = pytest.mark.django_db
+
+
+def _prompt_chars(request) -> int:
+    return sum(len(m["content"]) for m in request["messages"])
+
+
+def test_prompt_holds_the_previous_snapshot(fake_model, extract):
+    session = make_session(mode="planning", content={
+        "summary": "Lena is planning a 3-day Lisbon trip in May.", "goal": "Plan a Lisbon trip",
+        "plan": ["Book flights", "Pick a hotel in Alfama"], "progress": ["Book flights"]})
+    post(session, ("user", "Flights are booked, what about hotels?"), ("assistant", "Try Memmo Alfama."))
+
+    assert extract(session).status == "succeeded"
+
+    prompt = fake_model.prompts()[0]
+    for fragment in ("Lena is planning a 3-day Lisbon trip in May.", "Plan a Lisbon trip", "Pick a hotel in Alfama",
+                     "Book flights"):
+        assert fragment in prompt
+    assert "Flights are booked, what about hotels?" in prompt and "Try Memmo Alfama." in prompt
+
+
+def test_every_message_appears_in_exactly_one_prompt_across_runs(fake_model, extract, settings):
+    settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 4000
+    session = make_session(mode="summary")
+    n = 0
+    for batch in (2, 4, 1, 12, 3):  # the 12-message batch needs several chunks
+        messages = []
+        for _ in range(batch):
+            n += 1
+            messages.append(("user" if n % 2 else "assistant", f"marker-{n:03d} " + "words " * 60))
+        post(session, *messages)
+        run = extract(session)
+        assert run.status == "succeeded", run.error
+
+    prompts = fake_model.prompts()
+    assert len(prompts) > 5  # chunking split at least one run
+    for i in range(1, n + 1):
+        assert sum(p.count(f"marker-{i:03d}") for p in prompts) == 1, f"marker-{i:03d}"
+    # The fake model's ledger: every message consumed once, in order.
+    session.refresh_from_db()
+    assert session.summary.split() == [f"m{i}" for i in range(1, n + 1)]
+    assert session.cursor_seq == n
+
+
+def test_chunking_keeps_every_prompt_within_the_budget(fake_model, extract, settings):
+    settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 3000
+    session = make_session(mode="planning", content={"summary": "A long support case.", "goal": "Fix the VPN"})
+    post(session, *[("user" if i % 2 else "assistant", f"note {i}: " + "x" * 600) for i in range(1, 21)])
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    assert run.chunks > 1
+    assert max(_prompt_chars(r) for r in fake_model.requests) <= 3000
+    consumed = sorted(int(s) for p in fake_model.prompts() for s in re.findall(r'<message seq="(\d+)"', p))
+    assert consumed == list(range(1, 21))
+
+
+def test_more_chunks_than_one_run_takes_go_to_a_follow_up_run(fake_model, extract, settings):
+    settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
+    settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 2
+    session = make_session(mode="summary")
+    post(session, *[("user", f"m{i} " + "y" * 900) for i in range(1, 9)])
+
+    first = extract(session)
+
+    runs = list(ExtractionRun.objects.filter(session=session).order_by("created_at"))
+    assert [r.status for r in runs] == ["succeeded"] * len(runs) and len(runs) >= 2
+    assert first.chunks == 2 and runs[1].trigger == "follow-up"
+    assert [(r.first_seq, r.last_seq) for r in runs][0][0] == 1 and runs[-1].last_seq == 8
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert later.first_seq == earlier.last_seq + 1 and later.from_version == earlier.to_version
+    session.refresh_from_db()
+    assert session.cursor_seq == 8 and session.summary.split() == [f"m{i}" for i in range(1, 9)]
+
+
+def test_one_huge_message_is_truncated_with_a_marker_not_sent_over_budget(fake_model, extract, settings):
+    settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 3000
+    session = make_session(mode="summary")
+    post(session, ("user", "START " + "z" * 20_000 + " END"), ("assistant", "That is a big log file."))
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    prompt = fake_model.prompts()[0]
+    assert _prompt_chars(fake_model.requests[0]) <= 3000
+    assert "characters omitted to fit the prompt budget" in prompt
+    assert "START" in prompt and "END" in prompt
+    assert session.cursor_seq == 2
