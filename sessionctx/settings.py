@@ -252,6 +252,9 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis redelivers an unacknowledged task after this: above the hard limit plus backoff.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
+    # How often a worker looks for unacknowledged tasks past that timeout (a killed worker's).
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
