@@ -195,7 +195,8 @@ class FieldDiff:
     name: str
     before: Any
     after: Any
-    words: list[tuple[str, str]] = dc_field(default_factory=list)  # (op, text): op is "same", "del" or "ins"
+    # (op, text): op is "same", "del", "ins" or "gap" (a display-only space between a deletion and an insertion)
+    words: list[tuple[str, str]] = dc_field(default_factory=list)
     added: list[str] = dc_field(default_factory=list)
     removed: list[str] = dc_field(default_factory=list)
     reordered: bool = False
@@ -210,11 +211,14 @@ class RevisionWithDiff:
 _DIFF_FIELDS = ("status", "mode", "summary", "goal", "plan", "progress", "handoff_note")
 
 
+_WORDS = re.compile(r"\w+|\s+|[^\w\s]")
+
+
 def _word_diff(before: str, after: str) -> list[tuple[str, str]]:
-    a, b = re.split(r"(\s+)", before), re.split(r"(\s+)", after)
+    a, b = _WORDS.findall(before), _WORDS.findall(after)
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     if before and after and matcher.ratio() < 0.5:
-        return [("del", before), ("ins", after)]  # mostly rewritten: word-by-word marks would be noise
+        return [("del", before), ("gap", " "), ("ins", after)]  # mostly rewritten: word marks would be noise
     out: list[tuple[str, str]] = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
@@ -222,6 +226,8 @@ def _word_diff(before: str, after: str) -> list[tuple[str, str]]:
             continue
         if i2 > i1:
             out.append(("del", "".join(a[i1:i2])))
+            if j2 > j1:
+                out.append(("gap", " "))  # display only: keeps a replaced word apart from its replacement
         if j2 > j1:
             out.append(("ins", "".join(b[j1:j2])))
     return out
