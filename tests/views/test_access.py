@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from contexts import urls as staff_urls
-from contexts.models import HandoffEvent, Revision, SessionContext
+from contexts.models import HandoffEvent, Revision
 from tests.factories import make_session, make_user
 from tests.views.conftest import HTMX
 
@@ -134,3 +134,17 @@ def test_logout_is_a_post_and_ends_the_session(support):
     assert support.get("/").status_code == 302
 
 
+
+
+def test_htmx_posts_need_the_csrf_header_that_the_body_sets(support_user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(support_user)
+    make_session("csrf-1")
+    page = client.get("/sessions/csrf-1/").content.decode()
+    token = page.split('hx-headers=\'{"X-CSRFToken": "', 1)[1].split('"', 1)[0]
+    refused = client.post("/sessions/csrf-1/note/", {"note": "hi"}, **HTMX)
+    assert refused.status_code == 403 and not HandoffEvent.objects.exists()
+    accepted = client.post("/sessions/csrf-1/note/", {"note": "hi"}, HTTP_X_CSRFTOKEN=token, **HTMX)
+    assert accepted.status_code == 200 and HandoffEvent.objects.get().note == "hi"

@@ -71,7 +71,8 @@ def test_unknown_session_answers_404_naming_it(support):
 
 def test_unknown_page_answers_404_naming_the_path(support):
     response = support.get("/no/such/page/")
-    assert response.status_code == 404 and "There is no page at <code>/no/such/page/</code>" in response.content.decode()
+    assert response.status_code == 404
+    assert "There is no page at <code>/no/such/page/</code>" in response.content.decode()
 
 
 def test_script_in_a_summary_is_rendered_escaped_everywhere(editor):

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import pytest
+
+from contexts import services
+from contexts.models import HandoffEvent, Revision
+from contexts.services import Actor
+from tests.factories import make_session, make_user
+from tests.views.conftest import HTMX
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def waiting():
+    session = make_session("h-1", user_id="carol", content={"summary": "Needs a refund", "plan": ["Check", "Refund"]})
+    services.handoff_request(session=session, reason="Refunds need a human.", actor=Actor.system("agent"))
+    return session
+
+
+def test_queue_lists_waiting_sessions_oldest_first_with_reason_and_wait(support):
+    for sid in ("q-old", "q-new"):
+        s = make_session(sid)
+        services.handoff_request(session=s, reason=f"reason of {sid}", actor=Actor.system("agent"))
+    make_session("q-active")
+    html = support.get("/handoffs/").content.decode()
+    assert html.index("q-old") < html.index("q-new") and "q-active" not in html
+    assert "reason of q-old" in html and "minutes" in html
+    partial = support.get("/handoffs/", **HTMX).content.decode()
+    assert partial.lstrip().startswith('<div id="handoff-queue"') and "<html" not in partial
+
+
+def test_queue_empty_state(support):
+    assert "Nobody is waiting" in support.get("/handoffs/").content.decode()
+
+
+def test_take_from_the_queue_claims_it_and_opens_the_session(support, support_user, waiting):
+    response = support.post("/sessions/h-1/take/", {"from": "queue"}, **HTMX)
+    assert response.status_code == 200 and response["HX-Redirect"] == "/sessions/h-1/"
+    waiting.refresh_from_db()
+    assert waiting.status == "human" and waiting.assignee == support_user
+    event = HandoffEvent.objects.filter(session=waiting).last()
+    assert event.kind == "claimed" and event.actor_user == support_user
+    assert Revision.objects.get(session=waiting, version=waiting.version).actor == "user:sam-support"
+    html = support.get("/sessions/h-1/").content.decode()
+    assert "You have taken this conversation" in html and "sam-support (you)" in html
+
+
+def test_the_second_person_taking_sees_who_has_it_and_nothing_changes(support, support_user, waiting):
+    other = make_user("olga", role="support")
+    services.handoff_claim(session=waiting, actor=Actor.for_user(other))
+    waiting.refresh_from_db()
+    version = waiting.version
+    response = support.post("/sessions/h-1/take/", {"from": "queue"}, **HTMX)
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="handoff-queue"')
+    assert "olga has already taken this conversation." in html
+    waiting.refresh_from_db()
+    assert waiting.assignee == other and waiting.version == version
+    # From the detail page, a plain post shows the full page with the same message.
+    plain = support.post("/sessions/h-1/take/")
+    assert plain.status_code == 409 and "<html" in plain.content.decode()
+    assert "olga has already taken this conversation." in plain.content.decode()
+
+
+def test_add_note_writes_a_handoff_event_by_me(support, support_user, waiting):
+    response = support.post("/sessions/h-1/note/", {"note": "Called the bank."}, **HTMX)
+    assert response.status_code == 200
+    assert response.content.decode().lstrip().startswith('<div id="session-body">')
+    assert "Called the bank." in response.content.decode()
+    note = HandoffEvent.objects.get(session=waiting, kind="note")
+    assert note.note == "Called the bank." and note.actor_user == support_user
+
+
+def test_an_empty_note_is_refused_with_a_message(support, waiting):
+    response = support.post("/sessions/h-1/note/", {"note": "  "}, **HTMX)
+    assert response.status_code == 400 and "Note: This field is required." in response.content.decode()
+    assert not HandoffEvent.objects.filter(session=waiting, kind="note").exists()
+
+
+def test_hand_back_writes_a_note_into_the_snapshot_and_the_audit(support, waiting):
+    support.post("/sessions/h-1/take/")
+    response = support.post("/sessions/h-1/release/", {"note": "Refund issued."})
+    assert response.status_code == 302 and response["Location"] == "/sessions/h-1/"
+    waiting.refresh_from_db()
+    assert waiting.status == "active" and waiting.assignee is None
+    assert "sam-support" in waiting.handoff_note and "Refund issued." in waiting.handoff_note
+    revision = Revision.objects.get(session=waiting, version=waiting.version)
+    assert revision.actor == "user:sam-support" and "handoff_note" in revision.changed_fields
+    assert HandoffEvent.objects.filter(session=waiting).last().kind == "released"
+
+
+def test_hand_back_without_taking_is_a_conflict(support, waiting):
+    response = support.post("/sessions/h-1/release/", {"note": "x"}, **HTMX)
+    assert response.status_code == 409 and "Only a conversation a person has taken" in response.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.status == "handoff_requested"
+
+
+def test_close_ends_the_conversation(support, waiting):
+    response = support.post("/sessions/h-1/close/", {"note": "Resolved by phone"}, **HTMX)
+    assert response.status_code == 200 and "Conversation closed." in response.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.status == "closed"
+    assert HandoffEvent.objects.filter(session=waiting).last().note == "Resolved by phone"
+
+
+# --- editing -----------------------------------------------------------------------------------------
+
+
+def edit_data(version: int, **over) -> dict:
+    data = {"version": str(version), "summary": "New summary", "goal": "New goal", "other_progress": "",
+            "step_id": ["r1", "r2", "n-x", "new"], "step_text": ["Refund", "Check", "Email Carol", ""],
+            "step_done": ["r2"], "reason": "fixed the plan"}
+    data.update(over)
+    return data
+
+
+def test_edit_saves_summary_goal_and_reordered_plan_as_a_staff_revision(editor, editor_user, waiting):
+    version = waiting.version
+    response = editor.post("/sessions/h-1/edit/", edit_data(version), **HTMX)
+    assert response.status_code == 200 and f"Saved as version {version + 1}." in response.content.decode()
+    waiting.refresh_from_db()
+    assert (waiting.summary, waiting.goal) == ("New summary", "New goal")
+    assert waiting.plan == ["Refund", "Check", "Email Carol"] and waiting.progress == ["Check"]
+    revision = Revision.objects.get(session=waiting, version=version + 1)
+    assert revision.source == "staff" and revision.actor_user == editor_user and revision.reason == "fixed the plan"
+
+
+def test_a_stale_edit_is_refused_shows_the_newer_version_and_overwrites_nothing(editor, waiting):
+    loaded_at = waiting.version
+    services.snapshot_update(session=waiting, expected_version=loaded_at, changes={"summary": "Agent's newer text"},
+                             source="api", actor=Actor.system("agent"))
+    response = editor.post("/sessions/h-1/edit/", edit_data(loaded_at, summary="My stale text"), **HTMX)
+    assert response.status_code == 412
+    html = response.content.decode()
+    assert "Someone else changed this context" in html
+    assert f'name="version" value="{loaded_at + 1}"' in html  # the form now carries the newer version
+    assert "Agent&#x27;s newer text</textarea>" in html
+    assert "My stale text" in html  # kept aside so the editor can apply it again
+    waiting.refresh_from_db()
+    assert waiting.summary == "Agent's newer text" and waiting.version == loaded_at + 1
+    assert not Revision.objects.filter(session=waiting, source="staff").exists()
+
+
+def test_invalid_edit_keeps_the_input_and_changes_nothing(editor, waiting, settings):
+    settings.SESSIONCTX_MAX_SUMMARY_CHARS = 10
+    version = waiting.version
+    response = editor.post("/sessions/h-1/edit/", edit_data(version, summary="far too long a summary"), **HTMX)
+    assert response.status_code == 400 and "The context is not valid" in response.content.decode()
+    assert "far too long a summary" in response.content.decode() and "Email Carol" in response.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.version == version and waiting.summary == "Needs a refund"
+
+
+def test_revert_restores_an_old_version_as_a_new_revision(editor, editor_user, waiting):
+    services.snapshot_update(session=waiting, expected_version=waiting.version, changes={"summary": "Wrong"},
+                             source="api", actor=Actor.system("agent"))
+    current = waiting.version
+    response = editor.post("/sessions/h-1/revert/", {"to_version": "1", "expected_version": str(current),
+                                                     "reason": "agent got it wrong"}, **HTMX)
+    assert response.status_code == 200 and f"Restored version 1 as version {current + 1}." in response.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.summary == "Needs a refund" and waiting.version == current + 1
+    revision = Revision.objects.get(session=waiting, version=current + 1)
+    assert revision.source == "staff" and revision.actor_user == editor_user
+    assert revision.reason == "Reverted to version 1: agent got it wrong"
+
+
+def test_revert_needs_a_reason(editor, waiting):
+    version = waiting.version
+    response = editor.post("/sessions/h-1/revert/", {"to_version": "1", "expected_version": str(version),
+                                                     "reason": ""}, **HTMX)
+    assert response.status_code == 400 and "Reason: This field is required." in response.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.version == version
+
+
+def test_reset_needs_confirmation_and_reason_then_empties_the_context(editor, waiting):
+    version = waiting.version
+    refused = editor.post("/sessions/h-1/reset/", {"reason": "start over", "expected_version": str(version)}, **HTMX)
+    assert refused.status_code == 400 and "Tick the confirmation box" in refused.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.version == version and waiting.summary
+    response = editor.post("/sessions/h-1/reset/", {"reason": "start over", "confirm": "on",
+                                                    "expected_version": str(version)})
+    assert response.status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.summary == "" and waiting.plan == [] and waiting.version == version + 1
+    revision = Revision.objects.get(session=waiting, version=version + 1)
+    assert revision.source == "reset" and revision.reason == "start over" and revision.actor == "user:eve-editor"
+
+
+def test_actions_on_a_missing_session_answer_404(editor):
+    assert editor.post("/sessions/gone/take/").status_code == 404
+    assert editor.post("/sessions/gone/edit/", edit_data(1)).status_code == 404
+
+
+def test_get_is_not_allowed_on_actions(editor, waiting):
+    assert editor.get("/sessions/h-1/take/").status_code == 405
+    assert editor.get("/sessions/h-1/reset/").status_code == 405
