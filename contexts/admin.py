@@ -1,0 +1,213 @@
+"""Django admin: every snapshot and key change goes through contexts.services; revisions are read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .exceptions import ApplicationError
+from .models import ApiKey, ExtractionRun, HandoffEvent, Message, Revision, SessionContext
+from .services import Actor
+
+CONTENT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note")
+
+
+class ReadOnlyAdminMixin:
+    """Visible to those who may view; nobody adds, changes or deletes through the admin."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RevisionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Revision
+    fields = ("version", "source", "actor", "reason", "changed_fields", "created_at")
+    readonly_fields = fields
+    ordering = ("-version",)
+    extra = 0
+    max_num = 0
+    show_change_link = True
+
+
+class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Message
+    fields = ("seq", "role", "content", "idempotency_key", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
+class SessionContextForm(forms.ModelForm):
+    # The version the page was loaded at: a save from a stale page is refused, not applied.
+    loaded_version = forms.IntegerField(widget=forms.HiddenInput)
+    reason = forms.CharField(required=False, max_length=500, help_text="Kept with the revision this edit writes.")
+
+    class Meta:
+        model = SessionContext
+        fields = CONTENT_FIELDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["loaded_version"].initial = self.instance.version
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        try:
+            services.validate_content({name: cleaned.get(name) for name in CONTENT_FIELDS if name in cleaned})
+        except ApplicationError as exc:
+            for name, text in exc.details.get("fields", {}).items():
+                self.add_error(name if name in self.fields else None, text)
+        loaded = cleaned.get("loaded_version")
+        current = SessionContext.objects.filter(pk=self.instance.pk).values_list("version", flat=True).first()
+        if loaded is not None and current is not None and loaded != current:
+            raise forms.ValidationError(
+                f"This context changed while you edited it (now version {current}, you loaded {loaded}). "
+                "Nothing was saved; reload the page and apply your change again.")
+        return cleaned
+
+
+@admin.register(SessionContext)
+class SessionContextAdmin(admin.ModelAdmin):
+    form = SessionContextForm
+    list_display = ("session_id", "user_id", "agent_id", "mode", "status", "version", "updated_at")
+    list_filter = ("status", "mode")
+    search_fields = ("session_id", "user_id", "agent_id", "summary", "goal")
+    show_full_result_count = False  # no COUNT(*) over a big table on every list page
+    list_per_page = 50
+    readonly_fields = ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "handoff_reason",
+                       "version", "last_message_seq", "cursor_seq", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "version")}),
+        ("Snapshot (saved through services.snapshot_update as a new revision)",
+         {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
+        ("Bookkeeping", {"classes": ("collapse",),
+                         "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
+    )
+    inlines = (RevisionInline, MessageInline)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SessionContext]:
+        return super().get_queryset(request).select_related("assignee")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # sessions come from agents through the API
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and request.user.has_perm("contexts.edit_context")
+
+    def save_model(self, request: HttpRequest, obj: SessionContext, form: SessionContextForm, change: bool) -> None:
+        changes = {name: form.cleaned_data[name] for name in CONTENT_FIELDS if name in form.changed_data}
+        if not changes:
+            return
+        try:
+            services.snapshot_update(
+                session=SessionContext.objects.get(pk=obj.pk), expected_version=form.cleaned_data["loaded_version"],
+                changes=changes, source=Revision.Source.ADMIN, actor=Actor.for_user(request.user),
+                reason=form.cleaned_data.get("reason", ""),
+            )
+        except ApplicationError as exc:
+            # Raced between clean() and here: report it; the stored snapshot is untouched.
+            self.message_user(request, exc.message, level=messages.ERROR)
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Erasing a session (right to erasure) takes its history with it; read-only revisions do not block that.
+        return deleted, model_count, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: SessionContext) -> None:
+        services.session_delete(session=obj, actor=Actor.for_user(request.user))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SessionContext]) -> None:
+        for session in queryset:
+            services.session_delete(session=session, actor=Actor.for_user(request.user))
+
+
+@admin.register(Revision)
+class RevisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("session", "version", "source", "actor", "created_at")
+    list_filter = ("source",)
+    search_fields = ("session__session_id", "actor", "reason")
+    list_select_related = ("session",)
+    show_full_result_count = False
+
+
+@admin.register(ExtractionRun)
+class ExtractionRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "session", "status", "trigger", "extractor", "model", "prompt_tokens",
+                    "completion_tokens", "latency_ms", "created_at")
+    list_filter = ("status", "extractor", "trigger")
+    search_fields = ("id", "session__session_id", "model", "error")
+    list_select_related = ("session",)
+    show_full_result_count = False
+
+
+@admin.register(HandoffEvent)
+class HandoffEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("session", "kind", "actor", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("session__session_id", "actor", "note")
+    list_select_related = ("session",)
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
+                                       initial=["read"])
+
+    class Meta:
+        model = ApiKey
+        fields = ("name",)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "prefix")
+    # The hash is never shown; the key itself is shown once, right after it is created.
+    readonly_fields = ("name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at",
+                       "revoked_at")
+    fields = readonly_fields
+    actions = ("revoke",)
+
+    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, **kwargs: Any):
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+            kwargs["fields"] = ("name", "scopes")
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        return ("name", "scopes") if obj is None else self.fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        return () if obj is None else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: requests the key made stay attributable
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            return  # every field is read-only after creation
+        key, raw_key = services.api_key_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
+                                               created_by=request.user)
+        for f in ApiKey._meta.concrete_fields:
+            setattr(obj, f.attname, getattr(key, f.attname))
+        obj._state.adding = False
+        self.message_user(request, f"Copy the new key now; it is not shown again: {raw_key}", level=messages.WARNING)
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        keys = list(queryset.filter(is_active=True))
+        for key in keys:
+            services.api_key_revoke(api_key=key)
+        self.message_user(request, f"Revoked {len(keys)} API key(s).", level=messages.SUCCESS)

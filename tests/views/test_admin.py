@@ -1,0 +1,153 @@
+"""The Django admin: snapshot edits and API keys go through services; revisions stay read-only."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+
+from contexts import services
+from contexts.models import ApiKey, ExtractionRun, HandoffEvent, Revision
+from contexts.services import Actor
+from tests.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+
+class _FormFields(HTMLParser):
+    """The fields a browser would submit from the page's main form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[str, list[str]] = {}
+        self._textarea: str | None = None
+        self._select: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        name = a.get("name")
+        if tag == "input" and name and a.get("type") not in ("submit", "checkbox", "radio"):
+            self.data.setdefault(name, []).append(a.get("value") or "")
+        elif tag == "input" and name and "checked" in a:
+            self.data.setdefault(name, []).append(a.get("value") or "on")
+        elif tag == "textarea" and name:
+            self._textarea = name
+            self.data.setdefault(name, []).append("")
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select and "selected" in a:
+            self.data.setdefault(self._select, []).append(a.get("value") or "")
+
+    def handle_endtag(self, tag):
+        if tag == "textarea":
+            self._textarea = None
+        if tag == "select":
+            self._select = None
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.data[self._textarea][-1] += data.lstrip("\n") if not self.data[self._textarea][-1] else data
+
+
+def form_of(html: str) -> dict[str, list[str]]:
+    parser = _FormFields()
+    parser.feed(html)
+    return parser.data
+
+
+@pytest.fixture
+def session():
+    s = make_session("adm-1", user_id="carol", content={"summary": "Original summary", "plan": ["a", "b"]})
+    services.messages_append(session=s, messages=[{"role": "user", "content": "hello admin"}])
+    return s
+
+
+def test_admin_lists_are_searchable(superuser, session):
+    ExtractionRun.objects.create(session=session, status="failed", error="boom")
+    services.handoff_request(session=session, reason="help", actor=Actor.system("agent"))
+    for model in ("sessioncontext", "revision", "extractionrun", "handoffevent", "apikey"):
+        response = superuser.get(f"/admin/contexts/{model}/?q=adm-1")
+        assert response.status_code == 200, model
+    assert "adm-1" in superuser.get("/admin/contexts/sessioncontext/?q=Original").content.decode()
+
+
+def test_session_page_shows_revisions_and_messages_inline(superuser, session):
+    html = superuser.get(f"/admin/contexts/sessioncontext/{session.pk}/change/").content.decode()
+    assert "hello admin" in html and "Revisions" in html
+
+
+def test_admin_snapshot_edit_goes_through_services_as_an_admin_revision(superuser, admin_user, session):
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data["summary"] = ["Fixed by an admin"]
+    data["reason"] = ["typo"]
+    response = superuser.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    session.refresh_from_db()
+    assert session.summary == "Fixed by an admin" and session.version == 2 and session.plan == ["a", "b"]
+    revision = Revision.objects.get(session=session, version=2)
+    assert revision.source == "admin" and revision.actor_user == admin_user and revision.reason == "typo"
+    assert revision.changed_fields == ["summary"]
+
+
+def test_admin_edit_from_a_stale_page_is_refused(superuser, session):
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    services.snapshot_update(session=session, expected_version=1, changes={"summary": "Agent wrote this"},
+                             source="api", actor=Actor.system("agent"))
+    data["summary"] = ["Admin overwrite"]
+    response = superuser.post(url, data)
+    assert response.status_code == 200 and "This context changed while you edited it" in response.content.decode()
+    session.refresh_from_db()
+    assert session.summary == "Agent wrote this" and session.version == 2
+
+
+def test_admin_rejects_an_invalid_plan(superuser, session):
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data["plan"] = ['["ok", 5]']
+    response = superuser.post(url, data)
+    assert response.status_code == 200 and "Step 2 must be a non-empty string." in response.content.decode()
+    session.refresh_from_db()
+    assert session.version == 1
+
+
+def test_revisions_cannot_be_added_changed_or_deleted_in_the_admin(superuser, session):
+    revision = Revision.objects.get(session=session)
+    assert superuser.get("/admin/contexts/revision/add/").status_code == 403
+    html = superuser.get(f"/admin/contexts/revision/{revision.pk}/change/").content.decode()
+    assert 'name="_save"' not in html
+    assert superuser.post(f"/admin/contexts/revision/{revision.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Revision.objects.filter(pk=revision.pk).exists()
+    assert superuser.get("/admin/contexts/handoffevent/add/").status_code == 403
+    assert superuser.get("/admin/contexts/extractionrun/add/").status_code == 403
+
+
+def test_creating_an_api_key_shows_it_once_and_never_the_hash(superuser, admin_user):
+    response = superuser.post("/admin/contexts/apikey/add/", {"name": "billing agent", "scopes": ["read", "write"]},
+                              follow=True)
+    assert response.status_code == 200
+    key = ApiKey.objects.get(name="billing agent")
+    html = response.content.decode()
+    raw = html.split("it is not shown again: ", 1)[1].split("<", 1)[0].strip()
+    assert services.api_key_hash(raw) == key.key_hash and raw.startswith(f"sck_{key.prefix}_")
+    assert key.scopes == ["read", "write"] and key.created_by == admin_user
+    for url in ("/admin/contexts/apikey/", f"/admin/contexts/apikey/{key.pk}/change/"):
+        page = superuser.get(url).content.decode()
+        assert key.key_hash not in page and raw not in page
+
+
+def test_revoke_action_deactivates_keys(superuser):
+    key, _ = services.api_key_create(name="old agent", scopes=["read"])
+    response = superuser.post("/admin/contexts/apikey/", {"action": "revoke", "_selected_action": [key.pk]},
+                              follow=True)
+    assert "Revoked 1 API key(s)." in response.content.decode()
+    key.refresh_from_db()
+    assert not key.is_active and key.revoked_at is not None
+
+
+def test_deleting_a_session_in_the_admin_erases_it_through_the_service(superuser, session):
+    HandoffEvent.objects.create(session=session, kind="note", actor="x", note="n")
+    response = superuser.post(f"/admin/contexts/sessioncontext/{session.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Revision.objects.filter(session_id=session.pk).exists()
