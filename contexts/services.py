@@ -541,7 +541,8 @@ FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, Extract
 
 def _extraction_lease() -> timedelta:
     # The hard time limit kills an attempt, so one started longer ago than that cannot still be alive.
-    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 10)
+    limit = settings.CELERY_TASK_TIME_LIMIT
+    return timedelta(seconds=limit + max(2, limit // 10))
 
 
 def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRun:

@@ -1,0 +1,155 @@
+"""Real Celery workers on Redis and PostgreSQL: posted messages reach the snapshot, killed workers lose
+nothing, two workers on one session neither skip nor repeat a message."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from contexts.models import ExtractionRun, Revision, SessionContext
+from tests.factories import make_api_key
+from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
+from tests.tasks.conftest import celery_broker
+from tests.tasks.workers import Worker, database_url
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def cluster(settings):
+    """Fake model + a unique queue + a way to start workers; this process publishes to Redis."""
+    if connection.vendor != "postgresql":
+        pytest.skip("worker tests need PostgreSQL (set DATABASE_URL)")
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    queue = f"sessionctx-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    workers: list[Worker] = []
+    with FakeOpenAI() as fake, celery_broker(REDIS_URL):
+        env = {
+            "DATABASE_URL": database_url(connection.settings_dict), "CELERY_BROKER_URL": REDIS_URL,
+            "SESSIONCTX_MODEL": "fake-model", "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": fake.url,
+            "OPENAI_MAX_RETRIES": "0", "OPENAI_TIMEOUT": "4", "SESSIONCTX_RETRY_BACKOFF": "0.01",
+            # Short limits so a killed worker's task comes back within seconds.
+            "CELERY_TASK_SOFT_TIME_LIMIT": "6", "CELERY_TASK_TIME_LIMIT": "7", "CELERY_VISIBILITY_TIMEOUT": "8",
+            "CELERY_UNACKED_RESTORE_INTERVAL": "1", "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+        }
+
+        def start(name: str) -> Worker:
+            worker = Worker(name, queue=queue, env=env)
+            workers.append(worker)
+            worker.wait_ready()
+            return worker
+
+        yield fake, start
+        for worker in workers:
+            print(f"--- worker {worker.name} log (tail) ---\n{worker.output()[-3000:]}")  # shown for failures
+            worker.stop()
+    redis.Redis.from_url(REDIS_URL).delete(queue)
+
+
+@pytest.fixture
+def api():
+    _, raw = make_api_key("read", "write")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    def post(session_id: str, *messages: tuple[str, str], mode: str = "planning"):
+        response = client.post(f"/api/v1/sessions/{session_id}/messages", content_type="application/json",
+                               data={"mode": mode, "messages": [{"role": r, "content": c} for r, c in messages]})
+        assert response.status_code == 202, response.content
+        return response.json()
+
+    return post
+
+
+def wait_until(condition, timeout: float = 40, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    runs = list(ExtractionRun.objects.order_by("created_at").values_list(
+        "session__session_id", "status", "trigger", "attempts", "first_seq", "last_seq", "error"))
+    sessions = list(SessionContext.objects.values_list("session_id", "version", "cursor_seq", "last_message_seq"))
+    raise AssertionError(f"timed out waiting for {what}; runs: {runs}; sessions: {sessions}")
+
+
+def settled(session_id: str, last_seq: int):
+    session = SessionContext.objects.filter(session_id=session_id).first()
+    if session is None or session.cursor_seq < last_seq:
+        return None
+    if ExtractionRun.objects.filter(session=session, status__in=["queued", "running"]).exists():
+        return None
+    return session
+
+
+def test_messages_posted_through_the_api_end_up_in_the_snapshot(cluster, api):
+    fake, start = cluster
+    start("w1")
+
+    for turn in range(3):
+        api("w-api", ("user", f"question {turn}"), ("assistant", f"answer {turn}"))
+
+    session = wait_until(lambda: settled("w-api", 6), what="the snapshot to take all 6 messages")
+    assert session.summary.split() == [f"m{i}" for i in range(1, 7)]
+    versions = list(Revision.objects.filter(session=session).order_by("version").values_list("version", "source"))
+    assert [v for v, _ in versions] == list(range(1, len(versions) + 1))
+    assert {s for _, s in versions} == {"extraction"}
+    assert all(r.status in ("succeeded", "skipped") for r in ExtractionRun.objects.filter(session=session))
+
+
+def test_worker_killed_mid_extraction_leaves_nothing_half_done_and_another_finishes(cluster, api):
+    fake, start = cluster
+    first = start("doomed")
+    fake.push(Reply(content="{}", delay=60))  # this worker never gets its answer
+
+    api("w-kill", ("user", "Plan my move to Berlin."), ("assistant", "1. Find a flat\n2. Register the address"))
+    wait_until(lambda: len(fake.requests) == 1, what="the model call")
+    run = ExtractionRun.objects.get(session__session_id="w-kill")
+    assert run.status == "running" and run.attempts == 1
+
+    first.kill()
+
+    session = SessionContext.objects.get(session_id="w-kill")
+    assert (session.version, session.cursor_seq, session.summary) == (0, 0, "")
+    assert not Revision.objects.filter(session=session).exists()
+
+    start("rescuer")
+    session = wait_until(lambda: settled("w-kill", 2), timeout=60, what="another worker to finish the run")
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.attempts == 2
+    assert Revision.objects.filter(session=session).count() == 1 and session.version == 1
+    assert session.summary.split() == ["m1", "m2"]
+
+
+def test_two_workers_one_session_burst_no_message_skipped_or_used_twice(cluster, api):
+    fake, start = cluster
+    fake.default = lambda request: dataclasses.replace(echo_extraction(request), delay=0.15)
+    start("w1")
+    start("w2")
+
+    for batch in range(10):
+        api("w-burst", ("user", f"u{batch}"), ("assistant", f"a{batch}"))
+
+    session = wait_until(lambda: settled("w-burst", 20), timeout=60, what="all 20 messages consumed")
+    assert session.summary.split() == [f"m{i}" for i in range(1, 21)]
+    versions = list(Revision.objects.filter(session=session).order_by("version").values_list("version", flat=True))
+    assert versions == list(range(1, len(versions) + 1))
+    ranges = sorted((r.first_seq, r.last_seq) for r in ExtractionRun.objects.filter(session=session,
+                                                                                      status="succeeded"))
+    covered = [seq for first, last in ranges for seq in range(first, last + 1)]
+    assert covered == list(range(1, 21))
+    assert len(ranges) == len(versions)

@@ -1,0 +1,67 @@
+"""Real Celery worker processes for tests and benchmarks (Redis broker, PostgreSQL database)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def database_url(settings_dict: dict) -> str:
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+class Worker:
+    """`celery -A sessionctx worker` in its own process group, so SIGKILL takes the whole worker."""
+
+    def __init__(self, name: str, *, queue: str, env: dict[str, str], pool: str = "prefork",
+                 concurrency: int = 1) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"celery-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        full_env = {**os.environ, "SECRET_KEY": "insecure-key-for-tests-only", "DEBUG": "false",
+                    "CELERY_QUEUE": queue, **env}
+        self.process = subprocess.Popen(
+            [CELERY, "-A", "sessionctx", "worker", "-Q", queue, "-n", f"{name}-{os.getpid()}@%h", "--pool", pool,
+             "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
+            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.output()}")
+            if " ready." in self.output():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"worker {self.name} not ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once: no warm shutdown, no ack."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
