@@ -1,0 +1,93 @@
+"""The OpenAPI schema covers every route and validates; the docs page is local; create_api_key works."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from drf_spectacular.validation import validate_schema
+
+from contexts import services, urls_api
+from contexts.models import ApiKey
+from tests.api.conftest import Agent
+from tests.api.test_auth import NOT_OPERATIONS, REQUIRED_SCOPE
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def schema():
+    response = Agent().get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def openapi_path(route: str) -> str:
+    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+
+
+def test_every_api_route_and_method_is_in_the_schema(schema):
+    documented = {(path, method) for path, item in schema["paths"].items() for method in item}
+    for pattern in urls_api.urlpatterns:
+        if pattern.name in NOT_OPERATIONS:
+            continue
+        path = openapi_path(str(pattern.pattern))
+        for name, method in REQUIRED_SCOPE:
+            if name == pattern.name:
+                assert (path, method) in documented, f"{method.upper()} {path} is missing from the schema"
+    assert len(documented) == len(REQUIRED_SCOPE)
+
+
+def test_the_schema_validates_against_the_openapi_spec(schema):
+    assert schema["openapi"].startswith("3.")
+    validate_schema(schema)
+
+
+def test_the_schema_describes_bearer_auth_and_the_error_responses(schema):
+    assert schema["components"]["securitySchemes"]["ApiKey"] == {
+        **schema["components"]["securitySchemes"]["ApiKey"], "type": "http", "scheme": "bearer"}
+    error_ref = "#/components/schemas/Error"
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            if path == "/api/v1/health":
+                assert operation.get("security", []) in ([], [{}])  # public: no key required
+                assert responses["503"]["content"]["application/json"]["schema"]["$ref"] == error_ref
+                continue
+            assert {"ApiKey": []} in operation["security"], (method, path)
+            for status in ("401", "403", "429"):
+                assert responses[status]["content"]["application/json"]["schema"]["$ref"] == error_ref, (
+                    method, path, status)
+    patch = schema["paths"]["/api/v1/sessions/{session_id}/context"]["patch"]
+    assert {"412", "428", "413"} <= set(patch["responses"])
+    assert any(p["name"] == "If-Match" and p["in"] == "header" for p in patch["parameters"])
+
+
+def test_the_docs_page_loads_swagger_ui_from_this_server():
+    response = Agent().get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any("swagger-ui-bundle.js" in a for a in assets)
+    assert all(a.startswith("/") for a in assets), assets  # nothing from a CDN
+
+
+def test_create_api_key_prints_the_key_alone_on_the_last_line():
+    out = StringIO()
+    call_command("create_api_key", "support bot", "--scopes", "read", stdout=out)
+    raw = out.getvalue().strip().splitlines()[-1]
+    key = ApiKey.objects.get(key_hash=services.api_key_hash(raw))
+    assert (key.name, key.scopes, key.is_active) == ("support bot", ["read"], True)
+    assert Agent(raw).get("/api/v1/sessions").status_code == 200
+    assert Agent(raw).put("/api/v1/sessions/by-reader").status_code == 403
+
+
+def test_create_api_key_defaults_to_read_and_write_and_refuses_bad_scopes():
+    out = StringIO()
+    call_command("create_api_key", "agent", stdout=out)
+    assert ApiKey.objects.get(name="agent").scopes == ["read", "write"]
+    with pytest.raises(CommandError):
+        call_command("create_api_key", "agent", "--scopes", "admin", stdout=StringIO())
+    assert ApiKey.objects.count() == 1
