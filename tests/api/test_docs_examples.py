@@ -1,0 +1,75 @@
+"""The examples in docs/api.md run as printed against a live server (only the base URL differs)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contexts.models import Revision, SessionContext
+from tests.factories import make_api_key
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+PRINTED_URL = "http://127.0.0.1:8000"
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+
+
+@pytest.fixture
+def agent_env(live_server):
+    _, raw = make_api_key("read", "write", name="docs")
+    return {**os.environ, "SESSIONCTX_KEY": raw, "SESSIONCTX_URL": live_server.url}
+
+
+def test_the_curl_walkthrough_runs_and_every_call_succeeds(live_server, agent_env):
+    # Key creation runs manage.py against the real database; the fixture made the key instead.
+    script = "\n".join(b for b in blocks("bash") if "manage.py" not in b)
+    assert script.count("curl ") >= 20
+    # Every curl must answer 2xx/3xx: --fail-with-body turns a 4xx/5xx into a failed script.
+    harness = "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n"
+    result = subprocess.run(["bash", "-c", harness + script.replace(PRINTED_URL, live_server.url)],
+                            env=agent_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert '{"error":' not in result.stdout
+    assert "<session_context>" in result.stdout
+    assert result.stdout.rstrip().endswith("304")
+    # The walkthrough ends by erasing its session, revisions included.
+    assert not SessionContext.objects.filter(session_id__startswith="docs-").exists()
+    assert not Revision.objects.exists()
+
+
+def test_the_documented_key_command_prints_the_key_on_its_last_line():
+    (command,) = [b for b in blocks("bash") if "manage.py" in b]
+    assert "create_api_key" in command and "| tail -n 1" in command
+
+
+def test_the_python_client_example_runs(live_server, agent_env):
+    (client,) = blocks("python")
+    result = subprocess.run([sys.executable, "-c", client], env=agent_env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "<session_context>" in result.stdout
+    assert not SessionContext.objects.exists()
+
+
+def test_every_endpoint_appears_in_the_guide():
+    from tests.api.test_auth import REQUIRED_SCOPE
+
+    text = DOC.read_text()
+    for name, method in REQUIRED_SCOPE:
+        suffix = {
+            "api-health": "/health", "api-sessions": "/sessions?", "api-session": "/sessions/$SESSION ",
+            "api-context": "/context ", "api-context-prompt": "/context/prompt", "api-context-reset": "/context/reset",
+            "api-context-update": "/context/update", "api-revisions": "/revisions?",
+            "api-revision-revert": "/revert", "api-messages": "/messages", "api-handoff": "/handoff",
+            "api-session-runs": "/runs ", "api-run": "/runs/$RUN",
+        }[name]
+        assert suffix in text, (name, method)
+        if method not in ("get",):
+            assert f"-X {method.upper()} " in text, (name, method)
