@@ -11,6 +11,7 @@ from contexts import services
 from contexts.models import HandoffEvent, Revision, SessionContext
 from contexts.services import Actor
 from tests.factories import make_session, make_user
+from tests.roles import ensure_roles
 
 # serialized_rollback puts back the role groups (made by a data migration) that the flush removes.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -29,6 +30,7 @@ def login(page, base_url: str, username: str) -> None:
 
 @pytest.fixture
 def seeded(db):
+    ensure_roles()
     for i in range(8):
         make_session(f"trip-{i}", user_id=f"user-{i}", agent_id="travel-bot",
                      content={"summary": f"Planning trip number {i}.", "goal": f"Trip {i}", "plan": ["Flights"]})

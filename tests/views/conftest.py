@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 
 from tests.factories import make_user
+from tests.roles import ensure_roles
 
 
 def _client_for(user) -> Client:
@@ -49,3 +50,10 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 def fast_password_hashing(settings):
     # Tests log users in many times; the production hasher is deliberately slow.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def roles(request):
+    # Only tests that use the database; an earlier transactional test may have flushed the groups.
+    if "db" in request.fixturenames or "transactional_db" in request.fixturenames:
+        ensure_roles()
