@@ -20,13 +20,16 @@ from .base import Deadline, ExtractionResult, Extractor, PromptMessage, Usage
 
 OFFLINE_SUMMARY_CHARS = 1200
 
-_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you)\b[^.!?\n]*[,.!]?\s*",
+_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you)\b[^,.!?\n]{0,20}[,.!]\s*",
                        re.IGNORECASE)
 _REQUEST = re.compile(
-    r"\b(i\s+(want|need|would like|'d like|am trying|'m trying|have to|must|wanna|plan)|help me|can you|could you|"
-    r"would you|please|how (do|can|should) i|i'm looking|looking to|let's|we need|my goal|goal is|trying to)\b",
+    r"\b(i\s*(want|need|would like|'d like|am trying|'m trying|have to|must|wanna|plan)|help me|can you|could you|"
+    r"would you|please|how (do|can|should) i|i'm looking|looking to|let's|we need|my goal|goal is|trying to|"
+    r"i'?m planning|i am planning|where do i start)\b",
     re.IGNORECASE,
 )
+_CONSTRAINT = re.compile(r"\b(budget|deadline|due|must|has to|have to|needs to|within|by (monday|tuesday|"
+                         r"wednesday|thursday|friday|saturday|sunday|the end))\b", re.IGNORECASE)
 _GOAL_CHANGE = re.compile(r"\b(actually|instead|change of plans?|scratch that|new goal|forget (that|the)|"
                           r"changed my mind|rather than)\b", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*(?:(?:step\s*)?(\d{1,2})[.):]|[-*•])\s+(.+?)\s*$", re.IGNORECASE)
@@ -34,6 +37,9 @@ _PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'?ll|let'?s|approach|roadm
 _DONE = re.compile(r"\b(done|finished|completed?|did|wrapped up|ticked off|sorted|worked|works now|is working|"
                    r"are working|set up|installed|fixed|merged|deployed|sent|booked|submitted|passed|checked off)\b",
                    re.IGNORECASE)
+# A user reporting an action in the past tense ("I exported everything", "beds are built").
+_PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|got|went|ran|sent|set|put|did|paid|"
+                   r"found|chose|picked|began|begun|drew|drawn)\b", re.IGNORECASE)
 _NOT_DONE = re.compile(r"\b(not|n't|yet to|still need|haven't|hasn't|once|after you|when you|if you|before|"
                        r"will|going to|next|should|let me know|can't|cannot|failed|fails|error)\b", re.IGNORECASE)
 _STEP_REF = re.compile(r"\bsteps?\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?((?:\s*(?:,|and|&)\s*\d{1,2})*)",
@@ -57,8 +63,11 @@ def _words(text: str) -> set[str]:
 def _stem(word: str) -> str:
     for suffix in ("ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiousl":
+        word = word[:-1]  # submitted -> submit
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word  # cache / caching -> cach
 
 
 def _stems(text: str) -> set[str]:
@@ -66,7 +75,7 @@ def _stems(text: str) -> set[str]:
 
 
 def _clean(text: str) -> str:
-    return " ".join(_MARKDOWN.sub("", text).split())
+    return " ".join(_MARKDOWN.sub("", text.replace("\u2019", "'")).split())
 
 
 def _first_sentence(text: str, limit: int = 200) -> str:
@@ -82,9 +91,10 @@ def _goal_from(text: str) -> str | None:
     for i, sentence in enumerate(sentences):
         if _REQUEST.search(sentence):
             goal = sentence
-            # "I need X. It has to be Y." keeps the constraint that follows.
-            if len(goal) < 80 and i + 1 < len(sentences) and not sentences[i + 1].rstrip().endswith("?"):
-                goal += " " + sentences[i + 1]
+            # "I need X. The deadline is Y." keeps the constraint that follows.
+            following = sentences[i + 1] if i + 1 < len(sentences) else ""
+            if len(goal) < 100 and _CONSTRAINT.search(following) and not following.rstrip().endswith("?"):
+                goal += " " + following
             return goal.strip()[: settings.SESSIONCTX_MAX_GOAL_CHARS]
     return None
 
@@ -120,7 +130,14 @@ def _plan_from(text: str) -> list[str] | None:
 
 
 def _clauses(text: str) -> list[str]:
-    return [c.strip() for c in re.split(r"[.!?;\n]+|\bbut\b", text) if c.strip()]
+    """Statements (questions left out), split where a sentence joins two ("…, so step 3 is done")."""
+    clauses = []
+    for sentence in re.findall(r"[^.!?\n]+[.!?]*", text):
+        if sentence.strip().endswith("?"):
+            continue
+        parts = re.split(r";|\bbut\b|,\s+(?=(?:so|and|then|now|which)\b)", sentence)
+        clauses.extend(p.strip(" .!") for p in parts if p.strip(" .!"))
+    return clauses
 
 
 def _match_step(phrase: str, plan: list[str]) -> str | None:
@@ -145,7 +162,8 @@ def _progress_from(text: str, role: str, plan: list[str]) -> list[str]:
     if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
         return list(plan)
     for clause in _clauses(_clean(text)):
-        if not _DONE.search(clause) or _NOT_DONE.search(clause):
+        done = _DONE.search(clause) or (role == "user" and _PAST.search(clause))
+        if not done or _NOT_DONE.search(clause):
             continue
         if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as)\b", clause,
                                                  re.IGNORECASE):
