@@ -70,6 +70,7 @@ def api_exception_handler(exc, context):
     """DRF exception handler: every error answers {"error": {"code", "message", "details"}}."""
     from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
     from django.core.exceptions import RequestDataTooBig
+    from django.db import InterfaceError, OperationalError
     from django.http import Http404
     from rest_framework import exceptions as drf
     from rest_framework.response import Response
@@ -85,6 +86,8 @@ def api_exception_handler(exc, context):
         exc = drf.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
+    if isinstance(exc, OperationalError | InterfaceError):
+        return None  # re-raised: contexts.middleware.DatabaseUnavailableMiddleware answers 503
     if not isinstance(exc, drf.APIException):
         # A bug, or a database that went away: agents still get the one JSON shape, and the
         # traceback goes to the log instead of the response.

@@ -99,6 +99,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "contexts.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "sessionctx.urls"

@@ -1,0 +1,1 @@
+"""Benchmarks: standalone scripts (`.venv/bin/python bench/<name>.py`); `make bench` runs them all."""

@@ -1,0 +1,174 @@
+"""Read path: what agents call before every model call, against a bare endpoint in the same run.
+
+gunicorn (bench.settings) against PostgreSQL (a dedicated bench database), N concurrent clients on
+loopback (wrk, or Python threads when wrk is missing). Prints requests/s, p50/p99 and ratios to
+/bench/bare for GET .../context, GET .../context/prompt and the conditional If-None-Match -> 304.
+
+    .venv/bin/python bench/read_path.py [--sessions 1000] [--configs]
+
+--configs also compares gunicorn worker configurations (the figures behind the chosen default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+
+CONTEXT = "/api/v1/sessions/bench-%d/context"
+PROMPT = "/api/v1/sessions/bench-%d/context/prompt"
+
+
+def create_key(*scopes: str) -> str:
+    from contexts import services
+
+    _, raw = services.api_key_create(name="bench", scopes=list(scopes or ("read", "write")))
+    return raw
+
+
+def fetch_etags(base: str, key: str, count: int) -> list[str]:
+    etags = []
+    for i in range(count):
+        status, headers, body = common.http("GET", base + CONTEXT % i, headers={"Authorization": f"Bearer {key}"})
+        if status != 200:
+            raise RuntimeError(f"GET context answered {status}: {body[:300]!r}")
+        etag = headers.get("ETag") or headers.get("Etag")
+        if not etag:
+            return []
+        etags.append(etag)
+    return etags
+
+
+def etag_lua(etags: list[str]) -> str:
+    table = ",".join(json.dumps(e) for e in etags)
+    return (
+        f"local etags = {{{table}}}\n"
+        "init = function(args) math.randomseed(os.time() + (tonumber(tostring({}):sub(8)) or 0)) end\n"
+        "request = function()\n"
+        "  local i = math.random(0, #etags - 1)\n"
+        "  local headers = {}\n"
+        "  for k, v in pairs(wrk.headers) do headers[k] = v end\n"
+        "  headers[\"If-None-Match\"] = etags[i + 1]\n"
+        f"  return wrk.format(nil, string.format({json.dumps(CONTEXT)}, i), headers)\n"
+        "end\n"
+    )
+
+
+def available(base: str, key: str) -> dict[str, bool]:
+    auth = {"Authorization": f"Bearer {key}"}
+    return {
+        "context": common.http("GET", base + CONTEXT % 0, headers=auth)[0] == 200,
+        "prompt": common.http("GET", base + PROMPT % 0, headers=auth)[0] == 200,
+    }
+
+
+def run(server: common.Gunicorn, key: str, count: int, *, etags: list[str] | None = None,
+        connections: int = common.CONNECTIONS, duration: float = common.DURATION,
+        prefix: str = "") -> dict[str, common.Result]:
+    """The read benchmark on sessions bench-0 .. bench-<count - 1>: bare, context, prompt, 304."""
+    auth = {"Authorization": f"Bearer {key}"}
+    have = available(server.base, key)
+    results = {"bare": common.load(f"{prefix}GET /bench/bare", server.base + "/bench/bare",
+                                   connections=connections, duration=duration)}
+    if have["context"]:
+        results["context"] = common.load(f"{prefix}GET .../context", server.base + "/", headers=auth,
+                                         lua=common.random_path_lua(CONTEXT, count), connections=connections,
+                                         duration=duration)
+    if have["prompt"]:
+        results["prompt"] = common.load(f"{prefix}GET .../context/prompt", server.base + "/", headers=auth,
+                                        lua=common.random_path_lua(PROMPT, count), connections=connections,
+                                        duration=duration)
+    if etags:
+        results["304"] = common.load(f"{prefix}GET .../context If-None-Match", server.base + "/", headers=auth,
+                                     lua=etag_lua(etags), connections=connections, duration=duration)
+    return results
+
+
+def print_results(results: dict[str, common.Result]) -> None:
+    bare = results["bare"]
+    print(common.HEADER)
+    for r in results.values():
+        print(r.row(bare))
+    for name, r in results.items():
+        if r.statuses and name != "bare":
+            print(f"  statuses for {name}: {dict(sorted(r.statuses.items()))}")
+
+
+def check_targets(results: dict[str, common.Result], connections: int) -> list[str]:
+    bare = results["bare"]
+    lines = []
+    for name in ("context", "prompt"):
+        r = results.get(name)
+        if r is None:
+            lines.append(f"{name}: endpoint not available in this tree, not measured")
+            continue
+        ratio = r.rps / bare.rps
+        lines.append(f"{name}: throughput {ratio:.2f} of bare (target >= 0.7: {common.verdict(ratio >= 0.7)}), "
+                     f"p99 {r.p99_ms:.1f} ms at {connections} clients (target < 25 ms: "
+                     f"{common.verdict(r.p99_ms < 25)})")
+    if "304" in results and "context" in results:
+        r, c = results["304"], results["context"]
+        ok = r.rps > c.rps and r.p50_ms <= c.p50_ms and set(r.statuses) == {304}
+        not_modified = r.statuses.get(304, 0)
+        lines.append(f"304: {r.rps / c.rps:.2f}x the throughput of a full context read, p50 {r.p50_ms:.2f} vs "
+                     f"{c.p50_ms:.2f} ms, {not_modified} of {sum(r.statuses.values())} answers were 304 (cheaper: "
+                     f"{common.verdict(ok)})")
+    return lines
+
+
+CONFIGS = [
+    ("sync", 3, 1), ("sync", 5, 1),
+    ("gthread", 2, 4), ("gthread", 3, 4), ("gthread", 4, 2), ("gthread", 2, 8),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=common.CONNECTIONS)
+    parser.add_argument("--duration", type=float, default=common.DURATION)
+    parser.add_argument("--configs", action="store_true", help="also compare gunicorn worker configurations")
+    args = parser.parse_args()
+
+    common.banner("read path")
+    common.setup_django()
+    from bench import data
+
+    data.generate(0, args.sessions, revisions=10, progress=False)
+    key = create_key("read")
+    env = common.bench_env()
+
+    if args.configs:
+        print("\ngunicorn configurations (bare and GET .../context, same data):")
+        print(f"{'config':<26} {'bare req/s':>10} {'ctx req/s':>10} {'ctx p50':>8} {'ctx p99':>8} {'ratio':>6}")
+        for worker_class, workers, threads in CONFIGS:
+            with common.Gunicorn(env, workers=workers, threads=threads, worker_class=worker_class) as server:
+                res = run(server, key, args.sessions, connections=args.connections, duration=args.duration)
+            ctx = res.get("context")
+            if ctx:
+                print(f"{server.label:<26} {res['bare'].rps:10.0f} {ctx.rps:10.0f} {ctx.p50_ms:8.2f} "
+                      f"{ctx.p99_ms:8.2f} {ctx.rps / res['bare'].rps:6.2f}", flush=True)
+            else:
+                print(f"{server.label:<26} {res['bare'].rps:10.0f}  (no context endpoint yet)", flush=True)
+
+    with common.Gunicorn(env) as server:
+        print(f"\n{server.label}, {args.sessions} sessions with 10 revisions each, "
+              f"{args.connections} connections:")
+        etags = fetch_etags(server.base, key, args.sessions) if available(server.base, key)["context"] else []
+        results = run(server, key, args.sessions, etags=etags, connections=args.connections,
+                      duration=args.duration)
+    print_results(results)
+    print()
+    for line in check_targets(results, args.connections):
+        print(line)
+    common.drop_database(common.BENCH_DB)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

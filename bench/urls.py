@@ -1,0 +1,28 @@
+"""The project's routes plus /bench/bare: constant JSON through the same server and middleware.
+
+Only bench.settings loads this URLconf; production has no such route.
+"""
+
+from django.http import JsonResponse
+from django.urls import path
+
+from sessionctx.urls import urlpatterns as project_urlpatterns
+
+# About the size of a small context answer, so the comparison is not flattered by a tiny body.
+BARE_BODY = {
+    "session_id": "bench-bare",
+    "mode": "planning",
+    "status": "active",
+    "summary": "The user wants a constant answer; nothing is read from the database.",
+    "goal": "",
+    "plan": ["one", "two", "three"],
+    "progress": ["one"],
+    "version": 10,
+}
+
+
+def bare(request):
+    return JsonResponse(BARE_BODY)
+
+
+urlpatterns = [path("bench/bare", bare), *project_urlpatterns]

@@ -1,0 +1,42 @@
+"""A database that drops out answers a clean 503, never a 500 page or a hung request."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 1
+
+
+class DatabaseUnavailableMiddleware:
+    """Map a lost or refused database connection to 503 with the API's error shape.
+
+    The broken connection is discarded when the request finishes (Django closes a connection whose
+    query failed and that no longer answers), so the next request opens a fresh one.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.warning("database unavailable during %s %s: %s", request.method, request.path, exception)
+        # A write may or may not have committed before the connection dropped: say how to retry safely.
+        message = ("The database is unavailable. Retry shortly; writes with If-Match or idempotency keys "
+                   "are safe to retry.")
+        if request.path.startswith("/api/"):
+            response = JsonResponse(
+                {"error": {"code": "service_unavailable", "message": message, "details": {}}}, status=503
+            )
+        else:
+            response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response

@@ -1,0 +1,81 @@
+"""A real gunicorn process serving the test database, for tests that need persistent connections."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.tasks.workers import database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(settings_dict: dict, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess that must use this test run's database and settings."""
+    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}}
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        db = f"sqlite:///{settings_dict['NAME']}"
+    else:
+        db = database_url(settings_dict)
+    env.update(DATABASE_URL=db, SECRET_KEY="insecure-key-for-tests-only", DEBUG="false",
+               SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1,localhost", LOG_LEVEL="WARNING",
+               PYTHONPATH=str(ROOT))
+    env.update(extra)
+    return env
+
+
+class Gunicorn:
+    """gunicorn with one sync worker: every request goes through the same persistent DB connection."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        fd, self.log_path = tempfile.mkstemp(prefix="gunicorn-test-", suffix=".log")
+        self.log = os.fdopen(fd, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "sessionctx.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(workers), "--worker-class", "sync", "--timeout", "30", "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> Gunicorn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v1/health", timeout=2):
+                    return self
+            except urllib.error.HTTPError:
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"gunicorn not ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self.log.close()
+        Path(self.log_path).unlink(missing_ok=True)
