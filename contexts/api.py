@@ -472,7 +472,7 @@ class RunApi(ApiView):
 def _check_broker() -> None:
     from sessionctx.celery import app
 
-    with app.connection_for_write() as conn:
+    with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
 
 

@@ -205,3 +205,21 @@ def test_health_needs_no_key_and_shows_no_data():
     assert response.status_code == 200
     assert response.json()["checks"]["database"] == "ok"
     assert b"private-session" not in response.content and b"alice" not in response.content
+
+
+def test_health_is_503_in_the_error_shape_when_the_broker_does_not_answer(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"  # the discard port: nothing listens
+    error = assert_error(Agent().get("/api/v1/health"), 503, "unavailable")
+    assert set(error["details"]["failed"]) == {"broker"}
+
+
+def test_health_checks_a_configured_broker(settings):
+    import os
+
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.skip("set TEST_REDIS_URL to check against a real broker")
+    settings.CELERY_BROKER_URL = url
+    response = Agent().get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
