@@ -56,8 +56,11 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
     expect(page.locator("#session-table tbody tr")).to_have_count(9)
     page.screenshot(path=str(artifacts_dir / "sessions.png"), full_page=True)
 
-    # Filter in place: the table changes and the URL can be bookmarked.
-    page.get_by_placeholder(re.compile("Search session id")).fill("refund")
+    # "/" jumps to the search box; filtering updates the table in place and the URL can be bookmarked.
+    page.locator("body").press("/")
+    search = page.get_by_placeholder(re.compile("Search session id"))
+    expect(search).to_be_focused()
+    search.fill("refund")
     expect(page.locator("#session-table tbody tr")).to_have_count(1)
     expect(page).to_have_url(re.compile(r"q=refund"))
     page.get_by_label("Needs a human").check()
