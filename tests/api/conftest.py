@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
 
 from contexts.models import Message, Revision, SessionContext
+from tests.factories import make_api_key
 
 
 class Agent:
@@ -79,3 +85,31 @@ def agent(write_key):
 @pytest.fixture
 def reader(read_key):
     return Agent(read_key[1])
+
+
+# --- examples printed in the docs (README.md, docs/api.md) run against a live server ------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PRINTED_URL = "http://127.0.0.1:8000"  # the docs' server (make run); tests swap in the live server's
+PRINTED_KEY = "sck_..."  # the docs' placeholder key; tests swap in a real one (and set SESSIONCTX_KEY)
+# Every curl must answer 2xx/3xx: --fail-with-body turns a 4xx/5xx into a failed script.
+BASH_HARNESS = "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n"
+
+
+def code_blocks(doc: Path, language: str) -> list[str]:
+    """The fenced code blocks of one language in a Markdown file, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+
+
+def run_example(language: str, code: str, env: dict) -> subprocess.CompletedProcess:
+    """Run a printed example as printed, except for the server URL and the key."""
+    code = code.replace(PRINTED_URL, env["SESSIONCTX_URL"]).replace(PRINTED_KEY, env["SESSIONCTX_KEY"])
+    command = ["bash", "-c", BASH_HARNESS + code] if language == "bash" else [sys.executable, "-c", code]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def agent_env(live_server):
+    """The environment of an agent with a read-write key for the live server."""
+    _, raw = make_api_key("read", "write", name="docs")
+    return {**os.environ, "SESSIONCTX_KEY": raw, "SESSIONCTX_URL": live_server.url}

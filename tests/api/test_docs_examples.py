@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
 from contexts.models import Revision, SessionContext
-from tests.factories import make_api_key
+from tests.api.conftest import ROOT, code_blocks, run_example
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
-PRINTED_URL = "http://127.0.0.1:8000"
+DOC = ROOT / "docs" / "api.md"
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
-
-
-@pytest.fixture
-def agent_env(live_server):
-    _, raw = make_api_key("read", "write", name="docs")
-    return {**os.environ, "SESSIONCTX_KEY": raw, "SESSIONCTX_URL": live_server.url}
+    return code_blocks(DOC, language)
 
 
 def test_the_curl_walkthrough_runs_and_every_call_succeeds(live_server, agent_env):
     # Key creation runs manage.py against the real database; the fixture made the key instead.
     script = "\n".join(b for b in blocks("bash") if "manage.py" not in b)
     assert script.count("curl ") >= 20
-    # Every curl must answer 2xx/3xx: --fail-with-body turns a 4xx/5xx into a failed script.
-    harness = "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n"
-    result = subprocess.run(["bash", "-c", harness + script.replace(PRINTED_URL, live_server.url)],
-                            env=agent_env, capture_output=True, text=True, timeout=120)
+    result = run_example("bash", script, agent_env)  # curl fails the script on any 4xx/5xx
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert '{"error":' not in result.stdout
     assert "<session_context>" in result.stdout
@@ -51,8 +33,7 @@ def test_the_documented_key_command_prints_the_key_on_its_last_line():
 
 def test_the_python_client_example_runs(live_server, agent_env):
     (client,) = blocks("python")
-    result = subprocess.run([sys.executable, "-c", client], env=agent_env, capture_output=True, text=True,
-                            timeout=60)
+    result = run_example("python", client, agent_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "<session_context>" in result.stdout
     assert not SessionContext.objects.exists()
