@@ -556,13 +556,17 @@ def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRu
         _locked(session)
         pending = (ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED)
                    .order_by("created_at").first())
+        now = timezone.now()
         if pending is None:
-            run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
+            # Marked as sent now; the send on commit clears the mark if the broker refuses it.
+            run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger, enqueued_at=now)
         else:
             run = pending
-            stale = timezone.now() - timedelta(seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER)
+            stale = now - timedelta(seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER)
             if pending.enqueued_at is not None and pending.enqueued_at > stale:
                 return pending
+            ExtractionRun.objects.filter(pk=run.pk).update(enqueued_at=now)
+            run.enqueued_at = now
         _send_on_commit(run.pk)
     return run
 
@@ -574,11 +578,6 @@ def _send_on_commit(run_id) -> None:
     transaction.on_commit(lambda: tasks.enqueue_extraction(run_id))
 
 
-def extraction_mark_sent(*, run_id: str) -> None:
-    ExtractionRun.objects.filter(pk=run_id, status=ExtractionRun.Status.QUEUED).update(
-        enqueued_at=timezone.now(), error="")
-
-
 def extraction_mark_unsent(*, run_id: str, error: str) -> None:
     """The broker refused the run: it stays queued, saying so, until something sends it again."""
     note = (f"{UNSENT_NOTE} (broker unavailable: {error[:300]}). It is sent again by the next update request, "
@@ -587,14 +586,16 @@ def extraction_mark_unsent(*, run_id: str, error: str) -> None:
 
 
 def extraction_pending(*, older_than: float | None = None) -> list[str]:
-    """Ids of runs that need sending again: queued and not sent (recently), or running past their lease."""
+    """Ids of runs that need sending again (queued and not sent, or not recently; running past their lease),
+    marked as sent now: the caller sends them, and marks a refused one unsent."""
     now = timezone.now()
     resend = now - timedelta(seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER if older_than is None
                              else older_than)
     queued = Q(status=ExtractionRun.Status.QUEUED) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=resend))
     abandoned = Q(status=ExtractionRun.Status.RUNNING, started_at__lte=now - _extraction_lease())
-    return [str(pk) for pk in ExtractionRun.objects.filter(queued | abandoned).order_by("created_at")
-            .values_list("id", flat=True)]
+    ids = list(ExtractionRun.objects.filter(queued | abandoned).order_by("created_at").values_list("id", flat=True))
+    ExtractionRun.objects.filter(pk__in=ids, status=ExtractionRun.Status.QUEUED).update(enqueued_at=now, error="")
+    return [str(pk) for pk in ids]
 
 
 @transaction.atomic
@@ -613,12 +614,14 @@ class _Claim:
     retry_in: float = 0.0
 
 
-def _send_next_queued(session_pk: int) -> None:
+def _send_next_queued(session_pk: int) -> str | None:
     """A run that waited for this one is sent when this one ends (on commit)."""
     waiting = (ExtractionRun.objects.filter(session_id=session_pk, status=ExtractionRun.Status.QUEUED)
                .order_by("created_at").values_list("id", flat=True).first())
     if waiting is not None:
+        ExtractionRun.objects.filter(pk=waiting).update(enqueued_at=timezone.now())
         _send_on_commit(waiting)
+    return waiting
 
 
 def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
@@ -796,10 +799,10 @@ def _extraction_apply(run: ExtractionRun, attempt: int, base: _Base, changes: di
                         reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}")
         _finish(run, ExtractionRun.Status.SUCCEEDED, from_version=base.version, to_version=session.version,
                 first_seq=first_seq, last_seq=last_seq, error="", **usage)
-        if more and not ExtractionRun.objects.filter(session_id=session.pk,
-                                                     status=ExtractionRun.Status.QUEUED).exists():
-            ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up")
-        _send_next_queued(session.pk)
+        if _send_next_queued(session.pk) is None and more:
+            follow_up = ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up",
+                                                     enqueued_at=timezone.now())
+            _send_on_commit(follow_up.pk)
     return "applied"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from . import services
@@ -19,7 +19,6 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 def enqueue_extraction(run_id: str) -> bool:
     """Send a queued run to the workers (called on commit); False when the broker refused it."""
-    services.extraction_mark_sent(run_id=run_id)
     try:
         extract_context.apply_async(args=[run_id], queue=settings.CELERY_TASK_DEFAULT_QUEUE, retry=True,
                                     retry_policy=PUBLISH_RETRY_POLICY)
@@ -70,8 +69,20 @@ def sweep_extractions() -> int:
     return sent
 
 
+@worker_process_init.connect
+def _warm_up(**kwargs) -> None:
+    # The openai package imports its resources lazily (about a second): pay that before the first task.
+    from .extractors import get_extractor
+
+    if get_extractor().name == "openai":
+        from . import llm
+
+        llm.client().chat.completions  # noqa: B018 - the attribute access triggers the imports
+
+
 @worker_ready.connect
 def _sweep_on_start(sender=None, **kwargs) -> None:
+    _warm_up()
     # Runs queued while no worker (or no broker) was up get going as soon as a worker is.
     try:
         sweep_extractions.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE)

@@ -1,0 +1,59 @@
+"""Shared set-up for the extraction benchmarks: a dedicated PostgreSQL database, Django, the fake model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/sessionctx_bench"
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's database if it does not exist yet."""
+    from urllib.parse import urlparse
+
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(extra_env: dict[str, str]) -> str:
+    """Point Django at the benchmark database (migrated) with `extra_env`; return the DATABASE_URL."""
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    ensure_database(url)
+    os.environ.update({"DATABASE_URL": url, "SECRET_KEY": "bench-only-insecure-key", "DEBUG": "false",
+                       "SECURE_SSL_REDIRECT": "false", "ALLOWED_HOSTS": "testserver,localhost",
+                       "DJANGO_SETTINGS_MODULE": "sessionctx.settings", "LOG_LEVEL": "WARNING", **extra_env})
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return url
+
+
+def bounded_model(delay: float = 0.0, summary_chars: int = 1500):
+    """A fake model that behaves like a good one: keeps the previous context, adds to a bounded summary."""
+    from dataclasses import replace
+
+    from tests.fake_openai import answer, parse_prompt
+
+    def respond(request):
+        previous, messages = parse_prompt(request)
+        data = dict(previous)
+        new = " ".join(content.split(".")[0][:80] for _, _, content in messages)
+        data["summary"] = (previous.get("summary", "") + " " + new).strip()[-summary_chars:]
+        if "plan" in data and not data["plan"]:
+            data["plan"] = ["Collect requirements", "Draft the design", "Build it", "Test it", "Ship it"]
+        return replace(answer(data), delay=delay)
+
+    return respond

@@ -1,0 +1,96 @@
+"""Extractions per second with real Celery workers, against the limit C/L set by the model's latency.
+
+200 sessions each get one extraction; the fake model answers after L = 0.5 s; the workers have a
+total concurrency C = 32 (one worker, threads pool). Target: throughput >= 0.8 x C/L.
+
+    .venv/bin/python bench/extraction_throughput.py   (PostgreSQL: BENCH_DATABASE_URL; Redis: BENCH_REDIS_URL)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+from extraction_common import bounded_model, setup_django
+
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", 200))
+LATENCY = float(os.environ.get("BENCH_LATENCY", 0.5))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 32))
+# Worker processes sharing C (threads pool each): one per core gets past one interpreter's GIL.
+PROCESSES = int(os.environ.get("BENCH_WORKERS", 2))
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def main() -> None:
+    from tests.fake_openai import FakeOpenAI
+
+    queue = f"sessionctx-bench-{uuid.uuid4().hex[:8]}"
+    with FakeOpenAI(default=bounded_model(delay=LATENCY)) as fake:
+        env = {"SESSIONCTX_MODEL": "fake-model", "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": fake.url,
+               "OPENAI_MAX_RETRIES": "0", "CELERY_BROKER_URL": REDIS_URL, "CELERY_QUEUE": queue}
+        database_url = setup_django(env)
+        from django.db import transaction
+
+        from contexts import services
+        from contexts.models import ExtractionRun, SessionContext
+        from tests.tasks.workers import Worker
+
+        prefix = f"bench-tp-{uuid.uuid4().hex[:6]}"
+        sessions = []
+        for i in range(SESSIONS):
+            session, _ = services.session_get_or_create(session_id=f"{prefix}-{i}", mode="planning")
+            services.messages_append(session=session, messages=[
+                {"role": "user", "content": f"I need help planning release {i} of the billing service."},
+                {"role": "assistant", "content": "Plan:\n1. Freeze the branch\n2. Run the migration\n3. Deploy"}])
+            sessions.append(session)
+
+        workers = [Worker(f"bench{n}", queue=queue, env={**env, "DATABASE_URL": database_url}, pool="threads",
+                          concurrency=CONCURRENCY // PROCESSES) for n in range(PROCESSES)]
+        try:
+            for worker in workers:
+                worker.wait_ready(60)
+            time.sleep(1)  # let the startup sweeps pass
+            # The runs are created first; the clock starts when they are handed to the broker (on commit).
+            with transaction.atomic():
+                runs = [services.extraction_request(session=s, trigger="bench").pk for s in sessions]
+                started = time.monotonic()
+            sent = time.monotonic()
+            while True:
+                done = ExtractionRun.objects.filter(pk__in=runs, status__in=["succeeded", "failed", "skipped"])
+                if done.count() == len(runs):
+                    break
+                if time.monotonic() - started > 120:
+                    raise SystemExit("timed out after 120 s")
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+        finally:
+            for worker in workers:
+                worker.stop()
+        statuses = {}
+        for status in ExtractionRun.objects.filter(pk__in=runs).values_list("status", flat=True):
+            statuses[status] = statuses.get(status, 0) + 1
+        finished = list(ExtractionRun.objects.filter(pk__in=runs).values_list("started_at", "finished_at",
+                                                                               "latency_ms"))
+        durations = sorted((f - s).total_seconds() for s, f, _ in finished)
+        latencies = sorted(ms / 1000 for _, _, ms in finished)
+        print(f"per run: median {durations[len(durations) // 2]:.2f} s claimed-to-finished "
+              f"(model call {latencies[len(latencies) // 2]:.2f} s), slowest {durations[-1]:.2f} s")
+        first = min(s for s, _, _ in finished)
+        spans = [((s - first).total_seconds(), (f - first).total_seconds()) for s, f, _ in finished]
+        end = max(f for _, f in spans)
+        samples = [sum(a <= t / 20 < b for a, b in spans) for t in range(int(end * 20))]
+        print(f"runs in flight: mean {sum(samples) / max(len(samples), 1):.1f}, max {max(samples, default=0)} "
+              f"over {end:.2f} s from the first claim")
+        limit = CONCURRENCY / LATENCY
+        rate = len(runs) / elapsed
+        print(f"{len(runs)} extractions, C={CONCURRENCY} ({PROCESSES} worker processes, threads pool), L={LATENCY} s: "
+              f"{elapsed:.2f} s from the first send (sending all took {sent - started:.2f} s), runs {statuses}")
+        print(f"throughput {rate:.1f}/s against the limit C/L = {limit:.0f}/s: {rate / limit:.2f} "
+              f"(target >= 0.8: {'met' if rate / limit >= 0.8 else 'NOT met'}); model requests {len(fake.requests)}",
+              flush=True)
+        SessionContext.objects.filter(session_id__startswith=prefix).delete()
+
+
+if __name__ == "__main__":
+    main()
