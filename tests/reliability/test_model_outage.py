@@ -16,16 +16,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Outage:
-    """The fake model answers 503 until `seconds` after the outage starts, then extracts normally."""
+    """The fake model answers 503 for `seconds` from the first request it gets, then extracts normally."""
 
     def __init__(self) -> None:
-        self.until = 0.0
+        self.seconds = 0.0
+        self.until: float | None = None
         self.failed = 0
 
     def start(self, seconds: float) -> None:
-        self.until = time.monotonic() + seconds
+        self.seconds, self.until = seconds, None
 
     def __call__(self, request):
+        if self.until is None:
+            self.until = time.monotonic() + self.seconds
         if time.monotonic() < self.until:
             self.failed += 1
             return error(503, "The model is overloaded")
