@@ -96,9 +96,12 @@ PRINTED_KEY = "sck_..."  # the docs' placeholder key; tests swap in a real one (
 BASH_HARNESS = "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n"
 
 
-def code_blocks(doc: Path, language: str) -> list[str]:
-    """The fenced code blocks of one language in a Markdown file, in order."""
-    return re.findall(rf"```{language}\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+def code_blocks(doc: Path, language: str, *, section: str | None = None) -> list[str]:
+    """The fenced code blocks of one language in a Markdown file (or one `## section` of it), in order."""
+    text = doc.read_text()
+    if section is not None:
+        text = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
 def run_example(language: str, code: str, env: dict) -> subprocess.CompletedProcess:
