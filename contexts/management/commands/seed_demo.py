@@ -100,7 +100,7 @@ class Command(BaseCommand):
             if demo.get("handoff"):
                 services.handoff_request(session=session, reason=demo["handoff"], actor=actor)
         self.stdout.write(self.style.SUCCESS("Demo data created."))
-        self.stdout.write(f"  Staff pages:  http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)")
+        self.stdout.write("  Staff pages:  http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)")
         self.stdout.write(f"  Log in as:    admin / {password}   (support role: support / {password})")
         self.stdout.write(f"  API key:      {raw_key}")
         self.stdout.write("  These credentials are shown once; keep them.")
