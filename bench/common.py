@@ -256,7 +256,8 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup) -
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
-        base = ["wrk", "-t2", f"-c{connections}", "--latency", "-s", f.name]
+        # A slow answer is a latency to report, not a socket error: wrk's default timeout is 2 s.
+        base = ["wrk", "-t2", f"-c{connections}", "--latency", "--timeout", "30s", "-s", f.name]
         for k, v in headers.items():
             base += ["-H", f"{k}: {v}"]
         if warmup:
@@ -383,6 +384,9 @@ def banner(title: str) -> None:
     print(f"machine: {machine()}")
     print(f"load: {'wrk' if have_wrk() else 'python threads (install wrk for client-independent figures)'}, "
           f"{CONNECTIONS} connections, {DURATION:.0f} s per endpoint", flush=True)
+    one, five, _ = os.getloadavg()
+    print(f"load average before the run: {one:.2f} (1 min), {five:.2f} (5 min)"
+          + ("  <- the machine is busy: figures will be low and noisy" if one > 0.5 else ""), flush=True)
 
 
 def verdict(ok: bool) -> str:
