@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 PY = sys.executable
 PG_SERVER = os.environ.get("BENCH_PG_SERVER", "postgres://postgres@127.0.0.1:5432")
-BENCH_DB = os.environ.get("BENCH_DATABASE", "sessionctx_bench")
+BENCH_DB = os.environ.get("BENCH_DATABASE", "sessionctx_bench_http")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
