@@ -257,7 +257,7 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup) -
         f.write(script)
     try:
         # A slow answer is a latency to report, not a socket error: wrk's default timeout is 2 s.
-        base = ["wrk", "-t2", f"-c{connections}", "--latency", "--timeout", "30s", "-s", f.name]
+        base = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", "--latency", "--timeout", "30s", "-s", f.name]
         for k, v in headers.items():
             base += ["-H", f"{k}: {v}"]
         if warmup:
