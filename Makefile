@@ -38,6 +38,7 @@ test-fast: install-dev
 	$(PY) -m pytest -m "not browser and not worker and not heavy" $(PYTEST_ARGS)
 
 bench: install-dev
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null 2>&1; } || echo "wrk not installed: load comes from Python threads (client-bound figures)"
 	$(PY) bench/run_all.py
 
 lint: install-dev
