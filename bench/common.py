@@ -243,6 +243,9 @@ def load(name: str, url: str, *, headers: dict[str, str] | None = None, connecti
     """Closed-loop load: `connections` clients each sending the next request when the last is answered."""
     if have_wrk():
         return _wrk(name, url, headers or {}, connections, duration, lua, method, body, warmup)
+    if lua:
+        # Random sessions, ETags and version tracking live in wrk's Lua scripts.
+        raise SystemExit("this benchmark needs wrk: apt-get install -y wrk (make bench installs it)")
     return _python_load(name, url, headers or {}, connections, duration, method, body, warmup, expect)
 
 
@@ -382,7 +385,7 @@ def machine() -> str:
 def banner(title: str) -> None:
     print(f"\n=== {title} ===")
     print(f"machine: {machine()}")
-    print(f"load: {'wrk' if have_wrk() else 'python threads (install wrk for client-independent figures)'}, "
+    print(f"load: {'wrk' if have_wrk() else 'python threads (install wrk: the API benchmarks need it)'}, "
           f"{CONNECTIONS} connections, {DURATION:.0f} s per endpoint", flush=True)
     one, five, _ = os.getloadavg()
     print(f"load average before the run: {one:.2f} (1 min), {five:.2f} (5 min)"
