@@ -286,8 +286,10 @@ SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_00
 SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5)
 # Transient model errors (429, 5xx, timeouts) are retried this many times inside one attempt, with
 # exponential backoff and jitter. Worst case per model call: (retries + 1) x (OPENAI_MAX_RETRIES + 1)
-# x OPENAI_TIMEOUT + backoff = 3 x 2 x 30 s + ~3 s with the defaults, under the soft time limit.
-SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 2)
+# x OPENAI_TIMEOUT + backoff; the extractor starts no call that could end past the soft time limit,
+# so that bounds it. The defaults ride out a model endpoint that is down (refusing) for about a
+# minute: 10 retries back off at least 0.5+1+2+4+8+10x5 = 65 s in all (jitter 0.5-1.5x).
+SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 10)
 SESSIONCTX_RETRY_BACKOFF = env_float("SESSIONCTX_RETRY_BACKOFF", 1.0)
 SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0)
 # A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
