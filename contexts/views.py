@@ -116,6 +116,8 @@ def session_list(request: HttpRequest) -> HttpResponse:
         "first_url": url() if page.prev_cursor else "",
         "sort_urls": {s: url(sort=s) for s in ("-updated", "updated", "session_id")},
         "filtered": any(keep.get(k) for k in ("q", "status", "mode", "agent", "needs_human")),
+        "ids_only_search": selectors.search_matches_ids_only(data.get("q", "")),
+        "search_min_chars": selectors.SEARCH_MIN_CHARS,
         "poll_url": request.get_full_path(),
     }
     return _pick(request, "contexts/_session_table.html", "contexts/sessions.html", context)
