@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
 from django.conf import settings
+from django.db import close_old_connections
 
 from . import services
 
@@ -67,6 +68,15 @@ def sweep_extractions() -> int:
     if sent or failed:
         logger.info("sweep: %d runs sent again, %d could not be sent", sent, failed)
     return sent
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_hygiene(sender=None, **kwargs) -> None:
+    # Connections outlive tasks (CELERY_DB_REUSE_MAX): drop the broken or expired ones, as Django does
+    # around each request, so a task never starts on a connection that a database restart killed.
+    if sender is not None and not getattr(sender.request, "is_eager", False):
+        close_old_connections()
 
 
 @worker_process_init.connect

@@ -262,6 +262,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup otherwise closes the database connection before and after every task, so each
+# extraction paid for a new PostgreSQL backend; contexts/tasks.py closes only broken or expired ones
+# (CONN_MAX_AGE, health checks), as Django does around each request.
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- Model-driven extraction -------------------------------------------------------------------------
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
