@@ -6,7 +6,7 @@ Rows are written with SQL generate_series (bench/data.py). The 1,000,000-session
 it is kept and reused by later runs while it holds the expected rows; --fresh builds it again,
 --drop removes it at the end.
 
-    .venv/bin/python bench/scale.py [--large 1000000] [--fresh] [--drop]
+    .venv/bin/python bench/scale.py [--large 1000000] [--fresh] [--drop] [--pages-only]
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ STAFF_FILTERS = [
     ("agent=agent-7", "?agent=agent-7"),
     ("mode=planning&status=active", "?mode=planning&status=active"),
     ("search q=user-4242", "?q=user-4242"),
+    ("search q=bench-123456", "?q=bench-123456"),
+    ("search q=downtime postgresql", "?q=downtime+postgresql"),
+    ("search q=b7 (ids only)", "?q=b7"),
+    ("status=closed&q=user-4242", "?status=closed&q=user-4242"),
 ]
 
 
@@ -95,11 +99,13 @@ def staff_pages(server: common.Gunicorn, cookie: str, rounds: int = 15) -> dict[
     return out
 
 
-def measure(db_name: str, count: int, *, fresh: bool, connections: int, duration: float):
+def measure(db_name: str, count: int, *, fresh: bool, connections: int, duration: float, pages_only: bool = False):
     key, cookie, _ = prepare(db_name, count, fresh=fresh)
     env = common.bench_env(db_name)
     auth = {"Authorization": f"Bearer {key}"}
     with common.Gunicorn(env) as server:
+        if pages_only:
+            return {}, staff_pages(server, cookie)
         results = {
             "bare": common.load("GET /bench/bare", server.base + "/bench/bare", connections=connections,
                                 duration=duration),
@@ -122,6 +128,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=common.DURATION)
     parser.add_argument("--fresh", action="store_true", help=f"build {LARGE_DB} again even if it exists")
     parser.add_argument("--drop", action="store_true", help=f"drop {LARGE_DB} at the end")
+    parser.add_argument("--pages-only", action="store_true",
+                        help="only the staff page timings (no wrk load), e.g. after an index change")
     args = parser.parse_args()
 
     common.banner("scale")
@@ -129,13 +137,14 @@ def main() -> int:
     small, small_pages = run_child(SMALL_DB, args.small, True, args)
     large, large_pages = run_child(LARGE_DB, args.large, args.fresh, args)
 
-    print(f"\n{args.connections} connections, random sessions out of each set:")
-    print(common.HEADER)
-    for results in (small, large):
-        for r in results.values():
-            print(r.row(results["bare"]))
-    print()
-    for name in ("context", "prompt"):
+    if not args.pages_only:
+        print(f"\n{args.connections} connections, random sessions out of each set:")
+        print(common.HEADER)
+        for results in (small, large):
+            for r in results.values():
+                print(r.row(results["bare"]))
+        print()
+    for name in ("context", "prompt") if not args.pages_only else ():
         ratio = large[name].p50_ms / small[name].p50_ms
         print(f"{name}: p50 {small[name].p50_ms:.2f} ms at {args.small:,} sessions, {large[name].p50_ms:.2f} ms at "
               f"{args.large:,}: ratio {ratio:.2f} (target <= 1.5: {common.verdict(ratio <= 1.5)})")
@@ -157,7 +166,7 @@ def run_child(db_name: str, count: int, fresh: bool, args) -> tuple[dict, dict]:
     import subprocess
 
     cmd = [sys.executable, __file__, "--measure", db_name, str(count), "1" if fresh else "0",
-           str(args.connections), str(args.duration)]
+           str(args.connections), str(args.duration), "1" if args.pages_only else "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.ROOT)
     for line in proc.stdout.splitlines():
         if not line.startswith("RESULT "):
@@ -173,9 +182,9 @@ def child() -> int:
     import dataclasses
     import json
 
-    _, db_name, count, fresh, connections, duration = sys.argv[1:7]
+    _, db_name, count, fresh, connections, duration, pages_only = sys.argv[1:8]
     results, pages = measure(db_name, int(count), fresh=fresh == "1", connections=int(connections),
-                             duration=float(duration))
+                             duration=float(duration), pages_only=pages_only == "1")
     payload = {"results": {k: dataclasses.asdict(v) for k, v in results.items()}, "pages": pages}
     print("RESULT " + json.dumps(payload), flush=True)
     return 0
