@@ -28,6 +28,7 @@ from .exceptions import ApplicationError, InvalidInput, NotFound, PayloadTooLarg
 from .models import Revision, SessionContext
 from .prompting import render_prompt
 from .serializers import (
+    CONTEXT_FIELDS,
     ContextOutputSerializer,
     ContextWriteInputSerializer,
     ErrorSerializer,
@@ -46,6 +47,7 @@ from .serializers import (
     SessionCreateInputSerializer,
     SessionFilterSerializer,
     SessionOutputSerializer,
+    context_representation,
 )
 from .services import Actor
 
@@ -253,11 +255,8 @@ class SessionApi(ApiView):
 # --- the snapshot -----------------------------------------------------------------------------------
 
 
-def _not_modified(request, session: SessionContext) -> bool:
-    tags = request.headers.get("If-None-Match")
-    if not tags:
-        return False
-    current = etag(session.version)
+def _not_modified(tags: str, version: int) -> bool:
+    current = etag(version)
     return any(t.strip() in (current, f"W/{current}", "*") for t in tags.split(","))
 
 
@@ -272,10 +271,14 @@ class ContextApi(ApiView):
                     "and version.",
     )
     def get(self, request, session_id: str):
-        session = selectors.session_get(session_id)
-        if _not_modified(request, session):
-            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(session.version)})
-        return _context_response(session)
+        tags = request.headers.get("If-None-Match")
+        if tags:
+            # What agents send before every model call: read the version alone and answer 304 when it is current.
+            version = selectors.context_version(session_id)
+            if _not_modified(tags, version):
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(version)})
+        row = selectors.context_get(session_id, CONTEXT_FIELDS)
+        return Response(context_representation(row), headers={"ETag": etag(row["version"])})
 
     @extend_schema(tags=["context"], operation_id="context_update", request=ContextWriteInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
@@ -306,6 +309,9 @@ class ContextApi(ApiView):
         return _context_response(session)
 
 
+PROMPT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note", "version")
+
+
 class ContextPromptApi(ApiView):
     renderer_classes = [PlainTextRenderer, JSONRenderer]
 
@@ -317,12 +323,12 @@ class ContextPromptApi(ApiView):
                     "`Accept: application/json`. Empty when there is nothing to say.",
     )
     def get(self, request, session_id: str):
-        session = selectors.session_get(session_id)
-        prompt = render_prompt(session)
-        headers = {"ETag": etag(session.version)}
+        row = selectors.context_get(session_id, PROMPT_FIELDS)
+        prompt = render_prompt(row)
+        headers = {"ETag": etag(row["version"])}
         if isinstance(request.accepted_renderer, JSONRenderer):
-            return Response(PromptOutputSerializer({"prompt": prompt, "version": session.version}).data,
-                            headers=headers)
+            # PromptOutputSerializer's shape, built directly (it is the schema's).
+            return Response({"prompt": prompt, "version": row["version"]}, headers=headers)
         return Response(prompt, headers=headers)
 
 

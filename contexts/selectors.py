@@ -4,23 +4,50 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils.text import smart_split, unescape_string_literal
 
 from .exceptions import NotFound
 from .models import ExtractionRun, HandoffEvent, Message, Revision, SessionContext
 
 
+def _no_session(session_id: str) -> NotFound:
+    return NotFound(f"Session {session_id!r} does not exist.", details={"session_id": session_id})
+
+
 def session_get(session_id: str) -> SessionContext:
     session = SessionContext.objects.filter(session_id=session_id).first()
     if session is None:
-        raise NotFound(f"Session {session_id!r} does not exist.", details={"session_id": session_id})
+        raise _no_session(session_id)
     return session
+
+
+def context_get(session_id: str, fields: Iterable[str]) -> dict[str, Any]:
+    """One session's columns as a dict, `assignee` as the username: the API's read path, no model instance."""
+    names = [name for name in fields if name != "assignee"]
+    extra = {"assignee_username": F("assignee__username")} if "assignee" in fields else {}
+    # [:1] rather than first(): the lookup is unique, so no ORDER BY to build and run.
+    rows = list(SessionContext.objects.filter(session_id=session_id).values(*names, **extra)[:1])
+    if not rows:
+        raise _no_session(session_id)
+    row = rows[0]
+    if extra:
+        row["assignee"] = row.pop("assignee_username")
+    return row
+
+
+def context_version(session_id: str) -> int:
+    """Only the snapshot version: enough to answer a conditional read with 304."""
+    rows = list(SessionContext.objects.filter(session_id=session_id).values_list("version", flat=True)[:1])
+    if not rows:
+        raise _no_session(session_id)
+    return rows[0]
 
 
 def session_list(
