@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from .exceptions import InvalidInput, NotFound, StateConflict, VersionConflict
@@ -612,6 +612,7 @@ class _Claim:
     decision: str  # "go", "done", "wait" (another run of the session is running), "later"
     run: ExtractionRun | None = None
     retry_in: float = 0.0
+    session: SessionContext | None = None  # with "go": the row as read under the claim's lock
 
 
 def _send_next_queued(session_pk: int) -> str | None:
@@ -625,14 +626,22 @@ def _send_next_queued(session_pk: int) -> str | None:
 
 
 def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
-    run = ExtractionRun.objects.filter(pk=run_id).only("id", "session_id").first()
-    if run is None:
-        return _Claim("done")  # the session was deleted meanwhile
+    # Round trips matter here (a worker runs many of these at once): the claim is four statements.
+    run_pk = ExtractionRun._meta.pk.to_python(run_id)
     with transaction.atomic():
         # The session row lock is the per-session mutex for claims and applies (SQLite: the IMMEDIATE transaction).
-        if SessionContext.objects.select_for_update().filter(pk=run.session_id).first() is None:
+        # The row is found through the run in the same statement and read whole: the extraction builds on it.
+        session = (SessionContext.objects.select_for_update()
+                   .filter(pk=Subquery(ExtractionRun.objects.filter(pk=run_pk).values("session_id")[:1])).first())
+        if session is None:
+            return _Claim("done")  # the run or its session was deleted meanwhile
+        # This run and the session's running ones, in one query.
+        runs = list(ExtractionRun.objects.filter(Q(pk=run_pk) | Q(session_id=session.pk,
+                                                                  status=ExtractionRun.Status.RUNNING))
+                    .only("id", "session_id", "status", "attempts", "started_at").order_by("created_at"))
+        run = next((r for r in runs if r.pk == run_pk), None)
+        if run is None:
             return _Claim("done")
-        run = ExtractionRun.objects.get(pk=run_id)
         if run.status in FINISHED:
             return _Claim("done", run)  # a redelivery of finished work applies nothing
         now = timezone.now()
@@ -641,8 +650,9 @@ def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
             # An earlier attempt may still be alive (or its worker was just killed): look again once
             # its lease is over rather than run the model twice.
             return _Claim("later", run, retry_in=(run.started_at + lease - now).total_seconds() + 1)
-        for other in ExtractionRun.objects.filter(session_id=run.session_id, status=ExtractionRun.Status.RUNNING
-                                                  ).exclude(pk=run.pk):
+        for other in runs:
+            if other.pk == run.pk:
+                continue
             if other.started_at and other.started_at > now - lease:
                 return _Claim("wait", run)  # that run sends this one when it ends
             _finish(other, ExtractionRun.Status.FAILED, error="Abandoned: its worker stopped before finishing.")
@@ -651,20 +661,24 @@ def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
                     error=f"Gave up after {run.attempts} attempts: each one ended without finishing (worker lost?).")
             _send_next_queued(run.session_id)
             return _Claim("done", run)
-        run.status = ExtractionRun.Status.RUNNING
-        run.attempts += 1
-        run.started_at = now
-        run.error = ""
-        run.extractor = extractor_name
-        run.model = model[:255]
-        run.save(update_fields=["status", "attempts", "started_at", "error", "extractor", "model"])
-        return _Claim("go", run)
+        values = {"status": ExtractionRun.Status.RUNNING, "attempts": run.attempts + 1, "started_at": now,
+                  "error": "", "extractor": extractor_name, "model": model[:255]}
+        ExtractionRun.objects.filter(pk=run.pk).update(**values)
+        _set(run, values)  # type: ignore[arg-type]
+        return _Claim("go", run, session=session)
 
 
-def _finish(run: ExtractionRun, status: str, **values: Any) -> None:
+def _finish(run: ExtractionRun, status: str, *, attempt: int | None = None, **values: Any) -> bool:
+    """Record how a run ended; with `attempt`, only if that attempt still owns the run (else False)."""
     values = {"status": status, "finished_at": timezone.now(), **values}
-    ExtractionRun.objects.filter(pk=run.pk).update(**values)
+    rows = ExtractionRun.objects.filter(pk=run.pk)
+    if attempt is not None:
+        # The fence: a newer attempt took the run over (this one outlived its lease) and its result counts.
+        rows = rows.filter(status=ExtractionRun.Status.RUNNING, attempts=attempt)
+    if not rows.update(**values):
+        return False
     _set(run, values)  # type: ignore[arg-type]
+    return True
 
 
 def _usage_fields(usage: Any, chunks: int) -> dict[str, Any]:
@@ -676,11 +690,9 @@ def _usage_fields(usage: Any, chunks: int) -> dict[str, Any]:
 def _extraction_end(run: ExtractionRun, attempt: int, status: str, **values: Any) -> bool:
     """Record how the attempt ended, unless a newer attempt took the run over meanwhile."""
     with transaction.atomic():
-        SessionContext.objects.select_for_update().filter(pk=run.session_id).first()
-        current = ExtractionRun.objects.filter(pk=run.pk).first()
-        if current is None or current.status != ExtractionRun.Status.RUNNING or current.attempts != attempt:
+        SessionContext.objects.select_for_update().filter(pk=run.session_id).values_list("pk").first()
+        if not _finish(run, status, attempt=attempt, **values):
             return False
-        _finish(run, status, **values)
         _send_next_queued(run.session_id)
     return True
 
@@ -693,9 +705,8 @@ class _Base:
     previous: dict[str, Any]
 
 
-def _extraction_base(session_pk: int) -> _Base:
-    """The snapshot an extraction builds on, read in one query; raises if it cannot be read as stored."""
-    current = SessionContext.objects.get(pk=session_pk)
+def _extraction_base(current: SessionContext) -> _Base:
+    """The snapshot an extraction builds on; raises if it cannot be read as stored."""
     previous = current.snapshot()
     for name in ("summary", "goal"):
         if not isinstance(previous[name], str):
@@ -725,10 +736,12 @@ def extraction_run(*, run_id: str, extractor: Any = None) -> _Claim:
     usage = Usage()
     deadline = Deadline()
     chunks_used = 0
+    row = claim.session  # read under the claim's lock; a recompute reads the snapshot again
     try:
         for _round in range(3):
             try:
-                base = _extraction_base(run.session_id)
+                base = _extraction_base(row if row is not None else SessionContext.objects.get(pk=run.session_id))
+                row = None
             except Exception as exc:  # noqa: BLE001 - any unreadable snapshot must stop the run
                 logger.exception("run %s: previous snapshot unreadable", run.pk)
                 _extraction_end(run, attempt, ExtractionRun.Status.FAILED,
@@ -788,17 +801,20 @@ def _extraction_apply(run: ExtractionRun, attempt: int, base: _Base, changes: di
     """Write the extracted snapshot, its revision, the cursor and the run record together, or nothing."""
     with transaction.atomic():
         session = SessionContext.objects.select_for_update().filter(pk=run.session_id).first()
-        current = ExtractionRun.objects.filter(pk=run.pk).first()
-        if (session is None or current is None or current.status != ExtractionRun.Status.RUNNING
-                or current.attempts != attempt):
-            return "stale"  # a newer attempt owns the run now; its result counts, not this one
+        if session is None:
+            return "stale"
         if (session.version, session.cursor_seq, session.mode) != (base.version, base.cursor_seq, base.mode):
-            return "conflict"
+            owned = ExtractionRun.objects.filter(pk=run.pk, status=ExtractionRun.Status.RUNNING, attempts=attempt)
+            return "conflict" if owned.exists() else "stale"
         snapshot_update(session=session, expected_version=base.version, changes=changes,
                         source=Revision.Source.EXTRACTION, actor=Actor.for_model(model), cursor_seq=last_seq,
                         reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}")
-        _finish(run, ExtractionRun.Status.SUCCEEDED, from_version=base.version, to_version=session.version,
-                first_seq=first_seq, last_seq=last_seq, error="", **usage)
+        # The run is finished only by the attempt that still owns it; the check comes last to save a query,
+        # so a stale attempt (a newer one took the run over; its result counts) undoes its write here.
+        if not _finish(run, ExtractionRun.Status.SUCCEEDED, attempt=attempt, from_version=base.version,
+                       to_version=session.version, first_seq=first_seq, last_seq=last_seq, error="", **usage):
+            transaction.set_rollback(True)
+            return "stale"
         if _send_next_queued(session.pk) is None and more:
             follow_up = ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up",
                                                      enqueued_at=timezone.now())
