@@ -38,6 +38,13 @@ def setup_django(extra_env: dict[str, str]) -> str:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    # PostgreSQL here runs without autovacuum: each earlier bench run left its deleted sessions, runs,
+    # messages and revisions behind as dead rows that every index scan walked through (a run's queries
+    # cost PostgreSQL about twice the CPU after a few dozen bench runs). Not timed.
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
     return url
 
 
