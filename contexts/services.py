@@ -800,7 +800,9 @@ def _extraction_apply(run: ExtractionRun, attempt: int, base: _Base, changes: di
                       last_seq: int, more: bool, model: str, usage: dict[str, Any]) -> str:
     """Write the extracted snapshot, its revision, the cursor and the run record together, or nothing."""
     with transaction.atomic():
-        session = SessionContext.objects.select_for_update().filter(pk=run.session_id).first()
+        # Only what the check needs: snapshot_update reads the whole row again.
+        session = (SessionContext.objects.select_for_update().filter(pk=run.session_id)
+                   .only("id", "session_id", "version", "cursor_seq", "mode").first())
         if session is None:
             return "stale"
         if (session.version, session.cursor_seq, session.mode) != (base.version, base.cursor_seq, base.mode):
