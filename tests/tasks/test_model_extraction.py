@@ -305,3 +305,27 @@ def test_staff_edit_during_the_model_call_is_kept_and_the_extraction_recomputes(
     sources = list(Revision.objects.filter(session=session).order_by("version").values_list("version", "source"))
     assert sources == [(1, "api"), (2, "staff"), (3, "extraction")]
     assert (run.from_version, run.to_version) == (2, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_overtaken_by_a_newer_one_writes_nothing(fake_model, extract):
+    from django.db.models import F
+    from django.utils import timezone
+
+    session = make_session(mode="planning", content=PLANNING)
+    _turn(session)
+
+    def newer_attempt_takes_over_then_answers(request):
+        # While this attempt waits for the model, its lease runs out and another worker claims the run.
+        ExtractionRun.objects.filter(session_id=session.pk).update(attempts=F("attempts") + 1,
+                                                                   started_at=timezone.now())
+        connection.close()  # this runs in the fake server's thread
+        return answer({**PLANNING, "summary": "From the overtaken attempt."})
+
+    fake_model.default = newer_attempt_takes_over_then_answers
+
+    run = extract(session)
+
+    assert (run.status, run.attempts, run.to_version) == ("running", 2, None)  # the newer attempt's to finish
+    assert (session.version, session.cursor_seq, session.summary) == (1, 0, PLANNING["summary"])
+    assert list(Revision.objects.filter(session=session).values_list("version", flat=True)) == [1]
