@@ -80,7 +80,9 @@ def context_get(session_id: str, fields: Iterable[str]) -> dict[str, Any]:
         extra = {"assignee_username": F("assignee__username")} if "assignee" in fields else {}
         # [:1] rather than first(): the lookup is unique, so no ORDER BY.
         lookup = _context_lookups[fields] = _OneRowLookup(
-            f"context_{len(_context_lookups)}",
+            # Named by the fields themselves: two threads building lookups at once can never
+            # give two different field lists the same per-connection slot.
+            "context_" + "_".join(fields),
             lambda value: SessionContext.objects.filter(session_id=value).values(*names, **extra)[:1],
         )
     row = lookup(session_id)
