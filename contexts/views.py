@@ -208,49 +208,37 @@ def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
     return _after_action(request, session)
 
 
-@require_POST
-@staff_view(HANDOFF_PERM)
-def handoff_note(request: HttpRequest, session_id: str) -> HttpResponse:
+def _note_action(request: HttpRequest, session_id: str, form_class: type, action: Any, done: str) -> HttpResponse:
+    """A handoff action that takes a note: validate, call the service as this person, report, re-render."""
     session = _session(session_id)
-    form = NoteForm(request.POST)
+    form = form_class(request.POST)
     try:
         if not form.is_valid():
             raise first_error(form)
-        services.handoff_add_note(session=session, note=form.cleaned_data["note"], actor=Actor.for_user(request.user))
+        action(session=session, note=form.cleaned_data["note"], actor=Actor.for_user(request.user))
     except ApplicationError as exc:
         return _after_action(request, session, status=report(request, exc))
-    messages.success(request, "Note added.")
+    messages.success(request, done)
     return _after_action(request, session)
+
+
+@require_POST
+@staff_view(HANDOFF_PERM)
+def handoff_note(request: HttpRequest, session_id: str) -> HttpResponse:
+    return _note_action(request, session_id, NoteForm, services.handoff_add_note, "Note added.")
 
 
 @require_POST
 @staff_view(HANDOFF_PERM)
 def handoff_release(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
-    form = OptionalNoteForm(request.POST)
-    try:
-        if not form.is_valid():
-            raise first_error(form)
-        services.handoff_release(session=session, note=form.cleaned_data["note"], actor=Actor.for_user(request.user))
-    except ApplicationError as exc:
-        return _after_action(request, session, status=report(request, exc))
-    messages.success(request, "Handed back to the agent, with a note in its context saying what you did.")
-    return _after_action(request, session)
+    return _note_action(request, session_id, OptionalNoteForm, services.handoff_release,
+                        "Handed back to the agent, with a note in its context saying what you did.")
 
 
 @require_POST
 @staff_view(HANDOFF_PERM)
 def session_close(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
-    form = OptionalNoteForm(request.POST)
-    try:
-        if not form.is_valid():
-            raise first_error(form)
-        services.session_close(session=session, note=form.cleaned_data["note"], actor=Actor.for_user(request.user))
-    except ApplicationError as exc:
-        return _after_action(request, session, status=report(request, exc))
-    messages.success(request, "Conversation closed.")
-    return _after_action(request, session)
+    return _note_action(request, session_id, OptionalNoteForm, services.session_close, "Conversation closed.")
 
 
 # --- editing --------------------------------------------------------------------------------------
