@@ -209,16 +209,19 @@ class OfflineExtractor(Extractor):
                 new_goal = _goal_from(text)
                 if new_goal and (not goal or _GOAL_CHANGE.search(text)):
                     goal = new_goal
+            proposed: list[str] | None = None
             if message.role == "assistant":
                 new_plan = _plan_from(text)
                 if new_plan and new_plan != plan:
-                    plan = new_plan
+                    plan = proposed = new_plan
             if message.role in ("user", "assistant") and plan:
                 for step in _progress_from(text, message.role, plan):
                     if step not in progress:
                         progress.append(step)
             if message.role in ("user", "assistant"):
-                sentence = _first_sentence(_GREETING.sub("", text) or text, 160)
+                # A reply that lays out steps opens with a header ("Plan: 1."): say what it proposed instead.
+                sentence = (_first_sentence("Proposed a plan: " + "; ".join(proposed), 160) if proposed
+                            else _first_sentence(_GREETING.sub("", text) or text, 160))
                 if sentence:
                     label = "User" if message.role == "user" else "Assistant"
                     summary_parts.append(f"{label}: {sentence.rstrip('.')}.")
