@@ -282,11 +282,15 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup) -
     return Result(name, rps, p50, p99, total, errors, statuses)
 
 
-_STATUS_LUA = """
-counts = {}
+# Sums the status codes that each wrk thread counted into `counts` and prints them; keeps a
+# script's own `setup`. Scripts with their own `response` hook append this alone.
+STATUS_REPORT_LUA = """
 local threads = {}
-setup = function(thread) table.insert(threads, thread) end
-response = function(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+local orig_setup = setup
+setup = function(thread)
+  table.insert(threads, thread)
+  if orig_setup then orig_setup(thread) end
+end
 done = function(summary, latency, requests)
   local all = {}
   for _, t in ipairs(threads) do
@@ -298,6 +302,11 @@ done = function(summary, latency, requests)
   io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\\n")
 end
 """
+
+_STATUS_LUA = """
+counts = {}
+response = function(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+""" + STATUS_REPORT_LUA
 
 
 def _python_load(name, url, headers, connections, duration, method, body, warmup, expect) -> Result:

@@ -58,25 +58,6 @@ response = function(status, headers, body)
 end
 """
 
-STATUS_DONE_LUA = """
-local threads = {}
-local orig_setup = setup
-setup = function(thread)
-  table.insert(threads, thread)
-  if orig_setup then orig_setup(thread) end
-end
-done = function(summary, latency, requests)
-  local all = {}
-  for _, t in ipairs(threads) do
-    local c = t:get("counts")
-    for k, v in pairs(c) do all[k] = (all[k] or 0) + v end
-  end
-  local parts = {}
-  for k, v in pairs(all) do table.insert(parts, string.format('"%d": %d', k, v)) end
-  io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\\n")
-end
-"""
-
 POST_BODY = json.dumps({"messages": [
     {"role": "user", "content": "The parcel still has not arrived; can you check order 4412?"},
     {"role": "assistant", "content": "Order 4412 left the depot this morning and arrives tomorrow before noon."},
@@ -133,7 +114,7 @@ def main() -> int:
             posted = Message.objects.count() - before[0], ExtractionRun.objects.count() - before[1]
             revisions_before = Revision.objects.filter(source="api").count()
             patch_lua = PATCH_LUA % {"block": args.sessions // 2, "version": 10, "offset": args.sessions}
-            patch_lua += STATUS_DONE_LUA
+            patch_lua += common.STATUS_REPORT_LUA
             results["patch"] = common.load("PATCH .../context (If-Match)", server.base + "/", headers=auth,
                                            lua=patch_lua, connections=args.connections, duration=args.duration,
                                            warmup=0)
