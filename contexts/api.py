@@ -11,10 +11,12 @@ import re
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from redis.exceptions import RedisError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import generics, status
 from rest_framework.pagination import CursorPagination
@@ -23,9 +25,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
+from . import auth, readcache, selectors, services
 from .exceptions import ApplicationError, InvalidInput, NotFound, PayloadTooLarge
-from .models import Revision, SessionContext
+from .models import ApiKey, Revision, SessionContext
 from .prompting import render_prompt
 from .serializers import (
     CONTEXT_FIELDS,
@@ -260,7 +262,87 @@ def _not_modified(tags: str, version: int) -> bool:
     return any(t.strip() in (current, f"W/{current}", "*") for t in tags.split(","))
 
 
+# --- the cached read path ----------------------------------------------------------------------------
+
+_JSON = JSONRenderer()
+
+
+def _cache_entry(row: dict) -> dict:
+    return {readcache.VERSION: row["version"], readcache.CONTEXT_JSON: _JSON.render(context_representation(row)),
+            readcache.PROMPT: render_prompt(row)}
+
+
+def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
+    """GET .../context or .../context/prompt from the read cache; None leaves the request to the API view.
+
+    The common case (a Bearer key with the read scope, under its throttle, an existing session) costs one
+    Redis round trip. Anything else, every refusal included, is left to the DRF view, which answers it as
+    always: there is one definition of each error. See contexts/readcache.py for why the cache is coherent.
+    """
+    if request.META.get("QUERY_STRING") or not readcache.enabled():
+        return None
+    scheme, _, raw_key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not raw_key or " " in raw_key:
+        return None
+    accept = request.META.get("HTTP_ACCEPT", "*/*")
+    as_json = accept == "application/json"
+    if accept not in ("*/*", "application/json") and not (field == readcache.PROMPT and accept == "text/plain"):
+        return None
+    try:
+        services.validate_session_id(session_id)
+    except InvalidInput:
+        return None
+    key_hash = services.api_key_hash(raw_key)
+    throttle = auth.throttle_for_key(key_hash)
+    try:
+        found = readcache.lookup(key_hash, session_id, field, throttle_key=throttle and throttle[0],
+                                 throttle_seconds=throttle[2] if throttle else 0)
+    except RedisError:
+        return None
+    if found.key_revoked or (throttle and found.throttle_count > throttle[1]):
+        return None
+    key = found.key_entry
+    if key is None:
+        api_key = selectors.api_key_by_hash(key_hash)
+        if api_key is None or not api_key.is_active:
+            return None
+        key = (api_key.pk, frozenset(api_key.scopes))
+        readcache.api_key_store(key_hash, api_key.pk, api_key.scopes)
+    if "read" not in key[1]:
+        return None
+    if found.first_use_this_minute:  # last_used_at is a hint for admins: at most one write a minute
+        ApiKey.objects.filter(pk=key[0]).update(last_used_at=timezone.now())
+    version, body = found.version, found.body
+    if version is None:
+        try:
+            entry = readcache.context_fill(
+                session_id, lambda: _cache_entry(selectors.context_get(session_id, CONTEXT_FIELDS)))
+        except NotFound:
+            return None
+        version, body = entry[readcache.VERSION], entry[field]
+    headers = {"ETag": etag(version), "Vary": "Accept"}
+    if field == readcache.CONTEXT_JSON:
+        tags = request.META.get("HTTP_IF_NONE_MATCH")
+        if tags and _not_modified(tags, version):
+            not_modified = HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+            del not_modified["Content-Type"]  # no body, so no type (as the API view answers)
+            return not_modified
+        return HttpResponse(body, content_type="application/json", headers=headers)
+    prompt = body.decode() if isinstance(body, bytes) else body
+    if as_json:
+        return HttpResponse(_JSON.render({"prompt": prompt, "version": version}), content_type="application/json",
+                            headers=headers)
+    return HttpResponse(prompt, content_type="text/plain; charset=utf-8", headers=headers)
+
+
 class ContextApi(ApiView):
+    def dispatch(self, request, *args, **kwargs):
+        if request.method == "GET":
+            response = cached_read(request, kwargs["session_id"], readcache.CONTEXT_JSON)
+            if response is not None:
+                return response
+        return super().dispatch(request, *args, **kwargs)
+
     @extend_schema(
         tags=["context"], operation_id="context_get",
         parameters=[ETAG_HEADER, OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
@@ -314,6 +396,13 @@ PROMPT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note", 
 
 class ContextPromptApi(ApiView):
     renderer_classes = [PlainTextRenderer, JSONRenderer]
+
+    def dispatch(self, request, *args, **kwargs):
+        if request.method == "GET":
+            response = cached_read(request, kwargs["session_id"], readcache.PROMPT)
+            if response is not None:
+                return response
+        return super().dispatch(request, *args, **kwargs)
 
     @extend_schema(
         tags=["context"], operation_id="context_prompt", parameters=[ETAG_HEADER],

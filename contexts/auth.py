@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from datetime import timedelta
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from redis.exceptions import RedisError
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.settings import api_settings
 
-from . import selectors
+from . import readcache, selectors
 from .models import ApiKey
 from .services import api_key_hash
+
+logger = logging.getLogger(__name__)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # last_used_at is a hint for admins, not an audit: write it at most once a minute per key.
@@ -86,7 +91,7 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         key = request.auth
-        ident = f"key-{key.pk}" if isinstance(key, ApiKey) else self.get_ident(request)
+        ident = key_ident(key.key_hash) if isinstance(key, ApiKey) else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request, view):
@@ -101,9 +106,15 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
         self.key += ":n"  # not the key of DRF's list, which incr cannot count on
         self.now = self.timer()
         backend = caches[DEFAULT_CACHE_ALIAS]
-        self.redis = _redis_client(backend) if isinstance(backend, RedisCache) else None
+        self.redis = readcache.redis_client(backend) if isinstance(backend, RedisCache) else None
         if self.redis is not None:
-            count = self._count_in_redis(backend.make_and_validate_key(self.key))
+            try:
+                count = self._count_in_redis(backend.make_and_validate_key(self.key))
+            except RedisError as exc:
+                # Rate limiting protects the service; refusing every request while Redis is away
+                # would be the outage it protects against. Reads and writes go on, unthrottled.
+                logger.warning("throttle not counted, the cache is unreachable: %s", exc)
+                return True
         else:
             count = self._count_in_cache()
         if count > self.num_requests:
@@ -139,13 +150,24 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
         return max(1.0, self.duration - (self.now - started))
 
 
-def _redis_client(backend: RedisCache):
-    """A redis client kept on the cache's connection pools: Django's RedisCache builds a new one per call."""
-    pools = backend._cache  # the cache's RedisCacheClient (per thread, like the cache object)
-    client = getattr(pools, "sessionctx_client", None)
-    if client is None:
-        client = pools.sessionctx_client = pools.get_client(write=True)
-    return client
+def key_ident(key_hash: str) -> str:
+    # By hash, not id: the cached read path (api.cached_read) counts before it knows the key's id.
+    return f"key-{key_hash[:32]}"
+
+
+def throttle_for_key(key_hash: str) -> tuple[str, int, int] | None:
+    """The Redis counter name, limit and window of a key's throttle, as ApiKeyRateThrottle counts it; None if off."""
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get(ApiKeyRateThrottle.scope)
+    if rate is None:
+        return None
+    num_requests, duration = _parse_rate(rate)
+    name = ApiKeyRateThrottle.cache_format % {"scope": ApiKeyRateThrottle.scope, "ident": key_ident(key_hash)}
+    return caches[DEFAULT_CACHE_ALIAS].make_key(name + ":n"), num_requests, duration
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_rate(rate: str) -> tuple[int, int]:
+    return throttling.SimpleRateThrottle.parse_rate(None, rate)
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -106,7 +106,7 @@ def context_version(session_id: str) -> int:
     return row["version"]
 
 
-API_KEY_COLUMNS = ("id", "name", "prefix", "scopes", "is_active", "last_used_at")
+API_KEY_COLUMNS = ("id", "name", "prefix", "key_hash", "scopes", "is_active", "last_used_at")
 _api_key_by_hash = _OneRowLookup(
     "api_key", lambda value: ApiKey.objects.filter(key_hash=value).values(*API_KEY_COLUMNS)[:1]
 )

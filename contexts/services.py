@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
+from . import readcache
 from .exceptions import InvalidInput, NotFound, StateConflict, VersionConflict
 from .models import (
     SESSION_ID_PATTERN,
@@ -165,11 +166,15 @@ def session_get_or_create(
     except IntegrityError:
         # Two first posts raced; the other one created it.
         session, created = SessionContext.objects.get(session_id=session_id), False
-    if not created:
+    if created:
+        # An entry cached for an earlier session of this id (deleted since) must not outlive it.
+        readcache.context_changed(session_id)
+    else:
         # Fill in owners that were unknown when the session was first seen; never overwrite them.
         missing = {k: v for k, v in defaults.items() if k != "mode" and v and not getattr(session, k)}
         if missing:
             SessionContext.objects.filter(pk=session.pk).update(**missing)
+            readcache.context_changed(session.session_id)
             for k, v in missing.items():
                 setattr(session, k, v)
     return session, created
@@ -180,6 +185,7 @@ def session_delete(*, session: SessionContext, actor: Actor) -> None:
     """Erase a session with its messages, revisions, runs and handoff events (right to erasure)."""
     logger.info("session %s deleted by %s", session.session_id, actor.label)
     session.delete()
+    readcache.context_changed(session.session_id)
 
 
 # --- snapshots ------------------------------------------------------------------------------------
@@ -219,6 +225,7 @@ def _apply(
             )
             if not updated:
                 raise VersionConflict(expected=expected_version, current=_current_version(session))
+            readcache.context_changed(session.session_id)  # updated_at is in the answer
             _set(current, extra)
         _sync(session, current)
         return session
@@ -231,6 +238,7 @@ def _apply(
     )
     if not updated:
         raise VersionConflict(expected=expected_version, current=_current_version(session))
+    readcache.context_changed(session.session_id)
     Revision.objects.create(
         session_id=session.pk,
         version=new_version,
@@ -463,6 +471,7 @@ def _status_change(
     )
     if not updated:  # cannot happen under the row lock; refuse rather than overwrite
         raise VersionConflict(expected=current.version, current=_current_version(current))
+    readcache.context_changed(current.session_id)
     Revision.objects.create(session_id=current.pk, version=new_version, source=Revision.Source.HANDOFF,
                             actor=actor.label, actor_user=actor.user, reason=reason, snapshot=after,
                             changed_fields=_changed_fields(before, after))
@@ -853,6 +862,9 @@ def api_key_create(*, name: str, scopes: list[str], created_by: AbstractBaseUser
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    # The cache's tombstone goes first and must succeed: once it is there no request can cache the key
+    # as active again, so the key is refused at once when the update below commits.
+    readcache.api_key_forget(api_key.key_hash)
     ApiKey.objects.filter(pk=api_key.pk).update(is_active=False, revoked_at=timezone.now())
     api_key.refresh_from_db()
     return api_key

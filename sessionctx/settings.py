@@ -278,6 +278,11 @@ SESSIONCTX_DEFAULT_MODE = env("SESSIONCTX_DEFAULT_MODE", "summary")
 if SESSIONCTX_DEFAULT_MODE not in {"summary", "planning"}:
     raise ImproperlyConfigured("SESSIONCTX_DEFAULT_MODE must be 'summary' or 'planning'")
 SESSIONCTX_AUTO_UPDATE = env_bool("SESSIONCTX_AUTO_UPDATE", True)
+# GET .../context and .../context/prompt answered from the Redis cache (CACHE_URL) when there is one;
+# entries expire after the TTL, which bounds how stale a read can be if a writer dies between its
+# commit and its cache delete (contexts/readcache.py).
+SESSIONCTX_READ_CACHE = env_bool("SESSIONCTX_READ_CACHE", True)
+SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
 SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000)
 SESSIONCTX_MAX_GOAL_CHARS = env_int("SESSIONCTX_MAX_GOAL_CHARS", 1000)
