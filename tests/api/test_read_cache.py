@@ -31,7 +31,8 @@ def _redis_up() -> bool:
 
 
 # Transactional: the cache is told about a change when its transaction commits (on_commit).
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.skipif(not _redis_up(), reason=f"no Redis at {CACHE_URL}")]
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.skipif(not _redis_up(), reason=f"no Redis at {CACHE_URL}")]
 
 
 @pytest.fixture(autouse=True)
