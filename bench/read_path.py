@@ -124,6 +124,7 @@ def check_targets(results: dict[str, common.Result], connections: int) -> list[s
 CONFIGS = [
     ("sync", 3, 1), ("sync", 5, 1),
     ("gthread", 2, 4), ("gthread", 3, 4), ("gthread", 4, 2), ("gthread", 2, 8),
+    ("gthread", 2, 2), ("gthread", 3, 2), ("gthread", 4, 1), ("gthread", 6, 1),
 ]
 
 

@@ -265,6 +265,7 @@ def _not_modified(tags: str, version: int) -> bool:
 # --- the cached read path ----------------------------------------------------------------------------
 
 _JSON = JSONRenderer()
+_ONE_TAG = re.compile(r'\s*(?:W/)?"(\d{1,10})"\s*')  # the usual If-None-Match: the one ETag the agent holds
 
 
 def _cache_entry(row: dict) -> dict:
@@ -294,9 +295,12 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
         return None
     key_hash = services.api_key_hash(raw_key)
     throttle = auth.throttle_for_key(key_hash)
+    tags = request.META.get("HTTP_IF_NONE_MATCH") if field == readcache.CONTEXT_JSON else None
+    held = _ONE_TAG.fullmatch(tags) if tags else None
     try:
         found = readcache.lookup(key_hash, session_id, field, throttle_key=throttle and throttle[0],
-                                 throttle_seconds=throttle[2] if throttle else 0)
+                                 throttle_seconds=throttle[2] if throttle else 0,
+                                 client_version=int(held.group(1)) if held else None)
     except RedisError:
         return None
     if found.key_revoked or (throttle and found.throttle_count > throttle[1]):
@@ -322,7 +326,6 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
         version, body = entry[readcache.VERSION], entry[field]
     headers = {"ETag": etag(version), "Vary": "Accept"}
     if field == readcache.CONTEXT_JSON:
-        tags = request.META.get("HTTP_IF_NONE_MATCH")
         if tags and _not_modified(tags, version):
             not_modified = HttpResponse(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
             del not_modified["Content-Type"]  # no body, so no type (as the API view answers)

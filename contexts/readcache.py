@@ -83,6 +83,7 @@ def _names(backend: RedisCache, kind: str, ident: str) -> str:
 _LOOKUP = """
 local key = redis.call('GET', KEYS[1])
 local ctx = redis.call('HMGET', KEYS[2], 'v', ARGV[1])
+if ctx[1] and ctx[1] == ARGV[4] then ctx[2] = '' end  -- the client holds this version: a 304 needs no body
 local first_use = redis.call('SET', KEYS[3], 1, 'EX', ARGV[2], 'NX') and 1 or 0
 local count = -1
 if KEYS[4] then
@@ -106,15 +107,16 @@ class Lookup:
 
 
 def lookup(key_hash: str, session_id: str, field: str, *, throttle_key: str | None,
-           throttle_seconds: int) -> Lookup:
-    """One Redis round trip: the key's entry, the session's cached `field`, the throttle counter."""
+           throttle_seconds: int, client_version: int | None = None) -> Lookup:
+    """One Redis round trip: the key's entry, the session's cached `field` (unless it is at `client_version`),
+    the throttle counter."""
     backend = _backend()
     client = redis_client(backend)
     keys = [_names(backend, "k", key_hash), _names(backend, "c", session_id), _names(backend, "u", key_hash)]
     if throttle_key is not None:
         keys.append(throttle_key)
     raw_key, version, body, first_use, count = _evalsha_lookup(
-        client, keys, [field, LAST_USED_TTL, throttle_seconds])
+        client, keys, [field, LAST_USED_TTL, throttle_seconds, "" if client_version is None else client_version])
     key_entry = None
     if raw_key and raw_key != TOMBSTONE:
         key_id, _, scopes = raw_key.decode().partition("|")
