@@ -12,7 +12,9 @@ loopback (wrk, or Python threads when wrk is missing). Prints requests/s, p50/p9
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -89,6 +91,31 @@ def run(server: common.Gunicorn, key: str, count: int, *, etags: list[str] | Non
     return results
 
 
+def combine(rounds: list[dict[str, common.Result]]) -> dict[str, common.Result]:
+    """Per endpoint over the rounds: mean throughput, median p50 and p99, all status codes.
+
+    On a shared machine the load changes from second to second; an endpoint measured in one block of time
+    and bare in another compare two machines, not two endpoints. Rounds measure every endpoint in turn, so
+    each one sees the same mix of quiet and busy seconds.
+    """
+    if len(rounds) > 1:
+        print("throughput / bare, per round: " + "; ".join(
+            ", ".join(f"{name} {r.rps / one['bare'].rps:.2f}" for name, r in one.items() if name != "bare")
+            for one in rounds))
+    combined = {}
+    for name in rounds[0]:
+        parts = [one[name] for one in rounds]
+        statuses: dict[int, int] = {}
+        for part in parts:
+            for code, n in part.statuses.items():
+                statuses[code] = statuses.get(code, 0) + n
+        combined[name] = dataclasses.replace(
+            parts[0], rps=statistics.mean(p.rps for p in parts), p50_ms=statistics.median(p.p50_ms for p in parts),
+            p99_ms=statistics.median(p.p99_ms for p in parts), requests=sum(p.requests for p in parts),
+            errors=sum(p.errors for p in parts), statuses=statuses)
+    return combined
+
+
 def print_results(results: dict[str, common.Result]) -> None:
     bare = results["bare"]
     print(common.HEADER)
@@ -134,6 +161,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=common.CONNECTIONS)
     parser.add_argument("--duration", type=float, default=common.DURATION)
     parser.add_argument("--configs", action="store_true", help="also compare gunicorn worker configurations")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="split the duration into rounds of bare, context, prompt, 304 in turn, so a change "
+                             "in the machine's load hits every endpoint alike (medians are reported)")
     args = parser.parse_args()
 
     common.banner("read path")
@@ -159,10 +189,11 @@ def main() -> int:
 
     with common.Gunicorn(env) as server:
         print(f"\n{server.label}, {args.sessions} sessions with 10 revisions each, "
-              f"{args.connections} connections:")
+              f"{args.connections} connections, {args.rounds} interleaved rounds:")
         etags = fetch_etags(server.base, key, args.sessions) if available(server.base, key)["context"] else []
-        results = run(server, key, args.sessions, etags=etags, connections=args.connections,
-                      duration=args.duration)
+        rounds = [run(server, key, args.sessions, etags=etags, connections=args.connections,
+                      duration=args.duration / args.rounds) for _ in range(args.rounds)]
+    results = combine(rounds)
     print_results(results)
     print()
     for line in check_targets(results, args.connections):
