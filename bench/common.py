@@ -134,6 +134,17 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def rss_kib(pid: int) -> dict[str, int]:
     """Current (VmRSS) and peak (VmHWM) resident memory of a process, in KiB."""
     fields = {}
@@ -163,6 +174,10 @@ class Gunicorn:
     @property
     def label(self) -> str:
         return f"gunicorn {self.worker_class} {self.workers}x{self.threads}"
+
+    def pids(self) -> list[int]:
+        """The master and its workers."""
+        return [self.proc.pid, *children(self.proc.pid)]
 
     def __enter__(self) -> Gunicorn:
         cmd = [PY, "-m", "gunicorn", "sessionctx.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
@@ -213,6 +228,7 @@ class Result:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     client: str = "wrk"
+    cpu_us: float | None = None  # CPU of the measured processes (cpu_pids) per request, user + system
 
     def row(self, baseline: Result | None = None) -> str:
         ratio = f"{self.rps / baseline.rps:5.2f}" if baseline and baseline.rps else "   - "
@@ -239,17 +255,21 @@ def have_wrk() -> bool:
 
 def load(name: str, url: str, *, headers: dict[str, str] | None = None, connections: int = CONNECTIONS,
          duration: float = DURATION, lua: str | None = None, method: str = "GET", body: str | None = None,
-         warmup: float = 2.0, expect: tuple[int, ...] = (200,)) -> Result:
-    """Closed-loop load: `connections` clients each sending the next request when the last is answered."""
+         warmup: float = 2.0, expect: tuple[int, ...] = (200,), cpu_pids: list[int] | None = None) -> Result:
+    """Closed-loop load: `connections` clients each sending the next request when the last is answered.
+
+    With `cpu_pids`, also the CPU those processes spent per request during the timed part: on a shared
+    machine, a cost that other people's load does not change the way it changes throughput.
+    """
     if have_wrk():
-        return _wrk(name, url, headers or {}, connections, duration, lua, method, body, warmup)
+        return _wrk(name, url, headers or {}, connections, duration, lua, method, body, warmup, cpu_pids)
     if lua:
         # Random sessions, ETags and version tracking live in wrk's Lua scripts.
         raise SystemExit("this benchmark needs wrk: apt-get install -y wrk (make bench installs it)")
     return _python_load(name, url, headers or {}, connections, duration, method, body, warmup, expect)
 
 
-def _wrk(name, url, headers, connections, duration, lua, method, body, warmup) -> Result:
+def _wrk(name, url, headers, connections, duration, lua, method, body, warmup, cpu_pids=None) -> Result:
     script = lua or ""
     if method != "GET" or body is not None:
         script = f"wrk.method = {json.dumps(method)}\n" + (f"wrk.body = {json.dumps(body)}\n" if body else "") + script
@@ -265,7 +285,9 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup) -
             base += ["-H", f"{k}: {v}"]
         if warmup:
             subprocess.run([*base, f"-d{max(1, int(warmup))}s", url], capture_output=True, text=True, check=True)
+        cpu_before = cpu_seconds(cpu_pids or [])
         out = subprocess.run([*base, f"-d{int(duration)}s", url], capture_output=True, text=True, check=True).stdout
+        cpu_spent = cpu_seconds(cpu_pids or []) - cpu_before
     finally:
         os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -279,7 +301,8 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup) -
     m = re.search(r"STATUSES (\{.*\})", out)
     if m:
         statuses = {int(k): v for k, v in json.loads(m.group(1)).items()}
-    return Result(name, rps, p50, p99, total, errors, statuses)
+    return Result(name, rps, p50, p99, total, errors, statuses,
+                  cpu_us=cpu_spent / total * 1e6 if cpu_pids and total else None)
 
 
 # Sums the status codes that each wrk thread counted into `counts` and prints them; keeps a

@@ -75,19 +75,21 @@ def run(server: common.Gunicorn, key: str, count: int, *, etags: list[str] | Non
     """The read benchmark on sessions bench-0 .. bench-<count - 1>: bare, context, prompt, 304."""
     auth = {"Authorization": f"Bearer {key}"}
     have = available(server.base, key)
+    pids = server.pids()
     results = {"bare": common.load(f"{prefix}GET /bench/bare", server.base + "/bench/bare",
-                                   connections=connections, duration=duration)}
+                                   connections=connections, duration=duration, cpu_pids=pids)}
     if have["context"]:
         results["context"] = common.load(f"{prefix}GET .../context", server.base + "/", headers=auth,
                                          lua=common.random_path_lua(CONTEXT, count), connections=connections,
-                                         duration=duration)
+                                         duration=duration, cpu_pids=pids)
     if have["prompt"]:
         results["prompt"] = common.load(f"{prefix}GET .../context/prompt", server.base + "/", headers=auth,
                                         lua=common.random_path_lua(PROMPT, count), connections=connections,
-                                        duration=duration)
+                                        duration=duration, cpu_pids=pids)
     if etags:
         results["304"] = common.load(f"{prefix}GET .../context If-None-Match", server.base + "/", headers=auth,
-                                     lua=etag_lua(etags), connections=connections, duration=duration)
+                                     lua=etag_lua(etags), connections=connections, duration=duration,
+                                     cpu_pids=pids)
     return results
 
 
@@ -112,7 +114,8 @@ def combine(rounds: list[dict[str, common.Result]]) -> dict[str, common.Result]:
         combined[name] = dataclasses.replace(
             parts[0], rps=statistics.mean(p.rps for p in parts), p50_ms=statistics.median(p.p50_ms for p in parts),
             p99_ms=statistics.median(p.p99_ms for p in parts), requests=sum(p.requests for p in parts),
-            errors=sum(p.errors for p in parts), statuses=statuses)
+            errors=sum(p.errors for p in parts), statuses=statuses,
+            cpu_us=statistics.mean(p.cpu_us for p in parts) if all(p.cpu_us for p in parts) else None)
     return combined
 
 
@@ -124,6 +127,12 @@ def print_results(results: dict[str, common.Result]) -> None:
     for name, r in results.items():
         if r.statuses and name != "bare":
             print(f"  statuses for {name}: {dict(sorted(r.statuses.items()))}")
+    if all(r.cpu_us for r in results.values()):
+        # What a request costs the web server, whatever else the machine runs: bare / endpoint is the
+        # throughput ratio a CPU-bound server would reach (wrk, Redis and PostgreSQL not counted).
+        print("gunicorn CPU per request: " + ", ".join(
+            f"{name} {r.cpu_us:.0f} us" + ("" if name == "bare" else f" (bare/this {bare.cpu_us / r.cpu_us:.2f})")
+            for name, r in results.items()))
 
 
 def check_targets(results: dict[str, common.Result], connections: int) -> list[str]:
