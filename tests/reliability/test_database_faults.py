@@ -54,9 +54,12 @@ def _drop_mid_request(method: str, url: str, key: str, **kwargs) -> tuple[int, d
 
 def test_a_read_whose_connection_is_dropped_answers_503_and_the_next_read_works(gunicorn):
     make_session("fault-read", mode="planning", content={"summary": "Renewing a passport", "plan": ["Form"]})
+    make_session("fault-warm")
     _, key = make_api_key("read")
     url = f"{gunicorn.url}/api/v1/sessions/fault-read/context"
-    assert call("GET", url, key=key)[0] == 200  # the worker now holds a persistent connection
+    # The worker now holds a persistent connection; another session, so that (with CACHE_URL set) this one's
+    # read is not answered from the read cache but goes to the database.
+    assert call("GET", f"{gunicorn.url}/api/v1/sessions/fault-warm/context", key=key)[0] == 200
 
     status, headers, body = _drop_mid_request("GET", url, key)
 
