@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Subquery
+from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -581,6 +581,35 @@ def _sessions_with_live_attempts() -> set[int]:
         return {int(objid) for (objid,) in cursor.fetchall()}
 
 
+# The statements every run makes, as SQL: building and compiling them through the ORM cost a worker more CPU
+# than running them (about 2.5 ms a run of some 8.5), and a run is little else besides the model call.
+_RUNS, _SESSIONS, _MESSAGES = ExtractionRun._meta.db_table, SessionContext._meta.db_table, Message._meta.db_table
+_SESSION_COLUMNS = ", ".join(f.column for f in SessionContext._meta.concrete_fields)
+# The session row a run belongs to, found through the run and locked (FOR UPDATE where there is such a thing).
+_SESSION_OF_RUN_SQL = (f"SELECT {_SESSION_COLUMNS} FROM {_SESSIONS} "
+                       f"WHERE id = (SELECT session_id FROM {_RUNS} WHERE id = %s){{for_update}}")
+# The claim of a queued run on a session with no running run (nearly every claim) in one statement; anything
+# else goes through the full decision. The lock is tried only when a row comes back (an InitPlan).
+_CLAIM_QUEUED_SQL = (f"UPDATE {_RUNS} SET status = %s, attempts = attempts + 1, started_at = %s, error = '', "
+                     f"extractor = %s, model = %s WHERE id = %s AND status = %s AND attempts < %s AND NOT EXISTS "
+                     f"(SELECT 1 FROM {_RUNS} other WHERE other.session_id = %s AND other.status = %s) "
+                     f"RETURNING attempts{{lock}}")
+_UNSEEN_SQL = f"SELECT seq, role, content FROM {_MESSAGES} WHERE session_id = %s AND seq > %s ORDER BY seq"
+# What the apply's check needs, in the model's field order (Model.from_db takes the values in that order).
+_CHECK_FIELDS = [f.attname for f in SessionContext._meta.concrete_fields
+                 if f.attname in ("id", "session_id", "version", "cursor_seq", "mode")]
+_APPLY_CHECK_SQL = f"SELECT {', '.join(_CHECK_FIELDS)} FROM {_SESSIONS} WHERE id = %s{{for_update}}"
+# The fenced end of a successful attempt, the attempt lock given back and the session's next queued run found,
+# in one statement; no row back means a newer attempt owns the run.
+_SUCCEEDED_SQL = (f"UPDATE {_RUNS} SET {{columns}} WHERE id = %s AND status = %s AND attempts = %s RETURNING "
+                  f"(SELECT id FROM {_RUNS} WHERE session_id = %s AND status = %s ORDER BY created_at LIMIT 1)"
+                  "{unlock}")
+
+
+def _for_update() -> str:
+    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+
+
 def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRun:
     """Queue a model-driven update of the snapshot; it runs after the current transaction commits.
 
@@ -680,9 +709,35 @@ def _send_next_queued(session_pk: int) -> str | None:
     waiting = (ExtractionRun.objects.filter(session_id=session_pk, status=ExtractionRun.Status.QUEUED)
                .order_by("created_at").values_list("id", flat=True).first())
     if waiting is not None:
-        ExtractionRun.objects.filter(pk=waiting).update(enqueued_at=timezone.now())
-        _send_on_commit(waiting)
+        _send_queued(waiting)
     return waiting
+
+
+def _send_queued(run_pk: Any) -> None:
+    ExtractionRun.objects.filter(pk=run_pk).update(enqueued_at=timezone.now())
+    _send_on_commit(ExtractionRun._meta.pk.to_python(run_pk))
+
+
+def _finish_applied(claim: _Claim, attempt: int, **values: Any) -> tuple[bool, Any]:
+    """Mark the run succeeded if `attempt` still owns it, giving the attempt lock back (under the session's row
+    lock, before the commit); (owned, the id of the session's next queued run or None)."""
+    run = claim.run
+    values = {"status": ExtractionRun.Status.SUCCEEDED, "finished_at": timezone.now(), "error": "", **values}
+    fields = {name: ExtractionRun._meta.get_field(name) for name in values}
+    columns = ", ".join(f"{field.column} = %s" for field in fields.values())
+    key = claim.lock_key
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCEEDED_SQL.format(columns=columns,
+                                             unlock=", (SELECT pg_advisory_unlock(%s, %s))" if key else ""),
+                       [*(_db_value(fields[name], value) for name, value in values.items()),
+                        _db_value(ExtractionRun._meta.pk, run.pk), ExtractionRun.Status.RUNNING, attempt,
+                        run.session_id, ExtractionRun.Status.QUEUED, *(key or ())])
+        row = cursor.fetchone()
+    if row is None:
+        return False, None
+    claim.lock_key = None
+    _set(run, values)  # type: ignore[arg-type]
+    return True, row[0]
 
 
 def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
@@ -691,14 +746,39 @@ def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
     with transaction.atomic():
         # The session row lock is the per-session mutex for claims and applies (SQLite: the IMMEDIATE transaction).
         # The row is found through the run in the same statement and read whole: the extraction builds on it.
-        session = (SessionContext.objects.select_for_update()
-                   .filter(pk=Subquery(ExtractionRun.objects.filter(pk=run_pk).values("session_id")[:1])).first())
+        session = next(iter(SessionContext.objects.raw(_SESSION_OF_RUN_SQL.format(for_update=_for_update()),
+                                                       [_db_value(ExtractionRun._meta.pk, run_pk)])), None)
         if session is None:
             return _Claim("done")  # the run or its session was deleted meanwhile
-        claim = _claim_locked(run_pk, session, extractor_name, model)
+        claim = (_claim_queued(run_pk, session, extractor_name, model)
+                 or _claim_locked(run_pk, session, extractor_name, model))
         if claim.decision != "go":
             claim.release()
         return claim
+
+
+def _db_value(field: Any, value: Any) -> Any:
+    return field.get_db_prep_value(value, connection)
+
+
+def _claim_queued(run_pk: Any, session: SessionContext, extractor_name: str, model: str) -> _Claim | None:
+    """The claim of a queued run when the session has no running run; None when that is not the case."""
+    key = extraction_lock_key(session.pk) if _liveness_locks() else None
+    now = timezone.now()
+    running, queued = ExtractionRun.Status.RUNNING, ExtractionRun.Status.QUEUED
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_QUEUED_SQL.format(lock=", (SELECT pg_try_advisory_lock(%s, %s))" if key else ""),
+                       [running, connection.ops.adapt_datetimefield_value(now), extractor_name, model[:255],
+                        _db_value(ExtractionRun._meta.pk, run_pk), queued,
+                        settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS, session.pk, running, *(key or ())])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # Without the lock (held by an attempt past its lease that is somehow still alive) the lease rules hold,
+    # as in the full decision.
+    run = ExtractionRun(id=run_pk, session_id=session.pk, status=running, attempts=row[0], started_at=now,
+                        extractor=extractor_name, model=model[:255])
+    return _Claim("go", run, session=session, lock_key=key if key and row[1] else None)
 
 
 def _claim_locked(run_pk: Any, session: SessionContext, extractor_name: str, model: str) -> _Claim:
@@ -829,8 +909,9 @@ def extraction_run(*, run_id: str, extractor: Any = None) -> _Claim:
                 _extraction_end(claim, attempt, ExtractionRun.Status.FAILED,
                                 error=f"Could not read the previous snapshot ({exc}); nothing was changed.")
                 return claim
-            rows = list(Message.objects.filter(session_id=run.session_id, seq__gt=base.cursor_seq)
-                        .order_by("seq").values_list("seq", "role", "content"))
+            with connection.cursor() as cursor:
+                cursor.execute(_UNSEEN_SQL, [run.session_id, base.cursor_seq])
+                rows = cursor.fetchall()
             if not rows:
                 _extraction_end(claim, attempt, ExtractionRun.Status.SKIPPED, from_version=base.version,
                                 to_version=base.version, error="", **_usage_fields(usage, chunks_used))
@@ -891,8 +972,10 @@ def _extraction_apply(claim: _Claim, attempt: int, base: _Base, changes: dict[st
     run = claim.run
     with transaction.atomic():
         # Only what the check needs: snapshot_update reads the whole row again.
-        session = (SessionContext.objects.select_for_update().filter(pk=run.session_id)
-                   .only("id", "session_id", "version", "cursor_seq", "mode").first())
+        with connection.cursor() as cursor:
+            cursor.execute(_APPLY_CHECK_SQL.format(for_update=_for_update()), [run.session_id])
+            row = cursor.fetchone()
+        session = None if row is None else SessionContext.from_db(connection.alias, _CHECK_FIELDS, row)
         if session is None:
             claim.release()
             return "stale"
@@ -907,13 +990,15 @@ def _extraction_apply(claim: _Claim, attempt: int, base: _Base, changes: dict[st
                         reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}")
         # The run is finished only by the attempt that still owns it; the check comes last to save a query,
         # so a stale attempt (a newer one took the run over; its result counts) undoes its write here.
-        # Given back before the commit, under the row lock (a session-level lock ignores the rollback below).
-        claim.release()
-        if not _finish(run, ExtractionRun.Status.SUCCEEDED, attempt=attempt, from_version=base.version,
-                       to_version=session.version, first_seq=first_seq, last_seq=last_seq, error="", **usage):
+        owned, waiting = _finish_applied(claim, attempt, from_version=base.version, to_version=session.version,
+                                         first_seq=first_seq, last_seq=last_seq, **usage)
+        if not owned:
+            claim.release()  # a session-level lock ignores the rollback: given back here, before the commit
             transaction.set_rollback(True)
             return "stale"
-        if _send_next_queued(session.pk) is None and more:
+        if waiting is not None:
+            _send_queued(waiting)
+        elif more:
             follow_up = ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up",
                                                      enqueued_at=timezone.now())
             _send_on_commit(follow_up.pk)

@@ -135,3 +135,30 @@ def test_the_sweep_resends_a_running_run_at_once_only_when_its_attempt_is_dead()
         assert str(run.id) not in services.extraction_pending()
     # Its attempt is gone (on PostgreSQL the lock says so; elsewhere the lease is not over yet).
     assert (str(run.id) in services.extraction_pending()) == _postgres()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_queued_during_an_extraction_is_sent_when_that_one_succeeds(fake_model, extract):
+    from tests.fake_openai import echo_extraction
+
+    session = _session_with_a_turn()
+    queued = []
+
+    def more_arrives_then_answers(request):
+        if not queued:  # while the model works on messages 1-2, two more arrive and ask for an update
+            post(session, ("user", "And the hygienist?"), ("assistant", "Also Friday, at 10:45."))
+            queued.append(ExtractionRun.objects.create(session=session))
+            connection.close()  # this runs in the fake server's thread
+        return echo_extraction(request)
+
+    fake_model.default = more_arrives_then_answers
+
+    first = extract(session)
+
+    assert (first.status, first.first_seq, first.last_seq) == ("succeeded", 1, 2), first.error
+    waiting = ExtractionRun.objects.get(pk=queued[0].pk)
+    assert (waiting.status, waiting.first_seq, waiting.last_seq) == ("succeeded", 3, 4), waiting.error
+    assert waiting.enqueued_at is not None
+    assert SessionContext.objects.get(pk=session.pk).summary.split() == ["m1", "m2", "m3", "m4"]
+    if _postgres():
+        assert attempt_lock_free(session)
