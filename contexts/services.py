@@ -741,7 +741,8 @@ def _finish_applied(claim: _Claim, attempt: int, **values: Any) -> tuple[bool, A
 
 
 def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
-    # Round trips matter here (a worker runs many of these at once): the claim is four statements.
+    # Round trips matter here (a worker runs many of these at once): a claim of a queued run on a session with
+    # no running run is two statements and the commit.
     run_pk = ExtractionRun._meta.pk.to_python(run_id)
     with transaction.atomic():
         # The session row lock is the per-session mutex for claims and applies (SQLite: the IMMEDIATE transaction).
