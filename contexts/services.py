@@ -691,6 +691,7 @@ class _Claim:
     retry_in: float = 0.0
     session: SessionContext | None = None  # with "go": the row as read under the claim's lock
     lock_key: tuple[int, int] | None = None  # the session's attempt lock, while this attempt holds it
+    lock_held: bool = False  # with "later": the attempt lock said the earlier attempt is alive
 
     def release(self) -> None:
         """Give the attempt lock back; called under the session's row lock, before the attempt's last commit."""
@@ -808,6 +809,7 @@ def _claim_locked(run_pk: Any, session: SessionContext, extractor_name: str, mod
     if not got_lock and run.status == ExtractionRun.Status.RUNNING and run.started_at and run.started_at > now - lease:
         # Look again once its lease is over rather than run the model twice.
         claim.decision, claim.retry_in = "later", (run.started_at + lease - now).total_seconds() + 1
+        claim.lock_held = key is not None
         return claim
     for other in runs:
         if other.pk == run.pk:

@@ -162,3 +162,36 @@ def test_a_run_queued_during_an_extraction_is_sent_when_that_one_succeeds(fake_m
     assert SessionContext.objects.get(pk=session.pk).summary.split() == ["m1", "m2", "m3", "m4"]
     if _postgres():
         assert attempt_lock_free(session)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_task_that_finds_a_live_attempt_looks_again_soon_once_then_after_the_lease(fake_model, monkeypatch,
+                                                                                    retries):
+    from contexts import tasks
+
+    session = _session_with_a_turn()
+    run = _left_running(session)
+    asked = []
+
+    class Retry(Exception):
+        pass
+
+    def retry(countdown=None, **kwargs):
+        asked.append(countdown)
+        return Retry()
+
+    monkeypatch.setattr(extract_context, "retry", retry)
+    extract_context.push_request(retries=retries, is_eager=False)  # as a worker runs it
+    try:
+        with live_attempt(session), pytest.raises(Retry):
+            extract_context.run(str(run.id))
+    finally:
+        extract_context.pop_request()
+
+    lease = services._extraction_lease().total_seconds()
+    if _postgres() and retries == 0:
+        # Its worker may have died a moment ago, its connection (and lock) not closed yet: a second look soon.
+        assert asked == [tasks.LOCK_RECHECK_SECONDS]
+    else:
+        assert len(asked) == 1 and lease - 5 < asked[0] <= lease + 1
+    assert ExtractionRun.objects.get(pk=run.pk).attempts == 1 and fake_model.requests == []
