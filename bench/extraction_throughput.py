@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 
 from extraction_common import bounded_model, setup_django
 
@@ -20,6 +21,24 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 32))
 # Worker processes sharing C (threads pool each): one per core gets past one interpreter's GIL.
 PROCESSES = int(os.environ.get("BENCH_WORKERS", 2))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), from /proc; 0 for one that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids() -> list[int]:
+    """PostgreSQL backends connected to this database (the workers', this process's)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return [pid for (pid,) in cursor.fetchall()]
 
 
 def main() -> None:
@@ -52,6 +71,9 @@ def main() -> None:
             for worker in workers:
                 worker.wait_ready(60)
             time.sleep(1)  # let the startup sweeps pass
+            # CPU over the timed window, per process kind (not timed; other users of PostgreSQL are not counted).
+            cpu_before = {pid: cpu_seconds(pid) for pid in [os.getpid(), *(w.process.pid for w in workers),
+                                                            *backend_pids()]}
             # The runs are created first; the clock starts when they are handed to the broker (on commit).
             with transaction.atomic():
                 runs = [services.extraction_request(session=s, trigger=tag).pk for s in sessions]
@@ -67,6 +89,8 @@ def main() -> None:
                     raise SystemExit("timed out after 120 s")
                 time.sleep(0.05)
             elapsed = time.monotonic() - started
+            used = {pid: cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in [os.getpid(), *backend_pids()]}
+            used.update({w.process.pid: cpu_seconds(w.process.pid) - cpu_before[w.process.pid] for w in workers})
         finally:
             for worker in workers:
                 worker.stop()
@@ -85,6 +109,12 @@ def main() -> None:
         samples = [sum(a <= t / 20 < b for a, b in spans) for t in range(int(end * 20))]
         print(f"runs in flight: mean {sum(samples) / max(len(samples), 1):.1f}, max {max(samples, default=0)} "
               f"over {end:.2f} s from the first claim")
+        worker_cpu = sum(used[w.process.pid] for w in workers)
+        bench_cpu = used.pop(os.getpid())
+        database_cpu = sum(used.values()) - worker_cpu
+        print(f"CPU per run over the timed window: workers {1000 * worker_cpu / len(runs):.1f} ms, PostgreSQL "
+              f"{1000 * database_cpu / len(runs):.1f} ms, this process (fake model, sending, polling) "
+              f"{1000 * bench_cpu / len(runs):.1f} ms; load average {os.getloadavg()[0]:.2f}")
         limit = CONCURRENCY / LATENCY
         rate = len(runs) / elapsed
         print(f"{len(runs)} extractions, C={CONCURRENCY} ({PROCESSES} worker processes, threads pool), L={LATENCY} s: "

@@ -14,8 +14,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import Q, Subquery
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from . import readcache
@@ -543,6 +544,14 @@ def session_close(*, session: SessionContext, actor: Actor, note: str = "") -> S
 #   2. the apply: under the row lock again, the snapshot is written only if its version and cursor are
 #      still the ones the extraction started from (else it recomputes from the new snapshot), in one
 #      transaction with the revision, the cursor and the run record.
+# A claim must tell a live earlier attempt (leave it be) from a dead one (take its run over). The lease
+# (the hard time limit, plus a margin) is the bound that holds everywhere; on PostgreSQL an attempt also
+# holds a session-level advisory lock keyed on its session, on its own connection, from its claim until it
+# records how it ended. A worker that dies (SIGKILL, OOM killer) closes that connection and PostgreSQL drops
+# the lock with it, so a claim that gets the lock knows no attempt on the session is alive and takes over at
+# once. The lock is taken and given back only under the session's row lock (given back before the commit
+# that ends the attempt), so a claim that finds it held is looking at a live attempt, never a finished one.
+# No transaction stays open across the model call: the lock lives on the connection, not in a transaction.
 
 UNSENT_NOTE = "Not sent to the workers yet"
 FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED)
@@ -552,6 +561,62 @@ def _extraction_lease() -> timedelta:
     # The hard time limit kills an attempt, so one started longer ago than that cannot still be alive.
     limit = settings.CELERY_TASK_TIME_LIMIT
     return timedelta(seconds=limit + max(2, limit // 10))
+
+
+# First key of this app's advisory locks (two-int form), so they cannot meet another application's.
+_LOCK_SPACE = 0x73637478
+
+
+def extraction_lock_key(session_pk: int) -> tuple[int, int]:
+    """The advisory lock a live attempt on the session holds (PostgreSQL).
+
+    Past 2**31 sessions two share a key: a shared key can only make a dead attempt look alive (the lease
+    then decides, as without the lock), never a live one look dead.
+    """
+    return _LOCK_SPACE, session_pk % 2**31
+
+
+def _liveness_locks() -> bool:
+    # Off for a connection pooler in transaction mode: a session-level lock would stay on a pooled connection.
+    return connection.vendor == "postgresql" and settings.SESSIONCTX_EXTRACTION_LIVENESS_LOCKS
+
+
+def _sessions_with_live_attempts() -> set[int]:
+    """Second keys of the attempt locks held now, by any connection to this database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+                       "AND classid = %s AND database = (SELECT oid FROM pg_database "
+                       "WHERE datname = current_database())", [_LOCK_SPACE])
+        return {int(objid) for (objid,) in cursor.fetchall()}
+
+
+# The statements every run makes, as SQL: building and compiling them through the ORM cost a worker more CPU
+# than running them (about 2.5 ms a run of some 8.5), and a run is little else besides the model call.
+_RUNS, _SESSIONS, _MESSAGES = ExtractionRun._meta.db_table, SessionContext._meta.db_table, Message._meta.db_table
+_SESSION_COLUMNS = ", ".join(f.column for f in SessionContext._meta.concrete_fields)
+# The session row a run belongs to, found through the run and locked (FOR UPDATE where there is such a thing).
+_SESSION_OF_RUN_SQL = (f"SELECT {_SESSION_COLUMNS} FROM {_SESSIONS} "
+                       f"WHERE id = (SELECT session_id FROM {_RUNS} WHERE id = %s){{for_update}}")
+# The claim of a queued run on a session with no running run (nearly every claim) in one statement; anything
+# else goes through the full decision. The lock is tried only when a row comes back (an InitPlan).
+_CLAIM_QUEUED_SQL = (f"UPDATE {_RUNS} SET status = %s, attempts = attempts + 1, started_at = %s, error = '', "
+                     f"extractor = %s, model = %s WHERE id = %s AND status = %s AND attempts < %s AND NOT EXISTS "
+                     f"(SELECT 1 FROM {_RUNS} other WHERE other.session_id = %s AND other.status = %s) "
+                     f"RETURNING attempts{{lock}}")
+_UNSEEN_SQL = f"SELECT seq, role, content FROM {_MESSAGES} WHERE session_id = %s AND seq > %s ORDER BY seq"
+# What the apply's check needs, in the model's field order (Model.from_db takes the values in that order).
+_CHECK_FIELDS = [f.attname for f in SessionContext._meta.concrete_fields
+                 if f.attname in ("id", "session_id", "version", "cursor_seq", "mode")]
+_APPLY_CHECK_SQL = f"SELECT {', '.join(_CHECK_FIELDS)} FROM {_SESSIONS} WHERE id = %s{{for_update}}"
+# The fenced end of a successful attempt, the attempt lock given back and the session's next queued run found,
+# in one statement; no row back means a newer attempt owns the run.
+_SUCCEEDED_SQL = (f"UPDATE {_RUNS} SET {{columns}} WHERE id = %s AND status = %s AND attempts = %s RETURNING "
+                  f"(SELECT id FROM {_RUNS} WHERE session_id = %s AND status = %s ORDER BY created_at LIMIT 1)"
+                  "{unlock}")
+
+
+def _for_update() -> str:
+    return " FOR UPDATE" if connection.features.has_select_for_update else ""
 
 
 def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRun:
@@ -602,7 +667,19 @@ def extraction_pending(*, older_than: float | None = None) -> list[str]:
                              else older_than)
     queued = Q(status=ExtractionRun.Status.QUEUED) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=resend))
     abandoned = Q(status=ExtractionRun.Status.RUNNING, started_at__lte=now - _extraction_lease())
-    ids = list(ExtractionRun.objects.filter(queued | abandoned).order_by("created_at").values_list("id", flat=True))
+    if not _liveness_locks():
+        ids = list(ExtractionRun.objects.filter(queued | abandoned).order_by("created_at")
+                   .values_list("id", flat=True))
+    else:
+        # A running run whose session lock nobody holds lost its worker: resent now, not after its lease.
+        # The runs are read before the locks: a run seen running had its lock taken before that commit.
+        rows = list(ExtractionRun.objects.filter(queued | Q(status=ExtractionRun.Status.RUNNING))
+                    .order_by("created_at").values_list("id", "status", "session_id", "started_at"))
+        lease_start = now - _extraction_lease()
+        live = _sessions_with_live_attempts() if any(r[1] == ExtractionRun.Status.RUNNING for r in rows) else set()
+        ids = [pk for pk, status, session_pk, started_at in rows
+               if status != ExtractionRun.Status.RUNNING or started_at is None or started_at <= lease_start
+               or extraction_lock_key(session_pk)[1] not in live]
     ExtractionRun.objects.filter(pk__in=ids, status=ExtractionRun.Status.QUEUED).update(enqueued_at=now, error="")
     return [str(pk) for pk in ids]
 
@@ -622,6 +699,19 @@ class _Claim:
     run: ExtractionRun | None = None
     retry_in: float = 0.0
     session: SessionContext | None = None  # with "go": the row as read under the claim's lock
+    lock_key: tuple[int, int] | None = None  # the session's attempt lock, while this attempt holds it
+    lock_held: bool = False  # with "later": the attempt lock said the earlier attempt is alive
+
+    def release(self) -> None:
+        """Give the attempt lock back; called under the session's row lock, before the attempt's last commit."""
+        if self.lock_key is None:
+            return
+        key, self.lock_key = self.lock_key, None
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+            if not cursor.fetchone()[0]:
+                # The connection was replaced during the attempt (the database restarted): nothing to give back.
+                logger.warning("attempt lock %s was not held by this connection any more", key)
 
 
 def _send_next_queued(session_pk: int) -> str | None:
@@ -629,52 +719,125 @@ def _send_next_queued(session_pk: int) -> str | None:
     waiting = (ExtractionRun.objects.filter(session_id=session_pk, status=ExtractionRun.Status.QUEUED)
                .order_by("created_at").values_list("id", flat=True).first())
     if waiting is not None:
-        ExtractionRun.objects.filter(pk=waiting).update(enqueued_at=timezone.now())
-        _send_on_commit(waiting)
+        _send_queued(waiting)
     return waiting
 
 
+def _send_queued(run_pk: Any) -> None:
+    ExtractionRun.objects.filter(pk=run_pk).update(enqueued_at=timezone.now())
+    _send_on_commit(ExtractionRun._meta.pk.to_python(run_pk))
+
+
+def _finish_applied(claim: _Claim, attempt: int, **values: Any) -> tuple[bool, Any]:
+    """Mark the run succeeded if `attempt` still owns it, giving the attempt lock back (under the session's row
+    lock, before the commit); (owned, the id of the session's next queued run or None)."""
+    run = claim.run
+    values = {"status": ExtractionRun.Status.SUCCEEDED, "finished_at": timezone.now(), "error": "", **values}
+    fields = {name: ExtractionRun._meta.get_field(name) for name in values}
+    columns = ", ".join(f"{field.column} = %s" for field in fields.values())
+    key = claim.lock_key
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCEEDED_SQL.format(columns=columns,
+                                             unlock=", (SELECT pg_advisory_unlock(%s, %s))" if key else ""),
+                       [*(_db_value(fields[name], value) for name, value in values.items()),
+                        _db_value(ExtractionRun._meta.pk, run.pk), ExtractionRun.Status.RUNNING, attempt,
+                        run.session_id, ExtractionRun.Status.QUEUED, *(key or ())])
+        row = cursor.fetchone()
+    if row is None:
+        return False, None
+    claim.lock_key = None
+    _set(run, values)  # type: ignore[arg-type]
+    return True, row[0]
+
+
 def _extraction_claim(run_id: str, extractor_name: str, model: str) -> _Claim:
-    # Round trips matter here (a worker runs many of these at once): the claim is four statements.
+    # Round trips matter here (a worker runs many of these at once): a claim of a queued run on a session with
+    # no running run is two statements and the commit.
     run_pk = ExtractionRun._meta.pk.to_python(run_id)
     with transaction.atomic():
         # The session row lock is the per-session mutex for claims and applies (SQLite: the IMMEDIATE transaction).
         # The row is found through the run in the same statement and read whole: the extraction builds on it.
-        session = (SessionContext.objects.select_for_update()
-                   .filter(pk=Subquery(ExtractionRun.objects.filter(pk=run_pk).values("session_id")[:1])).first())
+        session = next(iter(SessionContext.objects.raw(_SESSION_OF_RUN_SQL.format(for_update=_for_update()),
+                                                       [_db_value(ExtractionRun._meta.pk, run_pk)])), None)
         if session is None:
             return _Claim("done")  # the run or its session was deleted meanwhile
-        # This run and the session's running ones, in one query.
-        runs = list(ExtractionRun.objects.filter(Q(pk=run_pk) | Q(session_id=session.pk,
-                                                                  status=ExtractionRun.Status.RUNNING))
-                    .only("id", "session_id", "status", "attempts", "started_at").order_by("created_at"))
-        run = next((r for r in runs if r.pk == run_pk), None)
-        if run is None:
-            return _Claim("done")
-        if run.status in FINISHED:
-            return _Claim("done", run)  # a redelivery of finished work applies nothing
-        now = timezone.now()
-        lease = _extraction_lease()
-        if run.status == ExtractionRun.Status.RUNNING and run.started_at and run.started_at > now - lease:
-            # An earlier attempt may still be alive (or its worker was just killed): look again once
-            # its lease is over rather than run the model twice.
-            return _Claim("later", run, retry_in=(run.started_at + lease - now).total_seconds() + 1)
-        for other in runs:
-            if other.pk == run.pk:
-                continue
-            if other.started_at and other.started_at > now - lease:
-                return _Claim("wait", run)  # that run sends this one when it ends
-            _finish(other, ExtractionRun.Status.FAILED, error="Abandoned: its worker stopped before finishing.")
-        if run.attempts >= settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS:
-            _finish(run, ExtractionRun.Status.FAILED,
-                    error=f"Gave up after {run.attempts} attempts: each one ended without finishing (worker lost?).")
-            _send_next_queued(run.session_id)
-            return _Claim("done", run)
-        values = {"status": ExtractionRun.Status.RUNNING, "attempts": run.attempts + 1, "started_at": now,
-                  "error": "", "extractor": extractor_name, "model": model[:255]}
-        ExtractionRun.objects.filter(pk=run.pk).update(**values)
-        _set(run, values)  # type: ignore[arg-type]
-        return _Claim("go", run, session=session)
+        claim = (_claim_queued(run_pk, session, extractor_name, model)
+                 or _claim_locked(run_pk, session, extractor_name, model))
+        if claim.decision != "go":
+            claim.release()
+        return claim
+
+
+def _db_value(field: Any, value: Any) -> Any:
+    return field.get_db_prep_value(value, connection)
+
+
+def _claim_queued(run_pk: Any, session: SessionContext, extractor_name: str, model: str) -> _Claim | None:
+    """The claim of a queued run when the session has no running run; None when that is not the case."""
+    key = extraction_lock_key(session.pk) if _liveness_locks() else None
+    now = timezone.now()
+    running, queued = ExtractionRun.Status.RUNNING, ExtractionRun.Status.QUEUED
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_QUEUED_SQL.format(lock=", (SELECT pg_try_advisory_lock(%s, %s))" if key else ""),
+                       [running, connection.ops.adapt_datetimefield_value(now), extractor_name, model[:255],
+                        _db_value(ExtractionRun._meta.pk, run_pk), queued,
+                        settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS, session.pk, running, *(key or ())])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # Without the lock (held by an attempt past its lease that is somehow still alive) the lease rules hold,
+    # as in the full decision.
+    run = ExtractionRun(id=run_pk, session_id=session.pk, status=running, attempts=row[0], started_at=now,
+                        extractor=extractor_name, model=model[:255])
+    return _Claim("go", run, session=session, lock_key=key if key and row[1] else None)
+
+
+def _claim_locked(run_pk: Any, session: SessionContext, extractor_name: str, model: str) -> _Claim:
+    """The claim's decision, under the session's row lock."""
+    # This run and the session's running ones, in one query.
+    runs = (ExtractionRun.objects.filter(Q(pk=run_pk) | Q(session_id=session.pk, status=ExtractionRun.Status.RUNNING))
+            .only("id", "session_id", "status", "attempts", "started_at").order_by("created_at"))
+    key = extraction_lock_key(session.pk) if _liveness_locks() else None
+    if key is not None:
+        # Tried in the same statement: an uncorrelated sub-select runs once per query (an InitPlan), whatever
+        # the number of rows, and not at all when there is none (then nothing is claimed either).
+        runs = runs.annotate(got_lock=RawSQL("(SELECT pg_try_advisory_lock(%s, %s))", key))
+    runs = list(runs)
+    got_lock = bool(runs) and key is not None and runs[0].got_lock
+    claim = _Claim("done", lock_key=key if got_lock else None)
+    run = next((r for r in runs if r.pk == run_pk), None)
+    if run is None:
+        return claim
+    claim.run = run
+    if run.status in FINISHED:
+        return claim  # a redelivery of finished work applies nothing
+    now = timezone.now()
+    lease = _extraction_lease()
+    # With the lock, no earlier attempt on this session is alive: whatever runs it left are taken over now.
+    # Without it (held elsewhere, or no such locks here), an attempt inside its lease may still be working.
+    if not got_lock and run.status == ExtractionRun.Status.RUNNING and run.started_at and run.started_at > now - lease:
+        # Look again once its lease is over rather than run the model twice.
+        claim.decision, claim.retry_in = "later", (run.started_at + lease - now).total_seconds() + 1
+        claim.lock_held = key is not None
+        return claim
+    for other in runs:
+        if other.pk == run.pk:
+            continue
+        if not got_lock and other.started_at and other.started_at > now - lease:
+            claim.decision = "wait"  # that run sends this one when it ends
+            return claim
+        _finish(other, ExtractionRun.Status.FAILED, error="Abandoned: its worker stopped before finishing.")
+    if run.attempts >= settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS:
+        _finish(run, ExtractionRun.Status.FAILED,
+                error=f"Gave up after {run.attempts} attempts: each one ended without finishing (worker lost?).")
+        _send_next_queued(run.session_id)
+        return claim
+    values = {"status": ExtractionRun.Status.RUNNING, "attempts": run.attempts + 1, "started_at": now,
+              "error": "", "extractor": extractor_name, "model": model[:255]}
+    ExtractionRun.objects.filter(pk=run.pk).update(**values)
+    _set(run, values)  # type: ignore[arg-type]
+    claim.decision, claim.session = "go", session
+    return claim
 
 
 def _finish(run: ExtractionRun, status: str, *, attempt: int | None = None, **values: Any) -> bool:
@@ -696,10 +859,12 @@ def _usage_fields(usage: Any, chunks: int) -> dict[str, Any]:
             "chunks": chunks}
 
 
-def _extraction_end(run: ExtractionRun, attempt: int, status: str, **values: Any) -> bool:
+def _extraction_end(claim: _Claim, attempt: int, status: str, **values: Any) -> bool:
     """Record how the attempt ended, unless a newer attempt took the run over meanwhile."""
+    run = claim.run
     with transaction.atomic():
         SessionContext.objects.select_for_update().filter(pk=run.session_id).values_list("pk").first()
+        claim.release()  # the attempt ends here either way
         if not _finish(run, status, attempt=attempt, **values):
             return False
         _send_next_queued(run.session_id)
@@ -753,13 +918,14 @@ def extraction_run(*, run_id: str, extractor: Any = None) -> _Claim:
                 row = None
             except Exception as exc:  # noqa: BLE001 - any unreadable snapshot must stop the run
                 logger.exception("run %s: previous snapshot unreadable", run.pk)
-                _extraction_end(run, attempt, ExtractionRun.Status.FAILED,
+                _extraction_end(claim, attempt, ExtractionRun.Status.FAILED,
                                 error=f"Could not read the previous snapshot ({exc}); nothing was changed.")
                 return claim
-            rows = list(Message.objects.filter(session_id=run.session_id, seq__gt=base.cursor_seq)
-                        .order_by("seq").values_list("seq", "role", "content"))
+            with connection.cursor() as cursor:
+                cursor.execute(_UNSEEN_SQL, [run.session_id, base.cursor_seq])
+                rows = cursor.fetchall()
             if not rows:
-                _extraction_end(run, attempt, ExtractionRun.Status.SKIPPED, from_version=base.version,
+                _extraction_end(claim, attempt, ExtractionRun.Status.SKIPPED, from_version=base.version,
                                 to_version=base.version, error="", **_usage_fields(usage, chunks_used))
                 return claim
             messages = [PromptMessage(seq, role, content) for seq, role, content in rows]
@@ -774,7 +940,7 @@ def extraction_run(*, run_id: str, extractor: Any = None) -> _Claim:
                     result = extractor.extract(previous=snapshot, mode=base.mode, messages=chunk, deadline=deadline)
                 except ExtractionError as exc:
                     usage.add(exc.usage)
-                    _extraction_end(run, attempt, ExtractionRun.Status.FAILED, error=exc.reason[:4000],
+                    _extraction_end(claim, attempt, ExtractionRun.Status.FAILED, error=exc.reason[:4000],
                                     from_version=base.version, first_seq=chunk[0].seq, last_seq=chunk[-1].seq,
                                     **_usage_fields(usage, chunks_used + len(consumed) + 1))
                     return claim
@@ -785,48 +951,66 @@ def extraction_run(*, run_id: str, extractor: Any = None) -> _Claim:
             try:
                 changes = validate_content({name: snapshot[name] for name in fields_for(base.mode)})
             except InvalidInput as exc:
-                _extraction_end(run, attempt, ExtractionRun.Status.FAILED, from_version=base.version,
+                _extraction_end(claim, attempt, ExtractionRun.Status.FAILED, from_version=base.version,
                                 error=f"The extractor produced an invalid snapshot: {exc.details or exc.message}",
                                 **_usage_fields(usage, chunks_used))
                 return claim
-            outcome = _extraction_apply(run, attempt, base, changes, first_seq=consumed[0][0].seq,
+            outcome = _extraction_apply(claim, attempt, base, changes, first_seq=consumed[0][0].seq,
                                         last_seq=consumed[-1][-1].seq, more=len(consumed) < len(chunks),
                                         model=extractor.model or extractor.name,
                                         usage=_usage_fields(usage, chunks_used))
             if outcome != "conflict":
                 return claim
             logger.info("run %s: snapshot changed during the extraction; recomputing from the new one", run.pk)
-        _extraction_end(run, attempt, ExtractionRun.Status.FAILED, **_usage_fields(usage, chunks_used),
+        _extraction_end(claim, attempt, ExtractionRun.Status.FAILED, **_usage_fields(usage, chunks_used),
                         error="The snapshot kept changing during the extraction; the messages stay unseen.")
     except Exception as exc:  # noqa: BLE001 - the soft time limit and anything unforeseen end the run here
         logger.exception("run %s failed", run.pk)
-        _extraction_end(run, attempt, ExtractionRun.Status.FAILED, **_usage_fields(usage, chunks_used),
+        _extraction_end(claim, attempt, ExtractionRun.Status.FAILED, **_usage_fields(usage, chunks_used),
                         error=f"{type(exc).__name__}: {exc}"[:4000])
+    finally:
+        if claim.lock_key is not None:  # the end could not be recorded (the database went away?)
+            try:
+                claim.release()
+            except Exception:  # noqa: BLE001 - closing the connection gives the lock back as well
+                logger.warning("run %s: attempt lock not given back; closing the connection", run.pk)
+                connection.close()
     return claim
 
 
-def _extraction_apply(run: ExtractionRun, attempt: int, base: _Base, changes: dict[str, Any], *, first_seq: int,
+def _extraction_apply(claim: _Claim, attempt: int, base: _Base, changes: dict[str, Any], *, first_seq: int,
                       last_seq: int, more: bool, model: str, usage: dict[str, Any]) -> str:
     """Write the extracted snapshot, its revision, the cursor and the run record together, or nothing."""
+    run = claim.run
     with transaction.atomic():
         # Only what the check needs: snapshot_update reads the whole row again.
-        session = (SessionContext.objects.select_for_update().filter(pk=run.session_id)
-                   .only("id", "session_id", "version", "cursor_seq", "mode").first())
+        with connection.cursor() as cursor:
+            cursor.execute(_APPLY_CHECK_SQL.format(for_update=_for_update()), [run.session_id])
+            row = cursor.fetchone()
+        session = None if row is None else SessionContext.from_db(connection.alias, _CHECK_FIELDS, row)
         if session is None:
+            claim.release()
             return "stale"
         if (session.version, session.cursor_seq, session.mode) != (base.version, base.cursor_seq, base.mode):
             owned = ExtractionRun.objects.filter(pk=run.pk, status=ExtractionRun.Status.RUNNING, attempts=attempt)
-            return "conflict" if owned.exists() else "stale"
+            if owned.exists():
+                return "conflict"  # the attempt goes on (recomputes), lock and all
+            claim.release()
+            return "stale"
         snapshot_update(session=session, expected_version=base.version, changes=changes,
                         source=Revision.Source.EXTRACTION, actor=Actor.for_model(model), cursor_seq=last_seq,
                         reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}")
         # The run is finished only by the attempt that still owns it; the check comes last to save a query,
         # so a stale attempt (a newer one took the run over; its result counts) undoes its write here.
-        if not _finish(run, ExtractionRun.Status.SUCCEEDED, attempt=attempt, from_version=base.version,
-                       to_version=session.version, first_seq=first_seq, last_seq=last_seq, error="", **usage):
+        owned, waiting = _finish_applied(claim, attempt, from_version=base.version, to_version=session.version,
+                                         first_seq=first_seq, last_seq=last_seq, **usage)
+        if not owned:
+            claim.release()  # a session-level lock ignores the rollback: given back here, before the commit
             transaction.set_rollback(True)
             return "stale"
-        if _send_next_queued(session.pk) is None and more:
+        if waiting is not None:
+            _send_queued(waiting)
+        elif more:
             follow_up = ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up",
                                                      enqueued_at=timezone.now())
             _send_on_commit(follow_up.pk)

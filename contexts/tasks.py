@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 # Publishing gives up fast when the broker is down: the run stays queued with a note, and the web
 # request that asked for it does not hang.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# A task requeued the moment its pool process died can be claimed before PostgreSQL has noticed the closed
+# connection and dropped that attempt's lock: the first look again comes this soon, later ones after the lease.
+LOCK_RECHECK_SECONDS = 3.0
 
 
 def enqueue_extraction(run_id: str) -> bool:
@@ -50,14 +53,18 @@ def send_pending(*, older_than: float | None = None) -> tuple[int, int]:
     # Above the model client's worst case; the extractor stops starting calls before the soft limit.
     soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    # Retries here only wait out another attempt's lease; the attempt bound lives in the database.
+    # Retries here only look again at another attempt that seemed alive (once soon, then after its lease);
+    # the attempt bound lives in the database.
     max_retries=settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS,
 )
 def extract_context(self, run_id: str) -> str:
     """Run one extraction; a redelivered or repeated run id applies its work at most once."""
     claim = services.extraction_run(run_id=run_id)
     if claim.decision == "later" and not self.request.is_eager:
-        raise self.retry(countdown=claim.retry_in)
+        countdown = claim.retry_in
+        if claim.lock_held and not self.request.retries:
+            countdown = min(countdown, LOCK_RECHECK_SECONDS)
+        raise self.retry(countdown=countdown)
     return claim.decision
 
 

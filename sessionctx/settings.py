@@ -306,6 +306,10 @@ SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4)
 # A queued run not picked up this long after it was sent is sent again (by the next request for
 # the session, the periodic sweep, a worker starting, or `manage.py update_context --pending`).
 SESSIONCTX_EXTRACTION_RESEND_AFTER = env_int("SESSIONCTX_EXTRACTION_RESEND_AFTER", 120)
+# PostgreSQL: a running attempt holds an advisory lock on its connection, so one whose worker died is taken
+# over at once instead of after its lease (the hard time limit + 10%). Turn off behind a connection pooler in
+# transaction mode (PgBouncer), where a session-level lock does not stay with one client.
+SESSIONCTX_EXTRACTION_LIVENESS_LOCKS = env_bool("SESSIONCTX_EXTRACTION_LIVENESS_LOCKS", True)
 CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
 }

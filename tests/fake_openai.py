@@ -117,7 +117,13 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # socketserver's default listen backlog is 5: 32 clients connecting at once overflowed it, and the
+            # dropped SYNs came back after the kernel's 1 s retransmit (a 1.5 s model call in the throughput
+            # bench). Real servers listen with a long backlog (uvicorn: 2048).
+            request_queue_size = 128
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)

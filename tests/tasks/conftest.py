@@ -3,6 +3,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
+from django.db import connection
 from kombu import pools
 
 from contexts import services
@@ -61,3 +62,35 @@ def celery_broker(url: str):
     finally:
         reset_pools()
         app.conf.broker_url, app.conf.task_always_eager = saved
+
+
+@contextmanager
+def live_attempt(session):
+    """An attempt on `session` that is alive: on PostgreSQL, another connection holds the session's attempt lock.
+
+    (Elsewhere there is no such lock: only the lease tells a live attempt from a dead one.)
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    import psycopg
+
+    from tests.tasks.workers import database_url
+
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", services.extraction_lock_key(session.pk))
+        yield
+
+
+def attempt_lock_free(session) -> bool:
+    """Whether no connection holds the session's attempt lock (asked from a connection of its own)."""
+    import psycopg
+
+    from tests.tasks.workers import database_url
+
+    key = services.extraction_lock_key(session.pk)
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
+        free = other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]
+        if free:
+            other.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        return free

@@ -13,7 +13,7 @@ from contexts.services import Actor
 from contexts.tasks import extract_context
 from tests.factories import make_session
 from tests.fake_openai import answer, error, prose
-from tests.tasks.conftest import post
+from tests.tasks.conftest import live_attempt, post
 
 pytestmark = pytest.mark.django_db
 
@@ -270,7 +270,8 @@ def test_a_run_waits_while_another_run_of_the_session_is_running(fake_model):
     ExtractionRun.objects.create(session=session, status="running", started_at=timezone.now(), attempts=1)
     waiting = ExtractionRun.objects.create(session=session)
 
-    assert extract_context.apply(args=[str(waiting.id)]).get() == "wait"
+    with live_attempt(session):
+        assert extract_context.apply(args=[str(waiting.id)]).get() == "wait"
 
     waiting.refresh_from_db()
     assert waiting.status == "queued" and fake_model.requests == []

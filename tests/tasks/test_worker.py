@@ -47,8 +47,8 @@ def cluster(settings):
             "CELERY_UNACKED_RESTORE_INTERVAL": "1", "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         }
 
-        def start(name: str) -> Worker:
-            worker = Worker(name, queue=queue, env=env)
+        def start(name: str, **overrides: str) -> Worker:
+            worker = Worker(name, queue=queue, env={**env, **overrides})
             workers.append(worker)
             worker.wait_ready()
             return worker
@@ -111,9 +111,15 @@ def test_messages_posted_through_the_api_end_up_in_the_snapshot(cluster, api):
     assert all(r.status in ("succeeded", "skipped") for r in ExtractionRun.objects.filter(session=session))
 
 
-def test_worker_killed_mid_extraction_leaves_nothing_half_done_and_another_finishes(cluster, api):
+# Production time limits: an attempt's lease is 300 s + 10 %. A takeover well inside it can only come from
+# seeing that the killed attempt is dead (its PostgreSQL connection, and with it its lock, went away).
+LONG_LIMITS = {"CELERY_TASK_SOFT_TIME_LIMIT": "240", "CELERY_TASK_TIME_LIMIT": "300"}
+LEASE = 330
+
+
+def test_worker_killed_mid_extraction_leaves_nothing_half_done_and_another_takes_over_at_once(cluster, api):
     fake, start = cluster
-    first = start("doomed")
+    first = start("doomed", **LONG_LIMITS)
     fake.push(Reply(content="{}", delay=60))  # this worker never gets its answer
 
     api("w-kill", ("user", "Plan my move to Berlin."), ("assistant", "1. Find a flat\n2. Register the address"))
@@ -122,17 +128,48 @@ def test_worker_killed_mid_extraction_leaves_nothing_half_done_and_another_finis
     assert run.status == "running" and run.attempts == 1
 
     first.kill()
+    killed = time.monotonic()
 
     session = SessionContext.objects.get(session_id="w-kill")
     assert (session.version, session.cursor_seq, session.summary) == (0, 0, "")
     assert not Revision.objects.filter(session=session).exists()
 
-    start("rescuer")
+    # The whole worker is gone, so nothing rejects its task: the rescuer's startup sweep sends the run again
+    # (or Redis restores the unacknowledged task after the 8 s visibility timeout), and its claim takes over.
+    start("rescuer", **LONG_LIMITS)
     session = wait_until(lambda: settled("w-kill", 2), timeout=60, what="another worker to finish the run")
+    took = time.monotonic() - killed
+    print(f"taken over and finished {took:.1f} s after the kill")
+    assert took < 60, f"taken over after {took:.1f} s"  # the lease would have been {LEASE} s
     run.refresh_from_db()
     assert run.status == "succeeded" and run.attempts == 2
     assert Revision.objects.filter(session=session).count() == 1 and session.version == 1
     assert session.summary.split() == ["m1", "m2"]
+    assert len(fake.requests) == 2
+
+
+def test_pool_process_killed_mid_extraction_its_task_comes_back_and_is_taken_over_at_once(cluster, api):
+    fake, start = cluster
+    # Redis would restore the task only after 10 minutes: what brings it back is the main process rejecting it
+    # (reject_on_worker_lost) when its pool process dies.
+    worker = start("w-oom", **LONG_LIMITS, CELERY_VISIBILITY_TIMEOUT="600")
+    fake.push(Reply(content="{}", delay=60))
+
+    api("w-oom", ("user", "Book a table for four."), ("assistant", "Booked: Friday 20:00 at Tasca."))
+    wait_until(lambda: len(fake.requests) == 1, what="the model call")
+
+    assert worker.kill_pool_processes()
+    killed = time.monotonic()
+
+    session = wait_until(lambda: settled("w-oom", 2), timeout=60, what="the requeued task to finish the run")
+    took = time.monotonic() - killed
+    print(f"taken over and finished {took:.1f} s after the kill")
+    assert took < 30, f"taken over after {took:.1f} s"  # the lease would have been {LEASE} s
+    run = ExtractionRun.objects.get(session=session)
+    assert run.status == "succeeded" and run.attempts == 2
+    assert Revision.objects.filter(session=session).count() == 1 and session.version == 1
+    assert session.summary.split() == ["m1", "m2"]
+    assert "WorkerLostError" in worker.output()
 
 
 def test_two_workers_one_session_burst_no_message_skipped_or_used_twice(cluster, api):
