@@ -77,7 +77,9 @@ def run(server: common.Gunicorn, key: str, count: int, *, etags: list[str] | Non
     have = available(server.base, key)
     pids = server.pids()
     results = {"bare": common.load(f"{prefix}GET /bench/bare", server.base + "/bench/bare",
-                                   connections=connections, duration=duration, cpu_pids=pids)}
+                                   connections=connections, duration=duration, cpu_pids=pids),
+               "bare+redis": common.load(f"{prefix}GET /bench/bare-redis", server.base + "/bench/bare-redis",
+                                         connections=connections, duration=duration, cpu_pids=pids)}
     if have["context"]:
         results["context"] = common.load(f"{prefix}GET .../context", server.base + "/", headers=auth,
                                          lua=common.random_path_lua(CONTEXT, count), connections=connections,
@@ -147,6 +149,13 @@ def check_targets(results: dict[str, common.Result], connections: int) -> list[s
         lines.append(f"{name}: throughput {ratio:.2f} of bare (target >= 0.7: {common.verdict(ratio >= 0.7)}), "
                      f"p99 {r.p99_ms:.1f} ms at {connections} clients (target < 25 ms: "
                      f"{common.verdict(r.p99_ms < 25)})")
+    floor = results.get("bare+redis")
+    if floor is not None and "context" in results:
+        # Any read that checks shared state per request (the throttle, a revoked key) pays one round trip
+        # to it; this is how much of bare that round trip alone leaves, and what the read adds to it.
+        lines.append(f"one Redis round trip alone: {floor.rps / bare.rps:.2f} of bare; context "
+                     f"{results['context'].rps / floor.rps:.2f} and prompt "
+                     f"{results['prompt'].rps / floor.rps if 'prompt' in results else 0:.2f} of bare + one Redis GET")
     if "304" in results and "context" in results:
         r, c = results["304"], results["context"]
         ok = r.rps > c.rps and r.p50_ms <= c.p50_ms and set(r.statuses) == {304}

@@ -3,9 +3,11 @@
 Only bench.settings loads this URLconf; production has no such route.
 """
 
+from django.core.cache import caches
 from django.http import JsonResponse
 from django.urls import path
 
+from contexts import readcache
 from sessionctx.urls import urlpatterns as project_urlpatterns
 
 # About the size of a small context answer, so the comparison is not flattered by a tiny body.
@@ -25,4 +27,14 @@ def bare(request):
     return JsonResponse(BARE_BODY)
 
 
-urlpatterns = [path("bench/bare", bare), *project_urlpatterns]
+def bare_redis(request):
+    """Bare plus one Redis GET: the floor for any read that checks shared state (throttle, revocation).
+
+    Through the same long-lived redis client the read path uses (Django's cache.get costs more: a new
+    client object and pickling per call), so the floor is not flattered.
+    """
+    readcache.redis_client(caches["default"]).get("bench:nothing")
+    return JsonResponse(BARE_BODY)
+
+
+urlpatterns = [path("bench/bare", bare), path("bench/bare-redis", bare_redis), *project_urlpatterns]
