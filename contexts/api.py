@@ -320,7 +320,8 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
     if version is None:
         try:
             entry = readcache.context_fill(
-                session_id, lambda: _cache_entry(selectors.context_get(session_id, CONTEXT_FIELDS)))
+                session_id, lambda: _cache_entry(selectors.context_get(session_id, CONTEXT_FIELDS)),
+                lease=found.lease)
         except NotFound:
             return None
         version, body = entry[readcache.VERSION], entry[field]
