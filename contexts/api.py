@@ -318,14 +318,10 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
         ApiKey.objects.filter(pk=key[0]).update(last_used_at=timezone.now())
     version, body = found.version, found.body
     if version is None:
-        def read() -> dict:
-            return _cache_entry(selectors.context_get(session_id, CONTEXT_FIELDS))
-
         try:
-            if found.key_entry is not None and found.lease is None:
-                entry = read()  # the lookup decided: a first miss (now marked as seen) or a fill under way
-            else:
-                entry = readcache.context_fill(session_id, read, lease=found.lease)
+            entry = readcache.context_fill(
+                session_id, lambda: _cache_entry(selectors.context_get(session_id, CONTEXT_FIELDS)),
+                lease=found.lease)
         except NotFound:
             return None
         version, body = entry[readcache.VERSION], entry[field]
