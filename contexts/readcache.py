@@ -12,8 +12,7 @@ Coherence, the rules every change follows:
   cached answer (and any fill in progress) once the transaction commits, before the writer's request
   returns. A read that misses takes a fill lease (SET NX), reads the database, and stores what it read
   only if its lease is still there (one Lua check-and-set): a read that saw the row before a write's
-  commit therefore cannot store it after the write's delete. (A session's first miss only marks it as seen;
-  the second takes the lease: one-off reads are not worth a fill.) Entries expire after
+  commit therefore cannot store it after the write's delete. Entries expire after
   SESSIONCTX_READ_CACHE_TTL seconds, which bounds staleness in the one case the delete cannot run: a
   process killed between its commit and the delete, or Redis unreachable at that moment.
 - **API keys.** A fill never overwrites (SET NX). Revoking writes a tombstone first and refuses to go on
@@ -82,9 +81,6 @@ def _names(backend: RedisCache, kind: str, ident: str) -> str:
 # One round trip, atomic like MULTI (the throttle counter never lacks its expiry): the key's entry,
 # the session's version and answer, the once-a-minute last-used marker, the throttle counter; on a miss
 # by a cached key, the fill lease too (see context_fill), which saves a miss one more round trip.
-# Only a session read twice within the TTL is filled: agents read the conversations they are in over and
-# over, while a one-off read (a batch job, a look at an old session) would pay a fill and store an answer
-# nobody reads again. The "seen" mark lives where the lease does, so a write's delete clears both.
 _LOOKUP = """
 local key = redis.call('GET', KEYS[1])
 local ctx = redis.call('HMGET', KEYS[2], 'v', ARGV[1])
@@ -92,14 +88,7 @@ if ctx[1] and ctx[1] == ARGV[4] then ctx[2] = '' end  -- the client holds this v
 local first_use = redis.call('SET', KEYS[3], 1, 'EX', ARGV[2], 'NX') and 1 or 0
 local leased = 0
 if not ctx[1] and key and key ~= '-' then
-  -- Admission: the first miss only marks the session as seen; a second one within the TTL takes the lease.
-  local mark = redis.call('GET', KEYS[4])
-  if mark == '+' then
-    redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
-    leased = 1
-  elseif not mark then
-    redis.call('SET', KEYS[4], '+', 'PX', ARGV[7])
-  end  -- anything else is another reader's lease: its fill is under way
+  leased = redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6], 'NX') and 1 or 0
 end
 local count = -1
 if KEYS[5] then
@@ -136,7 +125,7 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle_key: str | No
     token = secrets.token_hex(8)
     raw_key, version, body, first_use, count, leased = _evalsha_lookup(
         client, keys, [field, LAST_USED_TTL, throttle_seconds, "" if client_version is None else client_version,
-                       token, LEASE_MS, settings.SESSIONCTX_READ_CACHE_TTL * 1000])
+                       token, LEASE_MS])
     key_entry = None
     if raw_key and raw_key != TOMBSTONE:
         key_id, _, scopes = raw_key.decode().partition("|")
