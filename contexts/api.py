@@ -339,13 +339,21 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
     return HttpResponse(prompt, content_type="text/plain; charset=utf-8", headers=headers)
 
 
-class ContextApi(ApiView):
+class CachedReadApiView(ApiView):
+    """A view whose GET is answered by cached_read when it can (its `cached_field`), else as usual."""
+
+    cached_field: str
+
     def dispatch(self, request, *args, **kwargs):
         if request.method == "GET":
-            response = cached_read(request, kwargs["session_id"], readcache.CONTEXT_JSON)
+            response = cached_read(request, kwargs["session_id"], self.cached_field)
             if response is not None:
                 return response
         return super().dispatch(request, *args, **kwargs)
+
+
+class ContextApi(CachedReadApiView):
+    cached_field = readcache.CONTEXT_JSON
 
     @extend_schema(
         tags=["context"], operation_id="context_get",
@@ -398,15 +406,9 @@ class ContextApi(ApiView):
 PROMPT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note", "version")
 
 
-class ContextPromptApi(ApiView):
+class ContextPromptApi(CachedReadApiView):
     renderer_classes = [PlainTextRenderer, JSONRenderer]
-
-    def dispatch(self, request, *args, **kwargs):
-        if request.method == "GET":
-            response = cached_read(request, kwargs["session_id"], readcache.PROMPT)
-            if response is not None:
-                return response
-        return super().dispatch(request, *args, **kwargs)
+    cached_field = readcache.PROMPT
 
     @extend_schema(
         tags=["context"], operation_id="context_prompt", parameters=[ETAG_HEADER],
