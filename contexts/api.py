@@ -298,8 +298,7 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
     tags = request.META.get("HTTP_IF_NONE_MATCH") if field == readcache.CONTEXT_JSON else None
     held = _ONE_TAG.fullmatch(tags) if tags else None
     try:
-        found = readcache.lookup(key_hash, session_id, field, throttle_key=throttle and throttle[0],
-                                 throttle_seconds=throttle[2] if throttle else 0,
+        found = readcache.lookup(key_hash, session_id, field, throttle=throttle,
                                  client_version=int(held.group(1)) if held else None)
     except RedisError:
         return None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import redis
 from django.core.cache import caches
 from django.db import connection
+from django.db import connections as db_connections
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from contexts import readcache, selectors, services
@@ -217,3 +220,120 @@ def test_unusual_requests_get_the_api_views_answers(agent):
     assert_error(_read(agent, "rc-missing"), 404, "not_found")
     assert_error(Agent("sck_nope_nope").get("/api/v1/sessions/rc-odd/context"), 401)
     assert SessionContext.objects.filter(session_id="rc-missing").count() == 0
+
+
+# --- the near cache: each web thread's own copy, kept coherent by Redis's invalidation pushes -------------
+
+
+def _lookups_in_redis(cache) -> int:
+    """How many lookups Redis has run (its own count of EVALSHA calls)."""
+    return int(_raw(cache).info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def _changed_by_another_process(cache, session_id: str, summary: str) -> None:
+    """What another web or worker process's write does: the row changes, that process deletes the entry.
+
+    Nothing of this process runs, so only Redis's push can tell this process's near cache.
+    """
+    SessionContext.objects.filter(session_id=session_id).update(summary=summary, version=F("version") + 1)
+    _raw(cache).delete(cache.make_key(f"sc:c:{session_id}"))
+
+
+def test_a_repeated_read_is_answered_by_the_near_cache_without_a_round_trip(agent, redis_cache):
+    make_session("nc-hit", content={"summary": "hello"})
+    for path in ("/api/v1/sessions/nc-hit/context", "/api/v1/sessions/nc-hit/context/prompt"):
+        agent.get(path)  # fills Redis
+        agent.get(path)  # read through this thread's connection: kept near
+        before = _lookups_in_redis(redis_cache)
+        answers = [agent.get(path) for _ in range(5)]
+        assert _lookups_in_redis(redis_cache) == before
+        assert all(a.status_code == 200 and a.content == answers[0].content for a in answers)
+    assert _read(agent, "nc-hit", **{"If-None-Match": '"1"'}).status_code == 304
+
+
+def test_without_the_near_cache_every_read_asks_redis(settings, agent, redis_cache):
+    settings.SESSIONCTX_NEAR_CACHE = False
+    make_session("nc-off")
+    _read(agent, "nc-off")
+    before = _lookups_in_redis(redis_cache)
+    for _ in range(3):
+        assert _read(agent, "nc-off").status_code == 200
+    assert _lookups_in_redis(redis_cache) == before + 3
+
+
+def test_a_change_made_by_another_process_is_seen_by_the_next_read(agent, redis_cache):
+    make_session("nc-other", content={"summary": "before"})
+    for _ in range(3):
+        assert _read(agent, "nc-other").json()["summary"] == "before"
+    _changed_by_another_process(redis_cache, "nc-other", "after")
+    after = _read(agent, "nc-other")
+    assert after.json()["summary"] == "after" and after["ETag"] == '"2"'
+    assert "after" in agent.get("/api/v1/sessions/nc-other/context/prompt").content.decode()
+
+
+def test_a_key_revoked_by_another_process_is_refused_at_once(redis_cache, read_key):
+    key, raw = read_key
+    make_session("nc-rev")
+    reader = Agent(raw)
+    for _ in range(3):
+        assert _read(reader, "nc-rev").status_code == 200
+    # Another process's revocation: the tombstone first, then the row (services.api_key_revoke's order).
+    _raw(redis_cache).set(redis_cache.make_key(f"sc:k:{key.key_hash}"), readcache.TOMBSTONE, ex=60)
+    ApiKey.objects.filter(pk=key.pk).update(is_active=False)
+    assert_error(_read(reader, "nc-rev"), 401)
+
+
+def test_a_lost_cache_connection_forgets_what_it_held(settings, agent, redis_cache):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": None}}
+    make_session("nc-lost", content={"summary": "before"})
+    for _ in range(3):
+        assert _read(agent, "nc-lost").json()["summary"] == "before"
+    killer = redis.Redis.from_url(CACHE_URL)
+    assert killer.client_kill_filter(_type="normal", skipme=True) >= 1  # the push below cannot reach us
+    _changed_by_another_process(redis_cache, "nc-lost", "after")
+    assert _read(agent, "nc-lost").json()["summary"] == "after"
+    assert _read(agent, "nc-lost").json()["summary"] == "after"  # and reconnected
+
+
+def test_reads_from_the_near_cache_count_against_the_throttle(settings, redis_cache):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "500/min"}}
+    make_session("nc-thr")
+    busy = Agent(make_api_key("read", name="busy")[1])
+    before = _lookups_in_redis(redis_cache)
+    for _ in range(500):
+        assert _read(busy, "nc-thr").status_code == 200
+    # Most reads were counted here and reported in batches, far fewer round trips than reads...
+    assert _lookups_in_redis(redis_cache) - before < 250
+    # ...yet the limit holds exactly: from 90 % of it on, each read is counted in Redis.
+    assert_error(_read(busy, "nc-thr"), 429, "throttled")
+
+
+def test_two_threads_near_the_limit_do_not_let_more_through_than_it(settings, redis_cache):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "500/min"}}
+    make_session("nc-thr2")
+    raw = make_api_key("read", name="busy")[1]
+    answered = []
+
+    def reads(count: int | None) -> None:
+        # A thread of its own: its own cache objects, connection and near cache, like a gunicorn thread.
+        agent, n = Agent(raw), 0
+        try:
+            while count is None or n < count:
+                status = _read(agent, "nc-thr2").status_code
+                answered.append(status)
+                if status == 429:
+                    return
+                n += 1
+        finally:
+            db_connections.close_all()
+
+    def in_thread(count: int | None) -> None:
+        thread = threading.Thread(target=reads, args=(count,))
+        thread.start()
+        thread.join()
+
+    in_thread(457)  # far from the limit: counted near, reported in batches
+    in_thread(None)  # the other thread, until it is refused
+    in_thread(None)  # and a third
+    assert answered.count(200) == 500
+    assert answered[-1] == 429
