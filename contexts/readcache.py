@@ -6,7 +6,7 @@ also counts the throttle; from the near cache, a repeated read costs no I/O at a
 docs/benchmarks.md).
 
 The shared cache is Redis (Django's RedisCache, CACHE_URL): a write made by another process (a worker, a
-management command, another web machine) reaches it. The near cache in front of it is each web thread's
+management command, another web machine) reaches it. The near cache in front of it is each web process's
 copy of what it read from Redis, kept coherent by Redis itself (client-side caching, CLIENT TRACKING).
 
 Coherence, the rules every change follows:
@@ -20,12 +20,15 @@ Coherence, the rules every change follows:
 - **API keys.** A fill never overwrites (SET NX). Revoking writes a tombstone first and refuses to go on
   if it cannot, then changes the database: a request that read the key as active just before the
   revocation cannot cache it afterwards, so a revoked key is refused at once.
-- **The near cache** (SESSIONCTX_NEAR_CACHE) keeps only what a thread read through its own connection,
-  on which Redis then pushes an invalidation whenever anyone changes, deletes or expires one of those
-  keys: the deletes and tombstones above, expiry, a flush. Before answering from its copy, the thread
-  applies every push waiting on its socket (a non-blocking poll); a write made in this process also drops
-  the copies of every thread here directly; a lost connection drops all of them; a copy lives no longer
-  than its Redis entry, and a key's copy at most a minute (so its last-used marker is still set).
+- **The near cache** (SESSIONCTX_NEAR_CACHE) is each web process's copy of the keys' entries and the
+  answers it read from Redis. One connection per process has broadcast tracking on for their prefixes:
+  Redis pushes down it the name of every such key that anyone changes, deletes or expires (the deletes and
+  tombstones above, expiry, a flush). Every lookup first applies every push waiting on that socket (one
+  non-blocking poll) and only then reads the copies. A round trip keeps what it read only if no push for
+  that key was applied after it began (`_Near.remember`); a push still on its way drops the copy when it
+  comes. A write made in this process drops the copies here directly; a lost connection drops them all; a
+  copy lives no longer than its Redis entry, and a key's copy at most a minute (so its last-used marker is
+  still set).
   What this gives up: for another process, a write's invalidation is a push, not part of the writer's own
   round trip. Redis sends it in the same event-loop pass as the writer's reply, so on one machine it is
   on the reader's socket before the writer's request has even answered; across machines, a read that
@@ -42,12 +45,12 @@ Coherence, the rules every change follows:
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import select
 import socket
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from functools import partial
 
@@ -147,19 +150,22 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
            client_version: int | None = None) -> Lookup:
     """The key's entry, the session's cached `field` (unless it is at `client_version`), the throttle counter.
 
-    From this thread's near cache when it holds all three (no I/O), else one Redis round trip.
+    From this process's near cache when it holds all three (no round trip), else one Redis round trip.
     `throttle`: the counter's name, limit and window (auth.throttle_for_key), or None.
     """
     backend = _backend()
     keys = [_names(backend, "k", key_hash), _names(backend, "c", session_id), _names(backend, "u", key_hash),
             _names(backend, "l", session_id)]
     direct = _direct(backend)
-    near = direct is not None and settings.SESSIONCTX_NEAR_CACHE
+    near = _near(backend) if direct is not None and settings.SESSIONCTX_NEAR_CACHE else None
     now = time.monotonic()
-    if near:
-        found = direct.answer(keys[0], keys[1], field, throttle, client_version, now)
-        if found is not None:
-            return found
+    since = None
+    if near is not None:
+        since = near.sync()  # every invalidation Redis has sent is applied before the copies are read
+        if since is not None:
+            found = near.answer(keys[0], keys[1], field, client_version, now)
+            if found is not None and (throttle is None or direct.count_here(throttle, found, now)):
+                return found
     if throttle is not None:
         keys.append(throttle[0])
     token = secrets.token_hex(8)
@@ -186,10 +192,10 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
     )
     if direct is not None:
         direct.reported(throttle, count, window, now)
-        if near:
-            body_sent = found.version is not None and found.version != client_version
-            direct.remember(keys[0], key_entry, key_ttl, keys[1], found.version, field if body_sent else None,
-                            found.body, ctx_ttl, now)
+    if since is not None:
+        body_sent = found.version is not None and found.version != client_version
+        near.remember(since, keys[0], key_entry, key_ttl, keys[1], found.version, field if body_sent else None,
+                      found.body, ctx_ttl, now)
     return found
 
 
@@ -204,74 +210,46 @@ def _evalsha_lookup(client, keys: list[str], args: list) -> list:
     return client.evalsha(sha, len(keys), *keys, *args)
 
 
-# --- the direct connection and the near cache -----------------------------------------------------
+# --- the direct connections and the near cache ----------------------------------------------------
 
 _MORE = object()  # hiredis: the reply is not complete yet
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
 RECONNECT_AFTER = 1.0  # a refused connection is tried again after this long, not on every request
-# The near cache counts a key's requests itself, reporting them to the shared counter at least this often
-# (seconds) and every 1 % of the limit (at most NEAR_COUNT_MAX requests); from 90 % of the limit every
-# request is counted in Redis, exactly.
+# A thread counts the requests it answers from the near cache itself, reporting them to the shared counter
+# at least this often (seconds) and every 1 % of the limit (at most NEAR_COUNT_MAX requests); from 90 % of
+# the limit on, every request is counted in Redis, exactly.
 NEAR_REPORT_EVERY = 1.0
 NEAR_COUNT_MAX = 100
-
-_directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
-_directs_lock = threading.Lock()
-
-
-def _direct(backend: RedisCache) -> _Direct | None:
-    """This thread's direct connection to the cache's (first) server; None where it cannot speak to it."""
-    pools = backend._cache  # the cache's RedisCacheClient: one per thread, like the cache object
-    direct = getattr(pools, "sessionctx_direct", _MORE)
-    if direct is _MORE:
-        direct = pools.sessionctx_direct = _Direct.for_url(pools._servers[0])
-        if direct is not None:
-            with _directs_lock:
-                _directs.add(direct)
-    return direct
+NEAR_MAX_ENTRIES = 10_000  # answers kept per process (each a context's JSON and prompt, about 2 kB)
+NEAR_RECENT_MAX = 10_000  # invalidations remembered for the round trips in flight (_Near.remember)
 
 
-def _near_forget(name: str) -> None:
-    """Drop `name` from every near cache of this process now: a write here is seen by the next read here at
-    once, without waiting for the Redis push that tells the other processes."""
-    with _directs_lock:
-        directs = list(_directs)
-    for direct in directs:
-        direct.forget(name)
+class _Connection:
+    """A Redis connection spoken to with hiredis alone (RESP3).
 
-
-class _Direct:
-    """A thread's own Redis connection, spoken to with hiredis alone (RESP3), and its near cache.
-
-    A round trip through it costs a third of the CPU of redis-py's client call (bench/read_path.py), and
-    it has CLIENT TRACKING on: Redis remembers which keys this connection read and pushes an invalidation
-    down it when anyone changes, deletes or expires one of them. The near cache keeps only what was read
-    through this connection, and reads every waiting push before it answers.
+    A round trip costs a third of the CPU of redis-py's client call here (bench/read_path.py): no pool,
+    no retry wrapper, no per-command hooks. Pushes that arrive are handed to `on_push`.
     """
 
-    def __init__(self, host: str, port: int, db: int, username: str | None, password: str | None) -> None:
-        self.address, self.db, self.username, self.password = (host, port), db, username, password
+    def __init__(self, params: tuple, setup: list[list]) -> None:
+        self.address, self.db, self.username, self.password = params
+        self.setup = setup  # sent after HELLO on every (re)connection
         self.sock: socket.socket | None = None
         self.reader = None
         self.poller = None
         self.down_until = 0.0
-        self.sha: str | None = None
-        self.keys: dict[str, tuple[tuple[int, frozenset[str]], float]] = {}  # name -> (key entry, expires)
-        self.contexts: dict[str, tuple[int, dict[str, bytes], float]] = {}  # name -> (version, bodies, expires)
-        self.throttles: dict[str, list] = {}  # name -> [count in Redis, not yet reported, window end, reported]
 
-    @classmethod
-    def for_url(cls, url: str) -> _Direct | None:
-        params = parse_url(url)
-        if "host" not in params or params.get("connection_class") not in (None, redis.Connection):
-            return None  # a unix socket or TLS: the redis-py client does those
-        return cls(params["host"], int(params.get("port", 6379)), int(params.get("db", 0)),
-                   params.get("username"), params.get("password"))
+    @staticmethod
+    def params(url: str) -> tuple | None:
+        """(address, db, username, password) of a plain TCP Redis URL; None for TLS or a unix socket."""
+        parsed = parse_url(url)
+        if "host" not in parsed or parsed.get("connection_class") not in (None, redis.Connection):
+            return None
+        return ((parsed["host"], int(parsed.get("port", 6379))), int(parsed.get("db", 0)),
+                parsed.get("username"), parsed.get("password"))
 
-    # -- the connection
-
-    def _connect(self) -> None:
+    def connect(self) -> None:
         if time.monotonic() < self.down_until:
             raise RedisConnectionError("Redis was unreachable a moment ago")
         try:
@@ -287,7 +265,7 @@ class _Direct:
         hello = ["HELLO", "3"]
         if self.password is not None:
             hello += ["AUTH", self.username or "default", self.password]
-        commands = [hello, ["CLIENT", "TRACKING", "ON"]] + ([["SELECT", self.db]] if self.db else [])
+        commands = [hello, *([["SELECT", self.db]] if self.db else []), *self.setup]
         try:
             sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
             for _ in commands:
@@ -297,19 +275,13 @@ class _Direct:
             raise
 
     def close(self) -> None:
-        """Drop the connection and everything read through it: pushes may have been lost with it.
-
-        The throttle counts stay: what was not reported yet is reported by the next round trip.
-        """
         if self.sock is not None:
             self.sock.close()
         self.sock = self.reader = self.poller = None
-        self.keys.clear()
-        self.contexts.clear()
 
     def call(self, *args):
         if self.sock is None:
-            self._connect()
+            self.connect()
         try:
             self.sock.sendall(hiredis.pack_command(args))
         except OSError as exc:
@@ -328,7 +300,7 @@ class _Direct:
                         raise OSError("closed by the server")
                     self.reader.feed(data)
                 elif isinstance(reply, hiredis.PushNotification):
-                    self._pushed(reply)
+                    self.on_push(reply)
                 else:
                     break
         except (OSError, hiredis.ProtocolError) as exc:
@@ -339,19 +311,8 @@ class _Direct:
             raise NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
         return reply
 
-    def evalsha(self, script: str, keys: list[str], args: list):
-        if self.sha is not None:
-            try:
-                return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
-            except NoScriptError:  # Redis restarted and forgot its scripts
-                pass
-        self.sha = self.call("SCRIPT", "LOAD", script).decode()
-        return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
-
     def drain(self) -> None:
         """Apply the pushes waiting on the socket, without blocking."""
-        if self.sock is None:
-            return
         try:
             while self.poller.poll(0):
                 data = self.sock.recv(65536)
@@ -361,29 +322,123 @@ class _Direct:
                 while (push := self.reader.gets()) is not _MORE:
                     if not isinstance(push, hiredis.PushNotification):
                         raise hiredis.ProtocolError("a reply nobody asked for")
-                    self._pushed(push)
-        except (OSError, hiredis.ProtocolError):
-            self.close()  # the next round trip connects afresh, with an empty near cache
+                    self.on_push(push)
+        except (OSError, hiredis.ProtocolError) as exc:
+            self.close()
+            raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
 
-    def _pushed(self, push) -> None:
+    def on_push(self, push) -> None:
+        pass
+
+
+class _Direct(_Connection):
+    """A thread's own connection for its round trips, and its count of the requests it answered near."""
+
+    def __init__(self, params: tuple) -> None:
+        super().__init__(params, setup=[])
+        self.sha: str | None = None
+        self.throttles: dict[str, list] = {}  # name -> [count in Redis, not reported yet, window end, reported at]
+
+    def evalsha(self, script: str, keys: list[str], args: list):
+        if self.sha is not None:
+            try:
+                return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            except NoScriptError:  # Redis restarted and forgot its scripts
+                pass
+        self.sha = self.call("SCRIPT", "LOAD", script).decode()
+        return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def count_here(self, throttle: tuple[str, int, int], found: Lookup, now: float) -> bool:
+        """Count one request answered near, or False when it must be counted in Redis (see NEAR_REPORT_EVERY)."""
+        name, limit, _ = throttle
+        state = self.throttles.get(name)
+        if state is None:
+            return False
+        counted, unreported, window_end, reported_at = state
+        if (unreported >= min(NEAR_COUNT_MAX, limit // 100) or now >= window_end
+                or now - reported_at >= NEAR_REPORT_EVERY or counted + unreported + 1 > limit - limit // 10):
+            return False
+        state[1] += 1
+        found.throttle_count = counted + unreported + 1
+        return True
+
+    def unreported(self, throttle: tuple[str, int, int]) -> int:
+        state = self.throttles.get(throttle[0])
+        return state[1] if state else 0
+
+    def reported(self, throttle, count: int, window_ms: int, now: float) -> None:
+        if throttle is not None and window_ms > 0:
+            self.throttles[throttle[0]] = [count, 0, now + window_ms / 1000, now]
+
+
+class _Near(_Connection):
+    """This process's copies of cached keys and answers, and the connection that keeps them true.
+
+    The connection has broadcast tracking on for the answers' and keys' prefixes: Redis pushes down it
+    the name of every such key anyone changes, deletes or expires. Every lookup first applies what is
+    waiting on it (`sync`, one non-blocking poll); copies are only read after that.
+    """
+
+    def __init__(self, params: tuple, prefixes: list[str]) -> None:
+        tracking = ["CLIENT", "TRACKING", "ON", "BCAST"]
+        for prefix in prefixes:
+            tracking += ["PREFIX", prefix]
+        super().__init__(params, setup=[tracking])
+        self.lock = threading.Lock()
+        self.keys: dict[str, tuple[tuple[int, frozenset[str]], float]] = {}  # name -> (key entry, expires)
+        self.contexts: dict[str, tuple[int, dict[str, bytes], float]] = {}  # name -> (version, bodies, expires)
+        self.seq = 0  # invalidations applied so far
+        self.recent: dict[str, int] = {}  # name -> seq of its last invalidation
+        self.floor = 0  # a round trip begun before this seq keeps nothing
+
+    def sync(self) -> int | None:
+        """Apply every invalidation waiting; the sequence number a round trip begun now starts from, or None
+        when the copies cannot be trusted (no connection to Redis)."""
+        with self.lock:
+            try:
+                if self.sock is None:
+                    self.connect()
+                    self._clear()  # nothing told us of the changes made while we were not connected
+                else:
+                    self.drain()
+            except RedisError:
+                self._clear()
+                return None
+            return self.seq
+
+    def _clear(self) -> None:
+        self.keys.clear()
+        self.contexts.clear()
+        self.recent.clear()
+        self.seq += 1
+        self.floor = self.seq
+
+    def on_push(self, push) -> None:  # with the lock held: from sync
         if not push or push[0] != b"invalidate":
             return
         if push[1] is None:  # FLUSHDB / FLUSHALL
-            self.keys.clear()
-            self.contexts.clear()
+            self._clear()
             return
         for name in push[1]:
-            self.forget(name.decode())
+            self._forget(name.decode())
 
-    # -- the near cache
-
-    def forget(self, name: str) -> None:
+    def _forget(self, name: str) -> None:
+        self.seq += 1
+        self.recent[name] = self.seq
+        if len(self.recent) > NEAR_RECENT_MAX:
+            self.recent.clear()
+            self.floor = self.seq
         self.keys.pop(name, None)
         self.contexts.pop(name, None)
 
-    def answer(self, key_name: str, ctx_name: str, field: str, throttle, client_version, now: float) -> Lookup | None:
-        """The lookup from what this connection read, if it holds all of it and every push is applied."""
-        self.drain()
+    def forget(self, name: str) -> None:
+        """A write made in this process: its copies go at once, before the push comes."""
+        with self.lock:
+            self._forget(name)
+
+    def answer(self, key_name: str, ctx_name: str, field: str, client_version: int | None,
+               now: float) -> Lookup | None:
+        """The lookup from the copies, if they hold all of it (the throttle is the caller's)."""
         key = self.keys.get(key_name)
         ctx = self.contexts.get(ctx_name)
         if key is None or ctx is None or key[1] <= now or ctx[2] <= now:
@@ -395,50 +450,75 @@ class _Direct:
             body = bodies[field]
         else:
             return None
-        count = None
-        if throttle is not None:
-            count = self._count(throttle, now)
-            if count is None:
-                return None
-        return Lookup(key_entry=key[0], key_revoked=False, version=version, body=body, throttle_count=count,
+        return Lookup(key_entry=key[0], key_revoked=False, version=version, body=body, throttle_count=None,
                       first_use_this_minute=False, lease=None)
 
-    def _count(self, throttle: tuple[str, int, int], now: float) -> int | None:
-        """Count one request here, or None when it must be counted in Redis (far from the limit only)."""
-        name, limit, _ = throttle
-        state = self.throttles.get(name)
-        if state is None:
-            return None
-        counted, unreported, window_end, reported_at = state
-        if (unreported >= min(NEAR_COUNT_MAX, limit // 100) or now >= window_end
-                or now - reported_at >= NEAR_REPORT_EVERY or counted + unreported + 1 > limit - limit // 10):
-            return None
-        state[1] += 1
-        return counted + unreported + 1
-
-    def unreported(self, throttle: tuple[str, int, int]) -> int:
-        state = self.throttles.get(throttle[0])
-        return state[1] if state else 0
-
-    def reported(self, throttle, count: int, window_ms: int, now: float) -> None:
-        if throttle is not None and window_ms > 0:
-            self.throttles[throttle[0]] = [count, 0, now + window_ms / 1000, now]
-
-    def remember(self, key_name: str, key_entry, key_ttl_ms: int, ctx_name: str, version: int | None,
+    def remember(self, since: int, key_name: str, key_entry, key_ttl_ms: int, ctx_name: str, version: int | None,
                  field: str | None, body: bytes | None, ctx_ttl_ms: int, now: float) -> None:
-        """Keep what the round trip read through this connection, no longer than Redis keeps it.
+        """Keep what a round trip begun at `since` read, no longer than Redis keeps it.
 
-        A key's entry is kept at most LAST_USED_TTL, so its once-a-minute last-used marker is still set.
+        Redis pushes a change made after the read after it, so a push still on its way will drop the copy
+        when it is applied. One applied meanwhile (by another thread) is in `recent`: that copy is not kept.
+        A key's copy lives at most LAST_USED_TTL, so its once-a-minute last-used marker is still set.
         """
-        if key_entry is not None and key_ttl_ms > 0:
-            self.keys[key_name] = (key_entry, now + min(key_ttl_ms / 1000, LAST_USED_TTL))
-        if version is None or ctx_ttl_ms <= 0:
-            return
-        held = self.contexts.get(ctx_name)
-        bodies = dict(held[1]) if held is not None and held[0] == version else {}
-        if field is not None:
-            bodies[field] = body
-        self.contexts[ctx_name] = (version, bodies, now + ctx_ttl_ms / 1000)
+        with self.lock:
+            if self.sock is None or since < self.floor:
+                return
+            if len(self.contexts) >= NEAR_MAX_ENTRIES:
+                self.contexts = {k: v for k, v in self.contexts.items() if v[2] > now}
+                if len(self.contexts) >= NEAR_MAX_ENTRIES:
+                    self.contexts.clear()
+            if key_entry is not None and key_ttl_ms > 0 and self.recent.get(key_name, 0) <= since:
+                self.keys[key_name] = (key_entry, now + min(key_ttl_ms / 1000, LAST_USED_TTL))
+            if version is None or ctx_ttl_ms <= 0 or self.recent.get(ctx_name, 0) > since:
+                return
+            held = self.contexts.get(ctx_name)
+            bodies = dict(held[1]) if held is not None and held[0] == version else {}
+            if field is not None:
+                bodies[field] = body
+            self.contexts[ctx_name] = (version, bodies, now + ctx_ttl_ms / 1000)
+
+
+def _direct(backend: RedisCache) -> _Direct | None:
+    """This thread's connection to the cache's (first) server; None where it cannot speak to it."""
+    pools = backend._cache  # the cache's RedisCacheClient: one per thread, like the cache object
+    direct = getattr(pools, "sessionctx_direct", _MORE)
+    if direct is _MORE:
+        params = _Connection.params(pools._servers[0])
+        direct = pools.sessionctx_direct = _Direct(params) if params is not None else None
+    return direct
+
+
+_nears: dict[tuple, _Near] = {}
+_nears_lock = threading.Lock()
+
+
+def _near(backend: RedisCache) -> _Near | None:
+    """This process's near cache for the cache's server; None where it cannot have one."""
+    pools = backend._cache
+    near = getattr(pools, "sessionctx_near", _MORE)
+    if near is _MORE:
+        params = _Connection.params(pools._servers[0])
+        prefixes = [_names(backend, "c", ""), _names(backend, "k", "")]
+        if params is None or any(_names(backend, kind, "x") != prefix + "x"
+                                 for kind, prefix in zip("ck", prefixes, strict=True)):
+            near = None  # a KEY_FUNCTION whose names do not start alike: tracking by prefix cannot see them
+        else:
+            key = (os.getpid(), pools._servers[0], *prefixes)  # a forked child makes its own
+            with _nears_lock:
+                near = _nears.get(key)
+                if near is None:
+                    near = _nears[key] = _Near(params, prefixes)
+        pools.sessionctx_near = near
+    return near
+
+
+def _near_forget(name: str) -> None:
+    """Drop `name` from this process's near caches now (a write made here), without waiting for its push."""
+    with _nears_lock:
+        nears = [near for (pid, *_), near in _nears.items() if pid == os.getpid()]
+    for near in nears:
+        near.forget(name)
 
 
 # --- API keys -------------------------------------------------------------------------------------

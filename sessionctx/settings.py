@@ -283,8 +283,8 @@ SESSIONCTX_AUTO_UPDATE = env_bool("SESSIONCTX_AUTO_UPDATE", True)
 # commit and its cache delete (contexts/readcache.py).
 SESSIONCTX_READ_CACHE = env_bool("SESSIONCTX_READ_CACHE", True)
 SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30)
-# Each web thread also keeps what it read from that cache (Redis client-side caching: Redis pushes an
-# invalidation to the thread's connection when an entry changes), so a repeated read needs no round trip.
+# Each web process also keeps what it read from that cache (Redis client-side caching: Redis pushes an
+# invalidation to the process's connection when an entry changes), so a repeated read needs no round trip.
 SESSIONCTX_NEAR_CACHE = env_bool("SESSIONCTX_NEAR_CACHE", True)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
 SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000)

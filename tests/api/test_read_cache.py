@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import redis
@@ -337,3 +338,33 @@ def test_two_threads_near_the_limit_do_not_let_more_through_than_it(settings, re
     in_thread(None)  # and a third
     assert answered.count(200) == 500
     assert answered[-1] == 429
+
+
+def test_a_near_copy_read_before_a_change_another_thread_applied_is_not_kept(agent, redis_cache):
+    make_session("nc-race", content={"summary": "old"})
+    for _ in range(3):
+        _read(agent, "nc-race")  # in Redis, and the key's entry near
+    near = readcache._near(redis_cache)
+    name = redis_cache.make_key("sc:c:nc-race")
+    since = near.sync()  # a round trip begins here and reads the old answer...
+    old = _raw(redis_cache).hgetall(name)
+    _changed_by_another_process(redis_cache, "nc-race", "new")
+    deadline = time.monotonic() + 5
+    while near.recent.get(name, 0) <= since and time.monotonic() < deadline:
+        near.sync()  # ...while another thread applies the change's invalidation
+    assert near.recent.get(name, 0) > since
+    near.remember(since, "unused", None, 0, name, int(old[b"v"]), readcache.CONTEXT_JSON, old[b"c"], 30_000,
+                  time.monotonic())
+    assert _read(agent, "nc-race").json()["summary"] == "new"
+
+
+def test_a_write_in_this_process_drops_the_near_copies_before_its_push_arrives(agent, redis_cache):
+    session = make_session("nc-local", content={"summary": "old"})
+    for _ in range(3):
+        _read(agent, "nc-local")
+    near = readcache._near(redis_cache)
+    name = redis_cache.make_key("sc:c:nc-local")
+    assert name in near.contexts
+    services.snapshot_update(session=session, expected_version=session.version, changes={"summary": "new"},
+                             source=Revision.Source.API, actor=Actor.system())
+    assert name not in near.contexts  # no sync since: the write itself dropped it
