@@ -336,17 +336,18 @@ class _Direct(_Connection):
 
     def __init__(self, params: tuple) -> None:
         super().__init__(params, setup=[])
-        self.sha: str | None = None
+        self.shas: dict[str, str] = {}  # script -> its SHA1, once loaded
         self.throttles: dict[str, list] = {}  # name -> [count in Redis, not reported yet, window end, reported at]
 
     def evalsha(self, script: str, keys: list[str], args: list):
-        if self.sha is not None:
+        sha = self.shas.get(script)
+        if sha is not None:
             try:
-                return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
+                return self.call("EVALSHA", sha, len(keys), *keys, *args)
             except NoScriptError:  # Redis restarted and forgot its scripts
                 pass
-        self.sha = self.call("SCRIPT", "LOAD", script).decode()
-        return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        sha = self.shas[script] = self.call("SCRIPT", "LOAD", script).decode()
+        return self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     def count_here(self, throttle: tuple[str, int, int], found: Lookup, now: float) -> bool:
         """Count one request answered near, or False when it must be counted in Redis (see NEAR_REPORT_EVERY)."""
@@ -558,20 +559,27 @@ def context_fill(session_id: str, read, *, lease: str | None = None) -> dict[str
     `lease`: the token of a fill lease already taken (by `lookup`); otherwise one is taken here.
     """
     backend = _backend()
-    client = redis_client(backend)
+    direct = _direct(backend)
+    client = redis_client(backend) if direct is None else None
     entry_name, lease_name = _names(backend, "c", session_id), _names(backend, "l", session_id)
     token, leased = lease, lease is not None
     if not leased:
         token = secrets.token_hex(8)
         try:
-            leased = client.set(lease_name, token, px=LEASE_MS, nx=True)
+            if direct is not None:
+                leased = direct.call("SET", lease_name, token, "PX", LEASE_MS, "NX") is not None
+            else:
+                leased = client.set(lease_name, token, px=LEASE_MS, nx=True)
         except RedisError:
             leased = False
     entry = read()  # after taking the lease: see _FILL
     if leased:
+        args = [token, settings.SESSIONCTX_READ_CACHE_TTL, entry[VERSION], entry[CONTEXT_JSON], entry[PROMPT]]
         try:
-            client.eval(_FILL, 2, entry_name, lease_name, token, settings.SESSIONCTX_READ_CACHE_TTL,
-                        entry[VERSION], entry[CONTEXT_JSON], entry[PROMPT])
+            if direct is not None:
+                direct.evalsha(_FILL, [entry_name, lease_name], args)
+            else:
+                client.eval(_FILL, 2, entry_name, lease_name, *args)
         except RedisError as exc:
             logger.warning("read cache: could not store %s: %s", session_id, exc)
     return entry
