@@ -331,11 +331,11 @@ def cached_read(request, session_id: str, field: str) -> HttpResponse | None:
             del not_modified["Content-Type"]  # no body, so no type (as the API view answers)
             return not_modified
         return HttpResponse(body, content_type="application/json", headers=headers)
-    prompt = body.decode() if isinstance(body, bytes) else body
     if as_json:
+        prompt = body.decode() if isinstance(body, bytes) else body
         return HttpResponse(_JSON.render({"prompt": prompt, "version": version}), content_type="application/json",
                             headers=headers)
-    return HttpResponse(prompt, content_type="text/plain; charset=utf-8", headers=headers)
+    return HttpResponse(body, content_type="text/plain; charset=utf-8", headers=headers)  # UTF-8 as stored
 
 
 class CachedReadApiView(ApiView):
