@@ -25,7 +25,7 @@ install-dev: $(VENV)/.installed-dev
 # The embedded default: SQLite (WAL) and in-process tasks, debug on, on this machine only.
 run: install
 	DEBUG=true $(PY) manage.py migrate --noinput
-	DEBUG=true $(PY) manage.py seed_demo
+	DEBUG=true $(PY) manage.py seed_demo --url http://$(HOST):$(PORT)
 	@echo "Serving on http://$(HOST):$(PORT)/ (API: http://$(HOST):$(PORT)/api/docs/) — Ctrl-C stops it."
 	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 

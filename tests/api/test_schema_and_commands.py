@@ -91,3 +91,16 @@ def test_create_api_key_defaults_to_read_and_write_and_refuses_bad_scopes():
     with pytest.raises(CommandError):
         call_command("create_api_key", "agent", "--scopes", "admin", stdout=StringIO())
     assert ApiKey.objects.count() == 1
+
+
+def test_seed_demo_prints_where_to_go_and_a_working_key_once():
+    out = StringIO()
+    call_command("seed_demo", "--url", "http://127.0.0.1:8011/", stdout=out)
+    text = out.getvalue()
+    assert "Staff pages:  http://127.0.0.1:8011/  (admin: http://127.0.0.1:8011/admin/)" in text
+    raw = re.search(r"API key:\s+(\S+)", text).group(1)
+    sessions = Agent(raw).get("/api/v1/sessions")
+    assert sessions.status_code == 200 and len(sessions.json()["results"]) >= 3
+    again = StringIO()
+    call_command("seed_demo", stdout=again)
+    assert "API key" not in again.getvalue()  # an existing database is left alone

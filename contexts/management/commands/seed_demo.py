@@ -75,6 +75,9 @@ DEMO = [
 class Command(BaseCommand):
     help = "Create demo sessions, an admin account and an API key if the database is empty."
 
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="where the service will be served")
+
     def handle(self, *args, **options):
         User = get_user_model()
         if SessionContext.objects.exists() or User.objects.exists():
@@ -100,7 +103,8 @@ class Command(BaseCommand):
             if demo.get("handoff"):
                 services.handoff_request(session=session, reason=demo["handoff"], actor=actor)
         self.stdout.write(self.style.SUCCESS("Demo data created."))
-        self.stdout.write("  Staff pages:  http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)")
+        url = options["url"].rstrip("/")
+        self.stdout.write(f"  Staff pages:  {url}/  (admin: {url}/admin/)")
         self.stdout.write(f"  Log in as:    admin / {password}   (support role: support / {password})")
         self.stdout.write(f"  API key:      {raw_key}")
         self.stdout.write("  These credentials are shown once; keep them.")
