@@ -24,9 +24,7 @@ READS = 12  # each on a new connection, so the kernel hands them to any of the w
 
 
 @pytest.fixture
-def web(settings):
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+def web(settings, postgres_only):
     try:
         redis.Redis.from_url(CACHE_URL, socket_connect_timeout=1).flushdb()
     except redis.RedisError:
