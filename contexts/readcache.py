@@ -157,7 +157,7 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
     keys = [_names(backend, "k", key_hash), _names(backend, "c", session_id), _names(backend, "u", key_hash),
             _names(backend, "l", session_id)]
     direct = _direct(backend)
-    near = _near(backend) if direct is not None and settings.SESSIONCTX_NEAR_CACHE else None
+    near = _near(backend) if settings.SESSIONCTX_NEAR_CACHE else None
     now = time.monotonic()
     since = None
     if near is not None:
@@ -170,11 +170,8 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
         keys.append(throttle[0])
     token = secrets.token_hex(8)
     args = [field, LAST_USED_TTL, throttle[2] if throttle else 0, "" if client_version is None else client_version,
-            token, LEASE_MS, direct.unreported(throttle) + 1 if direct is not None and throttle else 1]
-    if direct is not None:
-        reply = direct.evalsha(_LOOKUP, keys, args)
-    else:
-        reply = _evalsha_lookup(redis_client(backend), keys, args)
+            token, LEASE_MS, direct.unreported(throttle) + 1 if throttle else 1]
+    reply = direct.evalsha(_LOOKUP, keys, args)
     raw_key, version, body, first_use, count, leased, key_ttl, ctx_ttl, window = reply
     key_entry = None
     if raw_key and raw_key != TOMBSTONE:
@@ -190,24 +187,12 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
         first_use_this_minute=first_use == 1,
         lease=token if leased == 1 else None,
     )
-    if direct is not None:
-        direct.reported(throttle, count, window, now)
+    direct.reported(throttle, count, window, now)
     if since is not None:
         body_sent = found.version is not None and found.version != client_version
         near.remember(since, keys[0], key_entry, key_ttl, keys[1], found.version, field if body_sent else None,
                       found.body, ctx_ttl, now)
     return found
-
-
-def _evalsha_lookup(client, keys: list[str], args: list) -> list:
-    sha = getattr(client, "sessionctx_lookup_sha", None)
-    if sha is not None:
-        try:
-            return client.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted and forgot its scripts
-            pass
-    sha = client.sessionctx_lookup_sha = client.script_load(_LOOKUP)
-    return client.evalsha(sha, len(keys), *keys, *args)
 
 
 # --- the direct connections and the near cache ----------------------------------------------------
@@ -331,13 +316,15 @@ class _Connection:
         pass
 
 
-class _Direct(_Connection):
-    """A thread's own connection for its round trips, and its count of the requests it answered near."""
+class _RoundTrips:
+    """A thread's round trips (scripts by SHA1) and its count of the requests it answered near, over `call`."""
 
-    def __init__(self, params: tuple) -> None:
-        super().__init__(params, setup=[])
+    def __init__(self) -> None:
         self.shas: dict[str, str] = {}  # script -> its SHA1, once loaded
         self.throttles: dict[str, list] = {}  # name -> [count in Redis, not reported yet, window end, reported at]
+
+    def call(self, *args):
+        raise NotImplementedError
 
     def evalsha(self, script: str, keys: list[str], args: list):
         sha = self.shas.get(script)
@@ -346,7 +333,8 @@ class _Direct(_Connection):
                 return self.call("EVALSHA", sha, len(keys), *keys, *args)
             except NoScriptError:  # Redis restarted and forgot its scripts
                 pass
-        sha = self.shas[script] = self.call("SCRIPT", "LOAD", script).decode()
+        sha = self.call("SCRIPT", "LOAD", script)
+        sha = self.shas[script] = sha.decode() if isinstance(sha, bytes) else sha
         return self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     def count_here(self, throttle: tuple[str, int, int], found: Lookup, now: float) -> bool:
@@ -370,6 +358,25 @@ class _Direct(_Connection):
     def reported(self, throttle, count: int, window_ms: int, now: float) -> None:
         if throttle is not None and window_ms > 0:
             self.throttles[throttle[0]] = [count, 0, now + window_ms / 1000, now]
+
+
+class _Direct(_Connection, _RoundTrips):
+    """A thread's own connection for its round trips."""
+
+    def __init__(self, params: tuple) -> None:
+        _Connection.__init__(self, params, setup=[])
+        _RoundTrips.__init__(self)
+
+
+class _ViaClient(_RoundTrips):
+    """The same round trips through redis-py, for the servers _Connection does not speak to (TLS, a unix socket)."""
+
+    def __init__(self, client) -> None:
+        super().__init__()
+        self.client = client
+
+    def call(self, *args):
+        return self.client.execute_command(*args)
 
 
 class _Near(_Connection):
@@ -480,13 +487,14 @@ class _Near(_Connection):
             self.contexts[ctx_name] = (version, bodies, now + ctx_ttl_ms / 1000)
 
 
-def _direct(backend: RedisCache) -> _Direct | None:
-    """This thread's connection to the cache's (first) server; None where it cannot speak to it."""
+def _direct(backend: RedisCache) -> _RoundTrips:
+    """This thread's round trips to the cache's (first) server: its own connection, or redis-py's."""
     pools = backend._cache  # the cache's RedisCacheClient: one per thread, like the cache object
-    direct = getattr(pools, "sessionctx_direct", _MORE)
-    if direct is _MORE:
+    direct = getattr(pools, "sessionctx_direct", None)
+    if direct is None:
         params = _Connection.params(pools._servers[0])
-        direct = pools.sessionctx_direct = _Direct(params) if params is not None else None
+        direct = _Direct(params) if params is not None else _ViaClient(redis_client(backend))
+        pools.sessionctx_direct = direct
     return direct
 
 
@@ -560,26 +568,19 @@ def context_fill(session_id: str, read, *, lease: str | None = None) -> dict[str
     """
     backend = _backend()
     direct = _direct(backend)
-    client = redis_client(backend) if direct is None else None
     entry_name, lease_name = _names(backend, "c", session_id), _names(backend, "l", session_id)
     token, leased = lease, lease is not None
     if not leased:
         token = secrets.token_hex(8)
         try:
-            if direct is not None:
-                leased = direct.call("SET", lease_name, token, "PX", LEASE_MS, "NX") is not None
-            else:
-                leased = client.set(lease_name, token, px=LEASE_MS, nx=True)
+            leased = direct.call("SET", lease_name, token, "PX", LEASE_MS, "NX") is not None
         except RedisError:
             leased = False
     entry = read()  # after taking the lease: see _FILL
     if leased:
         args = [token, settings.SESSIONCTX_READ_CACHE_TTL, entry[VERSION], entry[CONTEXT_JSON], entry[PROMPT]]
         try:
-            if direct is not None:
-                direct.evalsha(_FILL, [entry_name, lease_name], args)
-            else:
-                client.eval(_FILL, 2, entry_name, lease_name, *args)
+            direct.evalsha(_FILL, [entry_name, lease_name], args)
         except RedisError as exc:
             logger.warning("read cache: could not store %s: %s", session_id, exc)
     return entry

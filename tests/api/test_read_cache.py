@@ -368,3 +368,17 @@ def test_a_write_in_this_process_drops_the_near_copies_before_its_push_arrives(a
     services.snapshot_update(session=session, expected_version=session.version, changes={"summary": "new"},
                              source=Revision.Source.API, actor=Actor.system())
     assert name not in near.contexts  # no sync since: the write itself dropped it
+
+
+def test_a_cache_the_direct_connection_cannot_speak_to_is_used_through_redis_py(monkeypatch, agent, redis_cache):
+    # As for a rediss:// (TLS) or unix-socket CACHE_URL: no direct connection, no near cache, the same answers.
+    monkeypatch.setattr(readcache._Connection, "params", staticmethod(lambda url: None))
+    session = make_session("via-client", content={"summary": "before"})
+    _read(agent, "via-client")
+    with CaptureQueriesContext(connection) as queries:
+        cached = _read(agent, "via-client")
+    assert cached.json()["summary"] == "before" and len(queries) == 0
+    assert readcache._near(redis_cache) is None
+    services.snapshot_update(session=session, expected_version=session.version, changes={"summary": "after"},
+                             source=Revision.Source.API, actor=Actor.system())
+    assert _read(agent, "via-client").json()["summary"] == "after"
