@@ -224,6 +224,7 @@ class _Connection:
         self.reader = None
         self.poller = None
         self.down_until = 0.0
+        self.unsupported = False  # the server refused the handshake: callers use redis-py instead
 
     @staticmethod
     def params(url: str) -> tuple | None:
@@ -255,6 +256,13 @@ class _Connection:
             sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
             for _ in commands:
                 self._reply()
+        except ResponseError as exc:
+            # No RESP3 or no client tracking (Redis before 6, or a look-alike server): never tried again here.
+            self.close()
+            self.unsupported = True
+            logger.warning("read cache: Redis at %s refused %s (%s): using redis-py, without the near cache",
+                           self.address, [c[0] for c in commands], exc)
+            raise
         except RedisError:
             self.close()
             raise
@@ -491,8 +499,8 @@ def _direct(backend: RedisCache) -> _RoundTrips:
     """This thread's round trips to the cache's (first) server: its own connection, or redis-py's."""
     pools = backend._cache  # the cache's RedisCacheClient: one per thread, like the cache object
     direct = getattr(pools, "sessionctx_direct", None)
-    if direct is None:
-        params = _Connection.params(pools._servers[0])
+    if direct is None or getattr(direct, "unsupported", False):
+        params = _Connection.params(pools._servers[0]) if direct is None else None
         direct = _Direct(params) if params is not None else _ViaClient(redis_client(backend))
         pools.sessionctx_direct = direct
     return direct
@@ -519,7 +527,7 @@ def _near(backend: RedisCache) -> _Near | None:
                 if near is None:
                     near = _nears[key] = _Near(params, prefixes)
         pools.sessionctx_near = near
-    return near
+    return None if near is None or near.unsupported else near
 
 
 def _near_forget(name: str) -> None:

@@ -382,3 +382,22 @@ def test_a_cache_the_direct_connection_cannot_speak_to_is_used_through_redis_py(
     services.snapshot_update(session=session, expected_version=session.version, changes={"summary": "after"},
                              source=Revision.Source.API, actor=Actor.system())
     assert _read(agent, "via-client").json()["summary"] == "after"
+
+
+def test_a_server_that_refuses_the_handshake_is_used_through_redis_py_without_the_near_cache(
+        monkeypatch, agent, redis_cache):
+    original = readcache._Connection.__init__
+
+    def refusing(self, params, setup):  # as Redis 5 answers HELLO 3, or a server without CLIENT TRACKING
+        original(self, params, setup=[*setup, ["NO-SUCH-COMMAND"]])
+
+    monkeypatch.setattr(readcache._Connection, "__init__", refusing)
+    monkeypatch.setattr(readcache, "_nears", {})
+    make_session("refused", content={"summary": "still cached"})
+    assert _read(agent, "refused").status_code == 200  # the refusal itself: this one from the database
+    _read(agent, "refused")
+    with CaptureQueriesContext(connection) as queries:
+        cached = _read(agent, "refused")
+    assert cached.json()["summary"] == "still cached" and len(queries) == 0
+    assert readcache._near(redis_cache) is None
+    assert isinstance(readcache._direct(redis_cache), readcache._ViaClient)
