@@ -206,7 +206,7 @@ RECONNECT_AFTER = 1.0  # a refused connection is tried again after this long, no
 # the limit on, every request is counted in Redis, exactly.
 NEAR_REPORT_EVERY = 1.0
 NEAR_COUNT_MAX = 100
-NEAR_MAX_ENTRIES = 10_000  # answers kept per process (each a context's JSON and prompt, about 2 kB)
+NEAR_MAX_ENTRIES = 10_000  # answers (a context's JSON and prompt, about 2 kB each) and keys kept per process
 NEAR_RECENT_MAX = 10_000  # invalidations remembered for the round trips in flight (_Near.remember)
 
 
@@ -484,6 +484,8 @@ class _Near(_Connection):
                 self.contexts = {k: v for k, v in self.contexts.items() if v[2] > now}
                 if len(self.contexts) >= NEAR_MAX_ENTRIES:
                     self.contexts.clear()
+            if len(self.keys) >= NEAR_MAX_ENTRIES:
+                self.keys.clear()
             if key_entry is not None and key_ttl_ms > 0 and self.recent.get(key_name, 0) <= since:
                 self.keys[key_name] = (key_entry, now + min(key_ttl_ms / 1000, LAST_USED_TTL))
             if version is None or ctx_ttl_ms <= 0 or self.recent.get(ctx_name, 0) > since:
