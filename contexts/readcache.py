@@ -253,7 +253,10 @@ class _Connection:
             hello += ["AUTH", self.username or "default", self.password]
         commands = [hello, *([["SELECT", self.db]] if self.db else []), *self.setup]
         try:
-            sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            try:
+                sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            except OSError as exc:
+                raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
             for _ in commands:
                 self._reply()
         except ResponseError as exc:
