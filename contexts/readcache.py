@@ -154,8 +154,7 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
     `throttle`: the counter's name, limit and window (auth.throttle_for_key), or None.
     """
     backend = _backend()
-    keys = [_names(backend, "k", key_hash), _names(backend, "c", session_id), _names(backend, "u", key_hash),
-            _names(backend, "l", session_id)]
+    keys = [_names(backend, "k", key_hash), _names(backend, "c", session_id)]
     direct = _direct(backend)
     near = _near(backend) if settings.SESSIONCTX_NEAR_CACHE else None
     now = time.monotonic()
@@ -166,6 +165,7 @@ def lookup(key_hash: str, session_id: str, field: str, *, throttle: tuple[str, i
             found = near.answer(keys[0], keys[1], field, client_version, now)
             if found is not None and (throttle is None or direct.count_here(throttle, found, now)):
                 return found
+    keys += [_names(backend, "u", key_hash), _names(backend, "l", session_id)]  # only the round trip needs these
     if throttle is not None:
         keys.append(throttle[0])
     token = secrets.token_hex(8)
@@ -329,6 +329,8 @@ class _Connection:
 
 class _RoundTrips:
     """A thread's round trips (scripts by SHA1) and its count of the requests it answered near, over `call`."""
+
+    unsupported = False  # _Connection sets it when the server refuses its handshake
 
     def __init__(self) -> None:
         self.shas: dict[str, str] = {}  # script -> its SHA1, once loaded
@@ -504,7 +506,7 @@ def _direct(backend: RedisCache) -> _RoundTrips:
     """This thread's round trips to the cache's (first) server: its own connection, or redis-py's."""
     pools = backend._cache  # the cache's RedisCacheClient: one per thread, like the cache object
     direct = getattr(pools, "sessionctx_direct", None)
-    if direct is None or getattr(direct, "unsupported", False):
+    if direct is None or direct.unsupported:
         params = _Connection.params(pools._servers[0]) if direct is None else None
         direct = _Direct(params) if params is not None else _ViaClient(redis_client(backend))
         pools.sessionctx_direct = direct
