@@ -157,11 +157,13 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 
 class Gunicorn:
-    """gunicorn serving sessionctx with bench.settings on a free loopback port."""
+    """gunicorn serving sessionctx with bench.settings on a free loopback port (or another WSGI `app`)."""
 
     def __init__(self, env: dict[str, str], *, workers: int = GUNICORN_WORKERS, threads: int = GUNICORN_THREADS,
-                 worker_class: str | None = None, port: int | None = None) -> None:
+                 worker_class: str | None = None, port: int | None = None,
+                 app: str = "sessionctx.wsgi:application") -> None:
         self.env = env
+        self.app = app
         self.workers = workers
         self.threads = threads
         self.worker_class = worker_class or ("gthread" if threads > 1 else "sync")
@@ -180,7 +182,7 @@ class Gunicorn:
         return [self.proc.pid, *children(self.proc.pid)]
 
     def __enter__(self) -> Gunicorn:
-        cmd = [PY, "-m", "gunicorn", "sessionctx.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+        cmd = [PY, "-m", "gunicorn", self.app, "--bind", f"127.0.0.1:{self.port}",
                "--workers", str(self.workers), "--threads", str(self.threads),
                "--worker-class", self.worker_class, "--keep-alive", "30", "--backlog", "2048",
                "--log-level", "warning", "--chdir", str(ROOT)]

@@ -71,14 +71,22 @@ def available(base: str, key: str) -> dict[str, bool]:
 
 def run(server: common.Gunicorn, key: str, count: int, *, etags: list[str] | None = None,
         connections: int = common.CONNECTIONS, duration: float = common.DURATION,
-        prefix: str = "") -> dict[str, common.Result]:
-    """The read benchmark on sessions bench-0 .. bench-<count - 1>: bare, context, prompt, 304."""
+        prefix: str = "", floor: common.Gunicorn | None = None) -> dict[str, common.Result]:
+    """The read benchmark on sessions bench-0 .. bench-<count - 1>: bare, context, prompt, 304.
+
+    With `floor` (the same gunicorn configuration serving bench/floor_wsgi.py), also the server's own
+    floor: what this machine gives before any Django code runs.
+    """
     auth = {"Authorization": f"Bearer {key}"}
     have = available(server.base, key)
     pids = server.pids()
-    results = {"bare": common.load(f"{prefix}GET /bench/bare", server.base + "/bench/bare",
+    results = {}
+    if floor is not None:
+        results["floor"] = common.load(f"{prefix}server floor (no Django)", floor.base + "/floor",
+                                       connections=connections, duration=duration, cpu_pids=floor.pids())
+    results |= {"bare": common.load(f"{prefix}GET /bench/bare", server.base + "/bench/bare",
                                    connections=connections, duration=duration, cpu_pids=pids),
-               "bare+redis": common.load(f"{prefix}GET /bench/bare-redis", server.base + "/bench/bare-redis",
+                "bare+redis": common.load(f"{prefix}GET /bench/bare-redis", server.base + "/bench/bare-redis",
                                          connections=connections, duration=duration, cpu_pids=pids)}
     if have["context"]:
         results["context"] = common.load(f"{prefix}GET .../context", server.base + "/", headers=auth,
@@ -133,7 +141,8 @@ def print_results(results: dict[str, common.Result]) -> None:
         # What a request costs the web server, whatever else the machine runs: bare / endpoint is the
         # throughput ratio a CPU-bound server would reach (wrk, Redis and PostgreSQL not counted).
         print("gunicorn CPU per request: " + ", ".join(
-            f"{name} {r.cpu_us:.0f} us" + ("" if name == "bare" else f" (bare/this {bare.cpu_us / r.cpu_us:.2f})")
+            f"{name} {r.cpu_us:.0f} us"
+            + ("" if name in ("bare", "floor") else f" (bare/this {bare.cpu_us / r.cpu_us:.2f})")
             for name, r in results.items()))
 
 
@@ -148,14 +157,23 @@ def check_targets(results: dict[str, common.Result], connections: int) -> list[s
         ratio = r.rps / bare.rps
         lines.append(f"{name}: throughput {ratio:.2f} of bare (target >= 0.7: {common.verdict(ratio >= 0.7)}), "
                      f"p99 {r.p99_ms:.1f} ms at {connections} clients (target < 25 ms: "
-                     f"{common.verdict(r.p99_ms < 25)})")
-    floor = results.get("bare+redis")
-    if floor is not None and "context" in results:
+                     f"{common.verdict(r.p99_ms < 25)}; bare's own p99 {bare.p99_ms:.1f} ms)")
+    floor = results.get("floor")
+    if floor is not None:
+        # With `connections` clients each waiting for its answer, the mean latency is connections / req/s;
+        # a server that cannot answer faster than that cannot have a p99 below it either.
+        lines.append(f"server floor (the same gunicorn, a constant WSGI app, no Django): {floor.rps:.0f} req/s, "
+                     f"p50 {floor.p50_ms:.1f} ms, p99 {floor.p99_ms:.1f} ms, {floor.cpu_us or 0:.0f} us of CPU per "
+                     f"request; bare costs {bare.cpu_us / floor.cpu_us if bare.cpu_us and floor.cpu_us else 0:.1f}x "
+                     f"that. At {connections} clients a mean of 25 ms needs {connections / 0.025:.0f} req/s.")
+    redis_floor = results.get("bare+redis")
+    if redis_floor is not None and "context" in results:
         # Any read that checks shared state per request (the throttle, a revoked key) pays one round trip
         # to it; this is how much of bare that round trip alone leaves, and what the read adds to it.
-        lines.append(f"one Redis round trip alone: {floor.rps / bare.rps:.2f} of bare; context "
-                     f"{results['context'].rps / floor.rps:.2f} and prompt "
-                     f"{results['prompt'].rps / floor.rps if 'prompt' in results else 0:.2f} of bare + one Redis GET")
+        lines.append(f"one Redis round trip alone: {redis_floor.rps / bare.rps:.2f} of bare; context "
+                     f"{results['context'].rps / redis_floor.rps:.2f} and prompt "
+                     f"{results['prompt'].rps / redis_floor.rps if 'prompt' in results else 0:.2f} of bare + one "
+                     "Redis GET")
     if "304" in results and "context" in results:
         r, c = results["304"], results["context"]
         ok = r.rps > c.rps and r.p50_ms <= c.p50_ms and set(r.statuses) == {304}
@@ -205,12 +223,12 @@ def main() -> int:
             else:
                 print(f"{server.label:<26} {res['bare'].rps:10.0f}  (no context endpoint yet)", flush=True)
 
-    with common.Gunicorn(env) as server:
+    with common.Gunicorn(env) as server, common.Gunicorn(env, app="bench.floor_wsgi:application") as floor:
         print(f"\n{server.label}, {args.sessions} sessions with 10 revisions each, "
               f"{args.connections} connections, {args.rounds} interleaved rounds:")
         etags = fetch_etags(server.base, key, args.sessions) if available(server.base, key)["context"] else []
         rounds = [run(server, key, args.sessions, etags=etags, connections=args.connections,
-                      duration=args.duration / args.rounds) for _ in range(args.rounds)]
+                      duration=args.duration / args.rounds, floor=floor) for _ in range(args.rounds)]
     results = combine(rounds)
     print_results(results)
     print()
