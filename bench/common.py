@@ -416,11 +416,11 @@ def machine() -> str:
             f"Python {platform.python_version()}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
 
 
-def banner(title: str) -> None:
+def banner(title: str, *, connections: int = CONNECTIONS, duration: float = DURATION) -> None:
     print(f"\n=== {title} ===")
     print(f"machine: {machine()}")
     print(f"load: {'wrk' if have_wrk() else 'python threads (install wrk: the API benchmarks need it)'}, "
-          f"{CONNECTIONS} connections, {DURATION:.0f} s per endpoint", flush=True)
+          f"{connections} connections, {duration:.0f} s per endpoint", flush=True)
     one, five, _ = os.getloadavg()
     print(f"load average before the run: {one:.2f} (1 min), {five:.2f} (5 min)"
           + ("  <- the machine is busy: figures will be low and noisy" if one > 0.5 else ""), flush=True)

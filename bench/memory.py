@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=common.DURATION)
     args = parser.parse_args()
 
-    common.banner("memory")
+    common.banner("memory", duration=args.duration)
     common.setup_django(CELERY_BROKER_URL=BROKER, CELERY_QUEUE=QUEUE)
     from bench import data
 

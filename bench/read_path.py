@@ -202,7 +202,7 @@ def main() -> int:
                              "in the machine's load hits every endpoint alike (medians are reported)")
     args = parser.parse_args()
 
-    common.banner("read path")
+    common.banner("read path", connections=args.connections, duration=args.duration)
     common.setup_django()
     from bench import data
 

@@ -148,7 +148,7 @@ def main() -> int:
                         help="only the staff page timings (no wrk load), e.g. after an index change")
     args = parser.parse_args()
 
-    common.banner("scale")
+    common.banner("scale", connections=args.connections, duration=args.duration)
     # Django is set up once per process: each size is measured by a child run of this script.
     small, small_pages = run_child(SMALL_DB, args.small, True, args)
     large, large_pages = run_child(LARGE_DB, args.large, args.fresh, args)

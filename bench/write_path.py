@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--no-worker", action="store_true", help="queue updates without a worker taking them")
     args = parser.parse_args()
 
-    common.banner("write path")
+    common.banner("write path", connections=args.connections, duration=args.duration)
     extra = {"CELERY_BROKER_URL": BROKER, "CELERY_QUEUE": QUEUE}
     common.setup_django(**extra)
     from django.db.models import Count
