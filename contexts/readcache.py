@@ -15,8 +15,9 @@ Coherence, the rules every change follows:
   returns. A read that misses takes a fill lease (SET NX), reads the database, and stores what it read
   only if its lease is still there (one Lua check-and-set): a read that saw the row before a write's
   commit therefore cannot store it after the write's delete. Entries expire after
-  SESSIONCTX_READ_CACHE_TTL seconds, which bounds staleness in the one case the delete cannot run: a
-  process killed between its commit and the delete, or Redis unreachable at that moment.
+  SESSIONCTX_READ_CACHE_TTL seconds (each up to TTL_JITTER sooner, so entries filled together do not
+  all refill together), which bounds staleness in the one case the delete cannot run: a process killed
+  between its commit and the delete, or Redis unreachable at that moment.
 - **API keys.** A fill never overwrites (SET NX). Revoking writes a tombstone first and refuses to go on
   if it cannot, then changes the database: a request that read the key as active just before the
   revocation cannot cache it afterwards, so a revoked key is refused at once.
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import select
 import socket
@@ -74,6 +76,10 @@ KEY_TTL = 300  # an active key's entry; revocation does not wait for it (tombsto
 TOMBSTONE_TTL = 3600  # outlives any fill that read the key before it was revoked
 LAST_USED_TTL = 60  # ApiKey.last_used_at is written at most once a minute per key
 LEASE_MS = 5000  # a fill that takes longer just does not store its answer
+# Each context entry lives SESSIONCTX_READ_CACHE_TTL less up to this fraction of it, drawn at random: a set
+# filled at once (the first reads after Redis restarts or is flushed, a burst of new sessions) would
+# otherwise expire at once and refill from PostgreSQL in one burst every TTL, for as long as it is read.
+TTL_JITTER = 0.2
 TOMBSTONE = b"-"
 
 # Store the fill only if the lease taken before reading the database is still there: a write's
@@ -82,7 +88,7 @@ _FILL = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'c', ARGV[4], 'p', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -593,7 +599,8 @@ def context_fill(session_id: str, read, *, lease: str | None = None) -> dict[str
             leased = False
     entry = read()  # after taking the lease: see _FILL
     if leased:
-        args = [token, settings.SESSIONCTX_READ_CACHE_TTL, entry[VERSION], entry[CONTEXT_JSON], entry[PROMPT]]
+        ttl_ms = round(settings.SESSIONCTX_READ_CACHE_TTL * 1000 * (1 - TTL_JITTER * random.random()))
+        args = [token, ttl_ms, entry[VERSION], entry[CONTEXT_JSON], entry[PROMPT]]
         try:
             direct.evalsha(_FILL, [entry_name, lease_name], args)
         except RedisError as exc:

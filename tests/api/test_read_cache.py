@@ -176,6 +176,19 @@ def test_cached_entries_expire(settings, agent, redis_cache):
     assert 0 < ttl <= 7
 
 
+def test_answers_cached_together_do_not_all_expire_together(settings, agent, redis_cache):
+    # Otherwise a hot set cached in one burst (after Redis restarts, say) refills from the database in one
+    # burst every TTL, for as long as it is read.
+    settings.SESSIONCTX_READ_CACHE_TTL = 100
+    ids = [f"rc-spread-{i}" for i in range(40)]
+    for session_id in ids:
+        make_session(session_id)
+        assert _read(agent, session_id).status_code == 200
+    lives = [_raw(redis_cache).pttl(redis_cache.make_key(f"sc:c:{session_id}")) / 1000 for session_id in ids]
+    assert all(100 * (1 - readcache.TTL_JITTER) - 1 < life <= 100 for life in lives), lives
+    assert max(lives) - min(lives) > 5, lives  # spread over seconds, not the few it took to read them all
+
+
 def test_a_revoked_key_is_refused_at_once_though_it_was_cached(read_key):
     key, raw = read_key
     make_session("rc-rev")
