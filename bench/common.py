@@ -288,7 +288,8 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup, c
         if warmup:
             subprocess.run([*base, f"-d{max(1, int(warmup))}s", url], capture_output=True, text=True, check=True)
         cpu_before = cpu_seconds(cpu_pids or [])
-        out = subprocess.run([*base, f"-d{int(duration)}s", url], capture_output=True, text=True, check=True).stdout
+        timed = [*base, f"-d{max(1, round(duration))}s", url]
+        out = subprocess.run(timed, capture_output=True, text=True, check=True).stdout
         cpu_spent = cpu_seconds(cpu_pids or []) - cpu_before
     finally:
         os.unlink(f.name)
