@@ -205,8 +205,8 @@ def main() -> int:
     parser.add_argument("--configs", action="store_true", help="also compare gunicorn worker configurations")
     parser.add_argument("--rounds", type=int, default=6,
                         help="split the duration into rounds of bare, context, prompt, 304 in turn (the cached "
-                             "reads in a rotating order), so a change "
-                             "in the machine's load hits every endpoint alike (medians are reported)")
+                             "reads in a rotating order), so a change in the machine's load hits every endpoint "
+                             "alike (medians are reported)")
     args = parser.parse_args()
 
     common.banner("read path", connections=args.connections, duration=args.duration)
