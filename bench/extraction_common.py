@@ -48,14 +48,20 @@ def setup_django(extra_env: dict[str, str]) -> str:
     return url
 
 
-def bounded_model(delay: float = 0.0, summary_chars: int = 1500):
-    """A fake model that behaves like a good one: keeps the previous context, adds to a bounded summary."""
+def bounded_model(delay: float = 0.0):
+    """A fake model that behaves like a good one: keeps the previous context, adds to the summary and keeps it
+    to the size its instructions ask for ("at most N characters")."""
+    import re
     from dataclasses import replace
 
     from tests.fake_openai import answer, parse_prompt
 
+    asked = re.compile(r"at most (\d+) characters")
+
     def respond(request):
         previous, messages = parse_prompt(request)
+        system = next(m["content"] for m in request["messages"] if m["role"] == "system")
+        summary_chars = int(asked.search(system).group(1))
         data = dict(previous)
         new = " ".join(content.split(".")[0][:80] for _, _, content in messages)
         data["summary"] = (previous.get("summary", "") + " " + new).strip()[-summary_chars:]

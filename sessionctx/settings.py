@@ -288,6 +288,12 @@ SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30)
 SESSIONCTX_NEAR_CACHE = env_bool("SESSIONCTX_NEAR_CACHE", True)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
 SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000)
+# The size extraction keeps the summary to (both extractors; the model is asked for it). The summary is
+# in every extraction prompt and in every agent's <session_context> block, so this is what a prompt costs
+# once a conversation is long; the hard bound above is for what agents and staff write themselves.
+SESSIONCTX_SUMMARY_CHARS = env_int("SESSIONCTX_SUMMARY_CHARS", 1200)
+if not 0 < SESSIONCTX_SUMMARY_CHARS <= SESSIONCTX_MAX_SUMMARY_CHARS:
+    raise ImproperlyConfigured("SESSIONCTX_SUMMARY_CHARS must be between 1 and SESSIONCTX_MAX_SUMMARY_CHARS")
 SESSIONCTX_MAX_GOAL_CHARS = env_int("SESSIONCTX_MAX_GOAL_CHARS", 1000)
 SESSIONCTX_MAX_PLAN_STEPS = env_int("SESSIONCTX_MAX_PLAN_STEPS", 50)
 SESSIONCTX_MAX_STEP_CHARS = env_int("SESSIONCTX_MAX_STEP_CHARS", 500)

@@ -43,3 +43,8 @@ def test_check_deploy_passes_with_production_settings():
 def test_bad_boolean_is_a_clear_error():
     result = _import_settings(DEBUG="maybe")
     assert result.returncode != 0 and "DEBUG must be a boolean" in result.stderr
+
+
+def test_summary_size_above_the_hard_bound_is_a_clear_error():
+    result = _import_settings(DEBUG="true", SESSIONCTX_SUMMARY_CHARS="5000", SESSIONCTX_MAX_SUMMARY_CHARS="4000")
+    assert result.returncode != 0 and "SESSIONCTX_SUMMARY_CHARS must be between" in result.stderr

@@ -38,7 +38,7 @@ PLANNING_RULES = """\
 
 def instructions(mode: str) -> str:
     planning = PLANNING_RULES.format(max_steps=settings.SESSIONCTX_MAX_PLAN_STEPS) if mode == "planning" else ""
-    text = BASE_INSTRUCTIONS.format(max_summary=settings.SESSIONCTX_MAX_SUMMARY_CHARS, planning_rules=planning)
+    text = BASE_INSTRUCTIONS.format(max_summary=settings.SESSIONCTX_SUMMARY_CHARS, planning_rules=planning)
     extra = (settings.SESSIONCTX_INSTRUCTIONS or "").strip()
     if extra:
         text += "\nDeployment instructions:\n" + extra + "\n"

@@ -18,8 +18,6 @@ from django.conf import settings
 
 from .base import Deadline, ExtractionResult, Extractor, PromptMessage, Usage
 
-OFFLINE_SUMMARY_CHARS = 1200
-
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you)\b[^,.!?\n]{0,20}[,.!]\s*",
                        re.IGNORECASE)
 _REQUEST = re.compile(
@@ -225,8 +223,7 @@ class OfflineExtractor(Extractor):
                 if sentence:
                     label = "User" if message.role == "user" else "Assistant"
                     summary_parts.append(f"{label}: {sentence.rstrip('.')}.")
-        limit = min(OFFLINE_SUMMARY_CHARS, settings.SESSIONCTX_MAX_SUMMARY_CHARS)
-        snapshot: dict[str, Any] = {"summary": _bound_summary(summary_parts, limit)}
+        snapshot: dict[str, Any] = {"summary": _bound_summary(summary_parts, settings.SESSIONCTX_SUMMARY_CHARS)}
         if mode == "planning":
             snapshot.update(goal=goal, plan=plan, progress=progress)
         return ExtractionResult(snapshot=snapshot, usage=Usage(prompt_chars=sum(len(m.content) for m in messages)))

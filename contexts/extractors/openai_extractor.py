@@ -57,9 +57,14 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, ceiling)
 
 
-def check_answer(content: str | None, *, mode: str, refusal: str | None = None,
-                 finish_reason: str | None = None) -> tuple[dict[str, Any] | None, list[str]]:
-    """The snapshot in a model answer, or the problems that make it unusable."""
+def check_answer(content: str | None, *, mode: str, refusal: str | None = None, finish_reason: str | None = None,
+                 summary_limit: int | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The snapshot in a model answer, or the problems that make it unusable.
+
+    `summary_limit` defaults to the size extraction keeps the summary to (SESSIONCTX_SUMMARY_CHARS).
+    """
+    if summary_limit is None:
+        summary_limit = settings.SESSIONCTX_SUMMARY_CHARS
     if refusal:
         return None, [f"the model refused: {_quote(refusal)}"]
     if finish_reason == "length":
@@ -95,7 +100,7 @@ def check_answer(content: str | None, *, mode: str, refusal: str | None = None,
             if not isinstance(value, str):
                 problems.append(f"{name} must be a string")
                 continue
-            limit = settings.SESSIONCTX_MAX_SUMMARY_CHARS if name == "summary" else settings.SESSIONCTX_MAX_GOAL_CHARS
+            limit = summary_limit if name == "summary" else settings.SESSIONCTX_MAX_GOAL_CHARS
             if len(value.strip()) > limit:
                 problems.append(f"the {name} has {len(value.strip())} characters; compress it to at most {limit}")
             snapshot[name] = value.strip()
@@ -132,8 +137,11 @@ class OpenAIExtractor(Extractor):
         repair = [*prompt, {"role": "assistant", "content": completion.content or ""},
                   {"role": "user", "content": instructions.repair_prompt(problems, mode)}]
         completion = self._call(repair, mode, usage, deadline)
+        # A repaired summary still a little over the asked-for size is kept if any writer could store it:
+        # failing the run would send the same messages again next time and leave the snapshot behind.
         snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
-                                          finish_reason=completion.finish_reason)
+                                          finish_reason=completion.finish_reason,
+                                          summary_limit=settings.SESSIONCTX_MAX_SUMMARY_CHARS)
         if snapshot is None:
             raise ExtractionError(
                 "Invalid model output after one repair try: " + "; ".join(problems)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from contexts.models import ExtractionRun
 from tests.factories import make_session
@@ -80,7 +81,7 @@ def test_offline_extractor_accuracy_on_goal_plan_progress_and_summary(extract, c
             run = extract(session)
             assert run.status == ExtractionRun.Status.SUCCEEDED and run.extractor == "offline", run.error
         expected = conversation["expected"]
-        assert len(session.summary) <= 1200
+        assert len(session.summary) <= settings.SESSIONCTX_SUMMARY_CHARS
         mentions = expected.get("summary_mentions", [])
         found = sum(m.lower() in session.summary.lower() for m in mentions) / len(mentions)
         scores["summary"].append(found)
