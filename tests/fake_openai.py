@@ -81,6 +81,9 @@ class FakeOpenAI:
                 pass
 
             def do_POST(self):
+                # A reply's delay is the model's latency: counted from the request's arrival, so the fake's own
+                # work (parsing, scripting, encoding the answer) is inside it, not added to it.
+                arrived = time.monotonic()
                 length = int(self.headers.get("content-length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
                 with fake._lock:
@@ -88,8 +91,6 @@ class FakeOpenAI:
                     reply = fake.script.popleft() if fake.script else None
                 if reply is None:
                     reply = fake.default(request) if fake.default else error(500, "no scripted answer")
-                if reply.delay:
-                    time.sleep(reply.delay)
                 if reply.status == 200:
                     prompt_chars = sum(len(m.get("content") or "") for m in request.get("messages", []))
                     body = reply.body or {
@@ -106,6 +107,8 @@ class FakeOpenAI:
                 else:
                     body = reply.body or {}
                 raw = json.dumps(body).encode()
+                if reply.delay:
+                    time.sleep(max(0.0, reply.delay - (time.monotonic() - arrived)))
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")
