@@ -196,32 +196,34 @@ def test_over_long_summary_is_retried_once_asking_to_compress(fake_model, extrac
     assert "at most 100 characters" in fake_model.requests[0]["messages"][0]["content"]
 
 
-def test_summary_a_little_over_its_size_after_compress_request_is_kept_within_the_hard_bound(
-        fake_model, extract, settings):
+def _session_answered_with_summaries(fake_model, settings, *lengths: int):
+    """A summary session with one turn, the model scripted to answer summaries of these lengths; asked size 100,
+    hard bound 200."""
     settings.SESSIONCTX_SUMMARY_CHARS = 100
     settings.SESSIONCTX_MAX_SUMMARY_CHARS = 200
     session = make_session(mode="summary")
     _turn(session)
-    fake_model.push(answer({"summary": "x" * 250}), answer({"summary": "y" * 140}))
+    fake_model.push(*(answer({"summary": "x" * length}) for length in lengths))
+    return session
+
+
+def test_summary_a_little_over_its_size_after_compress_request_is_kept_within_the_hard_bound(
+        fake_model, extract, settings):
+    session = _session_answered_with_summaries(fake_model, settings, 250, 140)
 
     run = extract(session)
 
-    assert run.status == "succeeded" and run.model_calls == 2 and session.summary == "y" * 140
+    assert run.status == "succeeded" and run.model_calls == 2 and session.summary == "x" * 140
     assert session.version == 1
 
 
 def test_summary_still_over_the_hard_bound_after_compress_request_fails(fake_model, extract, settings):
-    settings.SESSIONCTX_SUMMARY_CHARS = 100
-    settings.SESSIONCTX_MAX_SUMMARY_CHARS = 200
-    session = make_session(mode="summary")
-    _turn(session)
-    fake_model.push(answer({"summary": "x" * 250}), answer({"summary": "y" * 240}))
+    session = _session_answered_with_summaries(fake_model, settings, 250, 240)
 
     run = extract(session)
 
-    assert run.status == "failed" and "compress it to at most 200" in run.error and session.version == 0
-    session.refresh_from_db()
-    assert session.summary == "" and session.cursor_seq == 0
+    assert run.status == "failed" and "compress it to at most 200" in run.error
+    assert session.version == 0 and session.summary == "" and session.cursor_seq == 0
 
 
 def test_unreadable_previous_snapshot_never_leads_to_an_update_from_nothing(fake_model, extract):
