@@ -57,14 +57,9 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, ceiling)
 
 
-def check_answer(content: str | None, *, mode: str, refusal: str | None = None, finish_reason: str | None = None,
-                 summary_limit: int | None = None) -> tuple[dict[str, Any] | None, list[str]]:
-    """The snapshot in a model answer, or the problems that make it unusable.
-
-    `summary_limit` defaults to the size extraction keeps the summary to (SESSIONCTX_SUMMARY_CHARS).
-    """
-    if summary_limit is None:
-        summary_limit = settings.SESSIONCTX_SUMMARY_CHARS
+def check_answer(content: str | None, *, mode: str, summary_limit: int, refusal: str | None = None,
+                 finish_reason: str | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The snapshot in a model answer, or the problems that make it unusable."""
     if refusal:
         return None, [f"the model refused: {_quote(refusal)}"]
     if finish_reason == "length":
@@ -128,7 +123,8 @@ class OpenAIExtractor(Extractor):
         ]
         completion = self._call(prompt, mode, usage, deadline)
         snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
-                                          finish_reason=completion.finish_reason)
+                                          finish_reason=completion.finish_reason,
+                                          summary_limit=settings.SESSIONCTX_SUMMARY_CHARS)
         if snapshot is not None:
             return ExtractionResult(snapshot=snapshot, usage=usage)
         # One repair try: show the model its answer and what is wrong with it.
