@@ -24,6 +24,7 @@ from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, echo_extraction
 from tests.reliability.conftest import call
 from tests.reliability.servers import Gunicorn, subprocess_env
+from tests.tasks.conftest import celery_broker
 from tests.tasks.workers import Worker
 
 pytestmark = [pytest.mark.heavy, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -73,7 +74,7 @@ def cluster():
         server = Gunicorn(env, workers=3)
         try:
             server.wait_ready()
-            yield server, start_worker
+            yield server, start_worker, queue
         finally:
             server.stop()
             for worker in workers:
@@ -82,8 +83,8 @@ def cluster():
             redis.Redis.from_url(REDIS_URL).delete(queue)
 
 
-def test_fifty_agents_lose_nothing_while_a_worker_is_killed_and_restarted(cluster):
-    server, start_worker = cluster
+def test_fifty_agents_lose_nothing_while_a_worker_is_killed_and_restarted(cluster, settings):
+    server, start_worker, queue = cluster
     steady = start_worker("steady")
     victim = start_worker("victim")
     _, key = make_api_key("read", "write")
@@ -143,13 +144,18 @@ def test_fifty_agents_lose_nothing_while_a_worker_is_killed_and_restarted(cluste
     # What celery beat does in production every SWEEP_INTERVAL (with SESSIONCTX_EXTRACTION_RESEND_AFTER, here
     # shortened as this test shortens every limit): send again a queued run whose broker message went down with
     # the killed worker. Only the database still knows such a run is queued; no worker ever hears of it again.
+    # Sent to the workers' broker and queue: this process would otherwise run the task itself, eagerly.
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
     deadline, resent = time.monotonic() + 90, 0
-    while not drained() and time.monotonic() < deadline:
-        resent += tasks.send_pending(older_than=10)[0]
-        time.sleep(1)
+    with celery_broker(REDIS_URL):
+        while not drained() and time.monotonic() < deadline:
+            resent += tasks.send_pending(older_than=10)[0]
+            time.sleep(1)
     assert steady.process.poll() is None
 
     runs = Counter(ExtractionRun.objects.values_list("status", flat=True))
+    models = set(ExtractionRun.objects.filter(status="succeeded").values_list("model", flat=True))
+    assert models == {"fake-model"}, f"succeeded runs by {models}: every extraction goes to the workers' model"
     for sid, n in turns.items():
         session = SessionContext.objects.get(session_id=sid)
         seqs = list(Message.objects.filter(session=session).values_list("seq", flat=True))

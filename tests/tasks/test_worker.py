@@ -9,9 +9,12 @@ import time
 import uuid
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 
+from contexts import tasks
 from contexts.models import ExtractionRun, Revision, SessionContext
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
@@ -28,8 +31,6 @@ def cluster(settings):
     """Fake model + a unique queue + a way to start workers; this process publishes to Redis."""
     if connection.vendor != "postgresql":
         pytest.skip("worker tests need PostgreSQL (set DATABASE_URL)")
-    import redis
-
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError:
@@ -190,3 +191,23 @@ def test_two_workers_one_session_burst_no_message_skipped_or_used_twice(cluster,
     covered = [seq for first, last in ranges for seq in range(first, last + 1)]
     assert covered == list(range(1, 21))
     assert len(ranges) == len(versions)
+
+
+def test_a_queued_run_whose_task_message_was_lost_is_sent_again_by_the_sweep(cluster, api):
+    fake, start = cluster
+    api("w-lost", ("user", "Renew my passport."), ("assistant", "1. Fill in the form\n2. Book an appointment"))
+    run = ExtractionRun.objects.get(session__session_id="w-lost")
+    # The broker lost the task message (it went down with a worker that had it): only the database knows.
+    assert redis.Redis.from_url(REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE) == 1
+    start("w1")  # its startup sweep leaves a run sent less than SESSIONCTX_EXTRACTION_RESEND_AFTER ago
+    time.sleep(1.5)
+    run.refresh_from_db()
+    assert run.status == "queued" and not fake.requests
+
+    assert tasks.send_pending(older_than=0) == (1, 0)  # what the beat sweep does after RESEND_AFTER
+
+    session = wait_until(lambda: settled("w-lost", 2), what="the worker to run the resent task")
+    run.refresh_from_db()
+    assert (run.status, run.model, run.attempts) == ("succeeded", "fake-model", 1)
+    assert session.summary.split() == ["m1", "m2"] and session.version == 1
+    assert len(fake.requests) == 1
