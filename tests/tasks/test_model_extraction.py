@@ -64,6 +64,34 @@ def test_planning_mode_success_saves_goal_plan_and_progress(fake_model, extract)
     assert schema["additionalProperties"] is False
 
 
+def test_extraction_on_a_built_up_snapshot_records_only_what_changed(fake_model, extract):
+    session = make_session(mode="planning", content=PLANNING)
+    _turn(session)
+    progressed = {**PLANNING, "progress": ["Export posts", "Convert to Markdown"]}
+    fake_model.push(answer(progressed))
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    stored = SessionContext.objects.get(pk=session.pk)
+    assert (stored.version, stored.cursor_seq) == (2, 2)
+    assert (stored.plan, stored.progress) == (PLANNING["plan"], progressed["progress"])
+    revision = Revision.objects.get(session=session, version=2)
+    assert revision.changed_fields == ["progress"]
+    assert revision.snapshot["plan"] == PLANNING["plan"] and revision.snapshot["progress"] == progressed["progress"]
+    assert revision.snapshot["summary"] == PLANNING["summary"]
+    assert (run.from_version, run.to_version) == (1, 2)
+
+    # An answer that changes nothing moves the cursor but writes no version.
+    post(session, ("user", "Thanks, converting now."), ("assistant", "Good luck with the conversion."))
+    fake_model.push(answer(progressed))
+    run = extract(session)
+    stored.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert (stored.version, stored.cursor_seq, run.to_version) == (2, 4, 2)
+    assert Revision.objects.filter(session=session).count() == 2
+
+
 @pytest.mark.parametrize("first", [error(429, "slow down", retry_after="0"), error(429, "slow down"),
                                    error(500, "boom"), error(503, "overloaded")],
                          ids=["429-retry-after", "429-no-header", "500", "503"])
