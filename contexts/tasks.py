@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from . import services
+from .dbhealth import health_check_by_socket, note_connections_used
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,25 @@ def sweep_extractions() -> int:
     return sent
 
 
+def _in_worker(sender) -> bool:
+    return sender is not None and not getattr(sender.request, "is_eager", False)
+
+
 @task_prerun.connect
-@task_postrun.connect
-def _database_hygiene(sender=None, **kwargs) -> None:
+def _database_check(sender=None, **kwargs) -> None:
     # Connections outlive tasks (CELERY_DB_REUSE_MAX): drop the broken or expired ones, as Django does
-    # around each request, so a task never starts on a connection that a database restart killed.
-    if sender is not None and not getattr(sender.request, "is_eager", False):
+    # around each request, so a task never starts on a connection that a database restart killed. One used
+    # within the last second is checked by its socket instead of a `SELECT 1`, as requests are (dbhealth).
+    if _in_worker(sender):
         close_old_connections()
+        health_check_by_socket()
+
+
+@task_postrun.connect
+def _database_release(sender=None, **kwargs) -> None:
+    if _in_worker(sender):
+        close_old_connections()
+        note_connections_used()
 
 
 @worker_process_init.connect

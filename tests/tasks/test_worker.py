@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings
@@ -211,3 +212,27 @@ def test_a_queued_run_whose_task_message_was_lost_is_sent_again_by_the_sweep(clu
     assert (run.status, run.model, run.attempts) == ("succeeded", "fake-model", 1)
     assert session.summary.split() == ["m1", "m2"] and session.version == 1
     assert len(fake.requests) == 1
+
+
+def test_connections_the_database_ended_between_tasks_are_replaced_and_the_next_run_succeeds(cluster, api):
+    fake, start = cluster
+    start("w1")
+    api("w-drop", ("user", "Book a table for two."), ("assistant", "Booked for 19:30."))
+    wait_until(lambda: settled("w-drop", 2), what="the first run")
+
+    # A database restart or an idle timeout ends the worker's connections while it waits for its next task.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        ours = cursor.fetchone()[0]
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)", (ours,)).fetchone()[0]
+    assert ended >= 1
+
+    api("w-drop", ("user", "Make it three."), ("assistant", "Changed to three at 19:30."))
+    session = wait_until(lambda: settled("w-drop", 4), what="the run after the connections ended")
+    runs = list(ExtractionRun.objects.filter(session=session).order_by("created_at")
+                .values_list("status", "attempts", "error"))
+    assert runs[-1] == ("succeeded", 1, ""), runs
+    assert session.summary.split() == ["m1", "m2", "m3", "m4"]
