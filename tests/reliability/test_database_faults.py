@@ -7,8 +7,9 @@ import time
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import close_old_connections, connection, connections
 
+from contexts.dbhealth import health_check_by_socket, note_connections_used
 from contexts.models import Revision, SessionContext
 from tests.factories import make_api_key, make_session
 from tests.reliability.conftest import call
@@ -110,3 +111,32 @@ def _own_backend_pid() -> int:
     with connection.cursor() as cur:
         cur.execute("SELECT pg_backend_pid()")
         return cur.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_socket_check_replaces_a_connection_the_server_ended_and_passes_a_live_one_without_a_query():
+    """What requests and tasks run first (contexts.dbhealth), on a connection of their own."""
+    original = connections["default"]
+    own = connections.create_connection("default")
+    connections["default"] = own
+    try:
+        own.ensure_connection()
+        note_connections_used()
+        close_old_connections()  # as at the start of a request or task: the connection is due a check
+        assert not own.health_check_done
+        health_check_by_socket()
+        assert own.health_check_done and own.connection is not None  # live, recently used: no SELECT 1 needed
+
+        pid = own.connection.info.backend_pid
+        note_connections_used()
+        with _admin_connection() as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+        close_old_connections()
+        health_check_by_socket()
+        assert own.connection is None  # the server's goodbye was on the socket: closed, not used
+
+        assert SessionContext.objects.count() == 0  # the next query connects afresh
+        assert own.connection.info.backend_pid != pid
+    finally:
+        own.close()
+        connections["default"] = original

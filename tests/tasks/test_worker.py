@@ -226,8 +226,9 @@ def test_connections_the_database_ended_between_tasks_are_replaced_and_the_next_
         ours = cursor.fetchone()[0]
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as admin:
         ended = admin.execute(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)", (ours,)).fetchone()[0]
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_type = 'client backend' "
+            "AND pid NOT IN (pg_backend_pid(), %s)", (ours,)).fetchone()[0]
     assert ended >= 1
 
     api("w-drop", ("user", "Make it three."), ("assistant", "Changed to three at 19:30."))
