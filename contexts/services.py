@@ -213,22 +213,16 @@ def _apply(
         raise NotFound(f"Session {session.session_id!r} does not exist.", details={"session_id": session.session_id})
     if current.version != expected_version:
         raise VersionConflict(expected=expected_version, current=current.version)
-    _write(session=session, current=current, values=values, source=source, actor=actor, reason=reason, extra=extra)
+    _write(current, values=values, source=source, actor=actor, reason=reason, extra=extra)
+    _sync(session, current)
     return session
 
 
-def _write(
-    *,
-    session: SessionContext,
-    current: SessionContext,
-    values: dict[str, Any],
-    source: str,
-    actor: Actor,
-    reason: str = "",
-    extra: dict[str, Any] | None = None,
-) -> None:
+def _write(current: SessionContext, *, values: dict[str, Any], source: str, actor: Actor, reason: str = "",
+           extra: dict[str, Any] | None = None) -> None:
     """The write of `_apply`, on `current`: the session's row as read in the caller's transaction, whose
-    version the write is conditional on. No savepoint of its own: an error rolls back the caller's transaction."""
+    version the write is conditional on, updated in place. No savepoint of its own: an error rolls back the
+    caller's transaction."""
     expected_version = current.version
     before = current.snapshot()
     after = {**before, **values}
@@ -238,27 +232,26 @@ def _write(
     if not changed:
         # Nothing in the snapshot changes: no new version, but side fields (the cursor) still move.
         if extra:
-            updated = SessionContext.objects.filter(pk=session.pk, version=expected_version).update(
+            updated = SessionContext.objects.filter(pk=current.pk, version=expected_version).update(
                 **extra, updated_at=now
             )
             if not updated:
-                raise VersionConflict(expected=expected_version, current=_current_version(session))
-            readcache.context_changed(session.session_id)  # updated_at is in the answer
+                raise VersionConflict(expected=expected_version, current=_current_version(current))
+            readcache.context_changed(current.session_id)  # updated_at is in the answer
             _set(current, extra)
-        _sync(session, current)
         return
 
     new_version = expected_version + 1
     # Conditional on the version we read: a concurrent writer that got there first makes this
     # match no row, and the caller gets a conflict instead of silently overwriting.
-    updated = SessionContext.objects.filter(pk=session.pk, version=expected_version).update(
+    updated = SessionContext.objects.filter(pk=current.pk, version=expected_version).update(
         **values, **extra, version=new_version, updated_at=now
     )
     if not updated:
-        raise VersionConflict(expected=expected_version, current=_current_version(session))
-    readcache.context_changed(session.session_id)
+        raise VersionConflict(expected=expected_version, current=_current_version(current))
+    readcache.context_changed(current.session_id)
     Revision.objects.create(
-        session_id=session.pk,
+        session_id=current.pk,
         version=new_version,
         source=source,
         actor=actor.label,
@@ -268,7 +261,6 @@ def _write(
         changed_fields=changed,
     )
     _set(current, {**values, **extra, "version": new_version, "updated_at": now})
-    _sync(session, current)
 
 
 def _current_version(session: SessionContext) -> int:
@@ -1011,9 +1003,8 @@ def _extraction_apply(claim: _Claim, attempt: int, base: _Base, changes: dict[st
             return "stale"
         # The row is locked and its version checked: written on as read, without snapshot_update's savepoint
         # and second read (3 of an extraction's 15 round trips). An error rolls all of this back.
-        _write(session=session, current=session, values=changes, source=Revision.Source.EXTRACTION,
-               actor=Actor.for_model(model), reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}",
-               extra={"cursor_seq": last_seq})
+        _write(session, values=changes, source=Revision.Source.EXTRACTION, actor=Actor.for_model(model),
+               reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}", extra={"cursor_seq": last_seq})
         # The run is finished only by the attempt that still owns it; the check comes last to save a query,
         # so a stale attempt (a newer one took the run over; its result counts) undoes its write here.
         owned, waiting = _finish_applied(claim, attempt, from_version=base.version, to_version=session.version,
