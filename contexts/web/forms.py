@@ -6,9 +6,9 @@ from typing import Any
 
 from django import forms
 
-from .exceptions import InvalidInput
-from .models import Mode, Status
-from .selectors import SESSION_SORTS
+from contexts.exceptions import InvalidInput
+from contexts.models import Mode, Status
+from contexts.selectors import SESSION_SORTS
 
 
 def first_error(form: forms.Form) -> InvalidInput:

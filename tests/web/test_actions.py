@@ -6,7 +6,7 @@ from contexts import services
 from contexts.models import HandoffEvent, Revision
 from contexts.services import Actor
 from tests.factories import make_session, make_user
-from tests.views.conftest import HTMX
+from tests.web.conftest import HTMX
 
 pytestmark = pytest.mark.django_db
 

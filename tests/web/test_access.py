@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from contexts import urls as staff_urls
+from contexts.web import urls as staff_urls
 from contexts.models import HandoffEvent, Revision
 from tests.factories import make_session, make_user
-from tests.views.conftest import HTMX
+from tests.web.conftest import HTMX
 
 pytestmark = pytest.mark.django_db
 

@@ -18,11 +18,12 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from . import selectors, services
-from .exceptions import ApplicationError, NotFound
+from contexts import selectors, services
+from contexts.exceptions import ApplicationError, NotFound
+from contexts.models import SessionContext, Status
+from contexts.services import Actor
+
 from .forms import ContextEditForm, NoteForm, OptionalNoteForm, ResetForm, RevertForm, SessionFilterForm, first_error
-from .models import SessionContext, Status
-from .services import Actor
 
 PAGE_SIZE = 25
 VIEW_PERM = "contexts.view_sessioncontext"

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 
 from contexts import selectors
 from tests.factories import make_session
-from tests.views.conftest import HTMX
+from tests.web.conftest import HTMX
 
 pytestmark = pytest.mark.django_db
 
