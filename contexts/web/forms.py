@@ -6,9 +6,11 @@ from typing import Any
 
 from django import forms
 
+from contexts import selectors
 from contexts.exceptions import InvalidInput
-from contexts.models import Mode, Status
+from contexts.models import Mode, SessionContext, Status
 from contexts.selectors import SESSION_SORTS
+from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
 
 
 def first_error(form: forms.Form) -> InvalidInput:
@@ -49,7 +51,16 @@ class ContextEditForm(forms.Form):
     other_progress = forms.CharField(
         required=False, label="Other progress (one per line)", widget=forms.Textarea(attrs={"rows": 2})
     )
-    reason = forms.CharField(required=False, max_length=500)
+    reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS)
+
+    @classmethod
+    def for_session(cls, session: SessionContext, progress: Any = None) -> ContextEditForm:
+        """The form filled with the session's current snapshot, at the version the save will expect."""
+        progress = progress if progress is not None else selectors.plan_progress(session)
+        return cls(initial={
+            "version": session.version, "summary": session.summary, "goal": session.goal,
+            "other_progress": "\n".join(progress.other_progress),
+        })
 
     @staticmethod
     def plan_from(data) -> tuple[list[str], list[str]]:
@@ -78,7 +89,7 @@ class ContextEditForm(forms.Form):
 
 
 class NoteForm(forms.Form):
-    note = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 2}))
+    note = forms.CharField(max_length=NOTE_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 2}))
 
 
 class OptionalNoteForm(forms.Form):
@@ -88,11 +99,11 @@ class OptionalNoteForm(forms.Form):
 class RevertForm(forms.Form):
     to_version = forms.IntegerField(min_value=1)
     expected_version = forms.IntegerField(min_value=0)
-    reason = forms.CharField(max_length=2000)
+    reason = forms.CharField(max_length=REASON_MAX_CHARS)
 
 
 class ResetForm(forms.Form):
     expected_version = forms.IntegerField(min_value=0)
-    reason = forms.CharField(max_length=2000)
+    reason = forms.CharField(max_length=REASON_MAX_CHARS)
     confirm = forms.BooleanField(label="I understand this empties the context", required=True,
                                  error_messages={"required": "Tick the confirmation box to reset."})

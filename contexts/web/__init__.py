@@ -1,0 +1,1 @@
+"""Staff pages: views, forms and routes of the browser UI."""
