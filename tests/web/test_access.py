@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from contexts.web import urls as staff_urls
 from contexts.models import HandoffEvent, Revision
+from contexts.web import urls as staff_urls
 from tests.factories import make_session, make_user
 from tests.web.conftest import HTMX
 

@@ -67,7 +67,9 @@ def test_the_second_person_taking_sees_who_has_it_and_nothing_changes(support, s
 def test_add_note_writes_a_handoff_event_by_me(support, support_user, waiting):
     response = support.post("/sessions/h-1/note/", {"note": "Called the bank."}, **HTMX)
     assert response.status_code == 200
-    assert response.content.decode().lstrip().startswith('<div id="session-body">')
+    # Only the timeline it changed (and the messages), not the whole session body.
+    assert response.content.decode().lstrip().startswith('<section id="handoff-timeline"')
+    assert 'id="session-body"' not in response.content.decode()
     assert "Called the bank." in response.content.decode()
     note = HandoffEvent.objects.get(session=waiting, kind="note")
     assert note.note == "Called the bank." and note.actor_user == support_user

@@ -1,0 +1,59 @@
+"""Who may use the staff pages, and how a refusal reaches the person: one decorator, one message helper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render, resolve_url
+from django.utils.cache import patch_vary_headers
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+
+from contexts.exceptions import ApplicationError
+
+VIEW_PERM = "contexts.view_sessioncontext"
+HANDOFF_PERM = "contexts.handle_handoff"
+EDIT_PERM = "contexts.edit_context"
+
+
+def report(request: HttpRequest, exc: ApplicationError) -> int:
+    """The one place a service refusal becomes a page message; returns the status to answer with."""
+    messages.error(request, exc.message)
+    return exc.status
+
+
+def staff_view(perm: str | None = None) -> Callable:
+    """Login required (htmx: the browser is sent to the login page); a missing permission answers 403."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                if request.htmx:
+                    page = request.htmx.current_url_abs_path or "/"
+                    return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': page})}")
+                return redirect_to_login(request.get_full_path())
+            needed = [VIEW_PERM] + ([perm] if perm else [])
+            if not request.user.has_perms(needed):
+                what = {EDIT_PERM: "edit or reset contexts", HANDOFF_PERM: "handle handoffs"}.get(
+                    perm or "", "view session contexts")
+                text = f"You do not have permission to {what}."
+                if request.htmx:
+                    response = render(request, "contexts/_messages.html", {"error": text}, status=403)
+                    return reswap(retarget(response, "#flash"), "innerHTML")
+                raise PermissionDenied(text)
+            response = view(request, *args, **kwargs)
+            # Partial and full page share a URL: caches must key on the htmx header.
+            patch_vary_headers(response, ["HX-Request"])
+            return response
+
+        return wrapped
+
+    return decorate

@@ -1,0 +1,92 @@
+"""The session page's regions and what each action changes.
+
+A region is a named partial of session_detail.html whose root element has the partial's name as its id. An
+htmx action answers with the region its form targets, then the other regions it changed as out-of-band swaps,
+then the flash messages; a refusal that changed nothing answers with the messages alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django_htmx.http import reswap
+
+from contexts import selectors
+from contexts.models import SessionContext, Status
+from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
+
+from .access import EDIT_PERM, HANDOFF_PERM
+from .forms import ContextEditForm
+
+DETAIL = "contexts/session_detail.html"
+FLASH = "contexts/base.html#flash"
+BODY = "session-body"
+REGIONS = frozenset({BODY, "session-head", "snapshot-panel", "handoff-note", "transcript", "handoff-timeline",
+                     "runs", "history", "reset-panel"})
+
+# What each action leaves out of date; the first is the region its form targets. Every version bump dates the
+# head (version, status), the history (the new revision) and the reset form (the version it expects).
+EDITED = ("snapshot-panel", "session-head", "history", "reset-panel")
+RESTORED = (*EDITED, "handoff-note")  # a revert or reset also brings back or empties the handoff note
+STATUS_CHANGED = ("session-head", "handoff-timeline", "history", "reset-panel")
+RELEASED = (*STATUS_CHANGED, "handoff-note")
+NOTE_ADDED = ("handoff-timeline",)
+
+# The rows each region shows besides the session itself, loaded only for the regions being rendered.
+_LOADERS: dict[str, tuple[str, Callable[[SessionContext], Any]]] = {
+    "snapshot-panel": ("progress", selectors.plan_progress),
+    "transcript": ("transcript", lambda s: selectors.recent_messages(s, limit=200)),
+    "handoff-timeline": ("events", lambda s: list(selectors.handoff_events_for(s)[:200])),
+    "runs": ("runs", lambda s: list(selectors.runs_for(s)[:20])),
+    "history": ("history", lambda s: selectors.revision_history(s, limit=50)),
+}
+
+
+def detail_context(request: HttpRequest, session: SessionContext, regions: Iterable[str] = (BODY,),
+                   **extra: Any) -> dict[str, Any]:
+    """What the named regions (the whole body by default) need to render `session` for this person."""
+    regions = set(regions)
+    user = request.user
+    context: dict[str, Any] = {
+        "session": session,
+        "can_edit": user.has_perm(EDIT_PERM),
+        "can_handle": user.has_perm(HANDOFF_PERM),
+        "is_mine": session.status == Status.HUMAN and session.assignee_id == user.pk,
+        "reason_max_chars": REASON_MAX_CHARS,
+        "note_max_chars": NOTE_MAX_CHARS,
+    }
+    for region, (key, load) in _LOADERS.items():
+        if BODY in regions or region in regions:
+            context[key] = load(session)
+    context.update(extra)
+    if context.get("editing") and "edit_form" not in context:
+        context["edit_form"] = ContextEditForm.for_session(session, context.get("progress"))
+    return context
+
+
+def render_regions(request: HttpRequest, session: SessionContext, regions: Sequence[str], **extra: Any) -> str:
+    """The first region in place, the others marked to be swapped out of band."""
+    context = detail_context(request, session, regions, **extra)
+    html = [render_to_string(f"{DETAIL}#{regions[0]}", context, request)]
+    html += [render_to_string(f"{DETAIL}#{name}", {**context, "oob": True}, request) for name in regions[1:]]
+    return "".join(html)
+
+
+def with_flash(request: HttpRequest, html: str, status: int = 200, **context: Any) -> HttpResponse:
+    """An action's answer: its regions and the messages, which replace (or clear) the ones shown before."""
+    flash = render_to_string(FLASH, {**context, "oob": True}, request)
+    return HttpResponse(html + flash, status=status)
+
+
+def action_result(request: HttpRequest, session: SessionContext, regions: Sequence[str], status: int = 200,
+                  **extra: Any) -> HttpResponse:
+    return with_flash(request, render_regions(request, session, regions, **extra), status,
+                      conflict=extra.get("conflict", False))
+
+
+def flash_only(request: HttpRequest, status: int) -> HttpResponse:
+    """A refusal that changed nothing: the message alone, and the form stays as the person left it."""
+    return reswap(with_flash(request, "", status), "none")
