@@ -81,6 +81,14 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
     page.get_by_role("button", name="Add note").click()
     expect(page.locator(".timeline")).to_contain_text("two charges on the 3rd")
 
+    # Cancel brings the context back in place of the form; the rest of the page is not rendered again.
+    page.evaluate("document.getElementById('transcript').dataset.kept = 'yes'")
+    page.get_by_role("link", name="Edit context").click()
+    expect(page.locator("#edit-form")).to_be_visible()
+    page.locator("#edit-form").get_by_role("link", name="Cancel").click()
+    expect(page.locator("#context")).to_be_visible()
+    expect(page.locator("#edit-form")).to_have_count(0)
+
     # Edit the plan: tick a step, add one, move it to the top, remove another.
     page.get_by_role("link", name="Edit context").click()
     form = page.locator("#edit-form")
@@ -99,6 +107,11 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
                                                          re.compile("Verify the charges \\(done\\)"),
                                                          re.compile("Issue the refund \\(done\\)")])
     expect(page.locator("#context")).to_contain_text("2/3")
+    # The save swapped the snapshot panel and, out of band, the head and the history; the transcript stayed.
+    expect(page.locator(".session-head")).to_contain_text(re.compile(r"version \d+"))
+    expect(page.locator("#history .rev").first).to_contain_text("current")
+    expect(page.locator("#history .rev").first).to_contain_text("user:eve")
+    expect(page.locator("#transcript[data-kept=yes]")).to_have_count(1)
     session = SessionContext.objects.get(session_id="billing-refund-42")
     assert session.plan == ["Apologise to Carol", "Verify the charges", "Issue the refund"]
     assert session.progress == ["Verify the charges", "Issue the refund"]
