@@ -42,7 +42,7 @@ def assistant_message(rng: random.Random, turn: int) -> str:
 
 def conversation(client, label: str) -> list[tuple[int, int, int, int]]:
     """Post the 200 turns to a new planning session; (turn, prompt chars, tokens, full-history chars) rows."""
-    from contexts.extractors.instructions import instructions
+    from contexts.extraction.extractors.instructions import instructions
     from contexts.models import ExtractionRun, SessionContext
 
     session_id = f"bench-cost-{uuid.uuid4().hex[:8]}"

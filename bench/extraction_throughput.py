@@ -75,7 +75,7 @@ def main() -> None:
             """One extraction per session, through the workers; (run ids, seconds to send, seconds to finish)."""
             # The runs are created first; the clock starts when they are handed to the broker (on commit).
             with transaction.atomic():
-                ids = [services.extraction_request(session=s, trigger=trigger).pk for s in batch]
+                ids = [extraction_request(session=s, trigger=trigger).pk for s in batch]
                 started = time.monotonic()
             sent = time.monotonic()
             while True:

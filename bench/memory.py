@@ -67,7 +67,7 @@ def celery_rounds(rounds: int, extractions: int) -> list[tuple[float, float]]:
                         {"role": "assistant", "content": "Here is the plan:\n1. Fill in the form\n"
                                                          "2. Book an appointment\n3. Bring two photos"},
                     ])
-                    services.extraction_request(session=session, trigger="bench")
+                    extraction_request(session=session, trigger="bench")
             while ExtractionRun.objects.filter(status__in=["queued", "running"]).exists():
                 if worker.poll() is not None:
                     raise RuntimeError("the Celery worker exited")

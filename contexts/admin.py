@@ -13,6 +13,7 @@ from . import services
 from .exceptions import ApplicationError
 from .models import ApiKey, ExtractionRun, HandoffEvent, Message, Revision, SessionContext
 from .services import Actor
+from .snapshot import REASON_MAX_CHARS, validate_snapshot
 
 CONTENT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note")
 
@@ -51,7 +52,8 @@ class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
 class SessionContextForm(forms.ModelForm):
     # The version the page was loaded at: a save from a stale page is refused, not applied.
     loaded_version = forms.IntegerField(widget=forms.HiddenInput)
-    reason = forms.CharField(required=False, max_length=500, help_text="Kept with the revision this edit writes.")
+    reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS,
+                             help_text="Kept with the revision this edit writes.")
 
     class Meta:
         model = SessionContext
@@ -65,7 +67,7 @@ class SessionContextForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         try:
-            services.validate_content({name: cleaned.get(name) for name in CONTENT_FIELDS if name in cleaned})
+            validate_snapshot({name: cleaned.get(name) for name in CONTENT_FIELDS if name in cleaned})
         except ApplicationError as exc:
             for name, text in exc.details.get("fields", {}).items():
                 self.add_error(name if name in self.fields else None, text)
@@ -90,7 +92,7 @@ class SessionContextAdmin(admin.ModelAdmin):
                        "version", "last_message_seq", "cursor_seq", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "version")}),
-        ("Snapshot (saved through services.snapshot_update as a new revision)",
+        ("Snapshot (saved as a new revision)",
          {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
         ("Bookkeeping", {"classes": ("collapse",),
                          "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
@@ -202,7 +204,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
                                                created_by=request.user)
         for f in ApiKey._meta.concrete_fields:
             setattr(obj, f.attname, getattr(key, f.attname))
-        obj._state.adding = False
         self.message_user(request, f"Copy the new key now; it is not shown again: {raw_key}", level=messages.WARNING)
 
     @admin.action(description="Revoke the selected API keys", permissions=["change"])

@@ -102,7 +102,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "contexts.middleware.DatabaseUnavailableMiddleware",
+    "contexts.infra.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "sessionctx.urls"
@@ -150,11 +150,16 @@ else:
     _db.setdefault("OPTIONS", {})
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME", f"test_sessionctx_{os.getpid()}")}
 
-# Throttle counters live here: give several web processes one shared cache (Redis) in production.
+# Throttle counters and the read cache live here: give every web and worker process one shared cache (Redis) in
+# production. A Redis that does not answer within the timeouts costs a request that long, then it goes on
+# without the cache (reads from the database, throttle not counted).
 CACHE_URL = env("CACHE_URL")
+CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.5)
+CACHE_CONNECT_TIMEOUT = env_float("CACHE_CONNECT_TIMEOUT", 0.5)
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+         "OPTIONS": {"socket_timeout": CACHE_SOCKET_TIMEOUT, "socket_connect_timeout": CACHE_CONNECT_TIMEOUT}}
         if CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -204,13 +209,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576)
 
 # --- REST API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["contexts.auth.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["contexts.auth.HasScope"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["contexts.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["contexts.api.auth.HasScope"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "contexts.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["contexts.auth.ApiKeyRateThrottle"],
+    "EXCEPTION_HANDLER": "contexts.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["contexts.api.throttle.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env("API_THROTTLE_RATE", "6000/min")},
     # Client IPs are read from X-Forwarded-For only behind this many trusted proxies.
     # Unset means no proxy (0): DRF's own default (None) would trust any X-Forwarded-For a client sends.
@@ -229,7 +234,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "SessionStatusEnum": "contexts.models.Status",
-        "RunStatusEnum": "contexts.serializers.RunStatus",
+        "RunStatusEnum": "contexts.api.serializers.RunStatus",
     },
     "PATH_CONVERTER_OVERRIDES": {
         "session_id": {"type": "string", "pattern": r"^[A-Za-z0-9._:@-]{1,255}$", "maxLength": 255},
@@ -284,9 +289,6 @@ SESSIONCTX_AUTO_UPDATE = env_bool("SESSIONCTX_AUTO_UPDATE", True)
 # commit and its cache delete (contexts/readcache.py).
 SESSIONCTX_READ_CACHE = env_bool("SESSIONCTX_READ_CACHE", True)
 SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30)
-# Each web process also keeps what it read from that cache (Redis client-side caching: Redis pushes an
-# invalidation to the process's connection when an entry changes), so a repeated read needs no round trip.
-SESSIONCTX_NEAR_CACHE = env_bool("SESSIONCTX_NEAR_CACHE", True)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
 SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000)
 # The size extraction keeps the summary to (both extractors; the model is asked for it). The summary is

@@ -6,6 +6,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", include("contexts.urls_api")),
+    path("", include("contexts.api.urls")),
     path("", include("contexts.web.urls")),
 ]

@@ -18,7 +18,7 @@ def make_session(session_id: str | None = None, *, mode: str = "planning", conte
                  **owners) -> SessionContext:
     session, _ = services.session_get_or_create(session_id=session_id or f"s-{next(_ids)}", mode=mode, **owners)
     if content:
-        services.snapshot_update(session=session, expected_version=session.version, changes=content,
+        session = services.snapshot_update(session=session, expected_version=session.version, changes=content,
                                  source="api", actor=Actor.system("test"))
     return session
 

@@ -6,15 +6,17 @@ import pytest
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
-from contexts import services, urls_api
-from contexts.api import ApiView
+from contexts import services
+from contexts.api import urls as urls_api
+from contexts.api.http import ApiView
+from contexts.extraction.runs import extraction_request
 from contexts.models import ApiKey
 from tests.api.conftest import Agent, assert_error, counts
 from tests.factories import make_api_key, make_session
 
 pytestmark = pytest.mark.django_db
 
-# The scope every API operation needs (None: public). A route added to contexts/urls_api.py
+# The scope every API operation needs (None: public). A route added to contexts/api/urls.py
 # without an entry here fails test_every_api_route_has_a_declared_scope.
 REQUIRED_SCOPE = {
     ("api-health", "get"): None,
@@ -62,7 +64,7 @@ def test_every_api_route_has_a_declared_scope():
 @pytest.fixture
 def matrix_session():
     session = make_session("matrix-1", content={"summary": "kept", "plan": ["a"]})
-    run = services.extraction_request(session=session, trigger="api")
+    run = extraction_request(session=session, trigger="api")
     return session, run
 
 

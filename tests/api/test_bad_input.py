@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from contexts.exceptions import api_exception_handler
+from contexts.api.errors import api_exception_handler
 from contexts.models import SessionContext
 from tests.api.conftest import assert_error, counts
 from tests.factories import make_session

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from contexts import services
+from contexts.extraction.runs import extraction_request
 from contexts.models import HandoffEvent, SessionContext
 from contexts.services import Actor
 from tests.api.conftest import assert_error, counts
@@ -48,7 +49,7 @@ def test_handoff_while_a_person_owns_it_is_409(agent):
 
 def test_runs_list_and_detail(reader):
     session = make_session("run-1")
-    run = services.extraction_request(session=session, trigger="api")
+    run = extraction_request(session=session, trigger="api")
     listed = reader.get("/api/v1/sessions/run-1/runs").json()["results"]
     assert [r["id"] for r in listed] == [str(run.id)]
     detail = reader.get(f"/api/v1/runs/{run.id}")

@@ -16,9 +16,9 @@ from django.test.utils import CaptureQueriesContext
 
 from contexts import readcache, selectors, services
 from contexts.api import _cache_entry
+from contexts.api.serializers import CONTEXT_FIELDS
 from contexts.exceptions import ApplicationError
 from contexts.models import ApiKey, Revision, SessionContext
-from contexts.serializers import CONTEXT_FIELDS
 from contexts.services import Actor
 from tests.api.conftest import Agent, assert_error
 from tests.factories import make_api_key, make_session, make_user

@@ -9,7 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from drf_spectacular.validation import validate_schema
 
-from contexts import services, urls_api
+from contexts import services
+from contexts.api import urls as urls_api
 from contexts.models import ApiKey
 from tests.api.conftest import Agent
 from tests.api.test_auth import NOT_OPERATIONS, REQUIRED_SCOPE

@@ -7,9 +7,9 @@ import time
 
 import psycopg
 import pytest
+from contexts.dbhealth import health_check_by_socket, note_connections_used
 from django.db import close_old_connections, connection, connections
 
-from contexts.dbhealth import health_check_by_socket, note_connections_used
 from contexts.models import Revision, SessionContext
 from tests.factories import make_api_key, make_session
 from tests.reliability.conftest import call

@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
-from contexts import tasks
+from contexts.extraction.dispatch import send_pending
 from contexts.models import ExtractionRun, Message, Revision, SessionContext
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, echo_extraction
@@ -149,7 +149,7 @@ def test_fifty_agents_lose_nothing_while_a_worker_is_killed_and_restarted(cluste
     deadline, resent = time.monotonic() + 90, 0
     with celery_broker(REDIS_URL):
         while not drained() and time.monotonic() < deadline:
-            resent += tasks.send_pending(older_than=10)[0]
+            resent += send_pending(older_than=10)[0]
             time.sleep(1)
     assert steady.process.poll() is None
 

@@ -56,9 +56,9 @@ def test_bad_messages_are_refused_and_nothing_is_stored(messages):
 def test_handoff_lifecycle_writes_revisions_and_events_with_the_person_as_actor():
     session = make_session("h-1", content={"summary": "needs refund"})
     alice = make_user("alice", role="support")
-    services.handoff_request(session=session, reason="refund", actor=Actor.system("key:agent"))
+    session = services.handoff_request(session=session, reason="refund", actor=Actor.system("key:agent"))
     assert session.status == "handoff_requested" and session.handoff_requested_at is not None
-    services.handoff_claim(session=session, actor=Actor.for_user(alice))
+    session = services.handoff_claim(session=session, actor=Actor.for_user(alice))
     assert session.status == "human" and session.assignee == alice
     services.handoff_add_note(session=session, note="called the bank", actor=Actor.for_user(alice))
     services.handoff_release(session=session, note="refund issued", actor=Actor.for_user(alice))

@@ -7,6 +7,8 @@ from django.db import connection
 from kombu import pools
 
 from contexts import services
+from contexts.extraction.claim import lock_key
+from contexts.extraction.runs import extraction_request
 from tests.fake_openai import FakeOpenAI
 
 
@@ -31,7 +33,7 @@ def extract(django_capture_on_commit_callbacks):
 
     def run(session, trigger="test"):
         with django_capture_on_commit_callbacks(execute=True):
-            run = services.extraction_request(session=session, trigger=trigger)
+            run = extraction_request(session=session, trigger=trigger)
         run.refresh_from_db()
         session.refresh_from_db()
         return run
@@ -78,7 +80,7 @@ def live_attempt(session):
     from tests.tasks.workers import database_url
 
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", services.extraction_lock_key(session.pk))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", lock_key(session.pk))
         yield
 
 
@@ -88,7 +90,7 @@ def attempt_lock_free(session) -> bool:
 
     from tests.tasks.workers import database_url
 
-    key = services.extraction_lock_key(session.pk)
+    key = lock_key(session.pk)
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
         free = other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]
         if free:

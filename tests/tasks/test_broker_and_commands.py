@@ -7,7 +7,9 @@ import gc
 import pytest
 from django.core.management import CommandError, call_command
 
-from contexts import services, tasks
+from contexts import tasks
+from contexts.extraction.dispatch import UNSENT_NOTE
+from contexts.extraction.runs import extraction_request
 from contexts.models import ExtractionRun, Revision
 from tests.factories import make_session
 from tests.tasks.conftest import celery_broker, post
@@ -19,7 +21,7 @@ DEAD_BROKER = "redis://127.0.0.1:1/0"
 
 def _request_with_broker_down(session, django_capture_on_commit_callbacks):
     with celery_broker(DEAD_BROKER), django_capture_on_commit_callbacks(execute=True):
-        run = services.extraction_request(session=session, trigger="auto")
+        run = extraction_request(session=session, trigger="auto")
     run.refresh_from_db()
     return run
 
@@ -31,7 +33,7 @@ def test_broker_down_keeps_messages_and_a_queued_run_with_a_note(django_capture_
     run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
 
     assert run.status == "queued" and run.enqueued_at is None
-    assert run.error.startswith(services.UNSENT_NOTE) and "update_context --pending" in run.error
+    assert run.error.startswith(UNSENT_NOTE) and "update_context --pending" in run.error
     session.refresh_from_db()
     assert session.last_message_seq == 2 and session.cursor_seq == 0 and session.version == 0
 
@@ -57,7 +59,7 @@ def test_next_request_sends_a_run_the_broker_refused(django_capture_on_commit_ca
     run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
 
     with django_capture_on_commit_callbacks(execute=True):
-        again = services.extraction_request(session=session, trigger="auto")
+        again = extraction_request(session=session, trigger="auto")
 
     assert again.pk == run.pk
     run.refresh_from_db()
@@ -73,7 +75,7 @@ def test_pending_with_broker_still_down_says_so_and_keeps_the_run(django_capture
         call_command("update_context", "--pending")
 
     run.refresh_from_db()
-    assert run.status == "queued" and run.error.startswith(services.UNSENT_NOTE)
+    assert run.status == "queued" and run.error.startswith(UNSENT_NOTE)
 
 
 def test_update_context_command_runs_an_extraction(capsys):

@@ -196,7 +196,7 @@ def test_json_of_the_wrong_types_fails_the_run(fake_model, extract):
 
     run = extract(session)
 
-    assert run.status == "failed" and "plan must be a list of strings" in run.error
+    assert run.status == "failed" and "plan: Must be a list of strings" in run.error
     assert session.version == 0 and session.plan == []
 
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
-from contexts import tasks
+from contexts.extraction.dispatch import send_pending
 from contexts.models import ExtractionRun, Revision, SessionContext
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
@@ -205,7 +205,7 @@ def test_a_queued_run_whose_task_message_was_lost_is_sent_again_by_the_sweep(clu
     run.refresh_from_db()
     assert run.status == "queued" and not fake.requests
 
-    assert tasks.send_pending(older_than=0) == (1, 0)  # what the beat sweep does after RESEND_AFTER
+    assert send_pending(older_than=0) == (1, 0)  # what the beat sweep does after RESEND_AFTER
 
     session = wait_until(lambda: settled("w-lost", 2), what="the worker to run the resent task")
     run.refresh_from_db()

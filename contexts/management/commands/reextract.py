@@ -9,7 +9,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from contexts import selectors, services
-from contexts.models import ExtractionRun, Mode, Status
+from contexts.extraction.runs import extraction_request, extraction_run_now
+from contexts.models import Mode, Status
 from contexts.services import Actor
 
 
@@ -51,13 +52,11 @@ class Command(BaseCommand):
         actor = Actor.system("command:reextract")
         for session in tqdm(sessions.iterator(), total=total, unit="session", file=self.stderr._out):
             if o["from_scratch"]:
-                services.extraction_rewind(session=session, actor=actor, reason=o["reason"])
+                services.snapshot_rewind(session=session, actor=actor, reason=o["reason"])
             if o["sync"]:
-                run = ExtractionRun.objects.create(session=session, trigger="reextract")
-                services.extraction_run(run_id=str(run.id))
-                run.refresh_from_db()
+                run = extraction_run_now(session=session, trigger="reextract")
             else:
-                run = services.extraction_request(session=session, trigger="reextract")
+                run = extraction_request(session=session, trigger="reextract")
             outcomes[run.status] += 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())) or "nothing"
         self.stdout.write(f"{total} session(s): {summary}.")

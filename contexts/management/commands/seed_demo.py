@@ -94,12 +94,12 @@ class Command(BaseCommand):
             session, _ = services.session_get_or_create(
                 session_id=demo["session_id"], mode=demo["mode"], user_id=demo["user_id"], agent_id=demo["agent_id"]
             )
-            services.messages_append(session=session, messages=[
+            appended = services.messages_append(session=session, messages=[
                 {"role": role, "content": content} for role, content in demo["messages"]
             ])
             services.snapshot_update(session=session, expected_version=session.version, changes=demo["content"],
                                      source="admin", actor=actor, reason="demo data",
-                                     cursor_seq=session.last_message_seq)
+                                     cursor_seq=appended.stored[-1].seq)
             if demo.get("handoff"):
                 services.handoff_request(session=session, reason=demo["handoff"], actor=actor)
         self.stdout.write(self.style.SUCCESS("Demo data created."))

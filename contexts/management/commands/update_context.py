@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from contexts import selectors, services, tasks
+from contexts import selectors
 from contexts.exceptions import ApplicationError
+from contexts.extraction.dispatch import send_pending
+from contexts.extraction.runs import extraction_request, extraction_run_now
 from contexts.models import ExtractionRun
 
 
@@ -23,7 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, session_id=None, sync=False, pending=False, older_than=0.0, **options):
         if pending:
-            sent, failed = tasks.send_pending(older_than=older_than)
+            sent, failed = send_pending(older_than=older_than)
             self.stdout.write(f"{sent} run(s) sent to the workers, {failed} could not be sent.")
             if failed:
                 raise CommandError("The broker is still unavailable; the runs stay queued.")
@@ -35,11 +37,10 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         if sync:
-            run = ExtractionRun.objects.create(session=session, trigger="command")
-            services.extraction_run(run_id=str(run.id))
+            run = extraction_run_now(session=session, trigger="command")
         else:
-            run = services.extraction_request(session=session, trigger="command")
-        run.refresh_from_db()
+            run = extraction_request(session=session, trigger="command")
+            run.refresh_from_db()  # in-process (no broker), it has run already
         self.stdout.write(f"run {run.id}: {run.status}" + (f" ({run.error})" if run.error else ""))
         if run.status == ExtractionRun.Status.FAILED:
             raise CommandError(run.error)

@@ -122,16 +122,3 @@ def truncate(message: PromptMessage, excess: int) -> PromptMessage:
     head, tail = content[: keep * 2 // 3], content[len(content) - keep // 3:] if keep // 3 else ""
     omitted = len(content) - len(head) - len(tail)
     return PromptMessage(message.seq, message.role, head + TRUNCATION_MARKER.format(omitted=omitted) + tail)
-
-
-def get_extractor() -> Extractor:
-    """The model extractor when SESSIONCTX_MODEL is set, else the offline one."""
-    from .. import llm
-
-    if llm.is_configured():
-        from .openai_extractor import OpenAIExtractor
-
-        return OpenAIExtractor(model=llm.model_name())
-    from .offline import OfflineExtractor
-
-    return OfflineExtractor()

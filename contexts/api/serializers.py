@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from rest_framework import serializers
 
-from .models import ExtractionRun, Message, Mode, Revision, SessionContext, Status
+from ..models import ExtractionRun, Message, Mode, Revision, SessionContext, Status
 
 # Named for the schema's enum components (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 RunStatus = ExtractionRun.Status
@@ -99,21 +99,6 @@ class ContextOutputSerializer(serializers.ModelSerializer):
         model = SessionContext
         fields = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "assignee", "summary", "goal",
                   "plan", "progress", "handoff_note", "version", "created_at", "updated_at"]
-
-
-# The read path builds its answer from a `.values()` row instead of the serializer above (a
-# ModelSerializer rebuilds its fields on every call: ~13-20 % of a context read, bench/profile_read.py);
-# the serializer stays for writes and the OpenAPI schema, and tests check both give the same JSON.
-CONTEXT_FIELDS = tuple(ContextOutputSerializer.Meta.fields)
-_DATETIME = serializers.DateTimeField()  # stateless here: one instance formats like the serializer's
-
-
-def context_representation(row: Mapping) -> dict:
-    """ContextOutputSerializer's output for a row from selectors.context_get (assignee as a username)."""
-    data = {name: row[name] for name in CONTEXT_FIELDS}
-    data["created_at"] = _DATETIME.to_representation(data["created_at"])
-    data["updated_at"] = _DATETIME.to_representation(data["updated_at"])
-    return data
 
 
 class PromptOutputSerializer(serializers.Serializer):

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
+from ...snapshot import fields_for
 from .base import PromptMessage
 
 BASE_INSTRUCTIONS = """\
@@ -43,10 +44,6 @@ def instructions(mode: str) -> str:
     if extra:
         text += "\nDeployment instructions:\n" + extra + "\n"
     return text
-
-
-def fields_for(mode: str) -> tuple[str, ...]:
-    return ("summary", "goal", "plan", "progress") if mode == "planning" else ("summary",)
 
 
 def schema(mode: str) -> dict[str, Any]:

@@ -7,8 +7,6 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 
-from .dbhealth import health_check_by_socket, note_connections_used
-
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
@@ -25,11 +23,7 @@ class DatabaseUnavailableMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        health_check_by_socket()
-        try:
-            return self.get_response(request)
-        finally:
-            note_connections_used()
+        return self.get_response(request)
 
     def process_exception(self, request, exception):
         if not isinstance(exception, OperationalError | InterfaceError):

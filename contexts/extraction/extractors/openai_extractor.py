@@ -12,6 +12,7 @@ from typing import Any
 import openai
 from django.conf import settings
 
+from ...snapshot import fields_for, problems
 from .. import llm
 from . import instructions
 from .base import Deadline, ExtractionError, ExtractionResult, Extractor, PromptMessage, Usage
@@ -57,6 +58,15 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, ceiling)
 
 
+def _tidy(value: Any) -> Any:
+    """Spaces around a text and empty steps in a list are padding, dropped rather than held against the model."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and all(isinstance(step, str) for step in value):
+        return [step.strip() for step in value if step.strip()]
+    return value
+
+
 def check_answer(content: str | None, *, mode: str, summary_limit: int, refusal: str | None = None,
                  finish_reason: str | None = None) -> tuple[dict[str, Any] | None, list[str]]:
     """The snapshot in a model answer, or the problems that make it unusable."""
@@ -72,34 +82,13 @@ def check_answer(content: str | None, *, mode: str, summary_limit: int, refusal:
         return None, [f"the model answered in prose instead of returning the context JSON: {_quote(content)}"]
     if not isinstance(data, dict):
         return None, [f"the answer is JSON but not an object: {_quote(content)}"]
-    fields = instructions.fields_for(mode)
+    fields = fields_for(mode)
     missing = [name for name in fields if name not in data]
     if missing:
         return None, [f"the answer lacks the required keys {', '.join(missing)}: {_quote(content)}"]
-    problems: list[str] = []
-    snapshot: dict[str, Any] = {}
-    for name in fields:
-        value = data[name]
-        if name in ("plan", "progress"):
-            if not isinstance(value, list) or not all(isinstance(step, str) for step in value):
-                problems.append(f"{name} must be a list of strings")
-                continue
-            steps = [step.strip() for step in value if step.strip()]
-            if len(steps) > settings.SESSIONCTX_MAX_PLAN_STEPS:
-                problems.append(f"{name} has {len(steps)} steps; at most {settings.SESSIONCTX_MAX_PLAN_STEPS}")
-            long = [i + 1 for i, step in enumerate(steps) if len(step) > settings.SESSIONCTX_MAX_STEP_CHARS]
-            if long:
-                problems.append(f"{name} steps {long} are longer than {settings.SESSIONCTX_MAX_STEP_CHARS} characters")
-            snapshot[name] = steps
-        else:
-            if not isinstance(value, str):
-                problems.append(f"{name} must be a string")
-                continue
-            limit = summary_limit if name == "summary" else settings.SESSIONCTX_MAX_GOAL_CHARS
-            if len(value.strip()) > limit:
-                problems.append(f"the {name} has {len(value.strip())} characters; compress it to at most {limit}")
-            snapshot[name] = value.strip()
-    return (None, problems) if problems else (snapshot, [])
+    snapshot = {name: _tidy(data[name]) for name in fields}
+    found = problems(snapshot, summary_limit=summary_limit)
+    return (None, [f"{name}: {text}" for name, text in found.items()]) if found else (snapshot, [])
 
 
 class OpenAIExtractor(Extractor):

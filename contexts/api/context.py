@@ -1,0 +1,122 @@
+"""/api/v1/sessions/{id}/context...: read the snapshot (JSON or prompt block), write it, reset it, ask for an
+update. Reads come through representations.context_of (the read cache, else the database)."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from .. import selectors, services
+from ..extraction.runs import extraction_request
+from ..models import Revision, SessionContext
+from .http import ApiView, PlainTextRenderer, etag, expected_version, not_modified, validated
+from .openapi import ETAG_HEADER, IF_MATCH, errors
+from .representations import context_of, context_representation, row_of
+from .serializers import (
+    ContextOutputSerializer,
+    ContextWriteInputSerializer,
+    PromptOutputSerializer,
+    ResetInputSerializer,
+    RunRefSerializer,
+)
+
+
+def context_response(session: SessionContext, *, status_code: int = 200) -> Response:
+    """A write's answer: the context as it now is, with its ETag."""
+    return Response(context_representation(row_of(session)), status=status_code,
+                    headers={"ETag": etag(session.version)})
+
+
+class ContextApi(ApiView):
+    @extend_schema(
+        tags=["context"], operation_id="context_get",
+        parameters=[ETAG_HEADER, OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
+                                                  description="An ETag you hold; 304 if it is still current.")],
+        responses={200: ContextOutputSerializer, 304: OpenApiResponse(description="Not modified."),
+                   **errors(400, 404)},
+        description="The snapshot, its mode, status (e.g. `human` while a person owns the conversation) "
+                    "and version.",
+    )
+    def get(self, request, session_id: str):
+        entry = context_of(session_id)
+        headers = {"ETag": etag(entry.version)}
+        if not_modified(request.headers.get("If-None-Match"), entry.version):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        # Already rendered (and cached) as the JSON the serializer gives.
+        return HttpResponse(entry.context_json, content_type="application/json", headers=headers)
+
+    @extend_schema(tags=["context"], operation_id="context_update", request=ContextWriteInputSerializer,
+                   parameters=[IF_MATCH, ETAG_HEADER],
+                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   description="Change some snapshot fields; the others stay. Needs the version you read.")
+    def patch(self, request, session_id: str):
+        return self._write(request, session_id, replace=False)
+
+    @extend_schema(tags=["context"], operation_id="context_replace", request=ContextWriteInputSerializer,
+                   parameters=[IF_MATCH, ETAG_HEADER],
+                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   description="Replace the whole snapshot: fields not given become empty. Needs the version "
+                               "you read.")
+    def put(self, request, session_id: str):
+        return self._write(request, session_id, replace=True)
+
+    def _write(self, request, session_id: str, *, replace: bool) -> Response:
+        data = validated(ContextWriteInputSerializer, request.data)
+        common = {"session": selectors.session_get(session_id),
+                  "expected_version": expected_version(request, data.pop("version", None)),
+                  "source": Revision.Source.API, "actor": services.Actor.for_api_key(request.auth),
+                  "reason": data.pop("reason", "")}
+        if replace:
+            session = services.snapshot_replace(content=data, **common)
+        else:
+            session = services.snapshot_update(changes=data, **common)
+        return context_response(session)
+
+
+class ContextPromptApi(ApiView):
+    renderer_classes = [PlainTextRenderer, JSONRenderer]
+
+    @extend_schema(
+        tags=["context"], operation_id="context_prompt", parameters=[ETAG_HEADER],
+        responses={(200, "text/plain"): OpenApiTypes.STR, (200, "application/json"): PromptOutputSerializer,
+                   **errors(400, 404)},
+        description="The `<session_context>` block for a system prompt: text/plain by default, JSON with "
+                    "`Accept: application/json`. Empty when there is nothing to say.",
+    )
+    def get(self, request, session_id: str):
+        entry = context_of(session_id)
+        headers = {"ETag": etag(entry.version), "Vary": "Accept"}
+        if isinstance(request.accepted_renderer, JSONRenderer):
+            return Response({"prompt": entry.prompt, "version": entry.version}, headers=headers)
+        return Response(entry.prompt, headers=headers)
+
+
+class ContextResetApi(ApiView):
+    @extend_schema(tags=["context"], operation_id="context_reset", request=ResetInputSerializer,
+                   parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
+                                                description="Optional: reset only if still at this version.")],
+                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415)},
+                   description="Empty the snapshot (a new version; the history keeps the old ones).")
+    def post(self, request, session_id: str):
+        data = validated(ResetInputSerializer, request.data)
+        expected = None
+        if request.headers.get("If-Match") is not None or data.get("version") is not None:
+            expected = expected_version(request, data.get("version"))
+        session = services.snapshot_reset(session=selectors.session_get(session_id), reason=data["reason"],
+                                          actor=services.Actor.for_api_key(request.auth), expected_version=expected)
+        return context_response(session)
+
+
+class ContextUpdateRequestApi(ApiView):
+    @extend_schema(tags=["context"], operation_id="context_request_update", request=None,
+                   responses={202: RunRefSerializer, **errors(400, 404)},
+                   description="Queue a model-driven update from the messages not yet consumed. Requests made "
+                               "while one is queued join it.")
+    def post(self, request, session_id: str):
+        run = extraction_request(session=selectors.session_get(session_id), trigger="api")
+        return Response(RunRefSerializer({"run_id": run.id, "status": run.status}).data,
+                        status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,127 @@
+"""HTTP plumbing every API view shares: size-limited JSON bodies, plain-text answers, ETag and If-Match."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django.conf import settings
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import generics
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..exceptions import ApplicationError, InvalidInput, PayloadTooLarge
+from ..snapshot import validate_session_id
+
+
+class LimitedJSONParser(JSONParser):
+    """JSON bodies up to DATA_UPLOAD_MAX_MEMORY_SIZE; larger ones answer 413.
+
+    DRF reads the raw stream and so bypasses Django's own size check on request.body.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        request = (parser_context or {}).get("request")
+        meta = request.META if request is not None else {}
+        try:
+            declared = int(meta.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if limit is not None and declared > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.",
+                                  details={"max_bytes": limit})
+        raw = stream.read(limit + 1) if limit is not None else stream.read()
+        if limit is not None and len(raw) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.",
+                                  details={"max_bytes": limit})
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise drf_exceptions.ParseError(f"The body is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class PlainTextRenderer(BaseRenderer):
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if data is None:
+            return b""
+        return (data if isinstance(data, str) else json.dumps(data)).encode(self.charset)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _parse_etag(value: str) -> int:
+    match = re.fullmatch(r'\s*(?:W/)?"?(\d{1,10})"?\s*', value)
+    if match is None:
+        raise InvalidInput('If-Match must be an ETag this API sent, e.g. "3".', code="invalid_precondition",
+                           details={"if_match": value[:100]})
+    return int(match.group(1))
+
+
+def not_modified(if_none_match: str | None, version: int) -> bool:
+    """If-None-Match names the current version (or `*`): a 304 answers it."""
+    if not if_none_match:
+        return False
+    current = etag(version)
+    return any(tag.strip() in (current, f"W/{current}", "*") for tag in if_none_match.split(","))
+
+
+def expected_version(request, body_version: int | None) -> int:
+    """The version a write is based on: If-Match or the body's `version`; neither is 428."""
+    header = request.headers.get("If-Match")
+    from_header = _parse_etag(header) if header is not None else None
+    if from_header is not None and body_version is not None and from_header != body_version:
+        raise InvalidInput("If-Match and the body's version disagree.", code="invalid_precondition",
+                           details={"if_match": from_header, "version": body_version})
+    version = from_header if from_header is not None else body_version
+    if version is None:
+        raise ApplicationError('This write needs the version you read: send If-Match: "<version>" or a "version" '
+                               'field.', code="precondition_required", status=428)
+    return version
+
+
+def validated(serializer_class, data, **kwargs) -> dict:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class ApiView(APIView):
+    """Base of every API view: size-limited JSON bodies, errors always JSON, session ids checked (400)."""
+
+    parser_classes = [LimitedJSONParser]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # The URL converter takes anything up to the next slash so a bad id is a clear 400, not a 404.
+        if "session_id" in kwargs:
+            validate_session_id(kwargs["session_id"])
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code >= 400 and isinstance(response, Response):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = "application/json"
+            response.renderer_context = self.get_renderer_context()
+        return response
+
+
+class ApiListView(ApiView, generics.ListAPIView):
+    def paginate_queryset(self, queryset):
+        if getattr(self, "swagger_fake_view", False):
+            return None
+        return super().paginate_queryset(queryset)

@@ -1,0 +1,33 @@
+"""What the OpenAPI schema says of errors and headers, shared by every resource's views."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+
+from .serializers import ErrorSerializer
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input (malformed JSON, wrong types, unknown fields, a bad session id).",
+    401: "No API key, an unknown key or a revoked key.",
+    403: "The API key lacks the scope (`read` or `write`) this request needs.",
+    404: "No such session, revision or run.",
+    409: "The request does not fit the session's state.",
+    412: "The snapshot changed since you read it; `details.current_version` says where it is now.",
+    413: "The request body is too large.",
+    415: "The body is not JSON (send Content-Type: application/json).",
+    428: "A write needs If-Match (or a `version` field) with the version you read.",
+    429: "Too many requests for this key; retry after `Retry-After` seconds.",
+    503: "A dependency (database, broker) is unreachable.",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Documented error responses: always 401, 403, 429, plus the given ones."""
+    wanted = sorted({401, 403, 429, *codes})
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]) for code in wanted}
+
+
+ETAG_HEADER = OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200],
+                               description='The snapshot version as an entity tag, e.g. `"3"`.')
+IF_MATCH = OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
+                            description='The ETag you read (e.g. `"3"`); or send a `version` field in the body.')

@@ -1,0 +1,211 @@
+"""Doing one run: claim it, ask the extractor outside any transaction, write the result through the one
+versioned write (with its revision, the cursor and the run record), or nothing."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..exceptions import InvalidInput
+from ..models import ExtractionRun, Message, Revision, SessionContext
+from ..services.actors import Actor
+from ..services.snapshots import snapshot_write
+from ..snapshot import fields_for, validate_snapshot
+from . import llm
+from .claim import Claim, Decision, claim, finish, next_queued
+from .dispatch import mark_sent, send_on_commit
+from .extractors.base import Deadline, ExtractionError, Extractor, PromptMessage, Usage, chunk_messages
+from .extractors.registry import get_extractor
+
+logger = logging.getLogger(__name__)
+
+RECOMPUTE_ROUNDS = 3  # a snapshot that keeps changing under the model call fails the run after this many tries
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    CONFLICT = "conflict"  # the snapshot changed during the model call: recompute from the new one
+    STALE = "stale"  # a newer attempt owns the run, or the session is gone: this attempt's work is dropped
+
+
+@dataclass(frozen=True)
+class Base:
+    """The snapshot an extraction builds on, and where it stood."""
+
+    version: int
+    cursor_seq: int
+    mode: str
+    previous: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: SessionContext) -> Base:
+        """Raises if the stored snapshot cannot be read as text and text steps: never update from nothing."""
+        previous = row.snapshot()
+        for name in ("summary", "goal"):
+            if not isinstance(previous[name], str):
+                raise TypeError(f"{name} is {type(previous[name]).__name__}, not text")
+        for name in ("plan", "progress"):
+            if not all(isinstance(step, str) for step in previous[name]):
+                raise TypeError(f"{name} holds something other than text steps")
+        return cls(row.version, row.cursor_seq, row.mode, previous)
+
+
+@dataclass
+class Attempt:
+    """One attempt at a claimed run: what it has used so far, and how it ends."""
+
+    claim: Claim
+    usage: Usage
+    chunks: int = 0
+
+    @property
+    def run(self) -> ExtractionRun:
+        return self.claim.run
+
+    def costs(self) -> dict[str, Any]:
+        u = self.usage
+        return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                "prompt_chars": u.prompt_chars, "latency_ms": u.latency_ms, "model_calls": u.model_calls,
+                "chunks": self.chunks}
+
+    def end(self, status: str, **values: Any) -> bool:
+        """Record how the attempt ended, unless a newer attempt took the run over meanwhile."""
+        run = self.run
+        with transaction.atomic():
+            SessionContext.objects.select_for_update().filter(pk=run.session_id).values_list("pk").first()
+            self.claim.release()  # the attempt ends here either way
+            if not finish(run, status, attempt=run.attempts, **self.costs(), **values):
+                return False
+            _send_waiting(run.session_id)
+        return True
+
+
+def _send_waiting(session_pk: int) -> Any:
+    """A run that waited for this one is sent when this one ends (on commit)."""
+    waiting = next_queued(session_pk)
+    if waiting is not None:
+        mark_sent(waiting)
+    return waiting
+
+
+def _unseen(session_pk: int, cursor_seq: int) -> list[PromptMessage]:
+    rows = (Message.objects.filter(session_id=session_pk, seq__gt=cursor_seq).order_by("seq")
+            .values_list("seq", "role", "content"))
+    return [PromptMessage(seq, role, content) for seq, role, content in rows]
+
+
+def extraction_run(*, run_id: str, extractor: Extractor | None = None) -> Claim:
+    """Do one queued run. Returns the claim; Decision.LATER asks the caller (the task) to try again later."""
+    extractor = extractor or get_extractor()
+    taken = claim(run_id, extractor=extractor.name, model=extractor.model)
+    if taken.decision != Decision.GO:
+        return taken
+    attempt = Attempt(taken, Usage())
+    try:
+        _rounds(attempt, extractor)
+    except Exception as exc:  # noqa: BLE001 - the soft time limit and anything unforeseen end the run here
+        logger.exception("run %s failed", attempt.run.pk)
+        attempt.end(ExtractionRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000])
+    finally:
+        if taken.lock_key is not None:  # the end could not be recorded (the database went away?)
+            try:
+                taken.release()
+            except Exception:  # noqa: BLE001 - closing the connection gives the lock back as well
+                logger.warning("run %s: attempt lock not given back; closing the connection", attempt.run.pk)
+                connection.close()
+    return taken
+
+
+def _rounds(attempt: Attempt, extractor: Extractor) -> None:
+    """Extract and apply; recompute when the snapshot changed during the model call."""
+    row = attempt.claim.session  # read under the claim's lock; a recompute reads the snapshot again
+    deadline = Deadline()
+    for _ in range(RECOMPUTE_ROUNDS):
+        try:
+            base = Base.of(row if row is not None else SessionContext.objects.get(pk=attempt.run.session_id))
+        except Exception as exc:  # noqa: BLE001 - any unreadable snapshot must stop the run
+            logger.exception("run %s: previous snapshot unreadable", attempt.run.pk)
+            attempt.end(ExtractionRun.Status.FAILED,
+                        error=f"Could not read the previous snapshot ({exc}); nothing was changed.")
+            return
+        row = None
+        if _round(attempt, extractor, base, deadline) != Outcome.CONFLICT:
+            return
+        logger.info("run %s: snapshot changed during the extraction; recomputing from the new one", attempt.run.pk)
+    attempt.end(ExtractionRun.Status.FAILED,
+                error="The snapshot kept changing during the extraction; the messages stay unseen.")
+
+
+def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadline) -> Outcome | None:
+    """One extraction from `base`; None when the attempt ended here (nothing new, or a failure)."""
+    messages = _unseen(attempt.run.session_id, base.cursor_seq)
+    if not messages:
+        attempt.end(ExtractionRun.Status.SKIPPED, from_version=base.version, to_version=base.version, error="")
+        return None
+    chunks = chunk_messages(messages, budget=settings.SESSIONCTX_PROMPT_BUDGET_CHARS, extractor=extractor,
+                            previous=base.previous, mode=base.mode)
+    snapshot = dict(base.previous)
+    consumed: list[list[PromptMessage]] = []
+    for chunk in chunks[: settings.SESSIONCTX_MAX_CHUNKS_PER_RUN]:
+        if consumed and not deadline.allows(2 * llm.worst_call_seconds()):
+            break  # keep what is done; a follow-up run takes the rest
+        try:
+            result = extractor.extract(previous=snapshot, mode=base.mode, messages=chunk, deadline=deadline)
+        except ExtractionError as exc:
+            attempt.usage.add(exc.usage)
+            attempt.chunks += len(consumed) + 1
+            attempt.end(ExtractionRun.Status.FAILED, error=exc.reason[:4000], from_version=base.version,
+                        first_seq=chunk[0].seq, last_seq=chunk[-1].seq)
+            return None
+        attempt.usage.add(result.usage)
+        snapshot.update(result.snapshot)
+        consumed.append(chunk)
+    attempt.chunks += len(consumed)
+    try:
+        changes = validate_snapshot({name: snapshot[name] for name in fields_for(base.mode)})
+    except InvalidInput as exc:
+        attempt.end(ExtractionRun.Status.FAILED, from_version=base.version,
+                    error=f"The extractor produced an invalid snapshot: {exc.details or exc.message}")
+        return None
+    return _apply(attempt, base, changes, first_seq=consumed[0][0].seq, last_seq=consumed[-1][-1].seq,
+                  more=len(consumed) < len(chunks), model=extractor.model or extractor.name)
+
+
+def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: int, last_seq: int, more: bool,
+           model: str) -> Outcome:
+    """Write the extracted snapshot, its revision, the cursor and the run record together, or nothing."""
+    run, claim_ = attempt.run, attempt.claim
+    with transaction.atomic():
+        session = SessionContext.objects.select_for_update().filter(pk=run.session_id).first()
+        if session is None:
+            claim_.release()
+            return Outcome.STALE
+        if (session.version, session.cursor_seq, session.mode) != (base.version, base.cursor_seq, base.mode):
+            if ExtractionRun.objects.filter(pk=run.pk, status=ExtractionRun.Status.RUNNING,
+                                            attempts=run.attempts).exists():
+                return Outcome.CONFLICT  # the attempt goes on (recomputes), lock and all
+            claim_.release()
+            return Outcome.STALE
+        snapshot_write(session, values=changes, source=Revision.Source.EXTRACTION, actor=Actor.for_model(model),
+                       reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}",
+                       extra={"cursor_seq": last_seq})
+        # Only the attempt that still owns the run finishes it; a stale one (a newer attempt took the run over
+        # and its result counts) undoes its write by rolling back.
+        owned = finish(run, ExtractionRun.Status.SUCCEEDED, attempt=run.attempts, error="",
+                       from_version=base.version, to_version=session.version, first_seq=first_seq,
+                       last_seq=last_seq, **attempt.costs())
+        claim_.release()  # under the row lock, before the commit: a session-level lock ignores a rollback
+        if not owned:
+            transaction.set_rollback(True)
+            return Outcome.STALE
+        if _send_waiting(session.pk) is None and more:
+            follow_up = ExtractionRun.objects.create(session_id=session.pk, trigger="follow-up",
+                                                     enqueued_at=timezone.now())
+            send_on_commit(follow_up.pk)
+    return Outcome.APPLIED

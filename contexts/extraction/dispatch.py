@@ -1,0 +1,88 @@
+"""Getting runs to the workers: sent by task name through the Celery app once the transaction commits; a run the
+broker refused (or lost with a killed worker) is found and sent again by the periodic sweep."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import ExtractionRun
+from .claim import extraction_lease, lock_key, sessions_with_live_attempts, use_liveness_locks
+
+logger = logging.getLogger(__name__)
+
+EXTRACT_TASK = "contexts.extract_context"
+UNSENT_NOTE = "Not sent to the workers yet"
+# Publishing gives up fast when the broker is down: the run stays queued with a note, and the web request that
+# asked for it does not hang.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def send_on_commit(run_id: Any) -> None:
+    """Send the run to the workers once the current transaction commits (at once outside one)."""
+    run_id = str(run_id)
+    transaction.on_commit(lambda: send(run_id))
+
+
+def send(run_id: str) -> bool:
+    """Publish one run; False (and the run marked unsent) when the broker refused it."""
+    try:
+        # Through the app's registry, so the embedded default (no broker) runs it in-process, eagerly.
+        current_app.tasks[EXTRACT_TASK].apply_async(args=[run_id], queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+                                                    retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
+        logger.warning("run %s not sent, broker unavailable: %s", run_id, exc)
+        mark_unsent(run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def mark_unsent(*, run_id: str, error: str) -> None:
+    """The broker refused the run: it stays queued, saying so, until something sends it again."""
+    note = (f"{UNSENT_NOTE} (broker unavailable: {error[:300]}). It is sent again by the next update request, "
+            "the periodic sweep, a worker starting, or `manage.py update_context --pending`.")
+    ExtractionRun.objects.filter(pk=run_id, status=ExtractionRun.Status.QUEUED).update(enqueued_at=None, error=note)
+
+
+def mark_sent(run_pk: Any) -> None:
+    """A queued run is being sent now (so the sweep leaves it alone until SESSIONCTX_EXTRACTION_RESEND_AFTER)."""
+    ExtractionRun.objects.filter(pk=run_pk).update(enqueued_at=timezone.now())
+    send_on_commit(run_pk)
+
+
+def pending(*, older_than: float | None = None) -> list[str]:
+    """Ids of runs that need sending again (queued and not sent, or not recently; running past their lease, or
+    whose worker is gone), marked as sent now: the caller sends them, and marks a refused one unsent."""
+    now = timezone.now()
+    resend_after = settings.SESSIONCTX_EXTRACTION_RESEND_AFTER if older_than is None else older_than
+    queued = Q(status=ExtractionRun.Status.QUEUED) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - timedelta(seconds=resend_after)))
+    lease_start = now - extraction_lease()
+    if not use_liveness_locks():
+        abandoned = Q(status=ExtractionRun.Status.RUNNING, started_at__lte=lease_start)
+        ids = list(ExtractionRun.objects.filter(queued | abandoned).order_by("created_at").values_list("id", flat=True))
+    else:
+        # A running run whose session lock nobody holds lost its worker: resent now, not after its lease.
+        # The runs are read before the locks: a run seen running had its lock taken before that commit.
+        rows = list(ExtractionRun.objects.filter(queued | Q(status=ExtractionRun.Status.RUNNING))
+                    .order_by("created_at").values_list("id", "status", "session_id", "started_at"))
+        running = any(status == ExtractionRun.Status.RUNNING for _, status, _, _ in rows)
+        live = sessions_with_live_attempts() if running else set()
+        ids = [pk for pk, status, session_pk, started_at in rows
+               if status != ExtractionRun.Status.RUNNING or started_at is None or started_at <= lease_start
+               or lock_key(session_pk)[1] not in live]
+    ExtractionRun.objects.filter(pk__in=ids, status=ExtractionRun.Status.QUEUED).update(enqueued_at=now, error="")
+    return [str(pk) for pk in ids]
+
+
+def send_pending(*, older_than: float | None = None) -> tuple[int, int]:
+    """Send again every run that is stuck queued or abandoned; (sent, not sent)."""
+    results = [send(run_id) for run_id in pending(older_than=older_than)]
+    return results.count(True), results.count(False)

@@ -1,0 +1,46 @@
+"""Asking for a model-driven update of a snapshot."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import ExtractionRun, SessionContext
+from ..services.snapshots import session_locked
+from .apply import extraction_run
+from .dispatch import send_on_commit
+
+
+@transaction.atomic
+def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRun:
+    """Queue a model-driven update of the snapshot; it is sent to the workers when the transaction commits.
+
+    Requests that pile up while one is queued collapse into it: the run takes every message that is unseen
+    when it starts. A queued run the broker never took (or that sat too long) is sent again.
+    """
+    session_locked(session)
+    pending = (ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED)
+               .order_by("created_at").first())
+    now = timezone.now()
+    if pending is None:
+        # Marked as sent now; the send on commit clears the mark if the broker refuses it.
+        run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger, enqueued_at=now)
+    else:
+        if pending.enqueued_at is not None and pending.enqueued_at > now - timedelta(
+                seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER):
+            return pending
+        run = pending
+        run.enqueued_at = now
+        run.save(update_fields=["enqueued_at"])
+    send_on_commit(run.pk)
+    return run
+
+
+def extraction_run_now(*, session: SessionContext, trigger: str) -> ExtractionRun:
+    """A run done here and now, in this process (management commands); returns how it ended."""
+    run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
+    extraction_run(run_id=str(run.pk))
+    return ExtractionRun.objects.get(pk=run.pk)

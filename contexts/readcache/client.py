@@ -1,0 +1,41 @@
+"""The read cache's Redis client: redis-py, built from the default cache's LOCATION (CACHE_URL), one per process."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS
+
+REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
+
+_lock = threading.Lock()
+_clients: dict[tuple, redis.Redis] = {}
+
+
+def redis_url() -> str | None:
+    """The Redis URL of the default cache, or None when the cache is not Redis."""
+    config = settings.CACHES.get(DEFAULT_CACHE_ALIAS, {})
+    if config.get("BACKEND") != REDIS_BACKEND:
+        return None
+    location = config.get("LOCATION")
+    return location[0] if isinstance(location, list | tuple) else location
+
+
+def client() -> redis.Redis:
+    """A shared client (a thread-safe connection pool) for the current cache settings.
+
+    Short timeouts: a Redis that does not answer must cost a read a fraction of a second, after which it
+    falls back to the database, not hang the request.
+    """
+    url = redis_url()
+    key = (url, settings.CACHE_SOCKET_TIMEOUT, settings.CACHE_CONNECT_TIMEOUT)
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = redis.Redis.from_url(url, socket_timeout=settings.CACHE_SOCKET_TIMEOUT,
+                                         socket_connect_timeout=settings.CACHE_CONNECT_TIMEOUT,
+                                         health_check_interval=30)
+            _clients[key] = found
+        return found

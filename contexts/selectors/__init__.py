@@ -1,0 +1,37 @@
+"""Every read that the API, the staff pages, the admin and the tasks share."""
+
+from .conversation import handoff_events_for, messages_for, recent_messages, run_get, runs_for, unseen_messages
+from .history import (
+    FieldDiff,
+    PlanProgress,
+    RevisionWithDiff,
+    plan_progress,
+    revision_history,
+    revisions_for,
+    snapshot_diff,
+)
+from .sessions import (
+    NEEDS_HUMAN_STATUSES,
+    SEARCH_MIN_CHARS,
+    SESSION_SORTS,
+    SessionPage,
+    context_get,
+    context_version,
+    handoff_queue,
+    handoff_waiting_count,
+    search_matches_ids_only,
+    search_terms,
+    session_get,
+    session_list,
+    session_page,
+    session_search,
+    sessions_with_people,
+)
+
+__all__ = [
+    "NEEDS_HUMAN_STATUSES", "SEARCH_MIN_CHARS", "SESSION_SORTS", "FieldDiff", "PlanProgress", "RevisionWithDiff",
+    "SessionPage", "context_get", "context_version", "handoff_events_for", "handoff_queue", "handoff_waiting_count",
+    "messages_for", "plan_progress", "recent_messages", "revision_history", "revisions_for", "run_get", "runs_for",
+    "search_matches_ids_only", "search_terms", "session_get", "session_list", "session_page", "session_search",
+    "sessions_with_people", "snapshot_diff", "unseen_messages",
+]

@@ -1,0 +1,37 @@
+"""Reads of what happened in a conversation: its messages, its context updates, its handoff events."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from ..exceptions import NotFound
+from ..models import ExtractionRun, HandoffEvent, Message, SessionContext
+
+
+def messages_for(session: SessionContext, *, after_seq: int = 0) -> QuerySet[Message]:
+    return Message.objects.filter(session=session, seq__gt=after_seq).order_by("seq")
+
+
+def unseen_messages(session: SessionContext) -> QuerySet[Message]:
+    """Messages no extraction has consumed yet."""
+    return messages_for(session, after_seq=session.cursor_seq)
+
+
+def runs_for(session: SessionContext) -> QuerySet[ExtractionRun]:
+    return ExtractionRun.objects.filter(session=session).order_by("-created_at")
+
+
+def run_get(run_id) -> ExtractionRun:
+    run = ExtractionRun.objects.select_related("session").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"Run {str(run_id)!r} does not exist.", details={"run_id": str(run_id)})
+    return run
+
+
+def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
+    return HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
+
+
+def recent_messages(session: SessionContext, *, limit: int = 200) -> list[Message]:
+    """The last `limit` messages in order."""
+    return list(Message.objects.filter(session=session).order_by("-seq")[:limit])[::-1]

@@ -1,0 +1,27 @@
+"""Every write: the API, the staff pages, the admin, the commands and the tasks call these functions.
+
+Services take what they need (a session row, which they lock and read afresh themselves) and return the new
+state; they never change the caller's objects. Snapshot changes all end in `snapshots.snapshot_write`.
+"""
+
+from .actors import Actor
+from .api_keys import api_key_authenticate, api_key_create, api_key_hash, api_key_revoke, api_key_touch
+from .handoff import handoff_add_note, handoff_claim, handoff_release, handoff_request, session_close
+from .messages import AppendResult, PostResult, messages_append, messages_post
+from .sessions import session_delete, session_get_or_create
+from .snapshots import (
+    snapshot_replace,
+    snapshot_reset,
+    snapshot_revert,
+    snapshot_rewind,
+    snapshot_update,
+    snapshot_write,
+)
+
+__all__ = [
+    "Actor", "AppendResult", "PostResult", "api_key_authenticate", "api_key_create", "api_key_hash",
+    "api_key_revoke", "api_key_touch", "handoff_add_note", "handoff_claim", "handoff_release", "handoff_request",
+    "messages_append", "messages_post", "session_close", "session_delete", "session_get_or_create",
+    "snapshot_replace", "snapshot_reset", "snapshot_revert", "snapshot_rewind", "snapshot_update",
+    "snapshot_write",
+]

@@ -1,0 +1,85 @@
+"""Agents' API keys: created with a secret shown once, checked on every request, revoked at once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from .. import readcache
+from ..exceptions import InvalidInput
+from ..models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+# What a request needs of its key; the cache keeps these, so an authenticated request needs no query.
+REQUEST_COLUMNS = ("id", "name", "prefix", "scopes")
+# last_used_at is a hint for admins, not an audit: written at most once a minute per key.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(*, name: str, scopes: list[str], created_by: AbstractBaseUser | None = None) -> tuple[ApiKey, str]:
+    """A new key; the raw key is returned once and only its hash is stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("An API key needs a name of 1-100 characters.", details={"fields": {"name": "Invalid."}})
+    scopes = sorted(set(scopes))
+    if not scopes or not set(scopes) <= set(ApiKey.Scope.values):
+        raise InvalidInput(f"Scopes must be among {', '.join(ApiKey.Scope.values)}.",
+                           details={"fields": {"scopes": "Invalid."}})
+    prefix = secrets.token_hex(4)
+    raw_key = f"sck_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(name=name, prefix=prefix, key_hash=api_key_hash(raw_key), scopes=scopes,
+                                created_by=created_by)
+    return key, raw_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke a key: refused from the next request on, by every process."""
+    # The cache's tombstone goes first and must succeed: once it is there no request can cache the key as
+    # active again, so the key is refused at once when the update below commits.
+    readcache.api_key_forget(api_key.key_hash)
+    ApiKey.objects.filter(pk=api_key.pk).update(is_active=False, revoked_at=timezone.now())
+    return ApiKey.objects.get(pk=api_key.pk)
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The active key behind `raw_key` (with REQUEST_COLUMNS loaded), or None; marks it used.
+
+    Checked on every request, so a revoked key stops working at once.
+    """
+    key_hash = api_key_hash(raw_key)
+    cached = readcache.api_key_get(key_hash)
+    if cached is readcache.REVOKED:
+        return None
+    if cached is not None:
+        key = ApiKey(key_hash=key_hash, is_active=True, **cached)
+    else:
+        key = ApiKey.objects.filter(key_hash=key_hash, is_active=True).only(*REQUEST_COLUMNS, "key_hash").first()
+        if key is None:
+            return None
+        readcache.api_key_store(key_hash, {name: getattr(key, name) for name in REQUEST_COLUMNS})
+    api_key_touch(key)
+    return key
+
+
+def api_key_touch(key: ApiKey) -> None:
+    """Record that the key was used, at most once a minute per key (per cache)."""
+    try:
+        first_this_minute = cache.add(f"sessionctx:key-used:{key.pk}", 1, LAST_USED_RESOLUTION.total_seconds())
+    except Exception as exc:  # noqa: BLE001 - the cache backend's own error types; the marker is only a hint
+        logger.warning("last-used marker not set, the cache is unreachable: %s", exc)
+        return
+    if first_this_minute:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())

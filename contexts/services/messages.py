@@ -1,0 +1,109 @@
+"""The conversation's transcript: batches appended in order, each message stored once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from ..exceptions import InvalidInput
+from ..models import ExtractionRun, Message, SessionContext
+from .sessions import session_get_or_create
+
+
+@dataclass
+class AppendResult:
+    stored: list[Message] = field(default_factory=list)
+    duplicates: list[Message] = field(default_factory=list)
+
+    @property
+    def completes_turn(self) -> bool:
+        """A newly stored batch that ends with the assistant's reply completes a turn."""
+        return bool(self.stored) and self.stored[-1].role == Message.Role.ASSISTANT
+
+
+@dataclass
+class PostResult:
+    session: SessionContext
+    created: bool
+    appended: AppendResult
+    update: ExtractionRun | None  # the context update this batch queued, if any
+
+
+def _invalid(where: str, message: str) -> InvalidInput:
+    return InvalidInput(message, details={"fields": {where: "Invalid."}})
+
+
+def _validate_message(i: int, m: Any) -> dict[str, Any]:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise _invalid(where, f"{where} must be an object.")
+    unknown = set(m) - {"role", "content", "idempotency_key"}
+    if unknown:
+        raise InvalidInput(f"{where} has unknown fields: {', '.join(sorted(unknown))}.",
+                           details={"fields": {where: "Unknown fields."}})
+    role, content, key = m.get("role"), m.get("content"), m.get("idempotency_key")
+    if role not in Message.Role.values:
+        raise _invalid(f"{where}.role", f"{where}.role must be one of {', '.join(Message.Role.values)}.")
+    limit = settings.SESSIONCTX_MAX_MESSAGE_CHARS
+    if not isinstance(content, str) or len(content) > limit:
+        raise _invalid(f"{where}.content", f"{where}.content must be a string of at most {limit} characters.")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
+        raise _invalid(f"{where}.idempotency_key", f"{where}.idempotency_key must be a string of 1-255 characters.")
+    return {"role": role, "content": content, "idempotency_key": key}
+
+
+def _validate_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("messages must be a non-empty list.", details={"fields": {"messages": "Required."}})
+    if len(messages) > settings.SESSIONCTX_MAX_MESSAGES_PER_POST:
+        raise InvalidInput(f"At most {settings.SESSIONCTX_MAX_MESSAGES_PER_POST} messages per post.",
+                           details={"fields": {"messages": "Too many."}})
+    return [_validate_message(i, m) for i, m in enumerate(messages)]
+
+
+@transaction.atomic
+def messages_append(*, session: SessionContext, messages: list[dict[str, Any]]) -> AppendResult:
+    """Store a batch in order; a message whose idempotency key is already stored is not stored twice."""
+    batch = _validate_messages(messages)
+    # The row lock serialises sequence numbers per session (SQLite: the IMMEDIATE transaction does).
+    locked = SessionContext.objects.select_for_update().only("id", "last_message_seq").get(pk=session.pk)
+    keys = [m["idempotency_key"] for m in batch if m["idempotency_key"]]
+    existing = ({m.idempotency_key: m for m in Message.objects.filter(session_id=session.pk, idempotency_key__in=keys)}
+                if keys else {})
+    result = AppendResult()
+    seen: set[str] = set()
+    to_store = []
+    seq = locked.last_message_seq
+    for m in batch:
+        key = m["idempotency_key"]
+        if key in existing:
+            result.duplicates.append(existing[key])
+            continue
+        if key in seen:
+            continue  # the same key twice in one batch: stored once
+        if key:
+            seen.add(key)
+        seq += 1
+        to_store.append(Message(session_id=session.pk, seq=seq, **m))
+    if to_store:
+        result.stored = Message.objects.bulk_create(to_store)
+        SessionContext.objects.filter(pk=session.pk).update(last_message_seq=seq)
+    return result
+
+
+@transaction.atomic
+def messages_post(*, session_id: str, messages: list[dict[str, Any]], **owners: Any) -> PostResult:
+    """An agent's batch: the session created if needed, the messages stored, and a context update queued when
+    the batch completes a turn (SESSIONCTX_AUTO_UPDATE). One transaction: a refused batch leaves no session
+    behind, and the update reaches the workers only once the messages are committed."""
+    from ..extraction.runs import extraction_request  # the job engine builds on these services
+
+    session, created = session_get_or_create(session_id=session_id, **owners)
+    appended = messages_append(session=session, messages=messages)
+    update = None
+    if appended.completes_turn and settings.SESSIONCTX_AUTO_UPDATE:
+        update = extraction_request(session=session, trigger="auto")
+    return PostResult(session=session, created=created, appended=appended, update=update)

@@ -1,0 +1,60 @@
+"""Sessions come into being on first use and go with everything they hold."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from .. import readcache
+from ..exceptions import InvalidInput
+from ..models import Mode, SessionContext
+from ..snapshot import validate_session_id
+from .actors import Actor
+
+logger = logging.getLogger(__name__)
+
+OWNER_FIELDS = ("user_id", "agent_id", "team_id")
+
+
+def _check_owners(mode: str | None, owners: dict[str, str | None]) -> None:
+    if mode is not None and mode not in Mode.values:
+        raise InvalidInput(f"mode must be one of {', '.join(Mode.values)}", details={"fields": {"mode": "Invalid."}})
+    for name, value in owners.items():
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            raise InvalidInput(f"{name} must be a string of at most 255 characters",
+                               details={"fields": {name: "Invalid."}})
+
+
+def session_get_or_create(*, session_id: str, mode: str | None = None, user_id: str | None = None,
+                          agent_id: str | None = None, team_id: str | None = None) -> tuple[SessionContext, bool]:
+    """The session with this id, created (version 0, empty) if it does not exist yet.
+
+    Owners unknown when the session was first seen are filled in later; known ones are never overwritten.
+    """
+    validate_session_id(session_id)
+    owners = {"user_id": user_id, "agent_id": agent_id, "team_id": team_id}
+    _check_owners(mode, owners)
+    defaults = {"mode": mode or settings.SESSIONCTX_DEFAULT_MODE, **{k: v or "" for k, v in owners.items()}}
+    try:
+        session, created = SessionContext.objects.get_or_create(session_id=session_id, defaults=defaults)
+    except IntegrityError:
+        # Two first posts raced; the other one created it.
+        session, created = SessionContext.objects.get(session_id=session_id), False
+    missing = {k: v for k, v in owners.items() if v and not getattr(session, k)}
+    if created or missing:
+        # A new session: an entry cached for an earlier session of this id (deleted since) must not outlive it.
+        readcache.context_changed(session_id)
+    if missing:
+        SessionContext.objects.filter(pk=session.pk).update(**missing)
+        session = SessionContext.objects.get(pk=session.pk)
+    return session, created
+
+
+@transaction.atomic
+def session_delete(*, session: SessionContext, actor: Actor) -> None:
+    """Erase a session with its messages, revisions, runs and handoff events (right to erasure)."""
+    logger.info("session %s deleted by %s", session.session_id, actor.label)
+    SessionContext.objects.filter(pk=session.pk).delete()
+    readcache.context_changed(session.session_id)
