@@ -14,8 +14,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def waiting():
     session = make_session("h-1", user_id="carol", content={"summary": "Needs a refund", "plan": ["Check", "Refund"]})
-    services.handoff_request(session=session, reason="Refunds need a human.", actor=Actor.system("agent"))
-    return session
+    return services.handoff_request(session=session, reason="Refunds need a human.", actor=Actor.system("agent"))
 
 
 def test_queue_lists_waiting_sessions_oldest_first_with_reason_and_wait(support):
@@ -157,8 +156,8 @@ def test_invalid_edit_keeps_the_input_and_changes_nothing(editor, waiting, setti
 
 
 def test_revert_restores_an_old_version_as_a_new_revision(editor, editor_user, waiting):
-    services.snapshot_update(session=waiting, expected_version=waiting.version, changes={"summary": "Wrong"},
-                             source="api", actor=Actor.system("agent"))
+    waiting = services.snapshot_update(session=waiting, expected_version=waiting.version,
+                                       changes={"summary": "Wrong"}, source="api", actor=Actor.system("agent"))
     current = waiting.version
     response = editor.post("/sessions/h-1/revert/", {"to_version": "1", "expected_version": str(current),
                                                      "reason": "agent got it wrong"}, **HTMX)

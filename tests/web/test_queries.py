@@ -22,8 +22,8 @@ def _fill(n: int, prefix: str) -> str:
         s = make_session(f"{prefix}-{i}", content={"summary": f"s{i}", "plan": ["a", "b"], "progress": ["a"]})
         first = first or s
     for i in range(n):
-        services.snapshot_update(session=first, expected_version=first.version, changes={"summary": f"v{i}"},
-                                 source="api", actor=Actor.system("agent"))
+        first = services.snapshot_update(session=first, expected_version=first.version,
+                                         changes={"summary": f"v{i}"}, source="api", actor=Actor.system("agent"))
         services.handoff_add_note(session=first, note=f"note {i}", actor=Actor.for_user(people))
     services.messages_append(session=first, messages=[{"role": "user", "content": f"m{i}"} for i in range(n)])
     ExtractionRun.objects.bulk_create(ExtractionRun(session=first, status="failed", error="boom") for _ in range(n))

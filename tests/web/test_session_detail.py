@@ -19,11 +19,10 @@ def planned():
     })
     services.messages_append(session=session, messages=[{"role": "user", "content": "I was charged twice"},
                                                         {"role": "assistant", "content": "Checking"}])
-    services.snapshot_update(session=session, expected_version=session.version, source="api",
-                             actor=Actor.system("agent"),
-                             changes={"summary": "Carol wants a refund for a double charge.",
-                                      "progress": ["Verify charges", "Issue refund"]})
-    return session
+    return services.snapshot_update(session=session, expected_version=session.version, source="api",
+                                    actor=Actor.system("agent"),
+                                    changes={"summary": "Carol wants a refund for a double charge.",
+                                             "progress": ["Verify charges", "Issue refund"]})
 
 
 def test_detail_shows_summary_goal_checklist_progress_and_transcript(support, planned):
