@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import BasePagination, CursorPagination
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+from .. import selectors
 
 
 class NewestFirstPagination(CursorPagination):
@@ -24,3 +29,55 @@ class TranscriptPagination(NewestFirstPagination):
     ordering = "seq"
     page_size = 100
     max_page_size = 500
+
+
+class SessionPagination(BasePagination):
+    """Sessions, newest first, paged by the keyset pager the staff pages use (selectors.session_page).
+
+    The cursor is opaque to clients: `a.<key>` for the page after a row, `b.<key>` for the page before one.
+    """
+
+    page_size = 50
+    max_page_size = 200
+    cursor_query_param = "cursor"
+    page_size_query_param = "limit"
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        cursor = request.query_params.get(self.cursor_query_param, "")
+        direction, _, key = cursor.partition(".")
+        if cursor and (direction not in ("a", "b") or not selectors.cursor_is_valid(key)):
+            raise NotFound("Invalid cursor")  # as DRF's CursorPagination answers
+        size = self._size(request.query_params.get(self.page_size_query_param))
+        page = selectors.session_page(queryset, after=key if direction == "a" else "",
+                                      before=key if direction == "b" else "", size=size)
+        self.next_cursor = page.next_cursor and f"a.{page.next_cursor}"
+        self.prev_cursor = page.prev_cursor and f"b.{page.prev_cursor}"
+        return page.rows
+
+    def _size(self, asked: str | None) -> int:
+        try:
+            return min(max(int(asked), 1), self.max_page_size) if asked else self.page_size
+        except ValueError:
+            return self.page_size
+
+    def _link(self, cursor: str | None) -> str | None:
+        if cursor is None:
+            return None
+        return replace_query_param(self.request.build_absolute_uri(), self.cursor_query_param, cursor)
+
+    def get_paginated_response(self, data):
+        return Response({"next": self._link(self.next_cursor), "previous": self._link(self.prev_cursor),
+                         "results": data})
+
+    def get_paginated_response_schema(self, schema):
+        return NewestFirstPagination().get_paginated_response_schema(schema)
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {"name": self.cursor_query_param, "required": False, "in": "query",
+             "description": "The pagination cursor value (from `next` or `previous`).", "schema": {"type": "string"}},
+            {"name": self.page_size_query_param, "required": False, "in": "query",
+             "description": f"Number of results to return per page (at most {self.max_page_size}).",
+             "schema": {"type": "integer"}},
+        ]

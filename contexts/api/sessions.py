@@ -10,7 +10,7 @@ from .. import selectors, services
 from .context import context_response
 from .http import ApiListView, ApiView, validated
 from .openapi import errors
-from .pagination import NewestFirstPagination
+from .pagination import SessionPagination
 from .serializers import (
     ContextOutputSerializer,
     SessionCreateInputSerializer,
@@ -21,7 +21,7 @@ from .serializers import (
 
 class SessionListApi(ApiListView):
     serializer_class = SessionOutputSerializer
-    pagination_class = NewestFirstPagination
+    pagination_class = SessionPagination
 
     @extend_schema(tags=["sessions"], operation_id="sessions_list", parameters=[SessionFilterSerializer],
                    responses={200: SessionOutputSerializer(many=True), **errors(400, 404)},

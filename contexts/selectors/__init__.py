@@ -17,6 +17,7 @@ from .sessions import (
     SessionPage,
     context_get,
     context_version,
+    cursor_is_valid,
     handoff_queue,
     handoff_waiting_count,
     search_matches_ids_only,
@@ -30,8 +31,8 @@ from .sessions import (
 
 __all__ = [
     "NEEDS_HUMAN_STATUSES", "SEARCH_MIN_CHARS", "SESSION_SORTS", "FieldDiff", "PlanProgress", "RevisionWithDiff",
-    "SessionPage", "context_get", "context_version", "handoff_events_for", "handoff_queue", "handoff_waiting_count",
-    "messages_for", "plan_progress", "recent_messages", "revision_history", "revisions_for", "run_get", "runs_for",
-    "search_matches_ids_only", "search_terms", "session_get", "session_list", "session_page", "session_search",
-    "sessions_with_people", "snapshot_diff", "unseen_messages",
+    "SessionPage", "context_get", "context_version", "cursor_is_valid", "handoff_events_for", "handoff_queue",
+    "handoff_waiting_count", "messages_for", "plan_progress", "recent_messages", "revision_history",
+    "revisions_for", "run_get", "runs_for", "search_matches_ids_only", "search_terms", "session_get",
+    "session_list", "session_page", "session_search", "sessions_with_people", "snapshot_diff", "unseen_messages",
 ]

@@ -108,6 +108,15 @@ def _keyset(sort: str, cursor: str, *, forward: bool) -> Q:
     return Q(updated_at__lt=when) | Q(updated_at=when, id__lt=pk)
 
 
+def cursor_is_valid(cursor: str, *, sort: str = "-updated") -> bool:
+    """A cursor session_page made (a mangled one there just starts from the first page)."""
+    try:
+        _keyset(sort, cursor, forward=True)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
 SEARCH_MIN_CHARS = 3  # trigram indexes need 3 characters; shorter searches match ids only
 
 
