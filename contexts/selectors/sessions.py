@@ -147,7 +147,7 @@ def session_search(
         # UPPER(col) LIKE UPPER('%word%'), served on PostgreSQL by a trigram index on that expression
         # (migration 0004), so a rare word is a BitmapOr and a common one a walk of the updated_at index;
         # the planner has statistics per word. A whole phrase would not: words common apart but never
-        # together made the trigram index hand back every row to recheck (about 5 s at 1,000,000).
+        # together made the trigram index hand back every row to recheck (slow on a large table).
         for term in search_terms(q):
             qs = qs.filter(Q(session_id__icontains=term) | Q(user_id__icontains=term) | Q(summary__icontains=term)
                            | Q(goal__icontains=term))
