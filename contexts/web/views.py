@@ -146,11 +146,10 @@ def _done(request: HttpRequest, session: SessionContext, changed: Sequence[str])
 
 def _refused(request: HttpRequest, session_id: str, exc: ApplicationError, changed: Sequence[str]) -> HttpResponse:
     status = report(request, exc)
-    session = _session(session_id)
     if request.htmx and status not in (409, 412):
         return regions.flash_only(request, status)
     # A conflict means someone else changed the session: show its current state where the action would have.
-    return _answer(request, session, changed, status)
+    return _answer(request, _session(session_id), changed, status)
 
 
 # --- handoff --------------------------------------------------------------------------------------
