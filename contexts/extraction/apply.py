@@ -209,3 +209,10 @@ def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: 
                                                      enqueued_at=timezone.now())
             send_on_commit(follow_up.pk)
     return Outcome.APPLIED
+
+
+def extraction_run_now(*, session: SessionContext, trigger: str) -> ExtractionRun:
+    """A run done here and now, in this process (management commands); returns how it ended."""
+    run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
+    extraction_run(run_id=str(run.pk))
+    return ExtractionRun.objects.get(pk=run.pk)

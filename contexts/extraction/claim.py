@@ -23,7 +23,6 @@ import enum
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -33,12 +32,12 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..models import ExtractionRun, SessionContext
+from .dispatch import mark_sent
+from .leases import extraction_lease, lock_key, use_liveness_locks
 
 logger = logging.getLogger(__name__)
 
 FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED)
-# First key of this app's advisory locks (two-int form), so they cannot meet another application's.
-LOCK_SPACE = 0x73637478
 
 
 class Decision(enum.StrEnum):
@@ -67,35 +66,6 @@ class Claim:
             if not cursor.fetchone()[0]:
                 # The connection was replaced during the attempt (the database restarted): nothing to give back.
                 logger.warning("attempt lock %s was not held by this connection any more", key)
-
-
-def extraction_lease() -> timedelta:
-    """How long an attempt can live: the hard time limit kills it, so one started longer ago is dead."""
-    limit = settings.CELERY_TASK_TIME_LIMIT
-    return timedelta(seconds=limit + max(2, limit // 10))
-
-
-def lock_key(session_pk: int) -> tuple[int, int]:
-    """The advisory lock a live attempt on the session holds (PostgreSQL).
-
-    Past 2**31 sessions two share a key: a shared key can only make a dead attempt look alive (the lease then
-    decides, as without the lock), never a live one look dead.
-    """
-    return LOCK_SPACE, session_pk % 2**31
-
-
-def use_liveness_locks() -> bool:
-    # Off for a connection pooler in transaction mode: a session-level lock would stay on a pooled connection.
-    return connection.vendor == "postgresql" and settings.SESSIONCTX_EXTRACTION_LIVENESS_LOCKS
-
-
-def sessions_with_live_attempts() -> set[int]:
-    """Second keys of the attempt locks held now, by any connection to this database."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
-                       "AND classid = %s AND database = (SELECT oid FROM pg_database "
-                       "WHERE datname = current_database())", [LOCK_SPACE])
-        return {int(objid) for (objid,) in cursor.fetchall()}
 
 
 def finish(run: ExtractionRun, status: str, *, attempt: int | None = None, **values: Any) -> bool:
@@ -182,8 +152,6 @@ def _decide(run_pk: Any, session: SessionContext, *, extractor: str, model: str)
 
 
 def _send_next(session_pk: int) -> None:
-    from .dispatch import mark_sent  # dispatch builds on the lease and locks defined here
-
     waiting = next_queued(session_pk)
     if waiting is not None:
         mark_sent(waiting)

@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import ExtractionRun
-from .claim import extraction_lease, lock_key, sessions_with_live_attempts, use_liveness_locks
+from .leases import extraction_lease, lock_key, sessions_with_live_attempts, use_liveness_locks
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import ExtractionRun, SessionContext
-from ..services.snapshots import session_locked
-from .apply import extraction_run
 from .dispatch import send_on_commit
 
 
@@ -21,7 +19,8 @@ def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRu
     Requests that pile up while one is queued collapse into it: the run takes every message that is unseen
     when it starts. A queued run the broker never took (or that sat too long) is sent again.
     """
-    session_locked(session)
+    # The session's row lock: two requests at once find or create one queued run between them.
+    SessionContext.objects.select_for_update().filter(pk=session.pk).exists()
     pending = (ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED)
                .order_by("created_at").first())
     now = timezone.now()
@@ -37,10 +36,3 @@ def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRu
         run.save(update_fields=["enqueued_at"])
     send_on_commit(run.pk)
     return run
-
-
-def extraction_run_now(*, session: SessionContext, trigger: str) -> ExtractionRun:
-    """A run done here and now, in this process (management commands); returns how it ended."""
-    run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger)
-    extraction_run(run_id=str(run.pk))
-    return ExtractionRun.objects.get(pk=run.pk)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 
 from ..exceptions import InvalidInput
+from ..extraction.runs import extraction_request
 from ..models import ExtractionRun, Message, SessionContext
 from .sessions import session_get_or_create
 
@@ -99,8 +100,6 @@ def messages_post(*, session_id: str, messages: list[dict[str, Any]], **owners: 
     """An agent's batch: the session created if needed, the messages stored, and a context update queued when
     the batch completes a turn (SESSIONCTX_AUTO_UPDATE). One transaction: a refused batch leaves no session
     behind, and the update reaches the workers only once the messages are committed."""
-    from ..extraction.runs import extraction_request  # the job engine builds on these services
-
     session, created = session_get_or_create(session_id=session_id, **owners)
     appended = messages_append(session=session, messages=messages)
     update = None

@@ -9,7 +9,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from contexts import selectors, services
-from contexts.extraction.runs import extraction_request, extraction_run_now
+from contexts.extraction.apply import extraction_run_now
+from contexts.extraction.runs import extraction_request
 from contexts.models import Mode, Status
 from contexts.services import Actor
 

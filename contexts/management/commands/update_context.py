@@ -6,8 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from contexts import selectors
 from contexts.exceptions import ApplicationError
+from contexts.extraction.apply import extraction_run_now
 from contexts.extraction.dispatch import send_pending
-from contexts.extraction.runs import extraction_request, extraction_run_now
+from contexts.extraction.runs import extraction_request
 from contexts.models import ExtractionRun
 
 
