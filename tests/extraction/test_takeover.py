@@ -12,7 +12,7 @@ from contexts.models import ExtractionRun, Revision, SessionContext
 from contexts.tasks import extract_context
 from tests.factories import make_session
 from tests.fake_openai import answer, error, prose
-from tests.tasks.conftest import attempt_lock_free, live_attempt, post
+from tests.extraction.conftest import attempt_lock_free, live_attempt, post
 
 pytestmark = pytest.mark.django_db
 

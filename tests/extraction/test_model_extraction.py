@@ -13,7 +13,7 @@ from contexts.services import Actor
 from contexts.tasks import extract_context
 from tests.factories import make_session
 from tests.fake_openai import answer, error, prose
-from tests.tasks.conftest import live_attempt, post
+from tests.extraction.conftest import live_attempt, post
 
 pytestmark = pytest.mark.django_db
 

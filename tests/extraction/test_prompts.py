@@ -8,7 +8,7 @@ import pytest
 
 from contexts.models import ExtractionRun
 from tests.factories import make_session
-from tests.tasks.conftest import post
+from tests.extraction.conftest import post
 
 pytestmark = pytest.mark.django_db
 

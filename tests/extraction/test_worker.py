@@ -19,8 +19,8 @@ from contexts.extraction.dispatch import send_pending
 from contexts.models import ExtractionRun, Revision, SessionContext
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
-from tests.tasks.conftest import celery_broker
-from tests.tasks.workers import Worker, database_url
+from tests.extraction.conftest import celery_broker
+from tests.extraction.workers import Worker, database_url
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

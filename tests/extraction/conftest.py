@@ -77,7 +77,7 @@ def live_attempt(session):
         return
     import psycopg
 
-    from tests.tasks.workers import database_url
+    from tests.extraction.workers import database_url
 
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s, %s)", lock_key(session.pk))
@@ -88,7 +88,7 @@ def attempt_lock_free(session) -> bool:
     """Whether no connection holds the session's attempt lock (asked from a connection of its own)."""
     import psycopg
 
-    from tests.tasks.workers import database_url
+    from tests.extraction.workers import database_url
 
     key = lock_key(session.pk)
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:

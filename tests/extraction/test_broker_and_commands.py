@@ -12,7 +12,7 @@ from contexts.extraction.dispatch import UNSENT_NOTE
 from contexts.extraction.runs import extraction_request
 from contexts.models import ExtractionRun, Revision
 from tests.factories import make_session
-from tests.tasks.conftest import celery_broker, post
+from tests.extraction.conftest import celery_broker, post
 
 pytestmark = pytest.mark.django_db
 
