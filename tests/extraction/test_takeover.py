@@ -3,16 +3,26 @@ lock on its own connection; after the attempt's lease where there is no such loc
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import psycopg
 import pytest
-from django.db import connection
+from celery.exceptions import Retry
+from django.db import OperationalError, connection
 from django.utils import timezone
 
-from contexts import services
+from contexts import tasks
+from contexts.extraction import dispatch
+from contexts.extraction.apply import extraction_run
+from contexts.extraction.claim import Decision
+from contexts.extraction.extractors.base import ExtractionResult, Extractor, Usage
+from contexts.extraction.leases import extraction_lease
 from contexts.models import ExtractionRun, Revision, SessionContext
 from contexts.tasks import extract_context
+from tests.extraction.conftest import attempt_lock_free, live_attempt, post
+from tests.extraction.workers import database_url
 from tests.factories import make_session
 from tests.fake_openai import answer, error, prose
-from tests.extraction.conftest import attempt_lock_free, live_attempt, post
 
 pytestmark = pytest.mark.django_db
 
@@ -63,10 +73,10 @@ def test_a_redelivered_run_whose_attempt_is_alive_waits_for_its_lease(fake_model
     run = _left_running(session)
 
     with live_attempt(session):
-        claim = services.extraction_run(run_id=str(run.id))
+        claim = extraction_run(run_id=str(run.id))
 
-    assert claim.decision == "later"
-    lease = services._extraction_lease().total_seconds()
+    assert claim.decision == Decision.LATER
+    lease = extraction_lease().total_seconds()
     assert lease - 5 < claim.retry_in <= lease + 1
     run.refresh_from_db()
     assert (run.status, run.attempts) == ("running", 1) and fake_model.requests == []
@@ -109,22 +119,92 @@ def test_the_attempt_holds_its_lock_through_the_model_call_and_gives_it_back_how
     assert attempt_lock_free(session)
 
 
-def test_the_lock_is_given_back_when_even_recording_the_failure_fails(fake_model, monkeypatch):
+class DatabaseGoesAway(Extractor):
+    """A model call during which the database ends this process's connections; with `refuse_connections` it
+    also stays unreachable until the test lets it back (a restart in progress)."""
+
+    name = model = "db-goes-away"
+
+    def __init__(self, admin: psycopg.Connection, *, refuse_connections: bool) -> None:
+        self.admin, self.refuse_connections, self.calls = admin, refuse_connections, 0
+
+    def extract(self, *, previous, mode, messages, deadline=None):
+        self.calls += 1
+        database = connection.settings_dict["NAME"]
+        if self.refuse_connections:
+            self.admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        ended = self.admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+            "WHERE datname = %s AND backend_type = 'client backend'", [database]).fetchone()[0]
+        assert ended >= 1
+        return ExtractionResult(snapshot={**previous, "summary": "Never written."}, usage=Usage(model_calls=1))
+
+
+@contextmanager
+def database_admin():
+    """A connection to the server's maintenance database, outside the test database, that can end its sessions
+    and close it to new ones (opened again however the test ends)."""
+    url = database_url({**connection.settings_dict, "NAME": "postgres"})
+    database = connection.settings_dict["NAME"]
+    with psycopg.connect(url, autocommit=True) as admin:
+        try:
+            yield admin
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_database_stays_away_through_its_end_is_not_lost_and_the_sweep_resends_it(fake_model):
     _needs_postgres()
     session = _session_with_a_turn()
     run = ExtractionRun.objects.create(session=session)
-    fake_model.push(answer({"summary": "Dentist moved to Friday."}))
 
-    def database_gone(*args, **kwargs):
-        raise RuntimeError("connection lost")
+    with database_admin() as admin:
+        with pytest.raises(OperationalError):  # neither the answer nor the failure could be recorded
+            extraction_run(run_id=str(run.id), extractor=DatabaseGoesAway(admin, refuse_connections=True))
+        admin.execute(f'ALTER DATABASE "{connection.settings_dict["NAME"]}" ALLOW_CONNECTIONS true')
 
-    monkeypatch.setattr(services, "_extraction_apply", database_gone)
-    monkeypatch.setattr(services, "_extraction_end", database_gone)
-
-    with pytest.raises(RuntimeError):
-        services.extraction_run(run_id=str(run.id))
-
+    # The database is back. Nothing was half written, the attempt lock went with the connection, and the run
+    # is still there, running, its attempt plainly dead: the sweep sends it again at once.
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == ("running", 1)
+    assert SessionContext.objects.get(pk=session.pk).version == 0
+    assert not Revision.objects.filter(session=session).exists()
     assert attempt_lock_free(session)
+    assert dispatch.pending() == [str(run.id)]
+
+    fake_model.push(answer({"summary": "Dentist moved to Friday 10:00."}))
+    assert extraction_run(run_id=str(run.id)).decision == Decision.GO  # what the resent task does
+
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.to_version, run.error) == ("succeeded", 2, 1, "")
+    session = SessionContext.objects.get(pk=session.pk)
+    assert (session.summary, session.version, session.cursor_seq) == ("Dentist moved to Friday 10:00.", 1, 2)
+    assert list(Revision.objects.filter(session=session).values_list("version", "source")) == [(1, "extraction")]
+    assert dispatch.pending() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_database_ends_mid_attempt_fails_the_run_and_the_next_update_takes_its_messages(
+        fake_model, extract):
+    _needs_postgres()
+    session = _session_with_a_turn()
+    run = ExtractionRun.objects.create(session=session)
+
+    with database_admin() as admin:
+        extraction_run(run_id=str(run.id), extractor=DatabaseGoesAway(admin, refuse_connections=False))
+
+    run.refresh_from_db()
+    assert run.status == "failed" and "OperationalError" in run.error, run.error
+    assert (SessionContext.objects.get(pk=session.pk).version, run.to_version) == (0, None)
+    assert attempt_lock_free(session)
+
+    fake_model.push(answer({"summary": "Dentist moved to Friday 10:00."}))
+    again = extract(session)
+
+    assert (again.status, again.first_seq, again.last_seq) == ("succeeded", 1, 2), again.error
+    assert (session.summary, session.version) == ("Dentist moved to Friday 10:00.", 1)
+    assert Revision.objects.filter(session=session).count() == 1
 
 
 def test_the_sweep_resends_a_running_run_at_once_only_when_its_attempt_is_dead():
@@ -132,9 +212,9 @@ def test_the_sweep_resends_a_running_run_at_once_only_when_its_attempt_is_dead()
     run = _left_running(session)
 
     with live_attempt(session):
-        assert str(run.id) not in services.extraction_pending()
+        assert str(run.id) not in dispatch.pending()
     # Its attempt is gone (on PostgreSQL the lock says so; elsewhere the lease is not over yet).
-    assert (str(run.id) in services.extraction_pending()) == _postgres()
+    assert (str(run.id) in dispatch.pending()) == _postgres()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -165,33 +245,26 @@ def test_a_run_queued_during_an_extraction_is_sent_when_that_one_succeeds(fake_m
 
 
 @pytest.mark.parametrize("retries", [0, 1])
-def test_a_task_that_finds_a_live_attempt_looks_again_soon_once_then_after_the_lease(fake_model, monkeypatch,
-                                                                                    retries):
-    from contexts import tasks
-
+def test_a_task_that_finds_a_live_attempt_looks_again_soon_once_then_after_the_lease(fake_model, retries):
     session = _session_with_a_turn()
     run = _left_running(session)
-    asked = []
 
-    class Retry(Exception):
-        pass
-
-    def retry(countdown=None, **kwargs):
-        asked.append(countdown)
-        return Retry()
-
-    monkeypatch.setattr(extract_context, "retry", retry)
-    extract_context.push_request(retries=retries, is_eager=False)  # as a worker runs it
+    # As a worker runs it: not eager, not called directly. The retry it asks for is sent (in these tests the
+    # app runs it at once, eagerly, and it finds the attempt alive again) and raised with its countdown.
+    extract_context.push_request(id=f"retry-{retries}", args=[str(run.id)], kwargs={}, retries=retries,
+                                 is_eager=False, called_directly=False)
     try:
-        with live_attempt(session), pytest.raises(Retry):
+        with live_attempt(session), pytest.raises(Retry) as asked:
             extract_context.run(str(run.id))
     finally:
         extract_context.pop_request()
 
-    lease = services._extraction_lease().total_seconds()
+    lease = extraction_lease().total_seconds()
     if _postgres() and retries == 0:
         # Its worker may have died a moment ago, its connection (and lock) not closed yet: a second look soon.
-        assert asked == [tasks.LOCK_RECHECK_SECONDS]
+        assert asked.value.when == tasks.LOCK_RECHECK_SECONDS
     else:
-        assert len(asked) == 1 and lease - 5 < asked[0] <= lease + 1
-    assert ExtractionRun.objects.get(pk=run.pk).attempts == 1 and fake_model.requests == []
+        assert lease - 5 < asked.value.when <= lease + 1
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == ("running", 1) and fake_model.requests == []
+    assert SessionContext.objects.get(pk=session.pk).version == 0
