@@ -44,8 +44,11 @@ GUNICORN_WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", "3"))
 GUNICORN_THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))
 
 
-def bench_env(db_name: str = BENCH_DB, **extra: str) -> dict[str, str]:
-    """Environment for the script, gunicorn and workers: production-like settings on the bench DB."""
+def bench_env(db_name: str = BENCH_DB, *, tree: Path = ROOT, **extra: str) -> dict[str, str]:
+    """Environment for the script, gunicorn and workers: production-like settings on the bench DB.
+
+    `tree`: the checkout whose code runs (its `sessionctx`, `contexts` and `bench.settings`).
+    """
     env = {
         k: v for k, v in os.environ.items()
         if k not in {"CELERY_BROKER_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "SESSIONCTX_MODEL"}
@@ -64,7 +67,7 @@ def bench_env(db_name: str = BENCH_DB, **extra: str) -> dict[str, str]:
         API_THROTTLE_RATE=os.environ.get("BENCH_THROTTLE_RATE", "100000000/min"),
         CACHE_URL=os.environ.get("BENCH_CACHE_URL", f"{REDIS}/14"),
         LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(tree),
     )
     env.update(extra)
     return env
@@ -102,6 +105,40 @@ def drop_database(db_name: str) -> None:
 
     with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A checkout of the project to measure: its name in the report and its directory."""
+
+    name: str
+    path: Path
+
+
+def parse_trees(values: list[str] | None) -> list[Tree]:
+    """`--tree NAME=PATH` options (in order; the first is the baseline of the ratios); none: this checkout."""
+    if not values:
+        return [Tree("this", ROOT)]
+    trees = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        tree = Tree(name.strip(), Path(path).expanduser().resolve())
+        if not sep or not re.fullmatch(r"[a-z0-9_]+", tree.name):
+            raise SystemExit(f"--tree {value!r}: expected NAME=PATH, NAME of a-z, 0-9 and _")
+        if not (tree.path / "manage.py").exists():
+            raise SystemExit(f"--tree {value!r}: no manage.py in {tree.path}")
+        trees.append(tree)
+    if len({t.name for t in trees}) != len(trees):
+        raise SystemExit("--tree: every tree needs its own NAME")
+    return trees
+
+
+def manage(tree: Path, env: dict[str, str], *args: str) -> str:
+    """`manage.py ARGS` run from the tree's own checkout; its stdout."""
+    proc = subprocess.run([PY, "manage.py", *args], cwd=tree, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} in {tree} failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout
 
 
 def free_port() -> int:
@@ -161,9 +198,10 @@ class Gunicorn:
 
     def __init__(self, env: dict[str, str], *, workers: int = GUNICORN_WORKERS, threads: int = GUNICORN_THREADS,
                  worker_class: str | None = None, port: int | None = None,
-                 app: str = "sessionctx.wsgi:application") -> None:
+                 app: str = "sessionctx.wsgi:application", tree: Path = ROOT) -> None:
         self.env = env
         self.app = app
+        self.tree = tree
         self.workers = workers
         self.threads = threads
         self.worker_class = worker_class or ("gthread" if threads > 1 else "sync")
@@ -185,8 +223,8 @@ class Gunicorn:
         cmd = [PY, "-m", "gunicorn", self.app, "--bind", f"127.0.0.1:{self.port}",
                "--workers", str(self.workers), "--threads", str(self.threads),
                "--worker-class", self.worker_class, "--keep-alive", "30", "--backlog", "2048",
-               "--log-level", "warning", "--chdir", str(ROOT)]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+               "--log-level", "warning", "--chdir", str(self.tree)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tree)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -231,6 +269,7 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     client: str = "wrk"
     cpu_us: float | None = None  # CPU of the measured processes (cpu_pids) per request, user + system
+    redis_commands: float | None = None  # commands the Redis server ran per request (`redis_url`), whoever sent them
 
     def row(self, baseline: Result | None = None) -> str:
         ratio = f"{self.rps / baseline.rps:5.2f}" if baseline and baseline.rps else "   - "
@@ -257,21 +296,34 @@ def have_wrk() -> bool:
 
 def load(name: str, url: str, *, headers: dict[str, str] | None = None, connections: int = CONNECTIONS,
          duration: float = DURATION, lua: str | None = None, method: str = "GET", body: str | None = None,
-         warmup: float = 2.0, expect: tuple[int, ...] = (200,), cpu_pids: list[int] | None = None) -> Result:
+         warmup: float = 2.0, expect: tuple[int, ...] = (200,), cpu_pids: list[int] | None = None,
+         redis_url: str | None = None) -> Result:
     """Closed-loop load: `connections` clients each sending the next request when the last is answered.
 
     With `cpu_pids`, also the CPU those processes spent per request during the timed part: on a shared
-    machine, a cost that other people's load does not change the way it changes throughput.
+    machine, a cost that other people's load does not change the way it changes throughput. With `redis_url`,
+    also the commands that Redis server ran per request meanwhile (its INFO counter: every client's, so run
+    nothing else against it), i.e. the round trips a request makes to it.
     """
     if have_wrk():
-        return _wrk(name, url, headers or {}, connections, duration, lua, method, body, warmup, cpu_pids)
+        return _wrk(name, url, headers or {}, connections, duration, lua, method, body, warmup, cpu_pids,
+                    redis_url)
     if lua:
         # Random sessions, ETags and version tracking live in wrk's Lua scripts.
         raise SystemExit("this benchmark needs wrk: apt-get install -y wrk (make bench installs it)")
     return _python_load(name, url, headers or {}, connections, duration, method, body, warmup, expect)
 
 
-def _wrk(name, url, headers, connections, duration, lua, method, body, warmup, cpu_pids=None) -> Result:
+def redis_commands(url: str) -> int:
+    """Commands the Redis server has run since it started (every database, every client)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        return int(client.info("stats")["total_commands_processed"])
+
+
+def _wrk(name, url, headers, connections, duration, lua, method, body, warmup, cpu_pids=None,
+         redis_url=None) -> Result:
     script = lua or ""
     if method != "GET" or body is not None:
         script = f"wrk.method = {json.dumps(method)}\n" + (f"wrk.body = {json.dumps(body)}\n" if body else "") + script
@@ -287,10 +339,13 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup, c
             base += ["-H", f"{k}: {v}"]
         if warmup:
             subprocess.run([*base, f"-d{max(1, int(warmup))}s", url], capture_output=True, text=True, check=True)
+        commands_before = redis_commands(redis_url) if redis_url else 0
         cpu_before = cpu_seconds(cpu_pids or [])
         timed = [*base, f"-d{max(1, round(duration))}s", url]
         out = subprocess.run(timed, capture_output=True, text=True, check=True).stdout
         cpu_spent = cpu_seconds(cpu_pids or []) - cpu_before
+        # Less the INFO call that read the counter before.
+        commands = redis_commands(redis_url) - commands_before - 1 if redis_url else 0
     finally:
         os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -305,7 +360,8 @@ def _wrk(name, url, headers, connections, duration, lua, method, body, warmup, c
     if m:
         statuses = {int(k): v for k, v in json.loads(m.group(1)).items()}
     return Result(name, rps, p50, p99, total, errors, statuses,
-                  cpu_us=cpu_spent / total * 1e6 if cpu_pids and total else None)
+                  cpu_us=cpu_spent / total * 1e6 if cpu_pids and total else None,
+                  redis_commands=commands / total if redis_url and total else None)
 
 
 # Sums the status codes that each wrk thread counted into `counts` and prints them; keeps a

@@ -6,9 +6,8 @@ and one audit revision per version. Session ids are `bench-<n>`.
 
 from __future__ import annotations
 
+import contextlib
 import time
-
-from django.db import connection
 
 SESSIONS_SQL = """
 INSERT INTO contexts_sessioncontext
@@ -53,16 +52,35 @@ WHERE s.id BETWEEN %(first_id)s AND %(last_id)s
 """
 
 
+@contextlib.contextmanager
+def _cursor(database_url: str | None):
+    """Django's connection, or with `database_url` a psycopg connection of its own (no Django needed)."""
+    if database_url is None:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            yield cur
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as conn, conn.cursor() as cur:
+            yield cur
+
+
 def session_count() -> int:
-    with connection.cursor() as cur:
+    with _cursor(None) as cur:
         cur.execute("SELECT count(*) FROM contexts_sessioncontext")
         return cur.fetchone()[0]
 
 
-def generate(start: int, stop: int, *, revisions: int = 10, batch: int = 50_000, progress: bool = True) -> float:
-    """Sessions bench-<start> .. bench-<stop - 1>, each with `revisions` revisions; returns seconds taken."""
+def generate(start: int, stop: int, *, revisions: int = 10, batch: int = 50_000, progress: bool = True,
+             database_url: str | None = None) -> float:
+    """Sessions bench-<start> .. bench-<stop - 1>, each with `revisions` revisions; returns seconds taken.
+
+    Into Django's database, or the one at `database_url` (a tree's own bench database, migrated by that tree).
+    """
     began = time.monotonic()
-    with connection.cursor() as cur:
+    with _cursor(database_url) as cur:
         # Foreign-key triggers checked row by row are most of a bulk load's time; the rows are
         # consistent by construction, so skip them for this connection only.
         cur.execute("SET session_replication_role = replica")
@@ -83,7 +101,7 @@ def generate(start: int, stop: int, *, revisions: int = 10, batch: int = 50_000,
 
 
 def table_sizes() -> dict[str, str]:
-    with connection.cursor() as cur:
+    with _cursor(None) as cur:
         cur.execute(
             "SELECT relname, pg_size_pretty(pg_total_relation_size(oid)) FROM pg_class "
             "WHERE relname IN ('contexts_sessioncontext', 'contexts_revision')"

@@ -3,12 +3,11 @@
 Only bench.settings loads this URLconf; production has no such route.
 """
 
-from django.core.cache import caches
 from django.http import JsonResponse
 from django.urls import path
 
 from bench.floor_wsgi import BARE_BODY
-from contexts import readcache
+from contexts.readcache.client import client
 from sessionctx.urls import urlpatterns as project_urlpatterns
 
 
@@ -19,10 +18,10 @@ def bare(request):
 def bare_redis(request):
     """Bare plus one Redis GET: the floor for any read that checks shared state (throttle, revocation).
 
-    Through the same long-lived redis client the read path uses (Django's cache.get costs more: a new
-    client object and pickling per call), so the floor is not flattered.
+    Through the read cache's own redis-py client (Django's cache.get costs more: a new client object and
+    pickling per call), so the floor is not flattered.
     """
-    readcache.redis_client(caches["default"]).get("bench:nothing")
+    client().get("bench:nothing")
     return JsonResponse(BARE_BODY)
 
 
