@@ -1,4 +1,8 @@
-"""Shared set-up for the extraction benchmarks: a dedicated PostgreSQL database, Django, the fake model."""
+"""Shared set-up for the extraction benchmarks: a dedicated PostgreSQL database, Django, the fake model.
+
+BENCH_TREE names the checkout whose code runs (default: this one), so a bench can measure an older tree
+side by side: its `contexts`, `sessionctx` and `tests` (the fake model, the worker helper) are imported from there.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or Path(__file__).resolve().parents[1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/sessionctx_bench"
@@ -14,13 +18,10 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/sessionctx_bench"
 
 def ensure_database(url: str) -> None:
     """Create the benchmark's database if it does not exist yet."""
-    from urllib.parse import urlparse
-
     import psycopg
 
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
+    server, _, name = url.rpartition("/")
+    admin = f"{server}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')

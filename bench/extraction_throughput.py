@@ -6,16 +6,26 @@ take an untimed warm-up round of 2C extractions (its figure is printed too), so 
 their connections open, as they are after their first minutes in production.
 
     .venv/bin/python bench/extraction_throughput.py   (PostgreSQL: BENCH_DATABASE_URL; Redis: BENCH_REDIS_URL)
+    .venv/bin/python bench/extraction_throughput.py --tree before=/tmp/sessionctx-before --tree after=. --rounds 10
+
+With --tree NAME=PATH (repeatable) or --rounds, each measurement runs in a process of its own from that tree's
+checkout (its code, its workers, its fake model, its database BENCH_DATABASE_URL_<name>), the trees alternating
+round by round; the first tree is the baseline of the printed ratios.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
-from extraction_common import bounded_model, setup_django
+from extraction_common import DEFAULT_DATABASE_URL, bounded_model, setup_django
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", 200))
 LATENCY = float(os.environ.get("BENCH_LATENCY", 0.5))
@@ -23,6 +33,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 32))
 # Worker processes sharing C (threads pool each): one per core gets past one interpreter's GIL.
 PROCESSES = int(os.environ.get("BENCH_WORKERS", 2))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+RESULT = "RESULT "  # the line a measurement in its own process reports on
 
 
 def cpu_seconds(pid: int) -> float:
@@ -43,7 +54,25 @@ def backend_pids() -> list[int]:
         return [pid for (pid,) in cursor.fetchall()]
 
 
-def main() -> None:
+def tree_functions():
+    """The tree's way to queue an extraction, and its Celery worker helper, wherever its layout keeps them.
+
+    contexts.extraction.runs and tests.extraction.workers since the restructuring (9d79cb8 and after);
+    contexts.services and tests.tasks.workers in an older tree measured side by side with --tree.
+    """
+    try:
+        from contexts.extraction.runs import extraction_request
+    except ImportError:
+        from contexts.services import extraction_request
+    try:
+        from tests.extraction.workers import Worker
+    except ImportError:
+        from tests.tasks.workers import Worker
+    return extraction_request, Worker
+
+
+def measure() -> dict:
+    """One warm-up round and one timed round on fresh workers; prints them and returns the figures."""
     from tests.fake_openai import FakeOpenAI
 
     queue = f"sessionctx-bench-{uuid.uuid4().hex[:8]}"
@@ -55,7 +84,8 @@ def main() -> None:
 
         from contexts import services
         from contexts.models import ExtractionRun, SessionContext
-        from tests.tasks.workers import Worker
+
+        extraction_request, Worker = tree_functions()
 
         prefix = f"bench-tp-{uuid.uuid4().hex[:6]}"
         # Each round's runs share a trigger: the poll below counts them without 200 ids.
@@ -119,6 +149,7 @@ def main() -> None:
                                                                                "latency_ms"))
         durations = sorted((f - s).total_seconds() for s, f, _ in finished)
         latencies = sorted(ms / 1000 for _, _, ms in finished)
+        warm_ratio = len(warm) / warm_elapsed / (CONCURRENCY / LATENCY)
         print(f"per run: median {durations[len(durations) // 2]:.2f} s claimed-to-finished "
               f"(model call {latencies[len(latencies) // 2]:.2f} s), slowest {durations[-1]:.2f} s")
         first = min(s for s, _, _ in finished)
@@ -141,6 +172,72 @@ def main() -> None:
               f"(target >= 0.8: {'met' if rate / limit >= 0.8 else 'NOT met'}); model requests {len(fake.requests)}",
               flush=True)
         SessionContext.objects.filter(session_id__startswith=prefix).delete()
+        return {"ratio": rate / limit, "rate": rate, "elapsed": elapsed, "sending": sending, "warm_ratio": warm_ratio,
+                "run_s": durations[len(durations) // 2], "model_s": latencies[len(latencies) // 2],
+                "workers_ms": 1000 * worker_cpu / len(runs), "postgres_ms": 1000 * database_cpu / len(runs),
+                "bench_ms": 1000 * bench_cpu / len(runs), "statuses": statuses, "load": os.getloadavg()[0]}
+
+
+def side_by_side(trees: list[tuple[str, Path]], rounds: int) -> None:
+    """`rounds` measurements of each tree, each in a process of its own from the tree's checkout, alternating."""
+    base_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    results: dict[str, list[dict]] = {name: [] for name, _ in trees}
+    print(f"extraction throughput, {SESSIONS} sessions, C={CONCURRENCY} ({PROCESSES} worker processes, threads "
+          f"pool), L={LATENCY} s; {rounds} rounds, trees alternating; load average {os.getloadavg()[0]:.2f}")
+    for name, path in trees:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True)
+        print(f"tree {name}: {path} at {head.stdout.strip() or '?'}")
+    for i in range(rounds):
+        for name, path in trees if i % 2 == 0 else trees[::-1]:
+            env = {**os.environ, "BENCH_TREE": str(path), "PYTHONPATH": str(path),
+                   "BENCH_DATABASE_URL": f"{base_url}_{name}"}
+            proc = subprocess.run([sys.executable, __file__, "--one"], cwd=path, env=env, capture_output=True,
+                                  text=True)
+            found = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+            if proc.returncode or not found:
+                raise SystemExit(f"round {i + 1}, tree {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            one = json.loads(found[-1][len(RESULT):])
+            results[name].append(one)
+            print(f"round {i + 1:>2} {name:<8} {one['ratio']:.3f} of C/L ({one['rate']:.1f}/s, warm-up "
+                  f"{one['warm_ratio']:.2f}); per run {one['run_s']:.2f} s claimed-to-finished; CPU per run: "
+                  f"workers {one['workers_ms']:.1f} ms, PostgreSQL {one['postgres_ms']:.1f} ms, bench "
+                  f"{one['bench_ms']:.1f} ms; runs {one['statuses']}; load {one['load']:.2f}", flush=True)
+    print(f"\n{'tree':<8} {'median':>7} {'mean':>6} {'range':>12} {'>= 0.8':>7} {'med. run s':>10} "
+          f"{'workers ms':>10} {'PG ms':>6} {'bench ms':>8} {'median / ' + trees[0][0]:>16}")
+    base = statistics.median(r["ratio"] for r in results[trees[0][0]])
+    for name, _ in trees:
+        rows = results[name]
+        ratios = [r["ratio"] for r in rows]
+        median = statistics.median(ratios)
+
+        def med(field: str, rows=rows) -> float:
+            return statistics.median(r[field] for r in rows)
+
+        print(f"{name:<8} {median:7.3f} {statistics.mean(ratios):6.3f} {min(ratios):5.3f}-{max(ratios):.3f} "
+              f"{sum(r >= 0.8 for r in ratios):>3}/{len(ratios):<3} {med('run_s'):10.2f} {med('workers_ms'):10.1f} "
+              f"{med('postgres_ms'):6.1f} {med('bench_ms'):8.1f} {median / base:16.3f}")
+    print("(fraction of C/L; target >= 0.8; CPU per run over the timed window, medians over the rounds)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", action="append", metavar="NAME=PATH",
+                        help="a checkout to measure (repeatable; the first is the baseline)")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per tree, alternating")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one measurement, for side_by_side
+    args = parser.parse_args()
+    if args.one:
+        print(RESULT + json.dumps(measure()), flush=True)
+    elif not args.tree and args.rounds == 1:
+        measure()
+    else:
+        trees = []
+        for value in args.tree or [f"this={Path(__file__).resolve().parents[1]}"]:
+            name, _, path = value.partition("=")
+            if not name.isidentifier() or not (Path(path) / "manage.py").exists():
+                raise SystemExit(f"--tree {value!r}: expected NAME=PATH of a checkout")
+            trees.append((name, Path(path).resolve()))
+        side_by_side(trees, args.rounds)
 
 
 if __name__ == "__main__":
