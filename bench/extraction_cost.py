@@ -79,12 +79,13 @@ def main() -> None:
         from django.conf import settings
         from django.test import Client, override_settings
 
-        from contexts import extractors, services
+        from contexts import services
+        from contexts.extraction.extractors import get_extractor
 
         key, raw = services.api_key_create(name="bench", scopes=["read", "write"])
         client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
         size, hard = settings.SESSIONCTX_SUMMARY_CHARS, settings.SESSIONCTX_MAX_SUMMARY_CHARS
-        print(f"extractor: {extractors.get_extractor().name}, {TURNS} turns per conversation")
+        print(f"extractor: {get_extractor().name}, {TURNS} turns per conversation")
         rows = conversation(client, f"SESSIONCTX_SUMMARY_CHARS={size} (as configured)")
         with override_settings(SESSIONCTX_SUMMARY_CHARS=hard):
             grown = conversation(client, f"SESSIONCTX_SUMMARY_CHARS={hard} (the hard bound), for comparison")

@@ -48,6 +48,7 @@ def celery_rounds(rounds: int, extractions: int) -> list[tuple[float, float]]:
     from django.db import transaction
 
     from contexts import services
+    from contexts.extraction.runs import extraction_request
     from contexts.models import ExtractionRun
 
     celery = str(Path(sys.executable).with_name("celery"))
