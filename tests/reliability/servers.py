@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.tasks.workers import database_url
+from tests.extraction.workers import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ import pytest
 from django.db import connection
 
 from contexts.models import ExtractionRun, Message, SessionContext
+from tests.extraction.workers import Worker
 from tests.factories import make_api_key
 from tests.reliability.conftest import call
 from tests.reliability.servers import ROOT, Gunicorn, free_port, subprocess_env
-from tests.tasks.workers import Worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -20,12 +20,12 @@ from django.db.models import F
 
 from contexts.extraction.dispatch import send_pending
 from contexts.models import ExtractionRun, Message, Revision, SessionContext
+from tests.extraction.conftest import celery_broker
+from tests.extraction.workers import Worker
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, echo_extraction
 from tests.reliability.conftest import call
 from tests.reliability.servers import Gunicorn, subprocess_env
-from tests.tasks.conftest import celery_broker
-from tests.tasks.workers import Worker
 
 pytestmark = [pytest.mark.heavy, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
