@@ -7,13 +7,12 @@ import time
 
 import psycopg
 import pytest
-from contexts.dbhealth import health_check_by_socket, note_connections_used
 from django.db import close_old_connections, connection, connections
 
 from contexts.models import Revision, SessionContext
+from tests.extraction.workers import database_url
 from tests.factories import make_api_key, make_session
 from tests.reliability.conftest import call
-from tests.tasks.workers import database_url
 
 pytestmark = pytest.mark.usefixtures("postgres_only")
 
@@ -114,29 +113,27 @@ def _own_backend_pid() -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_socket_check_replaces_a_connection_the_server_ended_and_passes_a_live_one_without_a_query():
-    """What requests and tasks run first (contexts.dbhealth), on a connection of their own."""
+def test_a_connection_the_server_ended_between_requests_is_replaced_and_a_live_one_is_kept():
+    """CONN_HEALTH_CHECKS, on a persistent connection of its own: what each request and task starts with."""
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"] and connection.settings_dict["CONN_MAX_AGE"]
     original = connections["default"]
     own = connections.create_connection("default")
     connections["default"] = own
     try:
-        own.ensure_connection()
-        note_connections_used()
-        close_old_connections()  # as at the start of a request or task: the connection is due a check
-        assert not own.health_check_done
-        health_check_by_socket()
-        assert own.health_check_done and own.connection is not None  # live, recently used: no SELECT 1 needed
+        assert SessionContext.objects.count() == 0
+        pid = _own_backend_pid()
+        close_old_connections()  # as at the end of one request and the start of the next
+        assert SessionContext.objects.count() == 0
+        assert _own_backend_pid() == pid  # a live connection is kept
 
-        pid = own.connection.info.backend_pid
-        note_connections_used()
+        close_old_connections()
         with _admin_connection() as admin:
             assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
         close_old_connections()
-        health_check_by_socket()
-        assert own.connection is None  # the server's goodbye was on the socket: closed, not used
 
-        assert SessionContext.objects.count() == 0  # the next query connects afresh
-        assert own.connection.info.backend_pid != pid
+        make_session("fault-replaced", content={"summary": "written on a new connection"})  # no error
+        assert SessionContext.objects.get(session_id="fault-replaced").summary == "written on a new connection"
+        assert _own_backend_pid() != pid
     finally:
         own.close()
         connections["default"] = original
