@@ -40,7 +40,10 @@ def test_posting_messages_creates_the_session_and_a_retry_stores_nothing_twice(c
     assert retried["created"] is False and retried["stored"] == [] and retried["duplicates"] == 2
     session = SessionContext.objects.get(session_id="c-1")
     assert (session.user_id, session.mode, session.agent_id) == ("u-7", "planning", "bot")
-    assert Message.objects.filter(session=session).count() == 2
+    assert list(Message.objects.filter(session=session).order_by("seq").values_list("seq", "content",
+                                                                                      "idempotency_key")) == [
+        (1, TURN[0]["content"], "t1-u"), (2, TURN[1]["content"], "t1-a")]
+    assert session.last_message_seq == 2
 
 
 def test_create_and_read_the_context(client):

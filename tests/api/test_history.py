@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from contexts import services
-from contexts.models import Revision
+from contexts.models import Revision, SessionContext
 from contexts.services import Actor
+from contexts.snapshot import CONTENT_FIELDS
 from tests.api.conftest import assert_error, counts
 from tests.factories import make_session
 
@@ -49,18 +50,32 @@ def test_revisions_of_an_unknown_session_is_404(reader):
     assert_error(reader.get("/api/v1/sessions/nobody/revisions"), 404)
 
 
-def test_revert_restores_an_old_version_as_a_new_revision(agent):
-    session = _three_versions("h-3")
+def _assert_reverted(session_id: str, *, to_version: int, new_version: int, reason: str, key) -> None:
+    """The session holds `to_version`'s content at `new_version`, with a revision saying who, why and what."""
+    session = SessionContext.objects.get(session_id=session_id)
+    restored = Revision.objects.get(session=session, version=to_version).snapshot
+    assert session.version == new_version
+    assert {name: getattr(session, name) for name in CONTENT_FIELDS} == {name: restored[name]
+                                                                         for name in CONTENT_FIELDS}
+    revision = Revision.objects.get(session=session, version=new_version)
+    assert (revision.source, revision.actor, revision.actor_user) == ("api", f"key:{key.prefix}:{key.name}", None)
+    assert revision.reason == f"Reverted to version {to_version}: {reason}"
+    assert revision.snapshot == session.snapshot()
+    assert list(Revision.objects.filter(session=session).values_list("version", flat=True)) == list(
+        range(new_version, 0, -1))
+
+
+def test_revert_restores_an_old_version_as_a_new_revision(agent, write_key):
+    _three_versions("h-3")
     response = agent.post("/api/v1/sessions/h-3/revisions/1/revert", {"reason": "bad extraction"},
                           headers={"If-Match": '"3"'})
     assert response.status_code == 200, response.content
     assert response["ETag"] == '"4"'
     data = response.json()
     assert (data["summary"], data["plan"], data["version"]) == ("v1", ["a"], 4)
-    revision = Revision.objects.get(session=session, version=4)
-    assert revision.source == "api"
-    assert "bad extraction" in revision.reason and "1" in revision.reason
-    assert Revision.objects.filter(session=session).count() == 4
+    _assert_reverted("h-3", to_version=1, new_version=4, reason="bad extraction", key=write_key[0])
+    assert set(Revision.objects.get(session__session_id="h-3", version=4).changed_fields) == {"summary", "plan"}
+    assert agent.get("/api/v1/sessions/h-3/context").json() == data  # the next read sees it
 
 
 def test_revert_needs_a_reason_and_a_version(agent):
@@ -76,6 +91,11 @@ def test_revert_needs_a_reason_and_a_version(agent):
     assert counts() == before
 
 
-def test_a_body_version_works_for_revert_too(agent):
+def test_a_body_version_works_for_revert_too(agent, write_key):
     _three_versions("h-5")
-    assert agent.post("/api/v1/sessions/h-5/revisions/2/revert", {"reason": "x", "version": 3}).status_code == 200
+    response = agent.post("/api/v1/sessions/h-5/revisions/2/revert", {"reason": "plan was wrong", "version": 3})
+    assert response.status_code == 200, response.content
+    assert response["ETag"] == '"4"'
+    assert (response.json()["summary"], response.json()["plan"]) == ("v2", ["a"])
+    _assert_reverted("h-5", to_version=2, new_version=4, reason="plan was wrong", key=write_key[0])
+    assert Revision.objects.get(session__session_id="h-5", version=4).changed_fields == ["plan"]

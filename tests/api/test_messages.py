@@ -49,13 +49,40 @@ def test_no_update_when_the_turn_is_not_complete_or_auto_update_is_off(agent, se
     assert not ExtractionRun.objects.filter(session__session_id="m-3").exists()
 
 
+def _transcript(session_id: str) -> list[tuple]:
+    return list(Message.objects.filter(session__session_id=session_id).order_by("seq")
+                .values_list("seq", "role", "content", "idempotency_key"))
+
+
 def test_a_retried_batch_stores_nothing_twice(agent):
     agent.post("/api/v1/sessions/m-4/messages", {"messages": TURN})
-    again = agent.post("/api/v1/sessions/m-4/messages", {"messages": TURN}).json()
-    assert again["stored"] == [] and again["duplicates"] == 2 and again["created"] is False
-    assert again["update"] is None
-    assert Message.objects.filter(session__session_id="m-4").count() == 2
+    stored = _transcript("m-4")
+    assert stored == [(1, "user", "Plan my trip", "t1-u"), (2, "assistant", "1. Flights 2. Hotel", "t1-a")]
+
+    again = agent.post("/api/v1/sessions/m-4/messages", {"messages": TURN})
+
+    assert again.status_code == 202, again.content
+    body = again.json()
+    assert body["stored"] == [] and body["duplicates"] == 2 and body["created"] is False
+    assert body["update"] is None
+    assert _transcript("m-4") == stored
+    assert SessionContext.objects.get(session_id="m-4").last_message_seq == 2
     assert ExtractionRun.objects.filter(session__session_id="m-4").count() == 1
+
+
+def test_a_reused_idempotency_key_keeps_the_first_message_and_new_keys_follow_it(agent):
+    agent.post("/api/v1/sessions/m-7/messages", {"messages": TURN})
+    response = agent.post("/api/v1/sessions/m-7/messages", {"messages": [
+        {"role": "user", "content": "Plan my trip, but cheaper", "idempotency_key": "t1-u"},  # a retry, edited
+        {"role": "user", "content": "And a car", "idempotency_key": "t2-u"},
+        {"role": "user", "content": "And a car (sent twice)", "idempotency_key": "t2-u"},
+    ]})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["stored"] == [{"seq": 3, "role": "user", "idempotency_key": "t2-u"}] and body["duplicates"] == 1
+    assert _transcript("m-7") == [(1, "user", "Plan my trip", "t1-u"), (2, "assistant", "1. Flights 2. Hotel", "t1-a"),
+                                  (3, "user", "And a car", "t2-u")]
+    assert SessionContext.objects.get(session_id="m-7").last_message_seq == 3
 
 
 def test_the_transcript_is_in_order_and_pages(reader, agent):
