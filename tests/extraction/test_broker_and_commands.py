@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 from django.core.management import CommandError, call_command
 
-from contexts import tasks
 from contexts.extraction.dispatch import UNSENT_NOTE
 from contexts.extraction.runs import extraction_request
 from contexts.models import ExtractionRun, Revision
-from tests.factories import make_session
 from tests.extraction.conftest import celery_broker, post
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -112,13 +109,3 @@ def test_reextract_filters_dry_runs_and_starts_from_scratch(capsys):
     sources = list(Revision.objects.filter(session=planning).order_by("version").values_list("source", flat=True))
     assert sources == ["api", "reset", "extraction"]
     assert "1 session(s): 1 succeeded" in capsys.readouterr().out
-
-
-def test_a_starting_worker_takes_what_it_built_out_of_the_collectors_full_walks():
-    gc.unfreeze()
-    try:
-        tasks._warm_up()
-        # Every module, class and function loaded so far: full collections no longer walk them.
-        assert gc.get_freeze_count() > 10_000
-    finally:
-        gc.unfreeze()

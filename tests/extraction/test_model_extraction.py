@@ -11,9 +11,9 @@ from contexts import services
 from contexts.models import ExtractionRun, Revision, SessionContext
 from contexts.services import Actor
 from contexts.tasks import extract_context
+from tests.extraction.conftest import live_attempt, post
 from tests.factories import make_session
 from tests.fake_openai import answer, error, prose
-from tests.extraction.conftest import live_attempt, post
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 
 from contexts.models import ExtractionRun
-from tests.factories import make_session
 from tests.extraction.conftest import post
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from contexts.models import ExtractionRun
-from tests.factories import make_session
 from tests.extraction.conftest import post
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 

@@ -17,10 +17,10 @@ from django.test import Client
 
 from contexts.extraction.dispatch import send_pending
 from contexts.models import ExtractionRun, Revision, SessionContext
-from tests.factories import make_api_key
-from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
 from tests.extraction.conftest import celery_broker
 from tests.extraction.workers import Worker, database_url
+from tests.factories import make_api_key
+from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

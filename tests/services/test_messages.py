@@ -100,7 +100,11 @@ def test_posting_a_turn_creates_the_session_stores_the_batch_and_queues_one_upda
     run = ExtractionRun.objects.get(session=session)
     assert result.update.pk == run.pk
     assert (run.status, run.trigger) == ("queued", "auto") and run.enqueued_at is not None
-    assert len(sends) == 1  # sent to the workers only once the messages are committed
+
+    for callback in sends:  # the commit: only now is the update sent (and, with no broker, run here)
+        callback()
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.first_seq == 1 and run.last_seq == 2, run.error
 
 
 def test_the_queued_update_runs_once_committed_and_takes_the_turn_into_the_snapshot(
