@@ -84,9 +84,15 @@ def test_update_context_command_runs_an_extraction(capsys):
 
     session.refresh_from_db()
     assert session.plan == ["Add a workflow file", "Cache dependencies", "Run the tests"]
+    assert (session.version, session.cursor_seq) == (1, 2)
+    run = ExtractionRun.objects.get(session=session)
+    assert (run.status, run.trigger, run.extractor, run.first_seq, run.last_seq, run.to_version) == (
+        "succeeded", "command", "offline", 1, 2, 1)
+    assert list(Revision.objects.filter(session=session).values_list("version", "source")) == [(1, "extraction")]
     assert "succeeded" in capsys.readouterr().out
     with pytest.raises(CommandError, match="does not exist"):
         call_command("update_context", "nope")
+    assert ExtractionRun.objects.count() == 1
 
 
 def test_reextract_filters_dry_runs_and_starts_from_scratch(capsys):
