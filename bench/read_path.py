@@ -152,7 +152,7 @@ def combine(rounds: list[dict[str, common.Result]], *, label: str = "") -> dict[
     and bare in another compare two machines, not two endpoints. Rounds measure every endpoint in turn, so
     each one sees the same mix of quiet and busy seconds.
     """
-    if len(rounds) > 1:
+    if len(rounds) > 1 and "bare" in rounds[0]:
         print(f"{label}throughput / bare, per round: " + "; ".join(
             ", ".join(f"{name} {r.rps / one['bare'].rps:.2f}" for name, r in one.items() if name != "bare")
             for one in rounds))
