@@ -7,7 +7,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from . import services
 from .exceptions import ApplicationError
@@ -204,7 +206,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
                                                created_by=request.user)
         for f in ApiKey._meta.concrete_fields:
             setattr(obj, f.attname, getattr(key, f.attname))
-        self.message_user(request, f"Copy the new key now; it is not shown again: {raw_key}", level=messages.WARNING)
+        # For response_add only: never a message (the messages cookie is signed, not encrypted), session or log.
+        obj.raw_key = raw_key
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The answer to the add form is the one page that shows the new key (never cached: admin pages are not)."""
+        opts = self.opts
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created", "subtitle": str(obj), "opts": opts, "api_key": obj,
+            "raw_key": obj.raw_key,
+            "changelist_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist",
+                                      current_app=self.admin_site.name),
+            "add_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_add", current_app=self.admin_site.name),
+        }
+        return TemplateResponse(request, "admin/contexts/apikey/created.html", context)
 
     @admin.action(description="Revoke the selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
