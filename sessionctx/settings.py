@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -88,21 +89,34 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "axes",
+    "csp",
     "contexts",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # CONTENT_SECURITY_POLICY below, on every answer (static files included).
+    "contexts.web.middleware.ContentSecurityPolicyMiddleware",
     # Static files (htmx, CSS) straight from gunicorn: no separate file server is required.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "contexts.web.middleware.PrivatePagesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "contexts.infra.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes requires: turns a login refused by its backend into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes first: a locked-out login is refused before ModelBackend hashes the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "sessionctx.urls"
@@ -203,6 +217,42 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Health checks come from load balancers over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+
+# --- Login brute force (django-axes, for /accounts/login/ and /admin/login/) -------------------------------------
+# Failed logins are counted per username *and* client address: past the limit that pair is refused (429, the
+# lockout page) until the cool-off has passed since its last attempt, before any password is hashed, so a
+# locked-out attempt costs a few queries instead of the hasher's CPU. Another address, or another username from
+# the same address, is not locked with it. Counts live in the database (per test database in tests).
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15)
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_MINUTES < 1:
+    # A cool-off of 0 would make django-axes lock out for good.
+    raise ImproperlyConfigured("AXES_FAILURE_LIMIT and AXES_COOLOFF_MINUTES must be at least 1")
+AXES_COOLOFF_TIME = AXES_COOLOFF_MINUTES / 60  # hours, as django-axes reads a number
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# The address REST_FRAMEWORK["NUM_PROXIES"] trusts, the one the API throttle counts by (not django-ipware's rule).
+AXES_CLIENT_IP_CALLABLE = "contexts.web.access.client_ip"
+AXES_LOCKOUT_CALLABLE = "contexts.web.access.login_locked_out"
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------------------------------------
+# Self only: the staff pages and the admin have no inline script, handler or style (static/contexts/app.js does
+# the scripting; htmx's own indicator styles are off in templates/contexts/base.html). NONCE appears in the header
+# only on a page that asks for one: the API docs (templates/drf_spectacular/swagger_ui.html) for Swagger UI's
+# inline start-up script and style; that page alone also allows Swagger UI's data: icons (contexts/web/middleware.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
 
 # Request bodies above this answer 413 (agents post message batches; see SESSIONCTX_MAX_*).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576)

@@ -1,4 +1,7 @@
-"""Who may use the staff pages, and how a refusal reaches the person: one decorator, one message helper."""
+"""Who may use the staff pages, and how a refusal reaches the person: one decorator, one message helper.
+
+Also the two hooks django-axes calls for the login pages (settings.AXES_*): the client address and the lockout page.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,16 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from axes.helpers import get_cool_off, get_failure_limit
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from rest_framework.throttling import BaseThrottle
 
 from contexts.exceptions import ApplicationError
 
@@ -57,3 +62,22 @@ def staff_view(perm: str | None = None) -> Callable:
         return wrapped
 
     return decorate
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address by DRF's NUM_PROXIES rule, so the login lockout and the API throttle agree on it."""
+    return BaseThrottle().get_ident(request)
+
+
+def login_locked_out(request: HttpRequest, original_response: HttpResponse | None,
+                     credentials: dict[str, Any] | None) -> HttpResponse:
+    """The page for a login refused by django-axes: 429 with the wait, as the API answers a rate limit."""
+    cool_off = get_cool_off(request)
+    minutes = max(1, round(cool_off.total_seconds() / 60)) if cool_off else None
+    context = {"minutes": minutes, "failure_limit": get_failure_limit(request, credentials)}
+    response = render(request, "axes/lockout.html", context, status=429)
+    if cool_off:
+        # Every refused attempt starts the cool-off again (AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT).
+        response["Retry-After"] = str(int(cool_off.total_seconds()))
+    add_never_cache_headers(response)
+    return response

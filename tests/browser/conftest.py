@@ -48,16 +48,38 @@ def chromium():
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+# Every page reports what the Content-Security-Policy blocked; the binding survives navigations.
+_REPORT_CSP = """
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.reportCspViolation(e.effectiveDirective + " blocked " + (e.blockedURI || "inline") + " on " + e.documentURI
+    + " (" + (e.sourceFile || "page") + ":" + e.lineNumber + ":" + e.columnNumber + " " + e.sample + ")");
+});
+"""
+
+
 @pytest.fixture
-def new_page(chromium):
-    """A fresh browser context (its own cookies) per call, closed after the test."""
+def csp_violations() -> list[str]:
+    """What the policy blocked in any page of the test (events and console errors); the test fails if any."""
+    found: list[str] = []
+    yield found
+    assert found == [], "Content-Security-Policy violations: " + "; ".join(found)
+
+
+@pytest.fixture
+def new_page(chromium, csp_violations):
+    """A fresh browser context (its own cookies) per call, closed after the test; CSP violations fail the test."""
     contexts = []
 
     def make():
         context = chromium.new_context(viewport={"width": 1360, "height": 900})
         context.set_default_timeout(10_000)
+        context.expose_binding("reportCspViolation", lambda _source, text: csp_violations.append(text))
+        context.add_init_script(_REPORT_CSP)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("console", lambda msg: csp_violations.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
+        return page
 
     yield make
     for context in contexts:

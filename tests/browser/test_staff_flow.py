@@ -17,6 +17,8 @@ from tests.roles import ensure_roles
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 PASSWORD = "pw-for-tests-1"
+# Screenshots keep the caret: hiding it leaves style="" on every input, which htmx then copies onto swapped
+# elements, and the Content-Security-Policy (style-src 'self') rightly refuses that (see conftest.csp_violations).
 
 
 def login(page, base_url: str, username: str) -> None:
@@ -54,7 +56,7 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
     page = new_page()
     login(page, live_server.url, "eve")
     expect(page.locator("#session-table tbody tr")).to_have_count(9)
-    page.screenshot(path=str(artifacts_dir / "sessions.png"), full_page=True)
+    page.screenshot(path=str(artifacts_dir / "sessions.png"), full_page=True, caret="initial")
 
     # "/" jumps to the search box; filtering updates the table in place and the URL can be bookmarked.
     page.locator("body").press("/")
@@ -71,7 +73,7 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
     # The handoff queue lists it with its reason; Take leads to the session, now ours.
     page.get_by_role("link", name=re.compile("Handoff queue")).click()
     expect(page.locator("#handoff-queue")).to_contain_text("Refunds need a human.")
-    page.screenshot(path=str(artifacts_dir / "handoff-queue.png"), full_page=True)
+    page.screenshot(path=str(artifacts_dir / "handoff-queue.png"), full_page=True, caret="initial")
     page.locator("#handoff-queue").get_by_role("button", name="Take").click()
     expect(page).to_have_url(re.compile(r"/sessions/billing-refund-42/$"))
     expect(page.locator(".session-head .badge")).to_have_text("Human")
@@ -100,7 +102,7 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
     for _ in range(4):
         added.get_by_role("button", name="Move step up").click()
     form.locator(".plan-row").nth(3).get_by_role("button", name="Remove step").click()  # "Confirm with Carol"
-    page.screenshot(path=str(artifacts_dir / "session-edit.png"), full_page=True)
+    page.screenshot(path=str(artifacts_dir / "session-edit.png"), full_page=True, caret="initial")
     form.get_by_role("button", name=re.compile("Save")).click()
     expect(page.locator(".messages")).to_contain_text("Saved as version")
     expect(page.locator(".checklist li")).to_have_text([re.compile("Apologise to Carol$"),
@@ -123,7 +125,7 @@ def test_support_flow_filter_open_take_note_edit_plan_hand_back(live_server, new
     page.get_by_role("button", name="Hand back to agent").click()
     expect(page.locator(".session-head .badge")).to_have_text("Active")
     expect(page.locator("[data-field=handoff_note]")).to_contain_text("Refund issued; tell Carol it takes 3 days.")
-    page.screenshot(path=str(artifacts_dir / "session-detail.png"), full_page=True)
+    page.screenshot(path=str(artifacts_dir / "session-detail.png"), full_page=True, caret="initial")
     kinds = list(HandoffEvent.objects.filter(session=session).values_list("kind", flat=True))
     assert kinds == ["requested", "claimed", "note", "released"]
 
@@ -146,7 +148,7 @@ def test_a_stale_edit_in_a_second_browser_shows_the_conflict(live_server, new_pa
     expect(conflict).to_contain_text("Someone else changed this context")
     # The form now holds the newer version, and nothing of Ed's was written.
     expect(second.get_by_label("Summary")).to_have_value("Eve's summary: refund approved.")
-    second.screenshot(path=str(artifacts_dir / "edit-conflict.png"), full_page=True)
+    second.screenshot(path=str(artifacts_dir / "edit-conflict.png"), full_page=True, caret="initial")
     session = SessionContext.objects.get(session_id="billing-refund-42")
     assert session.summary == "Eve's summary: refund approved."
     assert not Revision.objects.filter(session=session, actor="user:ed").exists()

@@ -1,0 +1,41 @@
+"""Response headers of the pages: Cache-Control for a signed-in person's answers, the Content-Security-Policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from csp.constants import SELF
+from csp.middleware import CSPMiddleware
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.cache import patch_cache_control
+
+
+class PrivatePagesMiddleware:
+    """`Cache-Control: private, no-store` on every staff page, admin page, error page and htmx fragment a signed-in
+    person gets (each shows their name and carries their CSRF token). The API (`/api/`) sets its own headers and is
+    left alone, so an agent's call never loads a session."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not request.path.startswith("/api/") and request.user.is_authenticated:
+            patch_cache_control(response, private=True, no_store=True)
+        return response
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """settings.CONTENT_SECURITY_POLICY everywhere; the API docs page may also show Swagger UI's data: icons.
+
+    Swagger UI (drf-spectacular-sidecar) draws its icons as data: images from its script and stylesheet; only that
+    page gets `img-src data:`. Its inline start-up script and style carry a nonce instead
+    (templates/drf_spectacular/swagger_ui.html).
+    """
+
+    def get_policy_parts(self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False):
+        parts = super().get_policy_parts(request, response, report_only)
+        match = request.resolver_match
+        if match is not None and match.view_name == "api-docs" and parts.update is None:
+            parts.update = {"img-src": [SELF, "data:"]}
+        return parts
