@@ -4,7 +4,9 @@ versioned write (with its revision, the cursor and the run record), or nothing."
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,15 +24,17 @@ from .claim import Claim, Decision, claim, finish, next_queued
 from .dispatch import mark_sent, send_on_commit
 from .extractors.base import Deadline, ExtractionError, Extractor, PromptMessage, Usage, chunk_messages
 from .extractors.registry import get_extractor
+from .merge import merge
 
 logger = logging.getLogger(__name__)
 
-RECOMPUTE_ROUNDS = 3  # a snapshot that keeps changing under the model call fails the run after this many tries
+# After a conflict that cannot be merged, wait this long (doubling, up to the ceiling) before recomputing.
+RECOMPUTE_WAIT, RECOMPUTE_WAIT_MAX = 0.1, 2.0
 
 
 class Outcome(enum.Enum):
     APPLIED = "applied"
-    CONFLICT = "conflict"  # the snapshot changed during the model call: recompute from the new one
+    CONFLICT = "conflict"  # a field the model changed was changed meanwhile (or the cursor moved): recompute
     STALE = "stale"  # a newer attempt owns the run, or the session is gone: this attempt's work is dropped
 
 
@@ -123,10 +127,14 @@ def extraction_run(*, run_id: str, extractor: Extractor | None = None) -> Claim:
 
 
 def _rounds(attempt: Attempt, extractor: Extractor) -> None:
-    """Extract and apply; recompute when the snapshot changed during the model call."""
+    """Extract and apply; when others changed a field the model changed too, wait and recompute from what they
+    wrote, for as long as the attempt's deadline allows, then hand the messages to a follow-up run."""
     row = attempt.claim.session  # read under the claim's lock; a recompute reads the snapshot again
     deadline = Deadline()
-    for _ in range(RECOMPUTE_ROUNDS):
+    for conflicts in itertools.count():
+        if conflicts and not deadline.allows(2 * llm.worst_call_seconds()):
+            _hand_over(attempt)
+            return
         try:
             base = Base.of(row if row is not None else SessionContext.objects.get(pk=attempt.run.session_id))
         except Exception as exc:  # noqa: BLE001 - any unreadable snapshot must stop the run
@@ -137,9 +145,15 @@ def _rounds(attempt: Attempt, extractor: Extractor) -> None:
         row = None
         if _round(attempt, extractor, base, deadline) != Outcome.CONFLICT:
             return
-        logger.info("run %s: snapshot changed during the extraction; recomputing from the new one", attempt.run.pk)
-    attempt.end(ExtractionRun.Status.FAILED,
-                error="The snapshot kept changing during the extraction; the messages stay unseen.")
+        logger.info("run %s: a field the model changed was changed meanwhile; recomputing", attempt.run.pk)
+        time.sleep(min(RECOMPUTE_WAIT * 2**conflicts, RECOMPUTE_WAIT_MAX))
+
+
+def _hand_over(attempt: Attempt) -> None:
+    """Contention alone never fails a run: its messages stay unseen and a follow-up run takes them up."""
+    follow_up = ExtractionRun.objects.create(session_id=attempt.run.session_id, trigger="follow-up")
+    attempt.end(ExtractionRun.Status.SKIPPED, error=f"Handed over to run {follow_up.pk}: the fields the model "
+                "changed kept being changed by others during this attempt; the messages stay unseen until then.")
 
 
 def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadline) -> Outcome | None:
@@ -186,13 +200,18 @@ def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: 
         if session is None:
             claim_.release()
             return Outcome.STALE
-        if (session.version, session.cursor_seq, session.mode) != (base.version, base.cursor_seq, base.mode):
+        values, unmerged = changes, []
+        if (session.cursor_seq, session.mode) != (base.cursor_seq, base.mode):
+            unmerged = ["cursor"]  # another extraction or a rewind moved the cursor: start from where it is
+        elif session.version != base.version:
+            values, unmerged = merge(base=base.previous, theirs=session.snapshot(), ours=changes)
+        if unmerged:
             if ExtractionRun.objects.filter(pk=run.pk, status=ExtractionRun.Status.RUNNING,
                                             attempts=run.attempts).exists():
                 return Outcome.CONFLICT  # the attempt goes on (recomputes), lock and all
             claim_.release()
             return Outcome.STALE
-        snapshot_write(session, values=changes, source=Revision.Source.EXTRACTION, actor=Actor.for_model(model),
+        snapshot_write(session, values=values, source=Revision.Source.EXTRACTION, actor=Actor.for_model(model),
                        reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}",
                        extra={"cursor_seq": last_seq})
         # Only the attempt that still owns the run finishes it; a stale one (a newer attempt took the run over

@@ -325,7 +325,7 @@ def test_a_run_waits_while_another_run_of_the_session_is_running(fake_model):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_staff_edit_during_the_model_call_is_kept_and_the_extraction_recomputes(fake_model, extract):
+def test_staff_edit_of_another_field_during_the_model_call_is_kept_and_the_answer_merged_onto_it(fake_model, extract):
     session = make_session(mode="planning", content=PLANNING)
     _turn(session)
     calls = []
@@ -347,12 +347,12 @@ def test_staff_edit_during_the_model_call_is_kept_and_the_extraction_recomputes(
     run = extract(session)
 
     assert run.status == "succeeded", run.error
-    assert len(calls) == 2  # recomputed from the edited snapshot
-    assert "keep the URLs" in calls[1]["messages"][1]["content"]
+    assert len(calls) == 1  # the model left the goal alone: its answer merges, no second call
     assert session.goal == "Move the blog to Hugo and keep the URLs"
+    assert session.summary == "Posts exported; converting next." and session.progress == ["Export posts"]
     sources = list(Revision.objects.filter(session=session).order_by("version").values_list("version", "source"))
     assert sources == [(1, "api"), (2, "staff"), (3, "extraction")]
-    assert (run.from_version, run.to_version) == (2, 3)
+    assert (run.from_version, run.to_version) == (1, 3)  # computed from version 1, written as 3
 
 
 @pytest.mark.django_db(transaction=True)
