@@ -7,6 +7,7 @@ import logging
 from rest_framework import throttling
 from rest_framework.settings import api_settings
 
+from .. import readcache
 from ..models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -32,13 +33,14 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request, view):
-        if self.rate is None:
+        if self.rate is None or not readcache.shared_cache_usable():
             return True
         self.key = self.get_cache_key(request, view)
         self.now = self.timer()
         try:
             count = self._count()
         except Exception as exc:  # noqa: BLE001 - the cache backend's own error types
+            readcache.shared_cache_failed()
             # The throttle protects the service; refusing every request while the cache is away would be the
             # outage it protects against. Requests go on, unthrottled.
             logger.warning("throttle not counted, the cache is unreachable: %s", exc)

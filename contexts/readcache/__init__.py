@@ -16,7 +16,8 @@ next read. Coherence, the rules every change follows:
   cache it afterwards, so a revoked key is refused at once.
 
 Every call here gives up quickly when Redis does not answer (CACHE_SOCKET_TIMEOUT) and the caller falls back
-to the database: the cache makes reads cheaper, never makes them fail.
+to the database; after a failure the process leaves Redis alone for a second (client.BACK_OFF_SECONDS), except
+for the deletes and tombstones that coherence needs. The cache makes reads cheaper, never makes them fail.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from django.db import transaction
 from redis.exceptions import RedisError
 
 from ..exceptions import ApplicationError
-from .client import client, redis_url
+from .client import available, client, failed, redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,18 @@ def enabled() -> bool:
     return settings.SESSIONCTX_READ_CACHE and redis_url() is not None
 
 
+def shared_cache_usable() -> bool:
+    """Whether the default cache (throttle counters, last-used markers) is worth asking now: not while a Redis
+    behind it is backing off after a failure."""
+    return redis_url() is None or available()
+
+
+def shared_cache_failed() -> None:
+    """A call to the default cache failed; when that cache is Redis, back off from it."""
+    if redis_url() is not None:
+        failed()
+
+
 def _name(kind: str, ident: str) -> str:
     return f"sessionctx:{kind}:{ident}"
 
@@ -78,11 +91,12 @@ def _name(kind: str, ident: str) -> str:
 
 def lookup(session_id: str) -> Entry | None:
     """The session's cached answers; None when not cached or Redis does not answer."""
-    if not enabled():
+    if not enabled() or not available():
         return None
     try:
         version, body, prompt = client().hmget(_name("c", session_id), ["v", "c", "p"])
     except RedisError as exc:
+        failed()
         logger.warning("read cache: lookup of %s failed, reading the database: %s", session_id, exc)
         return None
     if version is None:
@@ -92,12 +106,13 @@ def lookup(session_id: str) -> Entry | None:
 
 def fill(session_id: str, read: Callable[[], Entry]) -> Entry:
     """`read()` (the database), cached if no write to the session committed meanwhile."""
-    if not enabled():
+    if not enabled() or not available():
         return read()
     lease_name, token = _name("l", session_id), secrets.token_hex(8)
     try:
         leased = bool(client().set(lease_name, token, px=LEASE_MS, nx=True))
     except RedisError:
+        failed()
         leased = False
     entry = read()  # after taking the lease: see _FILL
     if leased:
@@ -106,6 +121,7 @@ def fill(session_id: str, read: Callable[[], Entry]) -> Entry:
             client().eval(_FILL, 2, _name("c", session_id), lease_name, token, ttl_ms, entry.version,
                           entry.context_json, entry.prompt)
         except RedisError as exc:
+            failed()
             logger.warning("read cache: could not store %s: %s", session_id, exc)
     return entry
 
@@ -114,6 +130,7 @@ def _forget(session_id: str) -> None:
     try:
         client().delete(_name("c", session_id), _name("l", session_id))
     except RedisError as exc:
+        failed()
         # The entry expires after SESSIONCTX_READ_CACHE_TTL; until then reads may be that old.
         logger.warning("read cache: could not drop %s after a change: %s", session_id, exc)
 
@@ -129,11 +146,12 @@ def context_changed(session_id: str) -> None:
 
 def api_key_get(key_hash: str) -> dict | object | None:
     """A key's cached columns, REVOKED, or None (not cached, or Redis does not answer)."""
-    if not enabled():
+    if not enabled() or not available():
         return None
     try:
         raw = client().get(_name("k", key_hash))
     except RedisError as exc:
+        failed()
         logger.warning("read cache: key lookup failed, reading the database: %s", exc)
         return None
     if raw is None:
@@ -143,11 +161,12 @@ def api_key_get(key_hash: str) -> dict | object | None:
 
 def api_key_store(key_hash: str, columns: dict) -> None:
     """Cache an active key's columns, unless an entry (or a revocation's tombstone) is there already."""
-    if not enabled():
+    if not enabled() or not available():
         return
     try:
         client().set(_name("k", key_hash), json.dumps(columns), ex=KEY_TTL, nx=True)
     except RedisError as exc:
+        failed()
         logger.warning("read cache: could not store an API key: %s", exc)
 
 
@@ -158,6 +177,7 @@ def api_key_forget(key_hash: str) -> None:
     try:
         client().set(_name("k", key_hash), TOMBSTONE, ex=TOMBSTONE_TTL)
     except RedisError as exc:
+        failed()
         logger.warning("read cache: could not tombstone an API key: %s", exc)
         raise ApplicationError("The cache is unreachable, so the key cannot be revoked safely; nothing "
                                "changed. Retry shortly.", code="service_unavailable", status=503) from exc

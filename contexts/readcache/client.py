@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import redis
 from django.conf import settings
@@ -10,7 +11,12 @@ from django.core.cache import DEFAULT_CACHE_ALIAS
 
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
 
+# After Redis failed to answer, this process leaves it alone this long: a hung Redis then costs one request a
+# timeout now and then, not every call of every request.
+BACK_OFF_SECONDS = 1.0
+
 _lock = threading.Lock()
+_down_until: dict[str | None, float] = {}  # per Redis URL
 _clients: dict[tuple, redis.Redis] = {}
 
 
@@ -39,3 +45,13 @@ def client() -> redis.Redis:
                                          health_check_interval=30)
             _clients[key] = found
         return found
+
+
+def available() -> bool:
+    """False for a while after a call to Redis failed (see BACK_OFF_SECONDS)."""
+    return time.monotonic() >= _down_until.get(redis_url(), 0.0)
+
+
+def failed() -> None:
+    """A call to Redis timed out or was refused: back off."""
+    _down_until[redis_url()] = time.monotonic() + BACK_OFF_SECONDS

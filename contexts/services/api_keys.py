@@ -76,9 +76,12 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
 
 def api_key_touch(key: ApiKey) -> None:
     """Record that the key was used, at most once a minute per key (per cache)."""
+    if not readcache.shared_cache_usable():
+        return
     try:
         first_this_minute = cache.add(f"sessionctx:key-used:{key.pk}", 1, LAST_USED_RESOLUTION.total_seconds())
     except Exception as exc:  # noqa: BLE001 - the cache backend's own error types; the marker is only a hint
+        readcache.shared_cache_failed()
         logger.warning("last-used marker not set, the cache is unreachable: %s", exc)
         return
     if first_this_minute:
