@@ -43,6 +43,8 @@ class LimitedJSONParser(JSONParser):
             return json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"The body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise drf_exceptions.ParseError("The body is nested too deeply.") from None
 
 
 def _refuse_constant(name: str):

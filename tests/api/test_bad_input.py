@@ -103,3 +103,11 @@ def test_unexpected_errors_become_a_500_in_the_error_shape():
     response = api_exception_handler(RuntimeError("boom"), {"view": None, "request": None})
     assert response.status_code == 500
     assert response.data == {"error": {"code": "server_error", "message": "Internal server error.", "details": {}}}
+
+
+def test_deeply_nested_json_is_400_in_the_error_shape_and_stores_nothing(agent):
+    before = counts()
+    response = agent.client.post("/api/v1/sessions/deep-1/messages", data=b"[" * 100_000,
+                                 content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {agent.raw_key}")
+    assert_error(response, 400, "parse_error")
+    assert counts() == before
