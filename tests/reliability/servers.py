@@ -39,16 +39,20 @@ def subprocess_env(settings_dict: dict, **extra: str) -> dict[str, str]:
 
 
 class Gunicorn:
-    """gunicorn with one sync worker: every request goes through the same persistent DB connection."""
+    """gunicorn with one sync worker: every request goes through the same persistent DB connection.
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
+    `threads` > 1 runs gthread workers instead, as in production.
+    """
+
+    def __init__(self, env: dict[str, str], *, workers: int = 1, threads: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fd, self.log_path = tempfile.mkstemp(prefix="gunicorn-test-", suffix=".log")
         self.log = os.fdopen(fd, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "sessionctx.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--worker-class", "sync", "--timeout", "30", "--log-level", "warning"],
+             "--workers", str(workers), "--worker-class", "gthread" if threads > 1 else "sync",
+             "--threads", str(threads), "--timeout", "30", "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
