@@ -146,6 +146,12 @@ DATABASES = {
     )
 }
 _db = DATABASES["default"]
+# PostgreSQL only. A hung database must cost a request a bounded wait, never a thread: the server ends a statement
+# after DB_STATEMENT_TIMEOUT (0: no limit, e.g. for a long migration), connecting gives up after DB_CONNECT_TIMEOUT,
+# keepalives and the TCP user timeout drop a connection whose peer is gone. A server whose kernel still takes the
+# bytes but that never answers is bounded only on our side: contexts/infra/middleware.py ends a request's wait on
+# the database shortly after DB_STATEMENT_TIMEOUT.
+DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 5)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Connections are not shared across threads on SQLite; persistent ones only waste handles.
     _db["CONN_MAX_AGE"] = 0
@@ -161,7 +167,18 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # the pid keeps parallel runs on one machine apart.
     _db["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")}
 else:
-    _db.setdefault("OPTIONS", {})
+    _url_options = _db.get("OPTIONS", {})
+    _db["OPTIONS"] = {
+        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
+        "keepalives": 1,
+        "keepalives_idle": env_int("DB_TCP_KEEPALIVES_IDLE", 10),
+        "keepalives_interval": env_int("DB_TCP_KEEPALIVES_INTERVAL", 5),
+        "keepalives_count": env_int("DB_TCP_KEEPALIVES_COUNT", 3),
+        "tcp_user_timeout": round(env_float("DB_TCP_USER_TIMEOUT", 10) * 1000),
+        **_url_options,  # what DATABASE_URL's query string sets wins
+    }
+    _statement_timeout = f"-c statement_timeout={round(DB_STATEMENT_TIMEOUT * 1000)}"
+    _db["OPTIONS"]["options"] = f"{_url_options.get('options', '')} {_statement_timeout}".strip()
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME", f"test_sessionctx_{os.getpid()}")}
 
 # Throttle counters and the read cache live here: give every web and worker process one shared cache (Redis) in

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
 from ..exceptions import ApplicationError
+from ..infra.middleware import database_deadline
 from .http import ApiView
 from .openapi import ERROR_DESCRIPTIONS
 from .serializers import ErrorSerializer, HealthOutputSerializer
+
+# Load balancers need an answer, not a hung probe: the database check runs in a thread of its own and the answer
+# waits for it this long. One thread per process, so a hung database holds one thread, however many probes come.
+DATABASE_CHECK_SECONDS = 1.0
+_database_checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-database")
+
+
+def _check_database() -> None:
+    try:
+        with database_deadline(DATABASE_CHECK_SECONDS), connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        # A connection per check: no request ever ends in this thread to close a kept one.
+        connection.close()
 
 
 def _check_broker() -> None:
@@ -33,11 +50,12 @@ class HealthApi(ApiView):
     def get(self, request):
         checks: dict[str, str] = {}
         failed: dict[str, str] = {}
+        check = _database_checker.submit(_check_database)
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
+            check.result(timeout=DATABASE_CHECK_SECONDS)
             checks["database"] = "ok"
         except Exception as exc:  # any failure means "not healthy"; the type is enough for operators
+            check.cancel()  # if still queued behind a check that hangs
             failed["database"] = type(exc).__name__
         if settings.CELERY_BROKER_URL:
             try:
