@@ -155,6 +155,10 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField()
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # A staff member's reply to the customer (role assistant), written on the handoff desk.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -195,6 +199,33 @@ class HandoffEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} {self.kind} by {self.actor}"
+
+
+class Event(models.Model):
+    """What agents and webhooks learn of: a row per handoff change, staff reply and context change. Ids grow
+    in commit order (services.events), so `after=<id>` never skips one that commits late."""
+
+    class Type(models.TextChoices):
+        CONTEXT_UPDATED = "context.updated", "Context updated"
+        HANDOFF_REQUESTED = "handoff.requested", "Handoff requested"
+        HANDOFF_TAKEN = "handoff.taken", "Taken by a person"
+        HANDOFF_TAKEN_OVER = "handoff.taken_over", "Taken over from another person"
+        HANDOFF_RELEASED = "handoff.released", "Handed back"
+        HANDOFF_CLOSED = "handoff.closed", "Closed"
+        STAFF_REPLY = "message.staff_reply", "Staff reply"
+
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(SessionContext, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=32, choices=Type.choices)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["session", "id"], name="event_session_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.type} {self.session_id}"
 
 
 class ExtractionRun(models.Model):
