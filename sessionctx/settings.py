@@ -389,8 +389,15 @@ SESSIONCTX_EXTRACTION_RESEND_AFTER = env_int("SESSIONCTX_EXTRACTION_RESEND_AFTER
 # over at once instead of after its lease (the hard time limit + 10%). Turn off behind a connection pooler in
 # transaction mode (PgBouncer), where a session-level lock does not stay with one client.
 SESSIONCTX_EXTRACTION_LIVENESS_LOCKS = env_bool("SESSIONCTX_EXTRACTION_LIVENESS_LOCKS", True)
+# The handoff desk: while a person owns a conversation, posted turns queue no model-driven update unless this
+# is on (what was said meanwhile is read when the person hands it back).
+SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", False)
+# The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
+SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
+SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30)
 CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
+    "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
 }
 
 LOGGING = {
