@@ -15,20 +15,22 @@ from ..extraction.runs import extraction_request
 from ..models import Revision, SessionContext
 from .http import ApiView, PlainTextRenderer, etag, expected_version, not_modified, validated
 from .openapi import ETAG_HEADER, IF_MATCH, errors
-from .representations import context_of, context_representation, row_of
+from .representations import context_of, context_representation, row_of, write_receipt
 from .serializers import (
     ContextOutputSerializer,
     ContextWriteInputSerializer,
+    ContextWriteOutputSerializer,
     PromptOutputSerializer,
     ResetInputSerializer,
     RunRefSerializer,
 )
 
 
-def context_response(session: SessionContext, *, status_code: int = 200) -> Response:
-    """A write's answer: the context as it now is, with its ETag."""
-    return Response(context_representation(row_of(session)), status=status_code,
-                    headers={"ETag": etag(session.version)})
+def context_response(request, session: SessionContext, *, status_code: int = 200) -> Response:
+    """A write's answer, with its ETag: the context as it now is, or its receipt for a key that may not read it."""
+    row = row_of(session)
+    body = context_representation(row) if request.auth.has_scope("read") else write_receipt(row)
+    return Response(body, status=status_code, headers={"ETag": etag(session.version)})
 
 
 class ContextApi(ApiView):
@@ -51,14 +53,14 @@ class ContextApi(ApiView):
 
     @extend_schema(tags=["context"], operation_id="context_update", request=ContextWriteInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
-                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
                    description="Change some snapshot fields; the others stay. Needs the version you read.")
     def patch(self, request, session_id: str):
         return self._write(request, session_id, replace=False)
 
     @extend_schema(tags=["context"], operation_id="context_replace", request=ContextWriteInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
-                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
                    description="Replace the whole snapshot: fields not given become empty. Needs the version "
                                "you read.")
     def put(self, request, session_id: str):
@@ -74,7 +76,7 @@ class ContextApi(ApiView):
             session = services.snapshot_replace(content=data, **common)
         else:
             session = services.snapshot_update(changes=data, **common)
-        return context_response(session)
+        return context_response(request, session)
 
 
 class ContextPromptApi(ApiView):
@@ -99,7 +101,7 @@ class ContextResetApi(ApiView):
     @extend_schema(tags=["context"], operation_id="context_reset", request=ResetInputSerializer,
                    parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
                                                 description="Optional: reset only if still at this version.")],
-                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415)},
                    description="Empty the snapshot (a new version; the history keeps the old ones).")
     def post(self, request, session_id: str):
         data = validated(ResetInputSerializer, request.data)
@@ -108,7 +110,7 @@ class ContextResetApi(ApiView):
             expected = expected_version(request, data.get("version"))
         session = services.snapshot_reset(session=selectors.session_get(session_id), reason=data["reason"],
                                           actor=services.Actor.for_api_key(request.auth), expected_version=expected)
-        return context_response(session)
+        return context_response(request, session)
 
 
 class ContextUpdateRequestApi(ApiView):

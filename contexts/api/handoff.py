@@ -8,16 +8,16 @@ from .. import selectors, services
 from .context import context_response
 from .http import ApiView, validated
 from .openapi import errors
-from .serializers import ContextOutputSerializer, ReasonInputSerializer
+from .serializers import ContextWriteOutputSerializer, ReasonInputSerializer
 
 
 class HandoffApi(ApiView):
     @extend_schema(tags=["handoff"], operation_id="handoff_request", request=ReasonInputSerializer,
-                   responses={200: ContextOutputSerializer, **errors(400, 404, 409, 413, 415)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 409, 413, 415)},
                    description="Ask for a human: the status becomes `handoff_requested` and the session joins "
                                "the staff queue. Asking again while waiting changes nothing.")
     def post(self, request, session_id: str):
         data = validated(ReasonInputSerializer, request.data)
         session = services.handoff_request(session=selectors.session_get(session_id), reason=data["reason"],
                                            actor=services.Actor.for_api_key(request.auth))
-        return context_response(session)
+        return context_response(request, session)

@@ -10,7 +10,7 @@ from .context import context_response
 from .http import ApiListView, ApiView, expected_version, validated
 from .openapi import ETAG_HEADER, IF_MATCH, errors
 from .pagination import RevisionPagination
-from .serializers import ContextOutputSerializer, RevertInputSerializer, RevisionOutputSerializer
+from .serializers import ContextWriteOutputSerializer, RevertInputSerializer, RevisionOutputSerializer
 
 
 class RevisionListApi(ApiListView):
@@ -30,7 +30,7 @@ class RevisionListApi(ApiListView):
 class RevisionRevertApi(ApiView):
     @extend_schema(tags=["history"], operation_id="revision_revert", request=RevertInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
-                   responses={200: ContextOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
                    description="Restore the snapshot as it was at `version`, as a new revision. If-Match (or "
                                "the body's `version`) is the *current* version you read.")
     def post(self, request, session_id: str, version: int):
@@ -39,4 +39,4 @@ class RevisionRevertApi(ApiView):
             session=selectors.session_get(session_id), to_version=version,
             expected_version=expected_version(request, data.get("version")), reason=data["reason"],
             actor=services.Actor.for_api_key(request.auth), source=Revision.Source.API)
-        return context_response(session)
+        return context_response(request, session)

@@ -11,7 +11,7 @@ from rest_framework.renderers import JSONRenderer
 from .. import readcache, selectors
 from ..models import SessionContext
 from ..prompting import render_prompt
-from .serializers import ContextOutputSerializer
+from .serializers import WRITE_RECEIPT_FIELDS, ContextOutputSerializer
 
 CONTEXT_FIELDS = tuple(ContextOutputSerializer.Meta.fields)
 _DATETIME = serializers.DateTimeField()  # formats as the serializer's fields do
@@ -26,6 +26,13 @@ def context_representation(row: Mapping) -> dict:
     """
     data = {name: row[name] for name in CONTEXT_FIELDS}
     data["created_at"] = _DATETIME.to_representation(data["created_at"])
+    data["updated_at"] = _DATETIME.to_representation(data["updated_at"])
+    return data
+
+
+def write_receipt(row: Mapping) -> dict:
+    """A write's answer for a key without the read scope: the version and state, none of the snapshot."""
+    data = {name: row[name] for name in WRITE_RECEIPT_FIELDS}
     data["updated_at"] = _DATETIME.to_representation(data["updated_at"])
     return data
 

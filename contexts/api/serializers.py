@@ -91,14 +91,41 @@ class SessionOutputSerializer(serializers.ModelSerializer):
                   "created_at", "updated_at"]
 
 
+ASSIGNEE_HELP = "Username of the person who owns the conversation, if any."
+
+
 class ContextOutputSerializer(serializers.ModelSerializer):
     assignee = serializers.CharField(source="assignee.username", read_only=True, allow_null=True,
-                                     help_text="Username of the person who owns the conversation, if any.")
+                                     help_text=ASSIGNEE_HELP)
 
     class Meta:
         model = SessionContext
         fields = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "assignee", "summary", "goal",
                   "plan", "progress", "handoff_note", "version", "created_at", "updated_at"]
+
+
+# What a write answers a key without the read scope: enough to go on writing (the version) and to follow the
+# conversation's state, nothing of the snapshot or its owners, which that key may not read.
+WRITE_RECEIPT_FIELDS = ("session_id", "mode", "status", "version", "updated_at")
+
+
+class ContextWriteOutputSerializer(ContextOutputSerializer):
+    """A write's answer: the whole context for a key with the read scope, only WRITE_RECEIPT_FIELDS without it.
+
+    For the schema only (answers are built by representations.py): the receipt's fields are required, the others
+    optional, so both answers match it.
+    """
+
+    # Not read-only, or the schema would list them as always present.
+    assignee = serializers.CharField(source="assignee.username", required=False, allow_null=True,
+                                     help_text=ASSIGNEE_HELP)
+    created_at = serializers.DateTimeField(required=False)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name, field in fields.items():
+            field.required = name in WRITE_RECEIPT_FIELDS
+        return fields
 
 
 class PromptOutputSerializer(serializers.Serializer):

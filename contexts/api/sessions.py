@@ -12,7 +12,7 @@ from .http import ApiListView, ApiView, validated
 from .openapi import errors
 from .pagination import SessionPagination
 from .serializers import (
-    ContextOutputSerializer,
+    ContextWriteOutputSerializer,
     SessionCreateInputSerializer,
     SessionFilterSerializer,
     SessionOutputSerializer,
@@ -35,13 +35,14 @@ class SessionListApi(ApiListView):
 
 class SessionApi(ApiView):
     @extend_schema(tags=["sessions"], operation_id="session_create", request=SessionCreateInputSerializer,
-                   responses={200: ContextOutputSerializer, 201: ContextOutputSerializer, **errors(400, 413, 415)},
+                   responses={200: ContextWriteOutputSerializer, 201: ContextWriteOutputSerializer,
+                              **errors(400, 413, 415)},
                    description="Create the session (201), or answer the existing one (200): idempotent. "
                                "Owners unknown so far are filled in; known ones are never overwritten.")
     def put(self, request, session_id: str):
         data = validated(SessionCreateInputSerializer, request.data)
         session, created = services.session_get_or_create(session_id=session_id, **data)
-        return context_response(session, status_code=201 if created else 200)
+        return context_response(request, session, status_code=201 if created else 200)
 
     @extend_schema(tags=["sessions"], operation_id="session_delete", responses={204: None, **errors(400, 404)},
                    description="Erase the session with its messages, revisions, runs and handoff events.")

@@ -1,0 +1,58 @@
+"""The API's contract as seen from outside (#14): what a key without the read scope gets back, JSON errors on
+every /api/ path, preconditions, query filters and session ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import Agent
+from tests.factories import make_api_key, make_session
+
+pytestmark = pytest.mark.django_db
+
+SNAPSHOT_FIELDS = {"summary", "goal", "plan", "progress", "handoff_note"}
+# What a write answers a key that may not read: enough to carry on writing (version, ETag) and to see the
+# conversation's state, nothing of the snapshot or its owners.
+WRITE_RECEIPT_FIELDS = {"session_id", "mode", "status", "version", "updated_at"}
+SECRET = "Customer card ends 4242"
+
+
+@pytest.fixture
+def secret_session():
+    return make_session("secret-1", content={"summary": SECRET, "goal": SECRET, "plan": [SECRET]},
+                        user_id="u-secret", agent_id="a-secret")
+
+
+@pytest.fixture
+def writer():
+    return Agent(make_api_key("write", name="write-only")[1])
+
+
+def test_a_write_only_key_gets_the_version_and_status_of_its_writes_but_never_the_snapshot(secret_session,
+                                                                                          writer):
+    sid, first = secret_session.session_id, secret_session.version
+    writes = [
+        ("PUT", f"/api/v1/sessions/{sid}", {}),
+        ("PATCH", f"/api/v1/sessions/{sid}/context", {"progress": ["Step one"]}),
+        ("PUT", f"/api/v1/sessions/{sid}/context", {"summary": SECRET, "goal": SECRET, "plan": [SECRET]}),
+        ("POST", f"/api/v1/sessions/{sid}/revisions/{first}/revert", {"reason": "back"}),
+        ("POST", f"/api/v1/sessions/{sid}/handoff", {"reason": "refund"}),
+        ("POST", f"/api/v1/sessions/{sid}/context/reset", {"reason": "over"}),
+    ]
+    for method, path, body in writes:
+        response = writer.call(method, path, body, headers={"If-Match": f'"{secret_session.version}"'})
+        assert response.status_code in (200, 201), (method, path, response.content)
+        answer = response.json()
+        assert set(answer) == WRITE_RECEIPT_FIELDS, (method, path, answer)
+        assert SECRET.encode() not in response.content and b"u-secret" not in response.content
+        secret_session.refresh_from_db()
+        assert answer["version"] == secret_session.version and answer["status"] == secret_session.status
+        assert response["ETag"] == f'"{secret_session.version}"'
+    assert secret_session.version == first + 4 and secret_session.status == "handoff_requested"
+
+
+def test_a_read_write_key_still_gets_the_whole_snapshot_back(secret_session, agent):
+    response = agent.patch("/api/v1/sessions/secret-1/context", {"progress": []},
+                           headers={"If-Match": f'"{secret_session.version}"'})
+    assert response.status_code == 200
+    assert response.json()["summary"] == SECRET and set(response.json()) >= SNAPSHOT_FIELDS
