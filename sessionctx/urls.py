@@ -9,3 +9,9 @@ urlpatterns = [
     path("", include("contexts.api.urls")),
     path("", include("contexts.web.urls")),
 ]
+
+# Under /api/ Django's own errors answer the API's JSON error shape; elsewhere the HTML pages.
+handler400 = "contexts.api.errors.bad_request"
+handler403 = "contexts.api.errors.permission_denied"
+handler404 = "contexts.api.errors.page_not_found"
+handler500 = "contexts.api.errors.server_error"

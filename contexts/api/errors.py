@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -66,3 +67,39 @@ def api_not_found(request, path: str = ""):
     """Unknown /api/ paths answer the JSON error shape, not Django's HTML page."""
     return JsonResponse(NotFound(f"No API endpoint at {request.path}.", details={"path": request.path}).as_dict(),
                         status=404)
+
+
+# Django's own error views (sessionctx/urls.py): what Django refuses before any API view runs (a Host outside
+# ALLOWED_HOSTS, a failure in a middleware) still answers the JSON error shape under /api/.
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, "details": {}}}, status=status)
+
+
+def bad_request(request, exception):
+    if _is_api(request):
+        return _error(400, "bad_request", "The request could not be understood.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if _is_api(request):
+        return _error(403, "permission_denied", "You do not have permission to perform this action.")
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception):
+    if _is_api(request):
+        return api_not_found(request)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return _error(500, "server_error", "Internal server error.")
+    return defaults.server_error(request)

@@ -36,8 +36,9 @@ urlpatterns = [
     path(f"{S}/handoff", handoff.HandoffApi.as_view(), name="api-handoff"),
     path(f"{S}/runs", runs.SessionRunListApi.as_view(), name="api-session-runs"),
     path("api/v1/runs/<uuid:run_id>", runs.RunApi.as_view(), name="api-run"),
+    path("api/v1/events", events.EventListApi.as_view(), name="api-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    # Last: any other /api/ path answers the JSON error shape.
-    re_path(r"^api/(?P<path>.*)$", errors.api_not_found, name="api-not-found"),
+    # Last: any other /api/ path answers the JSON error shape ([\s\S], not `.`: a path may hold a line break).
+    re_path(r"^api/(?P<path>[\s\S]*)\Z", errors.api_not_found, name="api-not-found"),
 ]

@@ -16,9 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from contexts import selectors, services
-from contexts.exceptions import ApplicationError, NotFound
+from contexts.exceptions import ApplicationError, InvalidInput, NotFound
 from contexts.models import SessionContext
 from contexts.services import Actor
+from contexts.snapshot import validate_session_id
 
 from . import regions
 from .access import EDIT_PERM, HANDOFF_PERM, report, staff_view
@@ -31,8 +32,9 @@ QUEUE = "contexts/handoffs.html"
 
 def _session(session_id: str) -> SessionContext:
     try:
-        return selectors.session_get(session_id)
-    except NotFound as exc:
+        # An id no session can have (a NUL byte, which PostgreSQL refuses in a query) is simply not found.
+        return selectors.session_get(validate_session_id(session_id))
+    except (InvalidInput, NotFound) as exc:
         raise Http404(exc.message) from None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import Agent
+from tests.api.conftest import Agent, assert_error
 from tests.factories import make_api_key, make_session
 
 pytestmark = pytest.mark.django_db
@@ -56,3 +56,30 @@ def test_a_read_write_key_still_gets_the_whole_snapshot_back(secret_session, age
                            headers={"If-Match": f'"{secret_session.version}"'})
     assert response.status_code == 200
     assert response.json()["summary"] == SECRET and set(response.json()) >= SNAPSHOT_FIELDS
+# --- every path under /api/ answers the JSON error shape -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v1/runs/%0A", "/api/v1/sessions/x/%0A", "/api/%0A", "/api/v1/nowhere"])
+def test_unknown_api_paths_answer_a_json_404(agent, path):
+    assert_error(agent.get(path), 404, "not_found")
+
+
+def test_a_wrong_method_answers_a_json_405(agent):
+    assert_error(agent.post("/api/v1/sessions", {}), 405, "method_not_allowed")
+
+
+def test_an_unacceptable_accept_header_answers_a_json_406(agent):
+    make_session("s-406")
+    assert_error(agent.get("/api/v1/sessions/s-406/context", headers={"Accept": "text/html"}), 406, "not_acceptable")
+
+
+def test_a_request_django_refuses_before_any_view_answers_json_on_api_paths(agent):
+    # A Host outside ALLOWED_HOSTS is refused by Django itself (handler400).
+    assert_error(agent.get("/api/v1/sessions", headers={"Host": "evil.example"}), 400)
+    page = agent.get("/sessions/", headers={"Host": "evil.example"})
+    assert page.status_code == 400 and page["Content-Type"].startswith("text/html")
+
+
+def test_an_unknown_staff_path_still_answers_the_html_page(admin_client):
+    response = admin_client.get("/nowhere/%0A")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
