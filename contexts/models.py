@@ -237,6 +237,8 @@ class ExtractionRun(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
+        # Its worker died before it finished, and another run of the session took its messages (superseded_by).
+        SUPERSEDED = "superseded", "Superseded"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(SessionContext, on_delete=models.CASCADE, related_name="runs")
@@ -260,6 +262,11 @@ class ExtractionRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Last time the run was handed to the broker; null while the broker could not take it.
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Last time a worker received the run's task, before its claim: a run still queued a while after that lost
+    # the worker that had it (the broker redelivers such a task only after its visibility timeout).
+    received_at = models.DateTimeField(null=True, blank=True)
+    # The run that took over this one's messages after its worker died (status superseded).
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
