@@ -224,7 +224,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        keys = list(queryset.filter(is_active=True))
-        for key in keys:
-            services.api_key_revoke(api_key=key)
-        self.message_user(request, f"Revoked {len(keys)} API key(s).", level=messages.SUCCESS)
+        revoked = 0
+        for key in queryset.filter(is_active=True):
+            try:
+                services.api_key_revoke(api_key=key)
+            except ApplicationError as exc:
+                # The service refused (the cache could not be told): say so and stop, rather than a 500 page
+                # that hides which keys were revoked before it.
+                self.message_user(request, f"{key}: {exc.message}", level=messages.ERROR)
+                break
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", level=messages.SUCCESS if revoked else
+                          messages.WARNING)

@@ -356,6 +356,9 @@ SESSIONCTX_AUTO_UPDATE = env_bool("SESSIONCTX_AUTO_UPDATE", True)
 # commit and its cache delete (contexts/readcache.py).
 SESSIONCTX_READ_CACHE = env_bool("SESSIONCTX_READ_CACHE", True)
 SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30)
+# An active API key stays cached this long: the bound on honouring a deactivation made behind the service's
+# back (an SQL UPDATE, a deleted row). Revocations through contexts.services are refused at once.
+SESSIONCTX_API_KEY_CACHE_TTL = env_int("SESSIONCTX_API_KEY_CACHE_TTL", 60)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
 SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000)
 # The size extraction keeps the summary to (both extractors; the model is asked for it). The summary is

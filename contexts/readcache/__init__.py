@@ -14,6 +14,8 @@ next read. Coherence, the rules every change follows:
 - **API keys.** A fill never overwrites (SET NX). Revoking writes a tombstone first and refuses to go on if it
   cannot, then changes the database: a request that read the key as active just before the revocation cannot
   cache it afterwards, so a revoked key is refused at once.
+  A change made behind the service's back (an SQL UPDATE, a deleted row) writes no tombstone: an active key's
+  entry expires after SESSIONCTX_API_KEY_CACHE_TTL seconds (60), which bounds how long such a key keeps working.
 
 Every call here gives up quickly when Redis does not answer (CACHE_SOCKET_TIMEOUT) and the caller falls back
 to the database; after a failure the process leaves Redis alone for a second (client.BACK_OFF_SECONDS), except
@@ -39,7 +41,6 @@ from .client import available, client, failed, redis_url
 
 logger = logging.getLogger(__name__)
 
-KEY_TTL = 300  # an active key's entry; revocation does not wait for it (tombstone)
 TOMBSTONE_TTL = 3600  # outlives any fill that read the key before it was revoked
 LEASE_MS = 5000  # a fill that takes longer just does not store its answer
 TTL_JITTER = 0.2
@@ -164,7 +165,7 @@ def api_key_store(key_hash: str, columns: dict) -> None:
     if not enabled() or not available():
         return
     try:
-        client().set(_name("k", key_hash), json.dumps(columns), ex=KEY_TTL, nx=True)
+        client().set(_name("k", key_hash), json.dumps(columns), ex=settings.SESSIONCTX_API_KEY_CACHE_TTL, nx=True)
     except RedisError as exc:
         failed()
         logger.warning("read cache: could not store an API key: %s", exc)

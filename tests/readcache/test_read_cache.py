@@ -15,6 +15,7 @@ import pytest
 import redis
 from django.db import connection
 from django.db.models import F
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
@@ -356,6 +357,70 @@ def test_a_key_without_the_read_scope_is_refused_from_the_cache_too(r):
         assert_error(_read(writer_only, "rc-scope"), 403)
         assert_error(writer_only.get("/api/v1/sessions/rc-scope/context/prompt"), 403)
     assert r.exists(_key_entry(key))  # the later refusals came from the cached key
+
+
+def test_a_key_deactivated_behind_the_services_back_is_refused_once_its_entry_expires(settings, read_key, r):
+    # An SQL UPDATE (or a row deleted) tells the cache nothing: the key's cached entry is what bounds it.
+    settings.SESSIONCTX_API_KEY_CACHE_TTL = 1
+    key, raw = read_key
+    make_session("rc-behind")
+    reader = Agent(raw)
+    for _ in range(2):
+        assert _read(reader, "rc-behind").status_code == 200
+    assert r.exists(_key_entry(key))
+
+    ApiKey.objects.filter(pk=key.pk).update(is_active=False)
+    time.sleep(1.3)
+
+    assert_error(_read(reader, "rc-behind"), 401)
+    assert_error(reader.get("/api/v1/sessions/rc-behind/context/prompt"), 401)
+
+
+def test_a_cached_key_lives_at_most_the_documented_sixty_seconds(read_key, r):
+    key, raw = read_key
+    make_session("rc-key-ttl")
+    assert _read(Agent(raw), "rc-key-ttl").status_code == 200
+    assert 0 < r.ttl(_key_entry(key)) <= 60  # README: a change made behind the service's back, within 60 s
+
+
+@pytest.fixture
+def admin_client():
+    client = Client()
+    client.force_login(make_user("ada-admin", superuser=True))
+    return client
+
+
+def test_keys_revoked_in_bulk_in_the_admin_are_refused_at_once_on_cached_reads(admin_client, r):
+    make_session("rc-bulk")
+    keys = [make_api_key("read", name=f"agent {i}") for i in range(3)]
+    for _, raw in keys:
+        for _ in range(2):
+            assert _read(Agent(raw), "rc-bulk").status_code == 200  # key and answer cached
+
+    response = admin_client.post("/admin/contexts/apikey/", {"action": "revoke",
+                                                             "_selected_action": [k.pk for k, _ in keys[:2]]},
+                                 follow=True)
+
+    assert "Revoked 2 API key(s)." in response.content.decode()
+    for _, raw in keys[:2]:
+        assert_error(_read(Agent(raw), "rc-bulk"), 401)
+    assert _read(Agent(keys[2][1]), "rc-bulk").status_code == 200
+
+
+def test_a_bulk_revocation_the_cache_cannot_be_told_of_is_reported_and_changes_nothing(settings, admin_client):
+    key, raw = make_api_key("read", name="agent")
+    make_session("rc-bulk-down")
+    _caches(settings, DEAD_CACHE_URL)
+
+    response = admin_client.post("/admin/contexts/apikey/", {"action": "revoke", "_selected_action": [key.pk]},
+                                 follow=True)
+
+    assert response.status_code == 200
+    assert "cannot be revoked safely" in response.content.decode()
+    key.refresh_from_db()
+    assert key.is_active and key.revoked_at is None
+    _caches(settings, CACHE_URL)
+    assert _read(Agent(raw), "rc-bulk-down").status_code == 200
 
 
 def test_revoking_while_the_cache_is_unreachable_changes_nothing(settings, read_key):
