@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from .extraction.apply import extraction_run
 from .extraction.claim import Decision
 from .extraction.dispatch import EXTRACT_TASK, send_pending
+from .services.events import events_purge
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def sweep_extractions() -> int:
     if sent or failed:
         logger.info("sweep: %d runs sent again, %d could not be sent", sent, failed)
     return sent
+
+
+@shared_task(name="contexts.purge_events", ignore_result=True, soft_time_limit=300, time_limit=360)
+def purge_events() -> int:
+    """Periodic (celery beat): drop feed events past their retention."""
+    return events_purge()
 
 
 def _in_worker(sender) -> bool:

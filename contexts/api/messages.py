@@ -31,7 +31,7 @@ class MessagesApi(ApiListView):
     def get_queryset(self):
         filters = validated(MessageFilterSerializer, self.request.query_params)
         session = selectors.session_get(self.kwargs["session_id"])
-        return selectors.messages_for(session, after_seq=filters.get("after_seq", 0))
+        return selectors.messages_for(session, after_seq=filters.get("after_seq", 0)).select_related("author")
 
     @extend_schema(tags=["messages"], operation_id="messages_post", request=MessagesPostInputSerializer,
                    responses={202: MessagesPostOutputSerializer, **errors(400, 413, 415)},

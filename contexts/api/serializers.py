@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from django.conf import settings
 from rest_framework import serializers
 
-from ..models import ExtractionRun, Message, Mode, Revision, SessionContext, Status
+from ..models import Event, ExtractionRun, Message, Mode, Revision, SessionContext, Status
 
 # Named for the schema's enum components (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 RunStatus = ExtractionRun.Status
@@ -210,13 +211,64 @@ class MessagesPostOutputSerializer(serializers.Serializer):
 
 
 class MessageOutputSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", read_only=True, allow_null=True, default=None,
+                                   help_text="The staff member who wrote it (a reply from the handoff desk); "
+                                             "null for the agent's messages.")
+
     class Meta:
         model = Message
-        fields = ["seq", "role", "content", "idempotency_key", "created_at"]
+        fields = ["seq", "role", "content", "idempotency_key", "author", "created_at"]
 
 
 class MessageFilterSerializer(serializers.Serializer):
     after_seq = serializers.IntegerField(required=False, min_value=0, help_text="Only messages after this seq.")
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+class EventFilterSerializer(serializers.Serializer):
+    after = serializers.IntegerField(required=False, min_value=0, default=0,
+                                     help_text="The last event id you saw: only later events are listed.")
+    session_id = serializers.RegexField(r"^[A-Za-z0-9._:@-]{1,255}$", required=False,
+                                        help_text="Only this session's events.")
+    types = serializers.CharField(required=False, help_text="Comma-separated event types, e.g. "
+                                                            "`handoff.released,message.staff_reply`.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+    wait = serializers.FloatField(required=False, min_value=0, default=0,
+                                  help_text="Long-poll: when nothing is new, wait up to this many seconds "
+                                            "(at most SESSIONCTX_EVENTS_MAX_WAIT, 30 by default) for an event.")
+
+    def validate_types(self, value: str) -> list[str]:
+        types = [t.strip() for t in value.split(",") if t.strip()]
+        unknown = sorted(set(types) - set(Event.Type.values))
+        if unknown or not types:
+            raise serializers.ValidationError(f"Unknown event types: {', '.join(unknown) or value!r}. "
+                                              f"Known: {', '.join(Event.Type.values)}.")
+        return types
+
+    def validate_wait(self, value: float) -> float:
+        if value > settings.SESSIONCTX_EVENTS_MAX_WAIT:
+            raise serializers.ValidationError(f"At most {settings.SESSIONCTX_EVENTS_MAX_WAIT} seconds.")
+        return value
+
+
+class EventOutputSerializer(serializers.ModelSerializer):
+    session_id = serializers.CharField(source="session.session_id", read_only=True)
+    type = serializers.ChoiceField(choices=Event.Type.choices)
+    data = serializers.DictField(help_text="What happened: `version` for context.updated; `status`, `assignee`, "
+                                           "`reason` (and `note` on release) for handoff events; `seq`, "
+                                           "`content`, `author` for a staff reply.")
+
+    class Meta:
+        model = Event
+        fields = ["id", "type", "session_id", "created_at", "data"]
+
+
+class EventListOutputSerializer(serializers.Serializer):
+    events = EventOutputSerializer(many=True)
+    next_after = serializers.IntegerField(help_text="Send it as `after` to get what comes next.")
+    has_more = serializers.BooleanField(help_text="More events are ready now: ask again at once.")
 
 
 # --- runs and health ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from django.urls import path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import context, errors, handoff, health, history, messages, runs, sessions
+from . import context, errors, events, handoff, health, history, messages, runs, sessions
 
 
 class SessionIdConverter:

@@ -6,7 +6,16 @@ state; they never change the caller's objects. Snapshot changes all end in `snap
 
 from .actors import Actor
 from .api_keys import api_key_authenticate, api_key_create, api_key_hash, api_key_revoke, api_key_touch
-from .handoff import handoff_add_note, handoff_claim, handoff_release, handoff_request, session_close
+from .events import event_record, events_purge
+from .handoff import (
+    handoff_add_note,
+    handoff_claim,
+    handoff_release,
+    handoff_reply,
+    handoff_request,
+    handoff_take_over,
+    session_close,
+)
 from .messages import AppendResult, PostResult, messages_append, messages_post
 from .sessions import session_delete, session_get_or_create
 from .snapshots import (
@@ -20,7 +29,8 @@ from .snapshots import (
 
 __all__ = [
     "Actor", "AppendResult", "PostResult", "api_key_authenticate", "api_key_create", "api_key_hash",
-    "api_key_revoke", "api_key_touch", "handoff_add_note", "handoff_claim", "handoff_release", "handoff_request",
+    "api_key_revoke", "api_key_touch", "event_record", "events_purge", "handoff_add_note", "handoff_claim",
+    "handoff_release", "handoff_reply", "handoff_request", "handoff_take_over",
     "messages_append", "messages_post", "session_close", "session_delete", "session_get_or_create",
     "snapshot_replace", "snapshot_reset", "snapshot_revert", "snapshot_rewind", "snapshot_update",
     "snapshot_write",

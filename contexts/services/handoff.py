@@ -1,5 +1,7 @@
-"""A person takes a conversation over from the agent and hands it back: each status change is a snapshot
-change (a new version and revision, through snapshot_write) plus a handoff event."""
+"""A person takes a conversation over from the agent, answers the customer, and hands it back: each status
+change is a snapshot change (a new version and revision, through snapshot_write), a handoff event on the staff
+timeline and an event on the agents' feed. While a person owns a conversation, only they reply, hand it back
+or close it; an editor may take it over from them, which is recorded."""
 
 from __future__ import annotations
 
@@ -9,11 +11,22 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..exceptions import InvalidInput, StateConflict
-from ..models import HandoffEvent, Revision, SessionContext, Status
+from ..exceptions import ApplicationError, InvalidInput, StateConflict
+from ..extraction.runs import extraction_request
+from ..models import Event, HandoffEvent, Message, Revision, SessionContext, Status
 from ..snapshot import NOTE_MAX_CHARS, validate_reason
 from .actors import Actor
+from .events import event_record
+from .messages import messages_append
 from .snapshots import session_locked, snapshot_write
+
+# The agents' feed names each staff-timeline kind.
+_FEED = {
+    HandoffEvent.Kind.REQUESTED: Event.Type.HANDOFF_REQUESTED,
+    HandoffEvent.Kind.CLAIMED: Event.Type.HANDOFF_TAKEN,
+    HandoffEvent.Kind.RELEASED: Event.Type.HANDOFF_RELEASED,
+    HandoffEvent.Kind.CLOSED: Event.Type.HANDOFF_CLOSED,
+}
 
 
 def _event(session: SessionContext, kind: str, actor: Actor, note: str = "") -> HandoffEvent:
@@ -21,12 +34,28 @@ def _event(session: SessionContext, kind: str, actor: Actor, note: str = "") -> 
                                        note=note)
 
 
+def _username(user) -> str | None:
+    return user.get_username() if user is not None else None
+
+
 def _status_change(current: SessionContext, *, actor: Actor, reason: str, status: str, event: str,
-                   values: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> SessionContext:
+                   values: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                   feed: str | None = None, feed_data: dict[str, Any] | None = None) -> SessionContext:
     session = snapshot_write(current, values={**(values or {}), "status": status}, source=Revision.Source.HANDOFF,
                              actor=actor, reason=reason, extra=extra)
     _event(session, event, actor, reason)
+    event_record(session=session, type=feed or _FEED[event],
+                 data={"status": session.status, "version": session.version, "actor": actor.label,
+                       "assignee": _username(session.assignee), "reason": reason, **(feed_data or {})})
     return session
+
+
+def _owner_only(current: SessionContext, actor: Actor, doing: str) -> None:
+    """While a person owns the conversation, only they may `doing` (409 naming the owner)."""
+    if current.status == Status.HUMAN and current.assignee_id != getattr(actor.user, "pk", None):
+        owner = _username(current.assignee) or "someone else"
+        raise StateConflict(f"{owner} owns this conversation: only they can {doing} while it is theirs.",
+                            code="not_owner", details={"assignee": owner})
 
 
 @transaction.atomic
@@ -60,6 +89,41 @@ def handoff_claim(*, session: SessionContext, actor: Actor) -> SessionContext:
 
 
 @transaction.atomic
+def handoff_take_over(*, session: SessionContext, actor: Actor) -> SessionContext:
+    """An editor takes a conversation another person owns (they left, say); the feed and timeline say from whom."""
+    if actor.user is None or not actor.user.has_perm("contexts.edit_context"):
+        raise ApplicationError("Only an editor can take a conversation over from someone else.",
+                               code="forbidden", status=403)
+    current = session_locked(session)
+    if current.status != Status.HUMAN or current.assignee_id == actor.user.pk:
+        return handoff_claim(session=current, actor=actor)
+    previous = _username(current.assignee) or "someone else"
+    return _status_change(current, actor=actor, reason=f"Taken over from {previous}", status=Status.HUMAN,
+                          event=HandoffEvent.Kind.CLAIMED, extra={"assignee": actor.user},
+                          feed=Event.Type.HANDOFF_TAKEN_OVER, feed_data={"previous_assignee": previous})
+
+
+@transaction.atomic
+def handoff_reply(*, session: SessionContext, content: str, actor: Actor) -> Message:
+    """The owner's answer to the customer: a message of the conversation (role assistant, the person as its
+    author) that the agent learns of from the feed and delivers."""
+    content = content.strip() if isinstance(content, str) else ""
+    if not content:
+        raise InvalidInput("A reply cannot be empty.", details={"fields": {"content": "This field is required."}})
+    current = session_locked(session)
+    if current.status != Status.HUMAN:
+        raise StateConflict("Take the conversation before answering the customer.", code="not_taken",
+                            details={"status": current.status})
+    _owner_only(current, actor, "answer the customer")
+    stored = messages_append(session=current, messages=[{"role": Message.Role.ASSISTANT, "content": content}],
+                             author=actor.user).stored[0]
+    event_record(session=current, type=Event.Type.STAFF_REPLY,
+                 data={"seq": stored.seq, "role": stored.role, "content": stored.content,
+                       "author": _username(actor.user), "created_at": stored.created_at.isoformat()})
+    return stored
+
+
+@transaction.atomic
 def handoff_add_note(*, session: SessionContext, note: str, actor: Actor) -> HandoffEvent:
     """An internal note on the conversation, for staff only (not in the snapshot)."""
     if not isinstance(note, str) or not note.strip():
@@ -77,13 +141,20 @@ def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> Sess
     if current.status != Status.HUMAN:
         raise StateConflict("Only a conversation a person has taken can be handed back.",
                             details={"status": current.status})
+    _owner_only(current, actor, "hand it back")
     note = (note or "").strip()
     who = actor.user.get_username() if actor.user else actor.label
     handoff_note = f"Handled by {who} ({timezone.now():%Y-%m-%d %H:%M} UTC)" + (f": {note}" if note else "")
-    return _status_change(current, actor=actor, reason=note or "Handed back to the agent", status=Status.ACTIVE,
-                          event=HandoffEvent.Kind.RELEASED,
-                          values={"handoff_note": handoff_note[: settings.SESSIONCTX_MAX_GOAL_CHARS]},
-                          extra={"assignee": None, "handoff_reason": "", "handoff_requested_at": None})
+    handoff_note = handoff_note[: settings.SESSIONCTX_MAX_GOAL_CHARS]
+    released = _status_change(current, actor=actor, reason=note or "Handed back to the agent",
+                              status=Status.ACTIVE, event=HandoffEvent.Kind.RELEASED,
+                              values={"handoff_note": handoff_note},
+                              extra={"assignee": None, "handoff_reason": "", "handoff_requested_at": None},
+                              feed_data={"note": note, "handoff_note": handoff_note})
+    if released.has_unseen_messages and settings.SESSIONCTX_AUTO_UPDATE:
+        # What was said while the person had it (their replies included) goes into the context now.
+        extraction_request(session=released, trigger="handback")
+    return released
 
 
 @transaction.atomic
@@ -92,5 +163,6 @@ def session_close(*, session: SessionContext, actor: Actor, note: str = "") -> S
     current = session_locked(session)
     if current.status == Status.CLOSED:
         return current
+    _owner_only(current, actor, "close it")
     return _status_change(current, actor=actor, reason=(note or "Closed").strip(), status=Status.CLOSED,
                           event=HandoffEvent.Kind.CLOSED, extra={"assignee": None, "handoff_requested_at": None})

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from ..exceptions import InvalidInput
 from ..extraction.runs import extraction_request
-from ..models import ExtractionRun, Message, SessionContext
+from ..models import ExtractionRun, Message, SessionContext, Status
 from .sessions import session_get_or_create
 
 
@@ -66,8 +66,9 @@ def _validate_messages(messages: Any) -> list[dict[str, Any]]:
 
 
 @transaction.atomic
-def messages_append(*, session: SessionContext, messages: list[dict[str, Any]]) -> AppendResult:
-    """Store a batch in order; a message whose idempotency key is already stored is not stored twice."""
+def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], author=None) -> AppendResult:
+    """Store a batch in order; a message whose idempotency key is already stored is not stored twice.
+    `author`: the staff member who wrote the batch (a reply on the handoff desk)."""
     batch = _validate_messages(messages)
     # The row lock serialises sequence numbers per session (SQLite: the IMMEDIATE transaction does).
     locked = SessionContext.objects.select_for_update().only("id", "last_message_seq").get(pk=session.pk)
@@ -88,7 +89,7 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]]) 
         if key:
             seen.add(key)
         seq += 1
-        to_store.append(Message(session_id=session.pk, seq=seq, **m))
+        to_store.append(Message(session_id=session.pk, seq=seq, author=author, **m))
     if to_store:
         result.stored = Message.objects.bulk_create(to_store)
         SessionContext.objects.filter(pk=session.pk).update(last_message_seq=seq)
@@ -103,6 +104,9 @@ def messages_post(*, session_id: str, messages: list[dict[str, Any]], **owners: 
     session, created = session_get_or_create(session_id=session_id, **owners)
     appended = messages_append(session=session, messages=messages)
     update = None
-    if appended.completes_turn and settings.SESSIONCTX_AUTO_UPDATE:
+    # While a person owns the conversation the model keeps out of it, unless configured otherwise; what was
+    # said meanwhile is read when the person hands it back.
+    with_person = session.status == Status.HUMAN and not settings.SESSIONCTX_EXTRACT_WHILE_HUMAN
+    if appended.completes_turn and settings.SESSIONCTX_AUTO_UPDATE and not with_person:
         update = extraction_request(session=session, trigger="auto")
     return PostResult(session=session, created=created, appended=appended, update=update)

@@ -1,6 +1,6 @@
 """How a snapshot changes: every writer (API, pages, admin, extraction, handoff, reset, revert) ends in
-`snapshot_write`, the one versioned write: a conditional UPDATE on the version, the revision row and the read
-cache's invalidation, in the caller's transaction."""
+`snapshot_write`, the one versioned write: a conditional UPDATE on the version, the revision row, the
+`context.updated` event and the read cache's invalidation, in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from django.utils import timezone
 
 from .. import readcache
 from ..exceptions import NotFound, VersionConflict
-from ..models import Revision, SessionContext
+from ..models import Event, Revision, SessionContext
 from ..snapshot import CONTENT_FIELDS, EMPTY_CONTENT, EXTRACTED_FIELDS, validate_reason, validate_snapshot
 from .actors import Actor
+from .events import event_record
 
 
 def session_locked(session: SessionContext) -> SessionContext:
@@ -51,6 +52,9 @@ def snapshot_write(current: SessionContext, *, values: dict[str, Any], source: s
             Revision.objects.create(session_id=current.pk, version=columns["version"], source=source,
                                     actor=actor.label, actor_user=actor.user, reason=reason, snapshot=after,
                                     changed_fields=changed)
+            event_record(session=current, type=Event.Type.CONTEXT_UPDATED,
+                         data={"version": columns["version"], "changed_fields": changed, "source": source,
+                               "actor": actor.label})
         for name, value in columns.items():
             setattr(current, name, value)
         return current

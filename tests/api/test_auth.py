@@ -36,6 +36,7 @@ REQUIRED_SCOPE = {
     ("api-handoff", "post"): "write",
     ("api-session-runs", "get"): "read",
     ("api-run", "get"): "read",
+    ("api-events", "get"): "read",
 }
 # Routes that are not API operations: the schema, its browsable docs, the JSON 404 for other /api/ paths.
 NOT_OPERATIONS = {"api-schema", "api-docs", "api-not-found"}

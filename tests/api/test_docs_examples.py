@@ -49,7 +49,7 @@ def test_every_endpoint_appears_in_the_guide():
             "api-context": "/context ", "api-context-prompt": "/context/prompt", "api-context-reset": "/context/reset",
             "api-context-update": "/context/update", "api-revisions": "/revisions?",
             "api-revision-revert": "/revert", "api-messages": "/messages", "api-handoff": "/handoff",
-            "api-session-runs": "/runs ", "api-run": "/runs/$RUN",
+            "api-session-runs": "/runs ", "api-run": "/runs/$RUN", "api-events": "/events?",
         }[name]
         assert suffix in text, (name, method)
         if method not in ("get",):

@@ -90,7 +90,7 @@ def test_the_transcript_is_in_order_and_pages(reader, agent):
                {"messages": [{"role": "user", "content": f"m{i}"} for i in range(5)]})
     page = reader.get("/api/v1/sessions/m-5/messages?limit=2").json()
     assert [(m["seq"], m["content"]) for m in page["results"]] == [(1, "m0"), (2, "m1")]
-    assert set(page["results"][0]) == {"seq", "role", "content", "idempotency_key", "created_at"}
+    assert set(page["results"][0]) == {"seq", "role", "content", "idempotency_key", "author", "created_at"}
     assert [m["seq"] for m in reader.get(page["next"]).json()["results"]] == [3, 4]
     assert [m["seq"] for m in reader.get("/api/v1/sessions/m-5/messages?after_seq=3").json()["results"]] == [4, 5]
     assert_error(reader.get("/api/v1/sessions/m-5/messages?after_seq=-1"), 400)

@@ -1,0 +1,41 @@
+"""/api/v1/events: the feed an agent follows to learn that a person took, answered or handed back a
+conversation, and that a context changed."""
+
+from __future__ import annotations
+
+import time
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+
+from .. import selectors
+from .http import ApiView, validated
+from .openapi import errors
+from .serializers import EventFilterSerializer, EventListOutputSerializer
+
+# How often a long-poll looks for new events: any process may write them, so it asks the database.
+POLL_INTERVAL = 0.25
+
+
+class EventListApi(ApiView):
+    @extend_schema(tags=["events"], operation_id="events_list", parameters=[EventFilterSerializer],
+                   responses={200: EventListOutputSerializer, **errors(400)},
+                   description="Events after the id you last saw, oldest first: `context.updated`, "
+                               "`handoff.requested`, `handoff.taken`, `handoff.taken_over`, `handoff.released`, "
+                               "`handoff.closed`, `message.staff_reply`. Ids grow in commit order, so paging "
+                               "with `after=next_after` never skips one. With `wait`, an empty answer is held "
+                               "until an event arrives or the wait ends.")
+    def get(self, request):
+        query = validated(EventFilterSerializer, request.query_params)
+        wanted = {"after": query["after"], "session_id": query.get("session_id"),
+                  "types": query.get("types", ()), "limit": query["limit"] + 1}
+        deadline = time.monotonic() + query["wait"]
+        events = selectors.events_after(**wanted)
+        while not events and time.monotonic() < deadline:
+            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+            events = selectors.events_after(**wanted)
+        has_more = len(events) > query["limit"]
+        events = events[: query["limit"]]
+        next_after = events[-1].id if events else query["after"]
+        return Response(EventListOutputSerializer({"events": events, "next_after": next_after,
+                                                   "has_more": has_more}).data)

@@ -1,0 +1,42 @@
+"""The event feed: what agents and webhooks learn of. Every event is written in the transaction of the change it
+reports, so a change and its event commit together or not at all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..models import Event, SessionContext
+
+# Any constant: the key of the PostgreSQL advisory lock that orders event ids.
+_EVENT_ORDER_LOCK = 0x5C7E7E
+
+
+def event_record(*, session: SessionContext, type: str, data: dict[str, Any]) -> Event:
+    """Append an event to the feed, in the caller's transaction.
+
+    A reader pages with `after=<last id seen>`, so ids must become visible in increasing order: on PostgreSQL
+    a transaction-level advisory lock, taken just before the id is drawn and held until commit, makes the
+    transactions that write events commit in id order (SQLite serialises all writers anyway). A transaction
+    that changes several sessions takes the lock first (`event_order_lock`), before any row lock."""
+    with transaction.atomic(savepoint=False):
+        event_order_lock()
+        return Event.objects.create(session_id=session.pk, type=type, data=data)
+
+
+def event_order_lock() -> None:
+    """Hold the event order lock until the current transaction ends (PostgreSQL only)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
+
+
+def events_purge(*, now=None) -> int:
+    """Delete events older than SESSIONCTX_EVENT_RETENTION_DAYS; returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.SESSIONCTX_EVENT_RETENTION_DAYS)
+    deleted, _ = Event.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
