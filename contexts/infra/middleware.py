@@ -167,7 +167,7 @@ class DatabaseUnavailableMiddleware:
                    "are safe to retry.")
         if request.path.startswith("/api/"):
             response = JsonResponse(
-                {"error": {"code": "service_unavailable", "message": message, "details": {}}}, status=503
+                {"error": {"code": "unavailable", "message": message, "details": {}}}, status=503
             )
         else:
             response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
