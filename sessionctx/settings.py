@@ -146,11 +146,11 @@ DATABASES = {
     )
 }
 _db = DATABASES["default"]
-# PostgreSQL only. A hung database must cost a request a bounded wait, never a thread: the server ends a statement
-# after DB_STATEMENT_TIMEOUT (0: no limit, e.g. for a long migration), connecting gives up after DB_CONNECT_TIMEOUT,
-# keepalives and the TCP user timeout drop a connection whose peer is gone. A server whose kernel still takes the
-# bytes but that never answers is bounded only on our side: contexts/infra/middleware.py ends a request's wait on
-# the database shortly after DB_STATEMENT_TIMEOUT.
+# PostgreSQL only. A hung database must cost a request a bounded wait, never a thread: in web processes the server
+# ends a statement after DB_STATEMENT_TIMEOUT (0: no limit) and contexts/infra/database.py ends a wait on a server
+# that does not answer at all shortly after; migrations, commands and workers are not limited (sessionctx/wsgi.py
+# turns it on). Everywhere, connecting gives up after DB_CONNECT_TIMEOUT, and keepalives and the TCP user timeout
+# drop a connection whose peer is gone.
 DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 5)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Connections are not shared across threads on SQLite; persistent ones only waste handles.
@@ -177,8 +177,6 @@ else:
         "tcp_user_timeout": round(env_float("DB_TCP_USER_TIMEOUT", 10) * 1000),
         **_url_options,  # what DATABASE_URL's query string sets wins
     }
-    _statement_timeout = f"-c statement_timeout={round(DB_STATEMENT_TIMEOUT * 1000)}"
-    _db["OPTIONS"]["options"] = f"{_url_options.get('options', '')} {_statement_timeout}".strip()
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME", f"test_sessionctx_{os.getpid()}")}
 
 # Throttle counters and the read cache live here: give every web and worker process one shared cache (Redis) in

@@ -4,3 +4,8 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sessionctx.settings")
 application = get_wsgi_application()
+
+from contexts.infra.database import limit_web_database_waits  # noqa: E402  (needs the settings above)
+
+# Here and not in settings: the statement timeout is for requests, not for migrations, commands or workers.
+limit_web_database_waits()

@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
 from ..exceptions import ApplicationError
-from ..infra.middleware import database_deadline
+from ..infra.database import database_deadline
 from .http import ApiView
 from .openapi import ERROR_DESCRIPTIONS
 from .serializers import ErrorSerializer, HealthOutputSerializer

@@ -1,22 +1,26 @@
 """A PostgreSQL that hangs (behind a SIGSTOPped proxy: connections accepted, bytes acknowledged, no answer)
 costs a request a bounded wait and a 503 in the error shape, never a hung request; health answers within 2 s;
-and the service is back within a second of the database.
+and the service is back within a second of the database. DB_STATEMENT_TIMEOUT bounds the statements of web
+requests only: a management command (a migration, a purge, an import) runs as long as it needs.
 
-gunicorn runs gthread workers, as in production, with short timeouts so the test stays quick.
+gunicorn runs gthread workers, as in production, with short timeouts so the tests stay quick.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
+from contexts.models import SessionContext
 from tests.extraction.workers import database_url
 from tests.factories import make_api_key, make_session
 from tests.reliability.conftest import call
-from tests.reliability.servers import Gunicorn, subprocess_env
+from tests.reliability.servers import ROOT, Gunicorn, subprocess_env
 from tests.reliability.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.heavy, pytest.mark.django_db(transaction=True)]
@@ -126,3 +130,28 @@ def test_a_hung_database_costs_a_bounded_503_health_answers_in_2s_and_the_servic
     assert answers[-1] == (200, 200) and recovered < RECOVERY_BOUND, (round(recovered, 2), answers)
     status, _, body = call("GET", context, key=key)
     assert status == 200 and body["summary"] in {"Before the freeze", "During"}
+
+
+def test_a_web_request_waiting_on_a_lock_is_ended_by_the_server_at_the_statement_timeout(proxied):
+    server, _ = proxied
+    make_session("locked", mode="planning", content={"summary": "Locked"})
+    _, key = make_api_key("read", "write")
+    context = f"{server.url}/api/v1/sessions/locked/context"
+    with transaction.atomic():
+        SessionContext.objects.select_for_update().get(session_id="locked")  # a long job holds the row
+        status, body, elapsed = _timed("PATCH", context, key=key, body={"summary": "Blocked"},
+                                       headers={"If-Match": '"1"'}, timeout=API_BOUND + 1)
+    assert status == 503 and _is_error_shape(body, "unavailable"), (status, body)
+    # PostgreSQL cancelled the statement (the connection stays usable), not our cut-off half a second later.
+    assert STATEMENT_TIMEOUT - 0.1 < elapsed < API_BOUND, elapsed
+    assert "canceling statement due to statement timeout" in server.output()
+    status, _, body = call("PATCH", context, key=key, body={"summary": "After"}, headers={"If-Match": '"1"'})
+    assert status == 200 and body["summary"] == "After", body
+
+
+def test_a_management_command_is_not_bound_by_the_web_statement_timeout(postgres_only, transactional_db):
+    env = subprocess_env(connection.settings_dict, DB_STATEMENT_TIMEOUT="1")
+    longer = "from django.db import connection; connection.cursor().execute('SELECT pg_sleep(1.5)'); print('done')"
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", longer], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "done", result.stderr[-2000:]
