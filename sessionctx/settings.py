@@ -396,9 +396,21 @@ SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", Fals
 # The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
 SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
 SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30)
+# Webhooks: seconds between attempts (an attempt more than there are steps), the timeout of one attempt, and how
+# many deliveries in a row may fail before the endpoint is disabled. Private addresses only for local tests.
+try:
+    SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [float(s) for s in env_list("SESSIONCTX_WEBHOOK_RETRY_SCHEDULE",
+                                                                    "5,300,1800,7200,18000,36000,36000")]
+except ValueError:
+    raise ImproperlyConfigured("SESSIONCTX_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from None
+SESSIONCTX_WEBHOOK_TIMEOUT = env_float("SESSIONCTX_WEBHOOK_TIMEOUT", 10.0)
+SESSIONCTX_WEBHOOK_DISABLE_AFTER = env_int("SESSIONCTX_WEBHOOK_DISABLE_AFTER", 10)
+SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = env_bool("SESSIONCTX_WEBHOOK_ALLOW_PRIVATE", False)
 CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
+    # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
+    "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
 }
 
 LOGGING = {
