@@ -102,6 +102,12 @@ def test_seed_demo_prints_where_to_go_and_a_working_key_once():
     raw = re.search(r"API key:\s+(\S+)", text).group(1)
     sessions = Agent(raw).get("/api/v1/sessions")
     assert sessions.status_code == 200 and len(sessions.json()["results"]) >= 3
+    logins = dict(re.findall(r"^\s+(admin|editor|support)\s+/\s+(\S+)", text, flags=re.MULTILINE))
+    assert set(logins) == {"admin", "editor", "support"} and len(set(logins.values())) == 3
+    from django.contrib.auth import get_user_model
+
+    for name, password in logins.items():
+        assert get_user_model().objects.get(username=name).check_password(password), name
     again = StringIO()
     call_command("seed_demo", stdout=again)
     assert "API key" not in again.getvalue()  # an existing database is left alone

@@ -84,10 +84,12 @@ class Command(BaseCommand):
             self.stdout.write("Database already has data: no demo data created.")
             self.stdout.write("Log in with the account created on first run (or: python manage.py createsuperuser).")
             return
-        password = secrets.token_urlsafe(12)
-        admin = User.objects.create_superuser("admin", "admin@example.com", password)
-        support = User.objects.create_user("support", "support@example.com", password)
-        support.groups.add(Group.objects.get(name="support"))
+        # One password each: the support login can be handed to someone without handing over the admin's.
+        passwords = {name: secrets.token_urlsafe(12) for name in ("admin", "editor", "support")}
+        admin = User.objects.create_superuser("admin", "admin@example.com", passwords["admin"])
+        for role in ("editor", "support"):
+            person = User.objects.create_user(role, f"{role}@example.com", passwords[role])
+            person.groups.add(Group.objects.get(name=role))
         _, raw_key = services.api_key_create(name="demo agent", scopes=["read", "write"], created_by=admin)
         actor = Actor.system("demo")
         for demo in DEMO:
@@ -105,6 +107,11 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo data created."))
         url = options["url"].rstrip("/")
         self.stdout.write(f"  Staff pages:  {url}/  (admin: {url}/admin/)")
-        self.stdout.write(f"  Log in as:    admin / {password}   (support role: support / {password})")
+        self.stdout.write("  Log in as (each may do what the one below it may, and more):")
+        self.stdout.write(f"    admin   / {passwords['admin']}   everything, the admin site, API keys and users")
+        self.stdout.write(f"    editor  / {passwords['editor']}   edit, reset and restore contexts; take over "
+                          "a conversation from a colleague")
+        self.stdout.write(f"    support / {passwords['support']}   read sessions, take, answer and hand back "
+                          "conversations")
         self.stdout.write(f"  API key:      {raw_key}")
         self.stdout.write("  These credentials are shown once; keep them.")
