@@ -12,3 +12,11 @@ def test_htmx_and_css_are_served_by_the_app_itself_without_debug(client, setting
         assert response.status_code == 200, path
         body = b"".join(response.streaming_content) if response.streaming else response.content
         assert len(body) > 100
+
+
+@pytest.mark.django_db
+def test_favicon_ico_leads_to_the_icon_without_a_login(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    icon = client.get(response["Location"])
+    assert icon.status_code == 200 and icon["Content-Type"].startswith("image/svg")
