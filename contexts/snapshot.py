@@ -31,9 +31,11 @@ def text_limit(name: str) -> int:
 
 
 def validate_session_id(session_id: Any) -> str:
-    if not isinstance(session_id, str) or not re.fullmatch(SESSION_ID_PATTERN, session_id):
+    # Dots alone (".", "..") are path segments a browser or proxy resolves away, so no link could reach them.
+    if (not isinstance(session_id, str) or not re.fullmatch(SESSION_ID_PATTERN, session_id)
+            or not session_id.strip(".")):
         raise InvalidInput(
-            "A session id is 1-255 characters of A-Z a-z 0-9 . _ : @ -",
+            "A session id is 1-255 characters of A-Z a-z 0-9 . _ : @ -, not dots alone.",
             code="invalid_session_id",
             details={"session_id": str(session_id)[:300]},
         )

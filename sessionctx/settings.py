@@ -302,7 +302,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "contexts.api.serializers.RunStatus",
     },
     "PATH_CONVERTER_OVERRIDES": {
-        "session_id": {"type": "string", "pattern": r"^[A-Za-z0-9._:@-]{1,255}$", "maxLength": 255},
+        # contexts.snapshot.validate_session_id: not dots alone.
+        "session_id": {"type": "string", "pattern": r"^(?!\.+$)[A-Za-z0-9._:@-]{1,255}$", "maxLength": 255},
     },
 }
 

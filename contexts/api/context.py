@@ -68,8 +68,9 @@ class ContextApi(ApiView):
 
     def _write(self, request, session_id: str, *, replace: bool) -> Response:
         data = validated(ContextWriteInputSerializer, request.data)
-        common = {"session": selectors.session_get(session_id),
-                  "expected_version": expected_version(request, data.pop("version", None)),
+        session = selectors.session_get(session_id)
+        common = {"session": session,
+                  "expected_version": expected_version(request, data.pop("version", None), current=session.version),
                   "source": Revision.Source.API, "actor": services.Actor.for_api_key(request.auth),
                   "reason": data.pop("reason", "")}
         if replace:
@@ -94,7 +95,8 @@ class ContextPromptApi(ApiView):
         headers = {"ETag": etag(entry.version), "Vary": "Accept"}
         if isinstance(request.accepted_renderer, JSONRenderer):
             return Response({"prompt": entry.prompt, "version": entry.version}, headers=headers)
-        return Response(entry.prompt, headers=headers)
+        # Not a DRF Response: DRF drops the Content-Type of an empty body, and an empty prompt is a normal answer.
+        return HttpResponse(entry.prompt, content_type="text/plain; charset=utf-8", headers=headers)
 
 
 class ContextResetApi(ApiView):
@@ -105,10 +107,11 @@ class ContextResetApi(ApiView):
                    description="Empty the snapshot (a new version; the history keeps the old ones).")
     def post(self, request, session_id: str):
         data = validated(ResetInputSerializer, request.data)
+        session = selectors.session_get(session_id)
         expected = None
         if request.headers.get("If-Match") is not None or data.get("version") is not None:
-            expected = expected_version(request, data.get("version"))
-        session = services.snapshot_reset(session=selectors.session_get(session_id), reason=data["reason"],
+            expected = expected_version(request, data.get("version"), current=session.version)
+        session = services.snapshot_reset(session=session, reason=data["reason"],
                                           actor=services.Actor.for_api_key(request.auth), expected_version=expected)
         return context_response(request, session)
 

@@ -35,8 +35,10 @@ class RevisionRevertApi(ApiView):
                                "the body's `version`) is the *current* version you read.")
     def post(self, request, session_id: str, version: int):
         data = validated(RevertInputSerializer, request.data)
+        session = selectors.session_get(session_id)
         session = services.snapshot_revert(
-            session=selectors.session_get(session_id), to_version=version,
-            expected_version=expected_version(request, data.get("version")), reason=data["reason"],
+            session=session, to_version=version,
+            expected_version=expected_version(request, data.get("version"), current=session.version),
+            reason=data["reason"],
             actor=services.Actor.for_api_key(request.auth), source=Revision.Source.API)
         return context_response(request, session)

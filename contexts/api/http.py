@@ -66,12 +66,13 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _parse_etag(value: str) -> int:
-    match = re.fullmatch(r'\s*(?:W/)?"?(\d{1,10})"?\s*', value)
+def _parse_etag(value: str) -> tuple[int, bool]:
+    """The version an If-Match names, and whether the tag is weak (W/"3")."""
+    match = re.fullmatch(r'\s*(W/)?"?(\d{1,10})"?\s*', value)
     if match is None:
         raise InvalidInput('If-Match must be an ETag this API sent, e.g. "3".', code="invalid_precondition",
                            details={"if_match": value[:100]})
-    return int(match.group(1))
+    return int(match.group(2)), match.group(1) is not None
 
 
 def not_modified(if_none_match: str | None, version: int) -> bool:
@@ -82,10 +83,18 @@ def not_modified(if_none_match: str | None, version: int) -> bool:
     return any(tag.strip() in (current, f"W/{current}", "*") for tag in if_none_match.split(","))
 
 
-def expected_version(request, body_version: int | None) -> int:
-    """The version a write is based on: If-Match or the body's `version`; neither is 428."""
+def expected_version(request, body_version: int | None, *, current: int) -> int:
+    """The version a write is based on: If-Match or the body's `version`; neither is 428.
+
+    `current`: the session's version as just read, for the 412 a weak If-Match gets.
+    """
     header = request.headers.get("If-Match")
-    from_header = _parse_etag(header) if header is not None else None
+    from_header, weak = _parse_etag(header) if header is not None else (None, False)
+    if weak:
+        # If-Match compares strongly (RFC 9110, 13.1.1): a weak tag never matches, whatever it names.
+        raise ApplicationError(f'If-Match compares ETags strongly, so a weak one ({header.strip()[:30]}) never '
+                               f'matches: send "{from_header}".', code="version_conflict", status=412,
+                               details={"expected_version": from_header, "current_version": current})
     if from_header is not None and body_version is not None and from_header != body_version:
         raise InvalidInput("If-Match and the body's version disagree.", code="invalid_precondition",
                            details={"if_match": from_header, "version": body_version})
@@ -107,8 +116,21 @@ class ApiView(APIView):
 
     parser_classes = [LimitedJSONParser]
 
+    not_acceptable: drf_exceptions.NotAcceptable | None = None
+
+    def perform_content_negotiation(self, request, force=False):
+        # DRF negotiates before it authenticates; an unknown caller should learn it needs a key (401) before it
+        # learns what we can render, so a 406 waits in initial() until the caller has passed.
+        try:
+            return super().perform_content_negotiation(request, force)
+        except drf_exceptions.NotAcceptable as exc:
+            self.not_acceptable = exc
+            return JSONRenderer(), JSONRenderer.media_type
+
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        if self.not_acceptable is not None:
+            raise self.not_acceptable
         # The URL converter takes anything up to the next slash so a bad id is a clear 400, not a 404.
         if "session_id" in kwargs:
             validate_session_id(kwargs["session_id"])

@@ -70,9 +70,17 @@ class ErrorSerializer(serializers.Serializer):
 # --- sessions -----------------------------------------------------------------------------------
 
 
+class FilterCharField(serializers.CharField):
+    """A text query filter. Given but blank (`user_id=` or `user_id=%20`) is refused alike: DRF would read the
+    first as no filter at all."""
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, serializers.empty)
+
+
 class SessionFilterSerializer(serializers.Serializer):
-    user_id = serializers.CharField(required=False, max_length=255)
-    agent_id = serializers.CharField(required=False, max_length=255)
+    user_id = FilterCharField(required=False, max_length=255)
+    agent_id = FilterCharField(required=False, max_length=255)
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     mode = serializers.ChoiceField(choices=Mode.choices, required=False)
     updated_after = serializers.DateTimeField(required=False, help_text="ISO 8601; only sessions changed after it.")

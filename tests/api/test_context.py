@@ -117,10 +117,10 @@ def test_a_stale_version_is_412_with_the_current_version_and_changes_nothing(age
     assert counts() == before
 
 
-def test_weak_etags_are_accepted_and_garbage_is_400(agent):
+def test_weak_etags_never_match_and_garbage_is_400(agent):
     make_session("w-5")
-    assert agent.patch("/api/v1/sessions/w-5/context", {"summary": "a"}, headers={"If-Match": 'W/"0"'}).status_code \
-        == 200
+    assert_error(agent.patch("/api/v1/sessions/w-5/context", {"summary": "a"}, headers={"If-Match": 'W/"0"'}), 412,
+                 "version_conflict")
     assert_error(agent.patch("/api/v1/sessions/w-5/context", {"summary": "b"}, headers={"If-Match": "*"}), 400,
                  "invalid_precondition")
     assert_error(agent.patch("/api/v1/sessions/w-5/context", {"summary": "b", "version": 0},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import Agent, assert_error
+from tests.api.conftest import Agent, assert_error, counts
 from tests.factories import make_api_key, make_session
 
 pytestmark = pytest.mark.django_db
@@ -83,3 +83,47 @@ def test_a_request_django_refuses_before_any_view_answers_json_on_api_paths(agen
 def test_an_unknown_staff_path_still_answers_the_html_page(admin_client):
     response = admin_client.get("/nowhere/%0A")
     assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+def test_authentication_comes_before_content_negotiation():
+    response = Agent().get("/api/v1/sessions", headers={"Accept": "text/html"})
+    assert_error(response, 401, "not_authenticated")
+
+
+# --- smaller slips ------------------------------------------------------------------------------------------
+
+
+def test_an_empty_prompt_is_still_text_plain(reader):
+    make_session("empty-prompt")
+    response = reader.get("/api/v1/sessions/empty-prompt/context/prompt")
+    assert response.status_code == 200 and response.content == b""
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_a_weak_etag_never_matches_a_write(agent):
+    session = make_session("weak-1", content={"summary": "kept"})
+    before = counts()
+    response = agent.patch("/api/v1/sessions/weak-1/context", {"summary": "changed"},
+                           headers={"If-Match": f'W/"{session.version}"'})
+    error = assert_error(response, 412, "version_conflict")
+    assert error["details"]["current_version"] == session.version
+    session.refresh_from_db()
+    assert session.summary == "kept" and counts() == before
+
+
+@pytest.mark.parametrize("query", ["user_id=", "user_id=%20", "agent_id=", "agent_id=%20%20"])
+def test_a_blank_owner_filter_is_refused_however_it_is_blank(reader, query):
+    error = assert_error(reader.get(f"/api/v1/sessions?{query}"), 400, "invalid")
+    assert set(error["details"]["fields"]) == {query.split("=")[0]}
+
+
+@pytest.mark.parametrize("session_id", [".", "..", "..."])
+def test_session_ids_of_dots_only_are_refused(agent, session_id):
+    before = counts()
+    assert_error(agent.put(f"/api/v1/sessions/{session_id}", {}), 400, "invalid_session_id")
+    assert_error(agent.post(f"/api/v1/sessions/{session_id}/messages",
+                            {"messages": [{"role": "user", "content": "hi"}]}), 400, "invalid_session_id")
+    assert counts() == before
+
+
+@pytest.mark.parametrize("session_id", ["a.b", ".a", "a..", "._"])
+def test_session_ids_with_dots_and_more_are_still_fine(agent, session_id):
+    assert agent.put(f"/api/v1/sessions/{session_id}", {}).status_code == 201
