@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
 from . import services
 from .exceptions import ApplicationError
@@ -43,15 +44,22 @@ class RevisionInline(ReadOnlyAdminMixin, admin.TabularInline):
     show_change_link = True
 
 
-class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = Message
-    fields = ("seq", "role", "content", "idempotency_key", "created_at")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
+class StepsField(forms.CharField):
+    """A plan or progress list edited as text, one step per line (blank lines dropped)."""
+
+    widget = forms.Textarea(attrs={"rows": 6, "cols": 80})
+
+    def prepare_value(self, value: Any) -> str:
+        return "\n".join(value) if isinstance(value, list) else super().prepare_value(value)
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class SessionContextForm(forms.ModelForm):
+    plan = StepsField(required=False, help_text="One step per line.")
+    progress = StepsField(required=False, help_text="One done step per line.")
     # The version the page was loaded at: a save from a stale page is refused, not applied.
     loaded_version = forms.IntegerField(widget=forms.HiddenInput)
     reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS,
@@ -91,18 +99,25 @@ class SessionContextAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no COUNT(*) over a big table on every list page
     list_per_page = 50
     readonly_fields = ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "handoff_reason",
-                       "version", "last_message_seq", "cursor_seq", "created_at", "updated_at")
+                       "version", "last_message_seq", "cursor_seq", "created_at", "updated_at", "transcript")
     fieldsets = (
-        (None, {"fields": ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "version")}),
+        (None, {"fields": ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "version",
+                           "transcript")}),
         ("Snapshot (saved as a new revision)",
          {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
         ("Bookkeeping", {"classes": ("collapse",),
                          "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
     )
-    inlines = (RevisionInline, MessageInline)
+    inlines = (RevisionInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SessionContext]:
         return super().get_queryset(request).select_related("assignee")
+
+    @admin.display(description="Transcript")
+    def transcript(self, obj: SessionContext) -> str:
+        # A link to the paged message list: a long conversation would not fit on this page.
+        url = reverse("admin:contexts_message_changelist") + f"?session__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} messages</a>', url, obj.last_message_seq)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # sessions come from agents through the API
@@ -154,6 +169,21 @@ class ExtractionRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("id", "session__session_id", "model", "error")
     list_select_related = ("session",)
     show_full_result_count = False
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("session", "seq", "role", "author", "short_content", "created_at")
+    list_filter = ("role",)
+    search_fields = ("session__session_id",)
+    list_select_related = ("session", "author")
+    ordering = ("session", "seq")
+    list_per_page = 100
+    show_full_result_count = False
+
+    @admin.display(description="Content")
+    def short_content(self, obj: Message) -> str:
+        return obj.content if len(obj.content) <= 200 else obj.content[:200] + "…"
 
 
 @admin.register(HandoffEvent)

@@ -76,9 +76,28 @@ def test_admin_lists_are_searchable(superuser, session):
     assert "adm-1" in superuser.get("/admin/contexts/sessioncontext/?q=Original").content.decode()
 
 
-def test_session_page_shows_revisions_and_messages_inline(superuser, session):
+def test_session_page_shows_revisions_and_links_to_its_paged_transcript(superuser, session):
     html = superuser.get(f"/admin/contexts/sessioncontext/{session.pk}/change/").content.decode()
-    assert "hello admin" in html and "Revisions" in html
+    assert "Revisions" in html and "hello admin" not in html
+    link = re.search(r'href="(/admin/contexts/message/\?session__id__exact=\d+)">1 messages<', html)
+    assert link is not None
+    services.messages_append(session=session, messages=[{"role": "user", "content": f"m{i}"} for i in range(150)])
+    first = superuser.get(link.group(1).replace("&amp;", "&")).content.decode()
+    assert "hello admin" in first and "m98" in first and "m99" not in first  # 100 a page, in order
+    assert "m149" in superuser.get(link.group(1) + "&p=2").content.decode()
+
+
+def test_plan_and_progress_are_edited_one_step_per_line(superuser, session):
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    html = superuser.get(url).content.decode()
+    data = form_of(html)
+    assert data["plan"] == ["a\nb"]  # not '["a", "b"]'
+    data["plan"] = ["Book flights\r\n\r\n  Book a hotel  \r\nVisit Sintra"]
+    data["progress"] = ["Book flights"]
+    response = superuser.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    session.refresh_from_db()
+    assert session.plan == ["Book flights", "Book a hotel", "Visit Sintra"] and session.progress == ["Book flights"]
 
 
 def test_admin_snapshot_edit_goes_through_services_as_an_admin_revision(superuser, admin_user, session):
@@ -110,9 +129,9 @@ def test_admin_edit_from_a_stale_page_is_refused(superuser, session):
 def test_admin_rejects_an_invalid_plan(superuser, session):
     url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
     data = form_of(superuser.get(url).content.decode())
-    data["plan"] = ['["ok", 5]']
+    data["plan"] = ["ok\n" + "x" * 501]
     response = superuser.post(url, data)
-    assert response.status_code == 200 and "Step 2 must be a non-empty string." in response.content.decode()
+    assert response.status_code == 200 and "Step 2 is longer than" in response.content.decode()
     session.refresh_from_db()
     assert session.version == 1
 
