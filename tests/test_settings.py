@@ -48,3 +48,14 @@ def test_bad_boolean_is_a_clear_error():
 def test_summary_size_above_the_hard_bound_is_a_clear_error():
     result = _import_settings(DEBUG="true", SESSIONCTX_SUMMARY_CHARS="5000", SESSIONCTX_MAX_SUMMARY_CHARS="4000")
     assert result.returncode != 0 and "SESSIONCTX_SUMMARY_CHARS must be between" in result.stderr
+
+
+def test_an_empty_database_url_means_the_embedded_default():
+    # `DATABASE_URL=` in an env file used to crash the import (UnknownSchemeError).
+    result = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; import django; django.setup(); "
+                               "print(settings.DATABASES['default']['ENGINE'])"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DEBUG": "true", "DATABASE_URL": "", "DJANGO_SETTINGS_MODULE": "sessionctx.settings"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("sqlite3")
