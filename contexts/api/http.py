@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..exceptions import ApplicationError, InvalidInput, PayloadTooLarge
+from ..infra.chunked import is_chunked
 from ..snapshot import validate_session_id
 
 
@@ -131,6 +132,11 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
         if self.not_acceptable is not None:
             raise self.not_acceptable
+        if is_chunked(request.META):
+            # Still chunked here: the server did not de-chunk it (contexts.infra.chunked), and Django would read
+            # it as empty.
+            raise ApplicationError("This server cannot read a chunked body (Transfer-Encoding: chunked): send it "
+                                   "with a Content-Length.", code="length_required", status=411)
         # The URL converter takes anything up to the next slash so a bad id is a clear 400, not a 404.
         if "session_id" in kwargs:
             validate_session_id(kwargs["session_id"])
