@@ -168,6 +168,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # the pid keeps parallel runs on one machine apart.
     _db["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")}
 else:
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, except that a request past its database deadline does not wait to reconnect.
+        _db["ENGINE"] = "contexts.infra.postgresql"
     _url_options = _db.get("OPTIONS", {})
     _db["OPTIONS"] = {
         "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
@@ -398,6 +401,8 @@ SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", Fals
 # The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
 SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
 SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30)
+# The staff queue highlights a conversation that has waited for a person longer than this many minutes.
+SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES = env_int("SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES", 5)
 # Webhooks: seconds between attempts (an attempt more than there are steps), the timeout of one attempt, and how
 # many deliveries in a row may fail before the endpoint is disabled. Private addresses only for local tests.
 try:
@@ -408,8 +413,12 @@ except ValueError:
 SESSIONCTX_WEBHOOK_TIMEOUT = env_float("SESSIONCTX_WEBHOOK_TIMEOUT", 10.0)
 SESSIONCTX_WEBHOOK_DISABLE_AFTER = env_int("SESSIONCTX_WEBHOOK_DISABLE_AFTER", 10)
 SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = env_bool("SESSIONCTX_WEBHOOK_ALLOW_PRIVATE", False)
+# The sweep is what gets a SIGKILLed worker's runs going again when no worker restarts, so it runs often (the README's
+# takeover bound); a sweep message older than one interval is dropped, as the next one is on its way.
+SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
+    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
+                          "options": {"expires": float(SWEEP_INTERVAL)}},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
     # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
     "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
