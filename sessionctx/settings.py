@@ -168,9 +168,6 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # the pid keeps parallel runs on one machine apart.
     _db["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")}
 else:
-    if _db["ENGINE"] == "django.db.backends.postgresql":
-        # Django's backend, except that a request past its database deadline does not wait to reconnect.
-        _db["ENGINE"] = "contexts.infra.postgresql"
     _url_options = _db.get("OPTIONS", {})
     _db["OPTIONS"] = {
         "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
@@ -413,12 +410,8 @@ except ValueError:
 SESSIONCTX_WEBHOOK_TIMEOUT = env_float("SESSIONCTX_WEBHOOK_TIMEOUT", 10.0)
 SESSIONCTX_WEBHOOK_DISABLE_AFTER = env_int("SESSIONCTX_WEBHOOK_DISABLE_AFTER", 10)
 SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = env_bool("SESSIONCTX_WEBHOOK_ALLOW_PRIVATE", False)
-# The sweep is what gets a SIGKILLed worker's runs going again when no worker restarts, so it runs often (the README's
-# takeover bound); a sweep message older than one interval is dropped, as the next one is on its way.
-SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
-                          "options": {"expires": float(SWEEP_INTERVAL)}},
+    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
     # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
     "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
