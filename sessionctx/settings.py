@@ -168,6 +168,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # the pid keeps parallel runs on one machine apart.
     _db["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")}
 else:
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, except that a request past its database deadline does not wait to reconnect.
+        _db["ENGINE"] = "contexts.infra.postgresql"
     _url_options = _db.get("OPTIONS", {})
     _db["OPTIONS"] = {
         "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),

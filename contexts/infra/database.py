@@ -133,6 +133,12 @@ def database_deadline(seconds: float | None) -> Iterator[None]:
         deadline.close()
 
 
+def deadline_passed() -> bool:
+    """Whether this thread is inside a database_deadline() block whose time is up."""
+    deadline = getattr(_current, "deadline", None)
+    return deadline is not None and deadline.expired
+
+
 def _watch_new_connection(sender, connection, **kwargs) -> None:
     deadline = getattr(_current, "deadline", None)
     if deadline is not None and connection.vendor == "postgresql":

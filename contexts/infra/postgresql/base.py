@@ -1,0 +1,18 @@
+"""Django's PostgreSQL backend, except that a request past its database deadline does not reconnect.
+
+Without this, a request whose wait on a hung server was just cut off (contexts/infra/database.py) would open a new
+connection, for CONN_HEALTH_CHECKS' replacement or its next query, and wait DB_CONNECT_TIMEOUT more before its 503.
+"""
+
+from __future__ import annotations
+
+from django.db.backends.postgresql import base
+
+from ..database import deadline_passed
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params):
+        if deadline_passed():
+            raise self.Database.OperationalError("the request's database deadline has passed")
+        return super().get_new_connection(conn_params)
