@@ -413,8 +413,12 @@ except ValueError:
 SESSIONCTX_WEBHOOK_TIMEOUT = env_float("SESSIONCTX_WEBHOOK_TIMEOUT", 10.0)
 SESSIONCTX_WEBHOOK_DISABLE_AFTER = env_int("SESSIONCTX_WEBHOOK_DISABLE_AFTER", 10)
 SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = env_bool("SESSIONCTX_WEBHOOK_ALLOW_PRIVATE", False)
+# The sweep is what gets a SIGKILLed worker's runs going again when no worker restarts, so it runs often (the README's
+# takeover bound); a sweep message older than one interval is dropped, as the next one is on its way.
+SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(env_int("SWEEP_INTERVAL", 60))},
+    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
+                          "options": {"expires": float(SWEEP_INTERVAL)}},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
     # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
     "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},

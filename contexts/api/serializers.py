@@ -284,12 +284,16 @@ class EventListOutputSerializer(serializers.Serializer):
 
 class RunOutputSerializer(serializers.ModelSerializer):
     session_id = serializers.CharField(source="session.session_id", read_only=True)
+    superseded_by = serializers.UUIDField(
+        source="superseded_by_id", read_only=True, allow_null=True,
+        help_text="With status superseded: the run that took over this run's messages after its worker died.")
 
     class Meta:
         model = ExtractionRun
         fields = ["id", "session_id", "status", "trigger", "extractor", "model", "prompt_tokens",
                   "completion_tokens", "prompt_chars", "latency_ms", "attempts", "chunks", "error", "first_seq",
-                  "last_seq", "from_version", "to_version", "created_at", "started_at", "finished_at"]
+                  "last_seq", "from_version", "to_version", "superseded_by", "created_at", "started_at",
+                  "finished_at"]
 
 
 class HealthOutputSerializer(serializers.Serializer):

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -37,7 +37,8 @@ from .leases import extraction_lease, lock_key, use_liveness_locks
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED)
+FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED,
+            ExtractionRun.Status.SUPERSEDED)
 
 
 class Decision(enum.StrEnum):
@@ -90,11 +91,14 @@ def next_queued(session_pk: int) -> Any:
 
 def claim(run_id: str, *, extractor: str, model: str) -> Claim:
     """Take the run for this attempt, or say why not (Decision)."""
+    # Committed before the claim can wait for the session's row: a run still queued a while after a worker got
+    # it lost that worker, and the sweep sends it again then rather than after SESSIONCTX_EXTRACTION_RESEND_AFTER.
+    ExtractionRun.objects.filter(pk=run_id, status=ExtractionRun.Status.QUEUED).update(received_at=timezone.now())
     with transaction.atomic():
-        session_pk = ExtractionRun.objects.filter(pk=run_id).values_list("session_id", flat=True).first()
         # The session row lock is the per-session mutex for claims and applies (SQLite: the IMMEDIATE
         # transaction); the extraction builds on the row as read here.
-        session = SessionContext.objects.select_for_update().filter(pk=session_pk).first()
+        session = (SessionContext.objects.select_for_update()
+                   .filter(pk=Subquery(ExtractionRun.objects.filter(pk=run_id).values("session_id")[:1])).first())
         if session is None:
             return Claim(Decision.DONE)  # the run or its session was deleted meanwhile
         taken = _decide(uuid.UUID(str(run_id)), session, extractor=extractor, model=model)
@@ -132,18 +136,19 @@ def _decide(run_pk: Any, session: SessionContext, *, extractor: str, model: str)
         taken.decision, taken.retry_in = Decision.LATER, (run.started_at - lease_start).total_seconds() + 1
         taken.lock_held = key is not None
         return taken
-    for other in runs:
-        if other.pk == run.pk:
-            continue
-        if not got_lock and other.started_at and other.started_at > lease_start:
-            taken.decision = Decision.WAIT  # that run sends this one when it ends
-            return taken
-        finish(other, ExtractionRun.Status.FAILED, error="Abandoned: its worker stopped before finishing.")
+    others = [other for other in runs if other.pk != run.pk]
+    if not got_lock and any(other.started_at and other.started_at > lease_start for other in others):
+        taken.decision = Decision.WAIT  # that run sends this one when it ends
+        return taken
     if run.attempts >= settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS:
         finish(run, ExtractionRun.Status.FAILED,
                error=f"Gave up after {run.attempts} attempts: each one ended without finishing (worker lost?).")
         _send_next(session.pk)
         return taken
+    for other in others:
+        # Its worker died; this run takes every unseen message, its own included, so the record says who did.
+        finish(other, ExtractionRun.Status.SUPERSEDED, superseded_by_id=run.pk,
+               error=f"Its worker stopped before it finished; run {run.pk} took over its messages.")
     run.status, run.attempts, run.started_at = ExtractionRun.Status.RUNNING, run.attempts + 1, now
     run.error, run.extractor, run.model = "", extractor, model[:255]
     run.save(update_fields=["status", "attempts", "started_at", "error", "extractor", "model"])

@@ -87,3 +87,21 @@ def test_the_model_extractor_runs_when_a_model_is_configured_else_the_offline_on
     settings.OPENAI_API_KEY = "test-key"
     extractor = get_extractor()
     assert (extractor.name, extractor.model) == ("openai", "some-model")
+
+
+def test_a_queued_run_a_worker_received_but_never_claimed_is_sent_again_after_a_short_grace():
+    session = _session()
+    now = timezone.now()
+    grace = timedelta(seconds=dispatch.RECEIVED_GRACE)
+    sent = now - grace - timedelta(seconds=5)
+    # Its worker got the task and died before claiming it: the broker holds the task until its visibility timeout.
+    lost = ExtractionRun.objects.create(session=session, enqueued_at=sent, received_at=sent + timedelta(seconds=1))
+    claiming = ExtractionRun.objects.create(session=session, enqueued_at=sent, received_at=now)  # a claim under way
+    resent = ExtractionRun.objects.create(session=session, enqueued_at=now, received_at=sent)  # sent since
+
+    assert dispatch.pending() == [str(lost.pk)]
+
+    lost.refresh_from_db()
+    assert lost.enqueued_at >= now
+    assert dispatch.pending() == []  # sent again: left alone until a worker gets it and the grace is over again
+    assert {claiming.status, resent.status} == {"queued"}

@@ -4,6 +4,7 @@ lock on its own connection; after the attempt's lease where there is no such loc
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -83,7 +84,7 @@ def test_a_redelivered_run_whose_attempt_is_alive_waits_for_its_lease(fake_model
     assert SessionContext.objects.get(pk=session.pk).version == 0
 
 
-def test_a_run_left_running_on_the_session_by_a_dead_worker_is_abandoned_at_once(fake_model):
+def test_a_run_left_running_by_a_dead_worker_is_superseded_by_the_run_that_takes_its_messages(fake_model):
     _needs_postgres()
     session = _session_with_a_turn()
     dead = _left_running(session)
@@ -94,8 +95,22 @@ def test_a_run_left_running_on_the_session_by_a_dead_worker_is_abandoned_at_once
 
     dead.refresh_from_db()
     waiting.refresh_from_db()
-    assert dead.status == "failed" and dead.error.startswith("Abandoned")
+    assert (dead.status, dead.superseded_by_id, dead.attempts) == ("superseded", waiting.pk, 1), dead.error
+    assert str(waiting.pk) in dead.error and dead.finished_at is not None
     assert (waiting.status, waiting.first_seq, waiting.last_seq) == ("succeeded", 1, 2), waiting.error
+    # Its own task, redelivered later, finds it finished and does nothing.
+    assert extract_context.apply(args=[str(dead.id)]).get() == "done"
+    assert len(fake_model.requests) == 1
+
+
+def test_a_dead_attempts_run_is_sent_again_once_not_at_every_sweep():
+    session = _session_with_a_turn()
+    run = ExtractionRun.objects.create(session=session, status="running", attempts=1,
+                                       started_at=timezone.now() - extraction_lease() - timedelta(seconds=1))
+
+    assert dispatch.pending() == [str(run.id)]  # past its lease: dead everywhere, lock or not
+    # Its resent task may wait behind others in the broker: the next sweeps do not pile up copies of it.
+    assert dispatch.pending() == []
 
 
 @pytest.mark.parametrize("reply", [answer({"summary": "Dentist moved to Friday."}), error(400, "bad request"),

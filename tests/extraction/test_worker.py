@@ -17,8 +17,8 @@ from django.test import Client
 
 from contexts.extraction.dispatch import send_pending
 from contexts.models import ExtractionRun, Revision, SessionContext
-from tests.extraction.conftest import celery_broker
-from tests.extraction.workers import Worker, database_url
+from tests.extraction.conftest import attempt_lock_free, celery_broker
+from tests.extraction.workers import Beat, Worker, database_url
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, Reply, echo_extraction
 
@@ -49,8 +49,8 @@ def cluster(settings):
             "CELERY_UNACKED_RESTORE_INTERVAL": "1", "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         }
 
-        def start(name: str, **overrides: str) -> Worker:
-            worker = Worker(name, queue=queue, env={**env, **overrides})
+        def start(name: str, *, beat: bool = False, **overrides: str) -> Worker:
+            worker = (Beat if beat else Worker)(name, queue=queue, env={**env, **overrides})
             workers.append(worker)
             worker.wait_ready()
             return worker
@@ -73,6 +73,7 @@ def api():
         assert response.status_code == 202, response.content
         return response.json()
 
+    post.authorization = f"Bearer {raw}"
     return post
 
 
@@ -237,3 +238,88 @@ def test_connections_the_database_ended_between_tasks_are_replaced_and_the_next_
                 .values_list("status", "attempts", "error"))
     assert runs[-1] == ("succeeded", 1, ""), runs
     assert session.summary.split() == ["m1", "m2", "m3", "m4"]
+
+
+# What the README promises for a SIGKILLed worker (whole worker, other workers already up, only the beat sweep to
+# notice): its run taken over, and finished, within this many seconds, whether it was mid-extraction or only
+# received.
+TAKEOVER_BOUND = 25
+# As in production: Redis gives a killed worker's unacknowledged task back only after 15 minutes.
+PRODUCTION = {**LONG_LIMITS, "CELERY_VISIBILITY_TIMEOUT": "900"}
+
+
+def _took_over(what: str, session_id: str, last_seq: int, killed: float):
+    session = wait_until(lambda: settled(session_id, last_seq), timeout=200, what=what)
+    took = time.monotonic() - killed
+    print(f"{what}: taken over and finished {took:.1f} s after the kill")
+    assert took < TAKEOVER_BOUND, f"{what}: taken over after {took:.1f} s"
+    return session
+
+
+def test_a_run_mid_extraction_on_a_killed_worker_is_taken_over_by_the_workers_already_up(cluster, api):
+    fake, start = cluster
+    start("beat", beat=True)
+    doomed = start("doomed", **PRODUCTION, OPENAI_TIMEOUT="120")
+    fake.push(Reply(content="{}", delay=60))  # this worker never gets its answer
+    api("w-up", ("user", "Plan my move to Berlin."), ("assistant", "1. Find a flat\n2. Register the address"))
+    wait_until(lambda: len(fake.requests) == 1, what="the model call")
+    start("rescuer", **PRODUCTION)  # up before the kill: no startup sweep after it
+
+    doomed.kill()
+    killed = time.monotonic()
+
+    session = _took_over("a run mid-extraction", "w-up", 2, killed)
+    run = ExtractionRun.objects.get(session=session)
+    assert (run.status, run.attempts, run.error) == ("succeeded", 2, "")
+    assert session.summary.split() == ["m1", "m2"] and session.version == 1
+
+
+def test_a_queued_run_a_killed_worker_had_received_is_taken_over_by_the_workers_already_up(cluster, api):
+    fake, start = cluster
+    start("beat", beat=True)
+    api("w-held", ("user", "Renew my passport."), ("assistant", "1. Fill in the form\n2. Book an appointment"))
+    session = SessionContext.objects.get(session_id="w-held")
+    run = ExtractionRun.objects.get(session=session)
+    # Another writer holds the session's row for a moment: the worker that receives the run waits in its claim,
+    # the run still queued, and dies there.
+    with psycopg.connect(database_url(connection.settings_dict)) as writer:
+        writer.execute(f"SELECT 1 FROM {SessionContext._meta.db_table} WHERE id = %s FOR UPDATE", [session.pk])
+        doomed = start("doomed", **PRODUCTION)
+        wait_until(lambda: writer.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                          "AND datname = current_database()").fetchone()[0],
+                   what="the claim to wait for the row")
+        doomed.kill()
+        killed = time.monotonic()
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == ("queued", 0)
+    start("rescuer", **PRODUCTION)
+
+    session = _took_over("a received queued run", "w-held", 2, killed)
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.error) == ("succeeded", 1, "")
+    assert session.summary.split() == ["m1", "m2"] and session.version == 1
+
+
+def test_a_killed_workers_run_taken_over_by_the_next_update_says_so_and_by_which_run(cluster, api):
+    fake, start = cluster
+    doomed = start("doomed", **PRODUCTION, OPENAI_TIMEOUT="120")
+    fake.push(Reply(content="{}", delay=60))  # this worker never gets its answer
+    first = api("w-next", ("user", "Book a table for four."), ("assistant", "Booked: Friday 20:00 at Tasca."))
+    wait_until(lambda: len(fake.requests) == 1, what="the model call")
+    start("rescuer", **PRODUCTION)
+
+    doomed.kill()
+    session = SessionContext.objects.get(session_id="w-next")
+    wait_until(lambda: attempt_lock_free(session), what="PostgreSQL to see the killed worker's connection close")
+    second = api("w-next", ("user", "Make it five."), ("assistant", "Changed to five."))
+
+    session = wait_until(lambda: settled("w-next", 4), timeout=60, what="the next run to take all 4 messages")
+    dead = ExtractionRun.objects.get(pk=first["update"]["run_id"])
+    taker = ExtractionRun.objects.get(pk=second["update"]["run_id"])
+    assert (taker.status, taker.first_seq, taker.last_seq) == ("succeeded", 1, 4), taker.error
+    assert dead.status == "superseded", (dead.status, dead.attempts, dead.error)
+    assert dead.superseded_by_id == taker.pk
+    assert str(taker.pk) in dead.error
+    response = Client(HTTP_AUTHORIZATION=api.authorization).get(f"/api/v1/runs/{dead.pk}")
+    assert (response.json()["status"], response.json()["superseded_by"]) == ("superseded", str(taker.pk))
+    assert session.summary.split() == ["m1", "m2", "m3", "m4"] and session.version == 1

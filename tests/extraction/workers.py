@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,3 +73,32 @@ class Worker:
                 self.kill()
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
+
+
+class Beat(Worker):
+    """`celery -A sessionctx beat`: the periodic sweep, as production runs it (one per deployment)."""
+
+    def __init__(self, name: str, *, queue: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"celery-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.schedule = Path(tempfile.mkdtemp(prefix="celery-beat-")) / "schedule"
+        full_env = {**os.environ, "SECRET_KEY": "insecure-key-for-tests-only", "DEBUG": "false",
+                    "CELERY_QUEUE": queue, **env}
+        self.process = subprocess.Popen(
+            [CELERY, "-A", "sessionctx", "beat", "-s", str(self.schedule), "--pidfile=", "-l", "info"],
+            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"beat {self.name} exited:\n{self.output()}")
+            if "beat: Starting..." in self.output():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"beat {self.name} not ready:\n{self.output()}")
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.schedule.parent, ignore_errors=True)
