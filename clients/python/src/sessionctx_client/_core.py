@@ -1,0 +1,257 @@
+"""What the sync and async clients share: each operation as a request description, the answer cache, the retry
+policy. The clients only send the requests (httpx.Client or httpx.AsyncClient) and wait between retries."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
+
+from ._http import httpx
+from .errors import SessionCtxError, retry_after_seconds
+from .types import NewMessage
+
+T = TypeVar("T")
+
+# Statuses that mean "not done, ask again later": the throttle (429) and a dependency that does not answer (503).
+RETRY_STATUSES = frozenset({429, 503})
+# Between polls of the event feed without a server-side wait, so a follow loop never spins.
+IDLE_POLL_SECONDS = 1.0
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.status_code == 204 or not response.content:
+        return None
+    return response.json()
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API operation: the request, how to read its answer, and what the answer cache does with it."""
+
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    parse: Callable[[httpx.Response], T] = _json
+    # Reads the client answers from its cache on a 304: (session_id, kind).
+    cached: tuple[str, str] | None = None
+    # A write whose answer is the session's context: it replaces the cached context.
+    writes_context: str | None = None
+    # The session this call erases: its cached answers go.
+    forgets: str | None = None
+    # Seconds the server may hold the answer (long-poll), added to the read timeout.
+    holds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float
+
+
+class Base:
+    """Configuration, the answer cache and the retry decision, for both clients."""
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float | httpx.Timeout = 10.0,
+                 max_retries: int = 3, max_retry_wait: float = 30.0, cache_size: int = 1024) -> None:
+        # The server's root; a base that already ends in /api/v1 (as in the curl examples) works too.
+        root = base_url.rstrip("/").removesuffix("/api/v1")
+        self.base_url = f"{root}/api/v1"
+        self.headers = {"Accept": "application/json", "User-Agent": f"sessionctx-client/{_version()}"}
+        if api_key:  # health needs none
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self._cache_size = cache_size
+        # (session_id, kind) -> (ETag, answer); least recently used first. A lock: a sync client may be shared
+        # by threads.
+        self._cache: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def request_args(self, call: Call[Any]) -> dict[str, Any]:
+        headers = dict(call.headers)
+        if call.cached is not None:
+            with self._cache_lock:
+                entry = self._cache.get(call.cached)
+            if entry is not None:
+                headers["If-None-Match"] = entry[0]
+        timeout = self.timeout
+        if call.holds:
+            read = None if timeout.read is None else timeout.read + call.holds
+            timeout = httpx.Timeout(connect=timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
+        return {"method": call.method, "url": call.path, "params": call.params, "json": call.json,
+                "headers": headers, "timeout": timeout}
+
+    def outcome(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry:
+        """The answer, a Retry to wait for, or the error raised."""
+        if response.status_code == 304 and call.cached is not None:
+            with self._cache_lock:
+                entry = self._cache.get(call.cached)
+                if entry is not None:
+                    self._cache.move_to_end(call.cached)
+            if entry is not None:
+                # A copy: a caller changing its answer must not change the next one.
+                return copy.deepcopy(entry[1])
+        if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            delay = retry_after_seconds(response.headers)
+            if delay is None:
+                delay = min(0.5 * 2**attempt, self.max_retry_wait)
+            # A longer wait than the caller allows is theirs to decide on: the error says how long.
+            if delay <= self.max_retry_wait:
+                return Retry(delay)
+        if response.status_code >= 400:
+            raise SessionCtxError.from_response(response)
+        result = call.parse(response)
+        etag = response.headers.get("ETag")
+        if call.cached is not None and etag:
+            self._remember(call.cached, etag, result)
+        if call.writes_context is not None and etag and isinstance(result, dict) and "summary" in result:
+            # A write answers the context as it now is (to a key that may read it): the next read costs a 304.
+            self._remember((call.writes_context, "context"), etag, result)
+        if call.forgets is not None:
+            with self._cache_lock:
+                for key in [key for key in self._cache if key[0] == call.forgets]:
+                    del self._cache[key]
+        return result
+
+    def _remember(self, key: tuple[str, str], etag: str, value: Any) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._cache_lock:
+            self._cache[key] = (etag, copy.deepcopy(value))
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --- the operations: one function each, shared by both clients --------------------------------------
+
+
+def session_path(session_id: str) -> str:
+    # Quoted so an id with a slash or space reaches the API (and is refused there) instead of another path.
+    return f"sessions/{quote(session_id, safe=':@')}"
+
+
+def without_none(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def context_fields(**fields: Any) -> dict[str, Any]:
+    """The snapshot fields given (None: not given), lists as JSON arrays."""
+    return {name: list(value) if name in ("plan", "progress") else value
+            for name, value in fields.items() if value is not None}
+
+
+def if_match(version: int) -> dict[str, str]:
+    return {"If-Match": f'"{version}"'}
+
+
+def cursor_value(cursor: str | None) -> str | None:
+    """A page's `next`/`previous` link, or the bare cursor taken from one."""
+    if cursor is None or "://" not in cursor:
+        return cursor
+    values = parse_qs(urlsplit(cursor).query).get("cursor")
+    return values[0] if values else None
+
+
+def page_params(limit: int | None, cursor: str | None, **filters: Any) -> dict[str, Any]:
+    return without_none(limit=limit, cursor=cursor_value(cursor), **filters)
+
+
+def health() -> Call[Any]:
+    return Call("GET", "health")
+
+
+def list_sessions(*, user_id: str | None, agent_id: str | None, status: str | None, mode: str | None,
+                  updated_after: str | None, limit: int | None, cursor: str | None) -> Call[Any]:
+    return Call("GET", "sessions", params=page_params(limit, cursor, user_id=user_id, agent_id=agent_id,
+                                                      status=status, mode=mode, updated_after=updated_after))
+
+
+def create_session(session_id: str, **owners: str | None) -> Call[Any]:
+    return Call("PUT", session_path(session_id), json=without_none(**owners), writes_context=session_id)
+
+
+def delete_session(session_id: str) -> Call[None]:
+    return Call("DELETE", session_path(session_id), forgets=session_id)
+
+
+def get_context(session_id: str) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/context", cached=(session_id, "context"))
+
+
+def _prompt_text(response: httpx.Response) -> str:
+    return response.json()["prompt"]
+
+
+def get_prompt(session_id: str) -> Call[str]:
+    return Call("GET", f"{session_path(session_id)}/context/prompt", parse=_prompt_text,
+                cached=(session_id, "prompt"))
+
+
+def write_context(session_id: str, method: str, expected_version: int, fields: Mapping[str, Any]) -> Call[Any]:
+    return Call(method, f"{session_path(session_id)}/context", json=dict(fields),
+                headers=if_match(expected_version), writes_context=session_id)
+
+
+def reset_context(session_id: str, reason: str, expected_version: int | None) -> Call[Any]:
+    headers = if_match(expected_version) if expected_version is not None else {}
+    return Call("POST", f"{session_path(session_id)}/context/reset", json={"reason": reason}, headers=headers,
+                writes_context=session_id)
+
+
+def request_update(session_id: str) -> Call[Any]:
+    return Call("POST", f"{session_path(session_id)}/context/update")
+
+
+def list_revisions(session_id: str, *, limit: int | None, cursor: str | None) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/revisions", params=page_params(limit, cursor))
+
+
+def revert_context(session_id: str, to_version: int, *, expected_version: int, reason: str) -> Call[Any]:
+    return Call("POST", f"{session_path(session_id)}/revisions/{int(to_version)}/revert", json={"reason": reason},
+                headers=if_match(expected_version), writes_context=session_id)
+
+
+def post_messages(session_id: str, messages: Sequence[NewMessage | Mapping[str, Any]], **extra: str | None
+                  ) -> Call[Any]:
+    return Call("POST", f"{session_path(session_id)}/messages",
+                json={"messages": [dict(m) for m in messages], **without_none(**extra)})
+
+
+def list_messages(session_id: str, *, after_seq: int | None, limit: int | None, cursor: str | None) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/messages", params=page_params(limit, cursor, after_seq=after_seq))
+
+
+def request_handoff(session_id: str, reason: str) -> Call[Any]:
+    return Call("POST", f"{session_path(session_id)}/handoff", json={"reason": reason}, writes_context=session_id)
+
+
+def list_runs(session_id: str, *, limit: int | None, cursor: str | None) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/runs", params=page_params(limit, cursor))
+
+
+def get_run(run_id: str) -> Call[Any]:
+    return Call("GET", f"runs/{quote(str(run_id), safe='')}")
+
+
+def list_events(*, after: int, session_id: str | None, types: Sequence[str] | str | None, limit: int | None,
+                wait: float | None) -> Call[Any]:
+    if types is not None and not isinstance(types, str):
+        types = ",".join(types)
+    return Call("GET", "events", params=without_none(after=after, session_id=session_id, types=types, limit=limit,
+                                                     wait=wait), holds=wait or 0.0)

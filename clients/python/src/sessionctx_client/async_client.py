@@ -1,0 +1,180 @@
+"""AsyncSessionCtxClient: the whole agent API for asyncio (httpx.AsyncClient), the same methods as SessionCtxClient."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from . import _core as ops
+from ._http import httpx
+from .types import (
+    Context,
+    Event,
+    EventPage,
+    Health,
+    MessagePage,
+    MessagesPosted,
+    Mode,
+    NewMessage,
+    RevisionPage,
+    Run,
+    RunPage,
+    RunRef,
+    SessionPage,
+)
+
+
+class AsyncSessionCtxClient(ops.Base):
+    """The agent API over one connection pool. Use it as an async context manager, or await aclose().
+
+    Every method is SessionCtxClient's, awaited (events() is an async iterator), with the same cache of the last
+    answer per session, the same retries of 429 and 503 honouring Retry-After, and the same typed errors.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float | httpx.Timeout = 10.0,
+                 max_retries: int = 3, max_retry_wait: float = 30.0, cache_size: int = 1024,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait,
+                         cache_size=cache_size)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout,
+                                       transport=transport)
+
+    async def __aenter__(self) -> AsyncSessionCtxClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _run(self, call: ops.Call[Any]) -> Any:
+        attempt = 0
+        while True:
+            response = await self._http.request(**self.request_args(call))
+            outcome = self.outcome(call, response, attempt)
+            if not isinstance(outcome, ops.Retry):
+                return outcome
+            await asyncio.sleep(outcome.delay)
+            attempt += 1
+
+    # --- service and sessions ------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """The service's health (no key needed); ServiceUnavailableError when a dependency does not answer."""
+        return await self._run(ops.health())
+
+    async def list_sessions(self, *, user_id: str | None = None, agent_id: str | None = None, status: str | None = None,
+                      mode: Mode | None = None, updated_after: str | None = None, limit: int | None = None,
+                      cursor: str | None = None) -> SessionPage:
+        """Sessions, most recently changed first; pass a page's `next` as `cursor` for the next page."""
+        return await self._run(ops.list_sessions(user_id=user_id, agent_id=agent_id, status=status, mode=mode,
+                                           updated_after=updated_after, limit=limit, cursor=cursor))
+
+    async def create_session(self, session_id: str, *, mode: Mode | None = None, user_id: str | None = None,
+                       agent_id: str | None = None, team_id: str | None = None) -> Context:
+        """Create the session, or get the existing one (idempotent); answers its context."""
+        return await self._run(ops.create_session(session_id, mode=mode, user_id=user_id, agent_id=agent_id,
+                                            team_id=team_id))
+
+    async def delete_session(self, session_id: str) -> None:
+        """Erase the session with its messages, revisions and runs."""
+        await self._run(ops.delete_session(session_id))
+
+    # --- the snapshot --------------------------------------------------------------------------
+
+    async def get_context(self, session_id: str) -> Context:
+        """The snapshot: summary, goal, plan, progress, handoff_note, mode, status, assignee, version, ..."""
+        return await self._run(ops.get_context(session_id))
+
+    async def get_prompt(self, session_id: str) -> str:
+        """The <session_context> block for a system prompt; "" when there is nothing to say."""
+        return await self._run(ops.get_prompt(session_id))
+
+    async def update_context(self, session_id: str, *, expected_version: int, summary: str | None = None,
+                       goal: str | None = None, plan: Sequence[str] | None = None,
+                       progress: Sequence[str] | None = None, handoff_note: str | None = None,
+                       mode: Mode | None = None, reason: str | None = None) -> Context:
+        """Change the given fields if the snapshot is still at expected_version; VersionConflictError otherwise,
+        with nothing written."""
+        return await self._run(ops.write_context(session_id, "PATCH", expected_version, ops.context_fields(
+            summary=summary, goal=goal, plan=plan, progress=progress, handoff_note=handoff_note, mode=mode,
+            reason=reason)))
+
+    async def replace_context(self, session_id: str, *, expected_version: int, summary: str | None = None,
+                        goal: str | None = None, plan: Sequence[str] | None = None,
+                        progress: Sequence[str] | None = None, handoff_note: str | None = None,
+                        mode: Mode | None = None, reason: str | None = None) -> Context:
+        """Replace the whole snapshot (fields not given become empty) if still at expected_version."""
+        return await self._run(ops.write_context(session_id, "PUT", expected_version, ops.context_fields(
+            summary=summary, goal=goal, plan=plan, progress=progress, handoff_note=handoff_note, mode=mode,
+            reason=reason)))
+
+    async def reset_context(self, session_id: str, reason: str, *, expected_version: int | None = None) -> Context:
+        """Empty the snapshot (the history keeps every version); only if still at expected_version, when given."""
+        return await self._run(ops.reset_context(session_id, reason, expected_version))
+
+    async def request_update(self, session_id: str) -> RunRef:
+        """Queue a model update of the snapshot from the messages it has not seen; answers the run."""
+        return await self._run(ops.request_update(session_id))
+
+    # --- history -------------------------------------------------------------------------------
+
+    async def list_revisions(self, session_id: str, *, limit: int | None = None, cursor: str | None = None
+                       ) -> RevisionPage:
+        """Every version of the snapshot, newest first: who, why, when, what changed."""
+        return await self._run(ops.list_revisions(session_id, limit=limit, cursor=cursor))
+
+    async def revert_context(self, session_id: str, to_version: int, *, expected_version: int, reason: str) -> Context:
+        """Restore the snapshot as it was at to_version (a new version), if it is still at expected_version."""
+        return await self._run(ops.revert_context(session_id, to_version, expected_version=expected_version,
+                                            reason=reason))
+
+    # --- messages, handoff, runs, events -------------------------------------------------------
+
+    async def post_messages(self, session_id: str, messages: Sequence[NewMessage | Mapping[str, Any]], *,
+                      user_id: str | None = None, mode: Mode | None = None, agent_id: str | None = None
+                      ) -> MessagesPosted:
+        """Append a batch, creating the session if needed; a message whose idempotency_key is stored is skipped."""
+        return await self._run(ops.post_messages(session_id, messages, user_id=user_id, mode=mode, agent_id=agent_id))
+
+    async def list_messages(self, session_id: str, *, after_seq: int | None = None, limit: int | None = None,
+                      cursor: str | None = None) -> MessagePage:
+        """The transcript in order (staff replies included, with their `author`)."""
+        return await self._run(ops.list_messages(session_id, after_seq=after_seq, limit=limit, cursor=cursor))
+
+    async def request_handoff(self, session_id: str, reason: str) -> Context:
+        """Ask for a human (status `handoff_requested`); ConflictError if a person already owns it."""
+        return await self._run(ops.request_handoff(session_id, reason))
+
+    async def list_runs(self, session_id: str, *, limit: int | None = None, cursor: str | None = None) -> RunPage:
+        """The session's model updates, newest first, with their cost and outcome."""
+        return await self._run(ops.list_runs(session_id, limit=limit, cursor=cursor))
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self._run(ops.get_run(run_id))
+
+    async def list_events(self, *, after: int = 0, session_id: str | None = None,
+                    types: Sequence[str] | str | None = None, limit: int | None = None, wait: float | None = None
+                    ) -> EventPage:
+        """One page of events after the id `after`; with `wait`, the server holds an empty answer up to that
+        many seconds for one to arrive."""
+        return await self._run(ops.list_events(after=after, session_id=session_id, types=types, limit=limit, wait=wait))
+
+    async def events(self, *, after: int = 0, session_id: str | None = None, types: Sequence[str] | str | None = None,
+               limit: int | None = None, wait: float = 25.0, follow: bool = True) -> AsyncIterator[Event]:
+        """Every event after `after`, following `next_after`; with follow, long-polls for new ones forever
+        (resume later from the last event's `id`), else stops when none are left."""
+        while True:
+            page = await self.list_events(after=after, session_id=session_id, types=types, limit=limit,
+                                    wait=wait if follow else None)
+            for event in page["events"]:
+                yield event
+            after = page["next_after"]
+            if page["has_more"]:
+                continue
+            if not follow:
+                return
+            if not page["events"] and not wait:
+                await asyncio.sleep(ops.IDLE_POLL_SECONDS)

@@ -1,0 +1,155 @@
+"""429 and 503 are retried honouring Retry-After, a bounded number of times and for a bounded wait: against the live
+server's own throttle, and against a small local server that answers 503 before it answers 200."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sessionctx_client import RateLimitedError, ServiceUnavailableError
+
+from tests.client.conftest import open_client
+from tests.factories import make_session
+
+
+@pytest.fixture
+def throttle(settings):
+    def set_rate(rate: str) -> None:
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": rate}}
+
+    return set_rate
+
+
+def test_a_throttled_read_waits_retry_after_and_succeeds(connect, throttle, recording):
+    throttle("2/s")
+    make_session("r-1")
+    ctx = connect("read", transport=recording)
+    ctx.get_context("r-1")
+    ctx.get_context("r-1")
+
+    started = time.monotonic()
+    assert ctx.get_context("r-1")["session_id"] == "r-1"  # the third in the second: 429, Retry-After: 1, then 200
+    assert time.monotonic() - started >= 0.9
+    assert [status for *_, status in recording.seen] == [200, 304, 429, 304]  # the cache answers 304s
+
+
+def test_a_retry_after_longer_than_the_client_waits_raises_rate_limited_at_once(connect, throttle):
+    throttle("2/min")
+    make_session("r-2")
+    ctx = connect("read", max_retry_wait=5)
+    ctx.get_context("r-2")
+    ctx.get_context("r-2")
+
+    started = time.monotonic()
+    with pytest.raises(RateLimitedError) as caught:
+        ctx.get_context("r-2")
+    assert time.monotonic() - started < 1
+    assert (caught.value.status, caught.value.code) == (429, "throttled")
+    assert 5 < caught.value.retry_after <= 60
+
+
+class Flaky:
+    """A local HTTP server that answers 503 (the API's error shape, Retry-After) `failures` times, then 200."""
+
+    def __init__(self, failures: int, retry_after: str | None) -> None:
+        self.failures = failures
+        self.times: list[float] = []
+        flaky = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                flaky.times.append(time.monotonic())
+                if len(flaky.times) <= flaky.failures:
+                    status, body = 503, {"error": {"code": "unavailable", "message": "The database does not answer.",
+                                                   "details": {}}}
+                else:
+                    status, body = 200, {"status": "ok", "checks": {"database": "ok"}}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if status == 503 and retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky():
+    servers = []
+
+    def start(failures: int, retry_after: str | None = "1") -> Flaky:
+        servers.append(Flaky(failures, retry_after))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def client_of(form):
+    closers = []
+
+    def client_of(url: str, **options):
+        client, close = open_client(form, url, "sck_test", **options)
+        closers.append(close)
+        return client
+
+    yield client_of
+    for close in closers:
+        close()
+
+
+def test_a_503_is_retried_after_retry_after(flaky, client_of):
+    server = flaky(failures=1, retry_after="1")
+    assert client_of(server.url).health()["status"] == "ok"
+    assert len(server.times) == 2
+    assert server.times[1] - server.times[0] >= 0.95  # as long as Retry-After said
+
+
+def test_without_retry_after_retries_back_off_and_stop_after_max_retries(flaky, client_of):
+    server = flaky(failures=10, retry_after=None)
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client_of(server.url, max_retries=2).health()
+    assert (caught.value.status, caught.value.code, caught.value.retry_after) == (503, "unavailable", None)
+    assert len(server.times) == 3  # the call and two retries
+    gaps = [later - earlier for earlier, later in zip(server.times, server.times[1:], strict=False)]
+    assert 0.45 <= gaps[0] < 0.9 and 0.95 <= gaps[1] < 1.5  # 0.5 s, then 1 s
+
+
+def test_no_retries_when_max_retries_is_zero(flaky, client_of):
+    server = flaky(failures=1, retry_after="1")
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client_of(server.url, max_retries=0).health()
+    assert caught.value.retry_after == 1 and len(server.times) == 1
+
+
+def test_a_request_past_the_timeout_raises_httpx_timeout(client_of):
+    import socket
+
+    import httpx2 as httpx
+
+    # A listener that accepts and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            client_of(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5).health()
+        assert time.monotonic() - started < 2
