@@ -34,4 +34,9 @@ def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
 
 def recent_messages(session: SessionContext, *, limit: int = 200) -> list[Message]:
     """The last `limit` messages in order."""
-    return list(Message.objects.filter(session=session).order_by("-seq")[:limit])[::-1]
+    return list(Message.objects.filter(session=session).select_related("author").order_by("-seq")[:limit])[::-1]
+
+
+def handoff_latest_event_id(session: SessionContext) -> int:
+    """The newest staff-timeline entry's id (0 if none): notes change no session row, so the live page checks it."""
+    return HandoffEvent.objects.filter(session=session).order_by("-id").values_list("id", flat=True).first() or 0

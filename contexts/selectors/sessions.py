@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils.text import smart_split, unescape_string_literal
 
 from ..exceptions import NotFound
@@ -206,8 +206,21 @@ def handoff_waiting_count() -> int:
     return SessionContext.objects.filter(status=Status.HANDOFF_REQUESTED).count()
 
 
-def sessions_with_people(*, limit: int = 50) -> QuerySet[SessionContext]:
-    """Conversations a person has taken, longest-held first."""
-    return SessionContext.objects.filter(status=Status.HUMAN).select_related("assignee").order_by("updated_at", "id")[
-        :limit
-    ]
+def sessions_with_people(*, limit: int = 50, assignee: Any = None) -> QuerySet[SessionContext]:
+    """Conversations a person has taken (by `assignee` alone, if given), longest-held first."""
+    taken = SessionContext.objects.filter(status=Status.HUMAN)
+    if assignee is not None:
+        taken = taken.filter(assignee=assignee)
+    return taken.select_related("assignee").order_by("updated_at", "id")[:limit]
+
+
+def handoff_desk_state() -> tuple[int, int, float]:
+    """(waiting, with a person, newest change among them): one query that changes whenever the queue would.
+
+    Every status change writes updated_at, so a conversation that joins, leaves or changes hands moves a count
+    or the newest time."""
+    row = SessionContext.objects.filter(status__in=NEEDS_HUMAN_STATUSES).aggregate(
+        waiting=Count("id", filter=Q(status=Status.HANDOFF_REQUESTED)),
+        taken=Count("id", filter=Q(status=Status.HUMAN)), newest=Max("updated_at"),
+    )
+    return row["waiting"], row["taken"], row["newest"].timestamp() if row["newest"] else 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from contexts import selectors
 from contexts.exceptions import InvalidInput
@@ -90,6 +91,11 @@ class ContextEditForm(forms.Form):
 
 class NoteForm(forms.Form):
     note = forms.CharField(max_length=NOTE_MAX_CHARS, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ReplyForm(forms.Form):
+    content = forms.CharField(label="Reply", max_length=settings.SESSIONCTX_MAX_MESSAGE_CHARS,
+                              widget=forms.Textarea(attrs={"rows": 3}))
 
 
 class OptionalNoteForm(forms.Form):

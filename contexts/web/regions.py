@@ -24,16 +24,30 @@ from .forms import ContextEditForm
 DETAIL = "contexts/session_detail.html"
 FLASH = "contexts/base.html#flash"
 BODY = "session-body"
-REGIONS = frozenset({BODY, "session-head", "snapshot-panel", "handoff-note", "transcript", "handoff-timeline",
-                     "runs", "history", "reset-panel"})
+LIVE = "live"  # the element that polls for changes (see live_token); it carries the token of what the page shows
+REGIONS = frozenset({BODY, "session-head", "session-actions", "snapshot-panel", "handoff-note", "transcript",
+                     "reply-box", "handoff-timeline", "runs", "history", "reset-panel", LIVE})
 
 # What each action leaves out of date; the first is the region its form targets. Every version bump dates the
 # head (version, status), the history (the new revision) and the reset form (the version it expects).
 EDITED = ("snapshot-panel", "session-head", "history", "reset-panel")
 RESTORED = (*EDITED, "handoff-note")  # a revert or reset also brings back or empties the handoff note
-STATUS_CHANGED = ("session-head", "handoff-timeline", "history", "reset-panel")
+STATUS_CHANGED = ("session-head", "session-actions", "reply-box", "handoff-timeline", "history", "reset-panel")
 RELEASED = (*STATUS_CHANGED, "handoff-note")
 NOTE_ADDED = ("handoff-timeline",)
+REPLIED = ("reply-box", "transcript", "session-head")
+# A refused reply: someone else owns it now, so the controls and the timeline are out of date too.
+REPLY_REFUSED = (*REPLIED, "session-actions", "handoff-timeline")
+
+# What the live check re-renders for each part of the token that moved. Regions holding form fields
+# (session-actions, reply-box) change only with the owner, so a live update never wipes what someone is typing.
+_LIVE_PARTS = (
+    ("session-head", "snapshot-panel", "handoff-note", "history", "reset-panel", "runs"),  # version
+    ("session-head", "transcript"),  # last message seq
+    ("session-head", "session-actions", "reply-box", "handoff-timeline"),  # status
+    ("session-head", "session-actions", "reply-box", "handoff-timeline"),  # assignee
+    ("handoff-timeline",),  # newest timeline entry (a note changes no session row)
+)
 
 # The rows each region shows besides the session itself, loaded only for the regions being rendered.
 _LOADERS: dict[str, tuple[str, Callable[[SessionContext], Any]]] = {
@@ -58,6 +72,9 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
         "reason_max_chars": REASON_MAX_CHARS,
         "note_max_chars": NOTE_MAX_CHARS,
     }
+    context["can_close"] = session.status != Status.CLOSED and (session.status != Status.HUMAN or context["is_mine"])
+    if BODY in regions or LIVE in regions:
+        context["live_token"] = live_token(session)
     for region, (key, load) in _LOADERS.items():
         if BODY in regions or region in regions:
             context[key] = load(session)
@@ -65,6 +82,27 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     if context.get("editing") and "edit_form" not in context:
         context["edit_form"] = ContextEditForm.for_session(session, context.get("progress"))
     return context
+
+
+def live_token(session: SessionContext) -> str:
+    """What the page shows, as a token the live check compares: it changes whenever a region would."""
+    return ".".join(str(part) for part in (session.version, session.last_message_seq, session.status,
+                                           session.assignee_id or 0, selectors.handoff_latest_event_id(session)))
+
+
+def live_changes(since: str, token: str, *, editing: bool = False) -> list[str]:
+    """The regions to re-render for a page showing `since` (all of them if it is not a token of ours)."""
+    old, new = since.split("."), token.split(".")
+    if len(old) != len(_LIVE_PARTS):
+        old = [""] * len(_LIVE_PARTS)
+    changed: list[str] = []
+    for was, now, names in zip(old, new, _LIVE_PARTS, strict=True):
+        if was != now:
+            changed += [name for name in names if name not in changed]
+    if editing and "snapshot-panel" in changed:
+        # An open edit form stays as the person left it; a save against an old version meets the conflict view.
+        changed.remove("snapshot-panel")
+    return changed
 
 
 def render_regions(request: HttpRequest, session: SessionContext, regions: Sequence[str], **extra: Any) -> str:
@@ -83,7 +121,8 @@ def with_flash(request: HttpRequest, html: str, status: int = 200, **context: An
 
 def action_result(request: HttpRequest, session: SessionContext, regions: Sequence[str], status: int = 200,
                   **extra: Any) -> HttpResponse:
-    return with_flash(request, render_regions(request, session, regions, **extra), status,
+    # The live check's token moves with the page, or its next poll would re-render (and empty) the forms just shown.
+    return with_flash(request, render_regions(request, session, [*regions, LIVE], **extra), status,
                       conflict=extra.get("conflict", False))
 
 

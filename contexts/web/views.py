@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -23,9 +26,19 @@ from contexts.snapshot import validate_session_id
 
 from . import regions
 from .access import EDIT_PERM, HANDOFF_PERM, report, staff_view
-from .forms import ContextEditForm, NoteForm, OptionalNoteForm, ResetForm, RevertForm, SessionFilterForm, first_error
+from .forms import (
+    ContextEditForm,
+    NoteForm,
+    OptionalNoteForm,
+    ReplyForm,
+    ResetForm,
+    RevertForm,
+    SessionFilterForm,
+    first_error,
+)
 
 PAGE_SIZE = 25
+QUEUE_ROWS = 200
 SESSIONS = "contexts/sessions.html"
 QUEUE = "contexts/handoffs.html"
 
@@ -88,25 +101,60 @@ def session_list(request: HttpRequest) -> HttpResponse:
 # --- handoff queue --------------------------------------------------------------------------------
 
 
-def _queue_context() -> dict[str, Any]:
+def _queue_token(state: tuple[int, int, float]) -> str:
+    # The minute is part of it so that "waiting" times and the overdue highlight move on without a change.
+    return ".".join(str(part) for part in (*state, int(timezone.now().timestamp() // 60)))
+
+
+def _queue_context(request: HttpRequest, *, mine: bool = False,
+                   state: tuple[int, int, float] | None = None) -> dict[str, Any]:
+    state = state or selectors.handoff_desk_state()
+    waiting = [] if mine else list(selectors.handoff_queue().select_related("assignee")[:QUEUE_ROWS])
+    taken = selectors.sessions_with_people(limit=100, assignee=request.user if mine else None)
+    minutes = settings.SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES
+    params = {"mine": "1"} if mine else {}
     return {
-        "waiting": list(selectors.handoff_queue().select_related("assignee")[:200]),
-        "taken": list(selectors.sessions_with_people(limit=100)),
+        "mine": mine,
+        "waiting": waiting,
+        "taken": list(taken),
+        # The badge counts the rows the table shows, so the two always agree.
+        "waiting_count": len(waiting) if not mine and len(waiting) < QUEUE_ROWS else state[0],
+        "warn_minutes": minutes,
+        "warn_before": timezone.now() - timedelta(minutes=minutes),
+        "poll_url": reverse("handoffs") + "?" + urlencode({**params, "since": _queue_token(state)}),
     }
 
 
 @require_GET
 @staff_view()
 def handoff_queue(request: HttpRequest) -> HttpResponse:
-    return _page(request, QUEUE, "handoff-queue", _queue_context())
+    mine = request.GET.get("mine") == "1"
+    state = selectors.handoff_desk_state()
+    if request.htmx and request.GET.get("since") == _queue_token(state):
+        return HttpResponse(status=204)  # the poll's cheap answer: nothing changed, the page stays as it is
+    context = _queue_context(request, mine=mine, state=state)
+    context["badge_oob"] = bool(request.htmx)
+    return _page(request, QUEUE, "handoff-queue", context)
+
+
+@require_GET
+@staff_view()
+def handoff_badge(request: HttpRequest) -> HttpResponse:
+    """The menu's waiting count, polled from every page but the queue (whose own refresh carries it)."""
+    if not request.htmx:
+        return redirect("handoffs")
+    count = selectors.handoff_waiting_count()
+    if request.GET.get("since") == str(count):
+        return HttpResponse(status=204)
+    return render(request, "contexts/base.html#waiting-badge", {"waiting_count": count})
 
 
 def _queue_refused(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
     status = report(request, exc)
     if not request.htmx:
-        return _full_page(request, QUEUE, _queue_context(), status=status)
+        return _full_page(request, QUEUE, _queue_context(request), status=status)
     # Someone else got there first: the queue is out of date, so it comes back with the message.
-    html = render_to_string(f"{QUEUE}#handoff-queue", _queue_context(), request)
+    html = render_to_string(f"{QUEUE}#handoff-queue", {**_queue_context(request), "badge_oob": True}, request)
     return regions.with_flash(request, html, status)
 
 
@@ -129,6 +177,22 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
         response = _detail_page(request, session)
     patch_vary_headers(response, ["HX-Target"])
     return response
+
+
+@require_GET
+@staff_view()
+def session_live(request: HttpRequest, session_id: str) -> HttpResponse:
+    """The detail page's poll: 204 while nothing changed, else the regions that did (and the new token)."""
+    if not request.htmx:
+        return redirect("session_detail", session_id=session_id)
+    session = _session(session_id)
+    token = regions.live_token(session)
+    since = request.GET.get("since", "")
+    if since == token:
+        return HttpResponse(status=204)
+    # The poll includes the edit form's version field when the form is open (hx-include).
+    changed = regions.live_changes(since, token, editing="version" in request.GET)
+    return HttpResponse(regions.render_regions(request, session, [regions.LIVE, *changed]))
 
 
 def _answer(request: HttpRequest, session: SessionContext, changed: Sequence[str], status: int,
@@ -173,6 +237,39 @@ def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
         target = reverse("session_detail", args=[session.session_id])
         return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
     return _done(request, session, regions.STATUS_CHANGED)
+
+
+@require_POST
+@staff_view(EDIT_PERM)
+def handoff_take_over(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = _session(session_id)
+    try:
+        session = services.handoff_take_over(session=session, actor=Actor.for_user(request.user))
+    except ApplicationError as exc:
+        return _refused(request, session_id, exc, regions.STATUS_CHANGED)
+    messages.success(request, "You have taken this conversation over; the agent waits until you hand it back.")
+    return _done(request, session, regions.STATUS_CHANGED)
+
+
+@require_POST
+@staff_view(HANDOFF_PERM)
+def handoff_reply(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = _session(session_id)
+    form = ReplyForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise first_error(form)
+        services.handoff_reply(session=session, content=form.cleaned_data["content"],
+                               actor=Actor.for_user(request.user))
+    except ApplicationError as exc:
+        status = report(request, exc)
+        if request.htmx and status not in (409, 412):
+            return regions.flash_only(request, status)
+        # Someone else owns it now: show who, and keep the unsent text on the page for the person to copy.
+        return _answer(request, _session(session_id), regions.REPLY_REFUSED, status,
+                       unsent_reply=request.POST.get("content", ""))
+    messages.success(request, "Reply sent: the agent passes it on to the customer.")
+    return _done(request, _session(session_id), regions.REPLIED)
 
 
 def _note_action(request: HttpRequest, session_id: str, form_class: type, action: Callable[..., SessionContext],

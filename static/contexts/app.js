@@ -1,4 +1,5 @@
-// Staff pages: keyboard shortcut for search and the plan editor's add / remove / reorder buttons.
+// Staff pages: keyboard shortcut for search, the plan editor's add / remove / reorder buttons, and the desk's
+// waiting count (tab title, opt-in desktop notification).
 // Loaded from our own static files (no inline scripts, so a strict Content-Security-Policy works).
 (function () {
   "use strict";
@@ -65,4 +66,73 @@
     relabel(list);
     button.focus();
   });
+
+  // A form marked data-reset-after-success (the staff note) lives outside the region it updates: empty it once
+  // the server took it. A refusal (4xx, also swapped) keeps the text.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (form && form.matches && form.matches("form[data-reset-after-success]") && event.detail.xhr &&
+        event.detail.xhr.status >= 200 && event.detail.xhr.status < 300) {
+      form.reset();
+    }
+  });
+
+  // The waiting count: the menu badge (refreshed by htmx) is the one source; the tab title and the optional
+  // desktop notification follow it.
+  var NOTIFY_KEY = "sessionctx.notify";
+  var lastWaiting = null;
+
+  function notifyWanted() {
+    try {
+      return window.localStorage.getItem(NOTIFY_KEY) === "on" && "Notification" in window &&
+        Notification.permission === "granted";
+    } catch (e) {
+      return false;  // storage refused (private mode): no notifications
+    }
+  }
+
+  function showNotifyState(button) {
+    button.textContent = "Desktop alerts: " + (notifyWanted() ? "on" : "off");
+    button.setAttribute("aria-pressed", notifyWanted() ? "true" : "false");
+  }
+
+  function syncWaiting() {
+    var badge = document.getElementById("waiting-badge");
+    if (!badge) return;
+    var count = parseInt(badge.getAttribute("data-waiting"), 10) || 0;
+    var title = document.title.replace(/^\(\d+\) /, "");
+    document.title = count ? "(" + count + ") " + title : title;
+    if (lastWaiting !== null && count > lastWaiting && notifyWanted()) {
+      var note = new Notification(count === 1 ? "1 conversation waits for a person" :
+        count + " conversations wait for a person", {tag: "sessionctx-waiting", body: "Open the handoff queue."});
+      var queue = badge.closest("a");
+      note.onclick = function () {
+        window.focus();
+        if (queue) window.location.href = queue.href;
+      };
+    }
+    lastWaiting = count;
+  }
+
+  document.addEventListener("htmx:afterSettle", syncWaiting);
+  syncWaiting();
+
+  var toggle = document.querySelector("[data-notify-toggle]");
+  if (toggle && "Notification" in window) {
+    toggle.hidden = false;
+    showNotifyState(toggle);
+    toggle.addEventListener("click", function () {
+      if (notifyWanted()) {
+        window.localStorage.setItem(NOTIFY_KEY, "off");
+        showNotifyState(toggle);
+        return;
+      }
+      Notification.requestPermission().then(function (permission) {
+        try {
+          window.localStorage.setItem(NOTIFY_KEY, permission === "granted" ? "on" : "off");
+        } catch (e) { /* storage refused: stays off */ }
+        showNotifyState(toggle);
+      });
+    });
+  }
 })();

@@ -16,11 +16,15 @@ pytestmark = pytest.mark.django_db
 ROUTES = {
     "sessions": ("get", None),
     "handoffs": ("get", None),
+    "handoff_badge": ("get", None),
+    "session_live": ("get", None),
     "session_detail": ("get", None),
     "session_edit": ("post", "edit"),
     "session_revert": ("post", "edit"),
     "session_reset": ("post", "edit"),
     "handoff_take": ("post", "handoff"),
+    "handoff_take_over": ("post", "edit"),
+    "handoff_reply": ("post", "handoff"),
     "handoff_note": ("post", "handoff"),
     "handoff_release": ("post", "handoff"),
     "session_close": ("post", "handoff"),
@@ -42,7 +46,8 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, name):
     session = make_session("acc-1", content={"summary": "before"})
     method, _ = ROUTES[name]
     url = _url(name, session.session_id)
-    response = getattr(client, method)(url, {"note": "x", "reason": "x", "summary": "x", "version": "1"})
+    response = getattr(client, method)(url, {"note": "x", "reason": "x", "summary": "x", "version": "1",
+                                             "content": "x"})
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login") + "?next=")
     session.refresh_from_db()
@@ -103,8 +108,10 @@ def test_a_user_without_the_handoff_permission_cannot_take(client):
     session = make_session("acc-6")
     assert client.get("/sessions/acc-6/").status_code == 200
     assert client.post("/sessions/acc-6/take/").status_code == 403
+    assert client.post("/sessions/acc-6/reply/", {"content": "Hello"}).status_code == 403
     session.refresh_from_db()
     assert session.status == "active" and not HandoffEvent.objects.filter(session=session).exists()
+    assert session.last_message_seq == 0
 
 
 @pytest.mark.parametrize("who", ["editor", "superuser"])
