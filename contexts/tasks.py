@@ -14,6 +14,7 @@ from .extraction.apply import extraction_run
 from .extraction.claim import Decision
 from .extraction.dispatch import EXTRACT_TASK, send_pending
 from .services.events import events_purge
+from .services.webhooks import DELIVER_TASK, webhook_delivery_run, webhooks_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,21 @@ def sweep_extractions() -> int:
 def purge_events() -> int:
     """Periodic (celery beat): drop feed events past their retention."""
     return events_purge()
+
+
+@shared_task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             # Above two attempt timeouts (connect and read); a lost attempt is the sweep's after its lease.
+             soft_time_limit=settings.SESSIONCTX_WEBHOOK_TIMEOUT * 2 + 10,
+             time_limit=settings.SESSIONCTX_WEBHOOK_TIMEOUT * 2 + 20)
+def deliver_webhook(delivery_id: int) -> str:
+    """One attempt at one webhook delivery; a repeated or late task for it does nothing (the row is claimed)."""
+    return webhook_delivery_run(delivery_id=delivery_id)
+
+
+@shared_task(name="contexts.sweep_webhooks", ignore_result=True, soft_time_limit=60, time_limit=90)
+def sweep_webhooks() -> int:
+    """Periodic (celery beat): send webhook deliveries that are due and not on their way."""
+    return webhooks_sweep()
 
 
 def _in_worker(sender) -> bool:

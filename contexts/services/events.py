@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ..models import Event, SessionContext
+from .webhooks import deliveries_create
 
 # Any constant: the key of the PostgreSQL advisory lock that orders event ids.
 _EVENT_ORDER_LOCK = 0x5C7E7E
@@ -25,7 +26,10 @@ def event_record(*, session: SessionContext, type: str, data: dict[str, Any]) ->
     that changes several sessions takes the lock first (`event_order_lock`), before any row lock."""
     with transaction.atomic(savepoint=False):
         event_order_lock()
-        return Event.objects.create(session_id=session.pk, type=type, data=data)
+        event = Event.objects.create(session_id=session.pk, type=type, data=data)
+        # In the same transaction, so no committed event misses a webhook; they are sent once it commits.
+        deliveries_create(event=event)
+        return event
 
 
 def event_order_lock() -> None:

@@ -1,0 +1,323 @@
+"""Webhooks: every event is POSTed to the endpoints that want it, signed in the Standard Webhooks format.
+
+A delivery row is written with its event, in the same transaction, so a committed event is never lost for an
+endpoint; it is sent once that transaction commits. The retry schedule lives in the row (`next_attempt_at`): a
+Celery countdown sends short waits, the periodic sweep (`webhooks_sweep`) sends longer ones and whatever a dead
+worker or an unreachable broker lost. An attempt first claims its row with a conditional UPDATE, so the countdown,
+the sweep and a manual "send again" never POST one delivery twice at once. Receivers de-duplicate on `webhook-id`
+(the event id), as delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from urllib.parse import urlsplit
+
+import urllib3
+from celery import current_app
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from ..exceptions import ApplicationError
+from ..models import Event, WebhookDelivery, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "contexts.deliver_webhook"
+# Waits up to this long ride on a Celery countdown; longer ones wait for the sweep (a Redis broker hands a task
+# whose countdown outlasts its visibility timeout to a second worker, and holds it in memory meanwhile).
+COUNTDOWN_MAX = 300.0
+# A delivery that has been due this long was lost (never sent, or its task died with a worker): the sweep sends it.
+SWEEP_GRACE = 15.0
+# 408 Request Timeout, 425 Too Early and 429 Too Many Requests say "later"; any other 4xx says the request itself is
+# refused, and sending the same bytes again for a day would not change that.
+RETRYABLE_4XX = frozenset({408, 425, 429})
+# Standard Webhooks: 410 Gone means the receiver is gone for good; stop sending to it.
+GONE = 410
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+USER_AGENT = "sessionctx-webhooks/1"
+
+
+class WebhookUrlRefused(ApplicationError):
+    code = "webhook_url_refused"
+    status = 400
+
+
+# --- endpoints -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one attempt connects: the address checked just now, so DNS cannot change between check and connect."""
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    path: str
+
+
+def webhook_url_check(url: str) -> Target:
+    """Refuse a URL that is not http(s) or whose host resolves to a private, loopback, link-local, reserved or
+    multicast address (unless SESSIONCTX_WEBHOOK_ALLOW_PRIVATE); return the address to connect to."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise WebhookUrlRefused(f"Not a valid URL: {exc}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookUrlRefused("A webhook URL must start with http:// or https:// and name a host.")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise WebhookUrlRefused(f"The host {parts.hostname} does not resolve: {exc}.") from None
+    addresses = [info[4][0] for info in infos]
+    if not settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            ip = getattr(ip, "ipv4_mapped", None) or ip
+            if not ip.is_global or ip.is_multicast:
+                raise WebhookUrlRefused(
+                    f"The host {parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved "
+                    "address: webhooks are only sent to public addresses.",
+                    details={"address": str(ip)})
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    return Target(scheme=parts.scheme, host=parts.hostname, port=port, address=addresses[0], path=path)
+
+
+@transaction.atomic
+def webhook_endpoint_create(*, url: str, event_types: list[str] | None = None,
+                            description: str = "") -> WebhookEndpoint:
+    """Register an endpoint (its secret is generated); refused for a URL webhook_url_check refuses."""
+    webhook_url_check(url)
+    unknown = sorted(set(event_types or ()) - set(Event.Type.values))
+    if unknown:
+        raise ApplicationError(f"Unknown event types: {', '.join(unknown)}.", code="invalid",
+                               details={"event_types": unknown})
+    return WebhookEndpoint.objects.create(url=url, event_types=list(event_types or []), description=description)
+
+
+@transaction.atomic
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    """Turn a disabled endpoint back on: its failure count starts again and its pending deliveries are due now."""
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(is_active=True, consecutive_failures=0, disabled_at=None,
+                                                          disabled_reason="")
+    due = list(WebhookDelivery.objects.filter(endpoint_id=endpoint.pk, status=WebhookDelivery.Status.PENDING)
+               .values_list("pk", flat=True))
+    WebhookDelivery.objects.filter(pk__in=due).update(next_attempt_at=timezone.now())
+    for delivery_id in due:
+        send_on_commit(delivery_id)
+    return WebhookEndpoint.objects.get(pk=endpoint.pk)
+
+
+# --- deliveries ------------------------------------------------------------------------------------
+
+
+def deliveries_create(*, event: Event) -> list[WebhookDelivery]:
+    """The event's deliveries, one per active endpoint that wants its type, in the caller's transaction; each is
+    sent once that transaction commits."""
+    endpoints = [e for e in WebhookEndpoint.objects.filter(is_active=True) if e.wants(event.type)]
+    if not endpoints:
+        return []
+    now = timezone.now()
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [WebhookDelivery(endpoint=endpoint, event=event, next_attempt_at=now) for endpoint in endpoints])
+    ids = [d.pk for d in deliveries] if all(d.pk for d in deliveries) else list(
+        WebhookDelivery.objects.filter(event=event).values_list("pk", flat=True))
+    for delivery_id in ids:
+        send_on_commit(delivery_id)
+    return deliveries
+
+
+@transaction.atomic
+def webhook_delivery_resend(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivery again now, whatever its state (an admin's "send again"): one more attempt, no new schedule."""
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.PENDING,
+                                                          next_attempt_at=timezone.now())
+    send_on_commit(delivery.pk)
+    return WebhookDelivery.objects.get(pk=delivery.pk)
+
+
+def send_on_commit(delivery_id: int) -> None:
+    transaction.on_commit(lambda: send(delivery_id))
+
+
+def send(delivery_id: int, *, countdown: float = 0.0) -> None:
+    """Hand one delivery to the workers; in the embedded default (no broker), to a thread of this process, so the
+    request that caused the event never waits for a receiver."""
+    if current_app.conf.task_always_eager:
+        timer = threading.Timer(countdown, _attempt_in_thread, args=[delivery_id])
+        timer.daemon = True
+        timer.start()
+        return
+    try:
+        current_app.tasks[DELIVER_TASK].apply_async(
+            args=[delivery_id], countdown=countdown or None, queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+            retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
+        # The row stays due: the sweep sends it once the broker is back.
+        logger.warning("webhook delivery %s not sent, broker unavailable: %s", delivery_id, exc)
+
+
+def _attempt_in_thread(delivery_id: int) -> None:
+    try:
+        delivery = webhook_delivery_attempt(delivery_id=delivery_id)
+        if delivery is not None:
+            _schedule_next(delivery)
+    except Exception:
+        logger.exception("webhook delivery %s: attempt failed", delivery_id)
+    finally:
+        # The thread's own connection: closed, or it would outlive the thread.
+        connection.close()
+
+
+def _schedule_next(delivery: WebhookDelivery) -> None:
+    """After an attempt left the delivery pending: send it again when due, if a countdown is the way to wait."""
+    if delivery.status != WebhookDelivery.Status.PENDING or delivery.next_attempt_at is None:
+        return
+    wait = max(0.0, (delivery.next_attempt_at - timezone.now()).total_seconds())
+    if wait <= COUNTDOWN_MAX or current_app.conf.task_always_eager:
+        send(delivery.pk, countdown=wait)
+
+
+def webhook_delivery_run(*, delivery_id: int) -> str:
+    """What the task does: one attempt, then the next one queued when it is near; returns the delivery's status."""
+    delivery = webhook_delivery_attempt(delivery_id=delivery_id)
+    if delivery is None:
+        return "skipped"
+    _schedule_next(delivery)
+    return delivery.status
+
+
+def webhooks_sweep(*, now=None) -> int:
+    """Send the deliveries that are due (and were not sent by a countdown) to the workers; returns how many."""
+    now = now or timezone.now()
+    due = list(WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, endpoint__is_active=True,
+        next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE),
+    ).order_by("next_attempt_at").values_list("pk", flat=True)[:1000])
+    for delivery_id in due:
+        send(delivery_id)
+    return len(due)
+
+
+# --- one attempt -----------------------------------------------------------------------------------
+
+
+def event_payload(event: Event) -> dict:
+    """The body of a delivery: the event as GET /api/v1/events lists it."""
+    created = event.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return {"id": event.pk, "type": event.type, "session_id": event.session.session_id, "created_at": created,
+            "data": event.data}
+
+
+def _claim(delivery_id: int) -> bool:
+    """Take the delivery for one attempt if it is due; until the attempt ends, it is due again only after the
+    attempt's worst case (so a worker that dies mid-attempt leaves it to the sweep)."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=2 * settings.SESSIONCTX_WEBHOOK_TIMEOUT + 30)
+    return bool(WebhookDelivery.objects.filter(
+        pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__is_active=True,
+    ).update(next_attempt_at=lease, attempts=F("attempts") + 1))
+
+
+def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
+    """POST a due delivery once and record the answer; None when it was not due (delivered, failed, disabled, or
+    being attempted elsewhere)."""
+    if not _claim(delivery_id):
+        return None
+    delivery = WebhookDelivery.objects.select_related("endpoint", "event__session").get(pk=delivery_id)
+    endpoint, event = delivery.endpoint, delivery.event
+    body = json.dumps(event_payload(event), separators=(",", ":"), ensure_ascii=False)
+    sent_at = timezone.now()
+    headers = {
+        "webhook-id": str(event.pk),
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": Webhook(endpoint.secret).sign(str(event.pk), sent_at.astimezone(UTC), body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+    code, error, retry = None, "", True
+    try:
+        # Checked again now: what a name resolves to can change after the endpoint was registered.
+        target = webhook_url_check(endpoint.url)
+        code = _post(target, body.encode(), headers)
+        if 200 <= code < 300:
+            retry, error = False, ""
+        elif code == GONE or (400 <= code < 500 and code not in RETRYABLE_4XX):
+            retry, error = False, f"HTTP {code}"
+        elif 300 <= code < 400:
+            retry, error = False, f"HTTP {code}: redirects are not followed"
+        else:
+            error = f"HTTP {code}"
+    except WebhookUrlRefused as exc:
+        retry, error = False, exc.message
+    except urllib3.exceptions.HTTPError as exc:
+        # Timeouts, refused connections, TLS and protocol errors: the receiver may be back later.
+        error = f"{type(exc).__name__}: {exc}"
+    return _record(delivery, code=code, error=error[:2000], retry=retry, gone=code == GONE)
+
+
+def _post(target: Target, body: bytes, headers: dict[str, str]) -> int:
+    """POST to the checked address, naming the host in Host and (for TLS) in SNI and the certificate check."""
+    timeout = urllib3.Timeout(connect=settings.SESSIONCTX_WEBHOOK_TIMEOUT, read=settings.SESSIONCTX_WEBHOOK_TIMEOUT)
+    default_port = 443 if target.scheme == "https" else 80
+    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    if ":" in target.host and target.port == default_port:
+        host_header = f"[{target.host}]"
+    elif ":" in target.host:
+        host_header = f"[{target.host}]:{target.port}"
+    options = {"timeout": timeout, "retries": False, "maxsize": 1}
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(target.address, target.port, server_hostname=target.host,
+                                           assert_hostname=target.host, **options)
+    else:
+        pool = urllib3.HTTPConnectionPool(target.address, target.port, **options)
+    with pool:
+        response = pool.urlopen("POST", target.path, body=body, headers={**headers, "host": host_header},
+                                redirect=False, assert_same_host=False, preload_content=False)
+        try:
+            return response.status
+        finally:
+            response.release_conn()
+
+
+@transaction.atomic
+def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: bool,
+            gone: bool) -> WebhookDelivery:
+    now = timezone.now()
+    schedule = settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE
+    endpoint_id = delivery.endpoint_id
+    fields = {"response_code": code, "last_error": error}
+    if not error:
+        fields.update(status=WebhookDelivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None)
+        WebhookEndpoint.objects.filter(pk=endpoint_id).update(consecutive_failures=0)
+    elif retry and delivery.attempts <= len(schedule):
+        fields.update(next_attempt_at=now + timedelta(seconds=schedule[delivery.attempts - 1]))
+    else:
+        fields.update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None)
+        WebhookEndpoint.objects.filter(pk=endpoint_id).update(consecutive_failures=F("consecutive_failures") + 1)
+        failures = WebhookEndpoint.objects.values_list("consecutive_failures", flat=True).get(pk=endpoint_id)
+        reason = ""
+        if gone:
+            reason = "The receiver answered 410 Gone."
+        elif failures >= settings.SESSIONCTX_WEBHOOK_DISABLE_AFTER:
+            reason = f"{failures} deliveries in a row failed; the last: {error[:500]}"
+        if reason:
+            WebhookEndpoint.objects.filter(pk=endpoint_id, is_active=True).update(
+                is_active=False, disabled_at=now, disabled_reason=reason)
+            logger.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
+    delivery.refresh_from_db()
+    return delivery

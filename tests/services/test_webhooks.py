@@ -1,0 +1,302 @@
+"""Webhooks: signed (Standard Webhooks), retried with backoff, logged per delivery, disabled after a run of failures,
+never sent to a private address unless allowed; the request that causes an event never waits for a receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from django.utils import timezone
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from contexts import services
+from contexts.exceptions import ApplicationError
+from contexts.models import Event, WebhookDelivery, WebhookEndpoint
+from contexts.services import Actor
+from contexts.services.webhooks import (
+    WebhookUrlRefused,
+    webhook_delivery_attempt,
+    webhook_delivery_resend,
+    webhook_endpoint_create,
+    webhook_endpoint_enable,
+    webhooks_sweep,
+)
+from tests.factories import make_session
+from tests.services.webhook_receiver import Receiver
+
+AGENT = Actor.system("key:agent")
+
+
+@pytest.fixture
+def webhook_settings(settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.3, 0.6]
+    settings.SESSIONCTX_WEBHOOK_TIMEOUT = 0.5
+    settings.SESSIONCTX_WEBHOOK_DISABLE_AFTER = 3
+    return settings
+
+
+def _handoff_event(session_id: str, captured) -> Event:
+    """A real change (the agent asks for a human) and its event; the deliveries' sends are held back."""
+    with captured(execute=False):
+        session = services.handoff_request(session=make_session(session_id), reason="refund", actor=AGENT)
+    return Event.objects.filter(session_id=session.pk).latest("id")
+
+
+def _attempt_when_due(delivery: WebhookDelivery, timeout: float = 5) -> WebhookDelivery:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = webhook_delivery_attempt(delivery_id=delivery.pk)
+        if result is not None:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("the delivery never became due")
+
+
+@pytest.mark.django_db
+def test_a_delivery_is_signed_the_receiver_verifies_it_and_the_body_is_the_feeds_event(
+        webhook_settings, django_capture_on_commit_callbacks, client, read_key):
+    with Receiver(204) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-1", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        delivery = webhook_delivery_attempt(delivery_id=delivery.pk)
+        (request,) = receiver.received
+
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("delivered", 1, 204)
+    assert delivery.delivered_at is not None and delivery.next_attempt_at is None
+    assert endpoint.secret.startswith("whsec_")
+    assert request.path == "/hooks/sessionctx?src=test"
+    assert request.headers["webhook-id"] == str(event.pk)
+    payload = Webhook(endpoint.secret).verify(request.body, request.headers)
+    _key, raw_key = read_key
+    feed = client.get("/api/v1/events", HTTP_AUTHORIZATION=f"Bearer {raw_key}").json()["events"]
+    assert payload == next(item for item in feed if item["id"] == event.pk)
+    assert payload["type"] == "handoff.requested" and payload["session_id"] == "hook-1"
+
+
+@pytest.mark.django_db
+def test_verification_with_a_wrong_secret_or_a_changed_body_fails(webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        other = webhook_endpoint_create(url=receiver.url, description="another endpoint, another secret")
+        event = _handoff_event("hook-2", django_capture_on_commit_callbacks)
+        webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+        request = receiver.received[0]
+
+    assert other.secret != endpoint.secret
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other.secret).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(endpoint.secret).verify(request.body.replace(b"refund", b"refunD"), request.headers)
+    Webhook(endpoint.secret).verify(request.body, request.headers)  # the untouched request still verifies
+
+
+@pytest.mark.django_db
+def test_a_500_is_retried_with_growing_waits_under_the_same_webhook_id_until_delivered(
+        webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(500, 503, 200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-3", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+
+        first = webhook_delivery_attempt(delivery_id=delivery.pk)
+        assert (first.status, first.attempts, first.response_code, first.last_error) == ("pending", 1, 500,
+                                                                                         "HTTP 500")
+        assert webhook_delivery_attempt(delivery_id=delivery.pk) is None  # not due yet: nothing sent
+        second = _attempt_when_due(delivery)
+        assert (second.status, second.attempts, second.response_code) == ("pending", 2, 503)
+        third = _attempt_when_due(delivery)
+        requests = receiver.received
+
+    assert (third.status, third.attempts, third.response_code, third.last_error) == ("delivered", 3, 200, "")
+    assert len(requests) == 3
+    assert {r.headers["webhook-id"] for r in requests} == {str(event.pk)}
+    gaps = [later.at - earlier.at for earlier, later in zip(requests, requests[1:], strict=False)]
+    assert 0.3 <= gaps[0] < 0.6 <= gaps[1], gaps  # the schedule's 0.3 s, then 0.6 s
+    for request in requests:
+        Webhook(endpoint.secret).verify(request.body, request.headers)
+
+
+@pytest.mark.django_db
+def test_a_receiver_that_times_out_is_tried_again_and_the_log_says_why(
+        webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(("sleep", 2, 200), 200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-4", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        started = time.monotonic()
+        first = webhook_delivery_attempt(delivery_id=delivery.pk)
+        waited = time.monotonic() - started
+        second = _attempt_when_due(delivery)
+
+    assert waited < 1.5
+    assert first.status == "pending" and first.response_code is None and "timed out" in first.last_error.lower()
+    assert (second.status, second.attempts) == ("delivered", 2)
+
+
+@pytest.mark.django_db
+def test_a_refusing_4xx_fails_at_once_and_a_429_is_retried(webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(400, 429) as receiver:
+        refused = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-5", django_capture_on_commit_callbacks)
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=refused, event=event).pk)
+        assert (result.status, result.response_code, result.next_attempt_at) == ("failed", 400, None)
+        refused.delete()
+        later = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-6", django_capture_on_commit_callbacks)
+        before = timezone.now()
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=later, event=event).pk)
+    assert (result.status, result.response_code) == ("pending", 429)
+    assert result.next_attempt_at >= before + timezone.timedelta(seconds=0.3)
+
+
+@pytest.mark.django_db
+def test_the_last_retry_failing_fails_the_delivery_and_a_run_of_failures_disables_the_endpoint(
+        webhook_settings, django_capture_on_commit_callbacks):
+    webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.05]
+    with Receiver(default=500) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        for n in range(3):
+            event = _handoff_event(f"hook-down-{n}", django_capture_on_commit_callbacks)
+            delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+            assert webhook_delivery_attempt(delivery_id=delivery.pk).status == "pending"
+            assert _attempt_when_due(delivery).status == "failed"
+        endpoint.refresh_from_db()
+        assert not endpoint.is_active and endpoint.disabled_at is not None
+        assert endpoint.disabled_reason.startswith("3 deliveries in a row failed; the last: HTTP 500")
+        # Disabled: a new event is not queued for it, and nothing more is sent.
+        event = _handoff_event("hook-down-3", django_capture_on_commit_callbacks)
+        assert not WebhookDelivery.objects.filter(endpoint=endpoint, event=event).exists()
+        assert len(receiver.received) == 6
+
+        webhook_endpoint_enable(endpoint=endpoint)
+    endpoint.refresh_from_db()
+    assert (endpoint.is_active, endpoint.consecutive_failures, endpoint.disabled_reason) == (True, 0, "")
+
+
+@pytest.mark.django_db
+def test_a_delivery_resets_the_run_of_failures(webhook_settings, django_capture_on_commit_callbacks):
+    webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = []
+    with Receiver(500, 500, 200, 500, 500) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        for n in range(5):
+            event = _handoff_event(f"hook-flaky-{n}", django_capture_on_commit_callbacks)
+            webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+    endpoint.refresh_from_db()
+    assert (endpoint.is_active, endpoint.consecutive_failures) == (True, 2)
+
+
+@pytest.mark.django_db
+def test_410_gone_disables_the_endpoint_at_once(webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(410) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-gone", django_capture_on_commit_callbacks)
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+    endpoint.refresh_from_db()
+    assert result.status == "failed"
+    assert (endpoint.is_active, endpoint.disabled_reason) == (False, "The receiver answered 410 Gone.")
+
+
+@pytest.mark.django_db
+def test_only_the_event_types_an_endpoint_asked_for_are_queued_for_it(
+        webhook_settings, django_capture_on_commit_callbacks):
+    replies = webhook_endpoint_create(url="http://127.0.0.1:9/replies", event_types=["message.staff_reply"])
+    everything = webhook_endpoint_create(url="http://127.0.0.1:9/all")
+    event = _handoff_event("hook-types", django_capture_on_commit_callbacks)
+    assert list(WebhookDelivery.objects.filter(event=event).values_list("endpoint", flat=True)) == [everything.pk]
+    assert replies.wants("message.staff_reply") and not replies.wants(event.type)
+    with pytest.raises(ApplicationError):
+        webhook_endpoint_create(url="http://127.0.0.1:9/x", event_types=["handoff.nonsense"])
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/hook", "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",
+    "http://localhost:8000/hook", "http://192.168.0.10/hook", "http://0.0.0.0/hook", "http://[::ffff:127.0.0.1]/",
+    "ftp://example.com/hook", "file:///etc/passwd", "http:///nohost",
+])
+@pytest.mark.django_db
+def test_a_private_loopback_link_local_or_non_http_url_is_refused_at_registration(settings, url):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(WebhookUrlRefused) as refused:
+        webhook_endpoint_create(url=url)
+    assert refused.value.code == "webhook_url_refused"
+    assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_address_that_became_private_after_registration_is_refused_at_send_time_and_nothing_is_sent(
+        webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)  # allowed while the setting is on
+        event = _handoff_event("hook-ssrf", django_capture_on_commit_callbacks)
+        webhook_settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = False
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+        assert receiver.received == []
+    assert result.status == "failed" and "127.0.0.1" in result.last_error and result.response_code is None
+
+
+@pytest.mark.django_db
+def test_send_again_sends_a_delivered_or_failed_delivery_once_more(
+        webhook_settings, django_capture_on_commit_callbacks):
+    webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = []
+    with Receiver(500, 200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-again", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        assert webhook_delivery_attempt(delivery_id=delivery.pk).status == "failed"
+        with django_capture_on_commit_callbacks(execute=False) as sends:
+            resent = webhook_delivery_resend(delivery=delivery)
+        assert resent.status == "pending" and len(sends) == 1
+        result = webhook_delivery_attempt(delivery_id=delivery.pk)
+        ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert (result.status, result.attempts) == ("delivered", 2)
+    assert ids == [str(event.pk)] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_whose_send_was_lost_is_sent_by_the_sweep_once_overdue(webhook_settings):
+    with Receiver(200) as receiver:
+        session = services.handoff_request(session=make_session("hook-sweep"), reason="refund", actor=AGENT)
+        event = Event.objects.get(session_id=session.pk, type="handoff.requested")
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        # Due and never sent: what a broker that refused the task, or a worker killed mid-attempt, leaves behind.
+        WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=timezone.now())
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        assert webhooks_sweep() == 0  # just due: a send may still be on its way
+        assert webhooks_sweep(now=timezone.now() + timezone.timedelta(seconds=20)) == 1
+        (request,) = receiver.wait_for(1)
+        deadline = time.monotonic() + 5
+        while WebhookDelivery.objects.get(pk=delivery.pk).status != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert request.headers["webhook-id"] == str(event.pk)
+    assert WebhookDelivery.objects.get(pk=delivery.pk).status == "delivered"
+    assert webhooks_sweep(now=timezone.now() + timezone.timedelta(hours=1)) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_request_that_causes_an_event_does_not_wait_for_a_slow_receiver_embedded_default(
+        webhook_settings, client, write_key):
+    # The embedded default: no broker, tasks eager; the delivery goes to a thread of this process.
+    _key, raw_key = write_key
+    make_session("hook-live")
+    with Receiver(("sleep", 2, 200)) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        webhook_settings.SESSIONCTX_WEBHOOK_TIMEOUT = 5
+        started = time.monotonic()
+        response = client.post("/api/v1/sessions/hook-live/handoff", data=json.dumps({"reason": "refund"}),
+                               content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        answered = time.monotonic() - started
+        requests = receiver.wait_for(2)
+        deadline = time.monotonic() + 10
+        while (WebhookDelivery.objects.filter(endpoint=endpoint).exclude(status="delivered").exists()
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+    assert response.status_code == 200, response.content
+    assert answered < 1.0, f"the request waited {answered:.2f} s"
+    payloads = [Webhook(endpoint.secret).verify(r.body, r.headers) for r in requests]
+    assert sorted(p["type"] for p in payloads) == ["context.updated", "handoff.requested"]
+    assert {p["session_id"] for p in payloads} == {"hook-live"}
+    assert set(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("status", flat=True)) == {"delivered"}
