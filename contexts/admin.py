@@ -7,15 +7,25 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from . import services
 from .exceptions import ApplicationError
-from .models import ApiKey, ExtractionRun, HandoffEvent, Message, Revision, SessionContext
-from .services import Actor
+from .models import (
+    ApiKey,
+    Event,
+    ExtractionRun,
+    HandoffEvent,
+    Message,
+    Revision,
+    SessionContext,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from .services import Actor, webhooks
 from .snapshot import REASON_MAX_CHARS, validate_snapshot
 
 CONTENT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note")
@@ -266,3 +276,135 @@ class ApiKeyAdmin(admin.ModelAdmin):
             revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).", level=messages.SUCCESS if revoked else
                           messages.WARNING)
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https", help_text="http(s) URL the events are POSTed to.")
+    event_types = forms.MultipleChoiceField(
+        choices=Event.Type.choices, widget=forms.CheckboxSelectMultiple, required=False,
+        help_text="None ticked: every event type, including types added later.")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("url", "description", "event_types")
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        if url != self.instance.url:
+            try:
+                webhooks.webhook_url_check(url)
+            except ApplicationError as exc:
+                raise forms.ValidationError(exc.message) from None
+        return url
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    form = WebhookEndpointForm
+    list_display = ("url", "description", "types", "is_active", "consecutive_failures", "disabled_at", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("url", "description")
+    readonly_fields = ("secret", "delivery_log", "is_active", "consecutive_failures", "disabled_at",
+                       "disabled_reason", "created_at")
+    actions = ("enable",)
+
+    def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
+        # The secret is generated on save: the add form asks only where and what to send.
+        return ("url", "description", "event_types") if obj is None else (
+            "url", "description", "event_types", *self.readonly_fields)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
+        return () if obj is None else self.readonly_fields
+
+    @admin.display(description="Event types")
+    def types(self, obj: WebhookEndpoint) -> str:
+        return ", ".join(obj.event_types) or "all"
+
+    @admin.display(description="Signing secret")
+    def secret(self, obj: WebhookEndpoint) -> str:
+        return obj.secret
+
+    @admin.display(description="Deliveries")
+    def delivery_log(self, obj: WebhookEndpoint) -> str:
+        url = reverse("admin:contexts_webhookdelivery_changelist") + f"?endpoint__id__exact={obj.pk}"
+        return format_html('<a href="{}">Delivery log ({} deliveries)</a>', url, obj.deliveries.count())
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: forms.ModelForm, change: bool) -> None:
+        data = form.cleaned_data
+        try:
+            if change:
+                saved = webhooks.webhook_endpoint_update(endpoint=obj, url=data["url"],
+                                                         event_types=data["event_types"],
+                                                         description=data["description"])
+            else:
+                saved = webhooks.webhook_endpoint_create(url=data["url"], event_types=data["event_types"],
+                                                         description=data["description"])
+        except ApplicationError as exc:
+            # The name resolved elsewhere between clean() and here: say that nothing was saved.
+            self.message_user(request, f"Not saved: {exc.message}", level=messages.ERROR)
+            return
+        for f in WebhookEndpoint._meta.concrete_fields:
+            setattr(obj, f.attname, getattr(saved, f.attname))
+
+    def response_add(self, request: HttpRequest, obj: WebhookEndpoint, post_url_continue: str | None = None):
+        if obj.pk is None:
+            return HttpResponseRedirect(reverse("admin:contexts_webhookendpoint_changelist"))
+        # The receiver needs the secret to verify signatures: open the page that shows it.
+        self.message_user(request, "Endpoint registered. Copy its signing secret below into the receiver.",
+                          level=messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:contexts_webhookendpoint_change", args=[obj.pk]))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        endpoint = WebhookEndpoint.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        if endpoint is not None and not endpoint.is_active and request.method == "GET":
+            self.message_user(request, _disabled_notice(endpoint), level=messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        if request.method == "GET":
+            for endpoint in WebhookEndpoint.objects.filter(is_active=False, disabled_at__isnull=False)[:5]:
+                self.message_user(request, _disabled_notice(endpoint), level=messages.WARNING)
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Enable the selected endpoints again", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        enabled = 0
+        for endpoint in queryset.filter(is_active=False):
+            webhooks.webhook_endpoint_enable(endpoint=endpoint)
+            enabled += 1
+        self.message_user(request, f"Enabled {enabled} endpoint(s); their pending deliveries are sent now.",
+                          level=messages.SUCCESS if enabled else messages.WARNING)
+
+
+def _disabled_notice(endpoint: WebhookEndpoint) -> str:
+    when = endpoint.disabled_at.strftime("%Y-%m-%d %H:%M %Z") if endpoint.disabled_at else "?"
+    return (f"Webhook endpoint {endpoint.url} was disabled on {when}: {endpoint.disabled_reason} "
+            "Events are not sent to it until it is enabled again (action “Enable the selected endpoints again”).")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("event_id", "event_type", "endpoint", "status", "response_code", "attempts", "next_attempt_at",
+                    "delivered_at", "last_error", "created_at")
+    list_filter = ("status", "endpoint")
+    search_fields = ("endpoint__url", "event__session__session_id", "last_error")
+    list_select_related = ("endpoint", "event")
+    show_full_result_count = False
+    ordering = ("-id",)
+    actions = ("send_again",)
+
+    @admin.display(description="Event type")
+    def event_type(self, obj: WebhookDelivery) -> str:
+        return obj.event.type
+
+    def has_send_again_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("contexts.change_webhookendpoint")
+
+    @admin.action(description="Send the selected deliveries again", permissions=["send_again"])
+    def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = 0
+        for delivery in queryset:
+            webhooks.webhook_delivery_resend(delivery=delivery)
+            count += 1
+        self.message_user(request, f"{count} deliver{'y' if count == 1 else 'ies'} queued to be sent again.",
+                          level=messages.SUCCESS)

@@ -101,11 +101,27 @@ def webhook_endpoint_create(*, url: str, event_types: list[str] | None = None,
                             description: str = "") -> WebhookEndpoint:
     """Register an endpoint (its secret is generated); refused for a URL webhook_url_check refuses."""
     webhook_url_check(url)
+    _check_types(event_types)
+    return WebhookEndpoint.objects.create(url=url, event_types=list(event_types or []), description=description)
+
+
+@transaction.atomic
+def webhook_endpoint_update(*, endpoint: WebhookEndpoint, url: str, event_types: list[str],
+                            description: str = "") -> WebhookEndpoint:
+    """Change where and what an endpoint receives (the same checks as at registration); its secret stays."""
+    if url != endpoint.url:
+        webhook_url_check(url)
+    _check_types(event_types)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url=url, event_types=list(event_types),
+                                                          description=description)
+    return WebhookEndpoint.objects.get(pk=endpoint.pk)
+
+
+def _check_types(event_types: list[str] | None) -> None:
     unknown = sorted(set(event_types or ()) - set(Event.Type.values))
     if unknown:
         raise ApplicationError(f"Unknown event types: {', '.join(unknown)}.", code="invalid",
                                details={"event_types": unknown})
-    return WebhookEndpoint.objects.create(url=url, event_types=list(event_types or []), description=description)
 
 
 @transaction.atomic

@@ -1,0 +1,87 @@
+"""The admin's webhook pages: register an endpoint (refused on a private address), see its secret, its delivery log,
+a notice when it was disabled, enable it again, send a delivery again."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from contexts import services
+from contexts.models import WebhookDelivery, WebhookEndpoint
+from contexts.services import Actor
+from contexts.services.webhooks import webhook_endpoint_create
+from tests.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+ADD = "/admin/contexts/webhookendpoint/add/"
+
+
+def test_an_endpoint_on_a_loopback_address_is_refused_with_the_reason_and_nothing_is_saved(superuser, settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = False
+    response = superuser.post(ADD, {"url": "http://127.0.0.1:8080/hook", "description": "", "event_types": []})
+    assert response.status_code == 200
+    assert "resolves to 127.0.0.1, a private, loopback" in response.content.decode()
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_registering_an_endpoint_opens_its_page_with_the_signing_secret_and_the_chosen_types(superuser, settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    response = superuser.post(ADD, {"url": "http://127.0.0.1:8080/hook", "description": "relay",
+                                    "event_types": ["message.staff_reply", "handoff.released"]}, follow=True)
+    endpoint = WebhookEndpoint.objects.get()
+    page = response.content.decode()
+    assert response.redirect_chain[-1][0] == f"/admin/contexts/webhookendpoint/{endpoint.pk}/change/"
+    assert endpoint.secret.startswith("whsec_") and endpoint.secret in page
+    assert "Copy its signing secret below" in page
+    assert sorted(endpoint.event_types) == ["handoff.released", "message.staff_reply"]
+    assert endpoint.is_active
+
+
+def test_a_disabled_endpoint_shows_a_notice_with_the_reason_and_the_enable_action_turns_it_back_on(
+        superuser, settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook")
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        is_active=False, disabled_at=timezone.now(), consecutive_failures=10,
+        disabled_reason="10 deliveries in a row failed; the last: HTTP 500")
+    page = superuser.get("/admin/contexts/webhookendpoint/").content.decode()
+    assert "was disabled on" in page and "10 deliveries in a row failed; the last: HTTP 500" in page
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = superuser.post("/admin/contexts/webhookendpoint/",
+                                  {"action": "enable", "_selected_action": [endpoint.pk]}, follow=True)
+    endpoint.refresh_from_db()
+    assert "Enabled 1 endpoint(s)" in response.content.decode()
+    assert (endpoint.is_active, endpoint.consecutive_failures, endpoint.disabled_at) == (True, 0, None)
+
+
+def test_the_delivery_log_lists_an_endpoints_deliveries_and_send_again_queues_one(
+        superuser, settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook", event_types=["handoff.requested"])
+    with django_capture_on_commit_callbacks(execute=False):
+        services.handoff_request(session=make_session("admin-hook"), reason="refund", actor=Actor.system("agent"))
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", response_code=503, attempts=8,
+                                                          last_error="HTTP 503", next_attempt_at=None)
+
+    change_page = superuser.get(f"/admin/contexts/webhookendpoint/{endpoint.pk}/change/").content.decode()
+    log_url = f"/admin/contexts/webhookdelivery/?endpoint__id__exact={endpoint.pk}"
+    assert log_url.replace("&", "&amp;") in change_page or log_url in change_page
+    log = superuser.get(log_url).content.decode()
+    assert "handoff.requested" in log and "503" in log and "Failed" in log
+
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        response = superuser.post("/admin/contexts/webhookdelivery/",
+                                  {"action": "send_again", "_selected_action": [delivery.pk]}, follow=True)
+    delivery.refresh_from_db()
+    assert "1 delivery queued to be sent again" in response.content.decode()
+    assert delivery.status == "pending" and len(sends) == 1
+
+
+def test_support_staff_cannot_see_or_register_webhook_endpoints(support, settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    assert support.get("/admin/contexts/webhookendpoint/").status_code in (302, 403)
+    support.post(ADD, {"url": "http://127.0.0.1:8080/hook", "event_types": []})
+    assert not WebhookEndpoint.objects.exists()
