@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 from rest_framework import throttling
 from rest_framework.settings import api_settings
 
 from .. import readcache
 from ..models import ApiKey
 
-logger = logging.getLogger(__name__)
-
 
 class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
     """Requests per API key (API_THROTTLE_RATE); anonymous calls by client IP.
 
-    One counter per key and window, O(1) a request: DRF's default keeps the time of every request in the
-    window and loads and stores that list on each request. The window starts at a key's first request, so no
-    boundary splits a client's burst. The client IP comes from X-Forwarded-For only behind NUM_PROXIES proxies.
+    One counter per key and window, O(1) a request and one round trip to Redis (readcache.window_count): DRF's
+    default keeps the time of every request in the window and loads and stores that list on each request. The
+    window starts at a key's first request, so no boundary splits a client's burst. The client IP comes from
+    X-Forwarded-For only behind NUM_PROXIES proxies.
     """
 
     scope = "api_key"
@@ -33,32 +30,16 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request, view):
-        if self.rate is None or not readcache.shared_cache_usable():
+        if self.rate is None:
             return True
         self.key = self.get_cache_key(request, view)
-        self.now = self.timer()
-        try:
-            count = self._count()
-        except Exception as exc:  # noqa: BLE001 - the cache backend's own error types
-            readcache.shared_cache_failed()
+        counted = readcache.window_count(self.key, self.duration)
+        if counted is None:
             # The throttle protects the service; refusing every request while the cache is away would be the
             # outage it protects against. Requests go on, unthrottled.
-            logger.warning("throttle not counted, the cache is unreachable: %s", exc)
             return True
+        count, self.seconds_left = counted
         return count <= self.num_requests or self.throttle_failure()
 
-    def _count(self) -> int:
-        if self.cache.add(self.key, 1, self.duration):
-            self.cache.set(f"{self.key}:start", self.now, self.duration)
-            return 1
-        try:
-            return self.cache.incr(self.key)
-        except ValueError:  # the window ended between add and incr
-            self.cache.add(self.key, 1, self.duration)
-            return 1
-
     def wait(self):
-        started = self.cache.get(f"{self.key}:start")
-        if started is None:
-            return self.duration
-        return max(1.0, self.duration - (self.now - started))
+        return max(1.0, self.seconds_left)

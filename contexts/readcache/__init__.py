@@ -2,7 +2,9 @@
 
 Agents read the context before every model call; from here that costs Redis round trips instead of
 PostgreSQL queries, and a write made by any process (a worker, a command, another web machine) is seen by the
-next read. Coherence, the rules every change follows:
+next read. The per-request counters every process shares (the API throttle, keys' last-used markers) live
+here too, on the same client: a cached read makes three round trips (key with marker, throttle, answer), each a
+single command or script. Coherence, the rules every change follows:
 
 - **Snapshots.** Every service that changes a session row calls `context_changed`, which deletes the cached
   answer (and any fill in progress) once the transaction commits, before the writer's request returns. A read
@@ -28,16 +30,18 @@ import json
 import logging
 import random
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from redis.exceptions import RedisError
 
 from ..exceptions import ApplicationError
-from .client import available, client, failed, redis_url
+from .client import available, client, failed, redis_url, script
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,25 @@ LEASE_MS = 5000  # a fill that takes longer just does not store its answer
 TTL_JITTER = 0.2
 TOMBSTONE = b"-"
 REVOKED = object()  # api_key_get: the key was revoked
+
+# An API request's key check: the key's entry and, for an active key, its last-used marker (SET NX), in one round
+# trip. ARGV: the tombstone, the marker's seconds.
+_KEY_LOOKUP = """
+local entry = redis.call('GET', KEYS[1])
+if not entry or entry == ARGV[1] then return {entry} end
+if redis.call('SET', KEYS[2], '1', 'EX', ARGV[2], 'NX') then return {entry, 1} end
+return {entry, 0}
+"""
+
+# A fixed window that starts at its first count, in one round trip: the count so far and the milliseconds left.
+# A counter found without an expiry (none should be) gets one, so nothing is counted against for good.
+_WINDOW_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); left = ARGV[1] * 1000 end
+return {n, left}
+"""
 
 # Store the fill only if the lease taken before reading the database is still there: a write's delete (after
 # its commit) removes the lease, so an answer read before that commit is dropped.
@@ -69,18 +92,6 @@ class Entry:
 
 def enabled() -> bool:
     return settings.SESSIONCTX_READ_CACHE and redis_url() is not None
-
-
-def shared_cache_usable() -> bool:
-    """Whether the default cache (throttle counters, last-used markers) is worth asking now: not while a Redis
-    behind it is backing off after a failure."""
-    return redis_url() is None or available()
-
-
-def shared_cache_failed() -> None:
-    """A call to the default cache failed; when that cache is Redis, back off from it."""
-    if redis_url() is not None:
-        failed()
 
 
 def _name(kind: str, ident: str) -> str:
@@ -145,19 +156,39 @@ def context_changed(session_id: str) -> None:
 # --- API keys -------------------------------------------------------------------------------------------
 
 
-def api_key_get(key_hash: str) -> dict | object | None:
-    """A key's cached columns, REVOKED, or None (not cached, or Redis does not answer)."""
+def api_key_get(key_hash: str, *, mark_used_for: int) -> tuple[dict | object | None, bool | None]:
+    """A key's cached columns, REVOKED, or None (not cached, or Redis does not answer); and, for an active key
+    found here, whether this is its first use in `mark_used_for` seconds (api_key_mark_used, same round trip)."""
     if not enabled() or not available():
-        return None
+        return None, None
     try:
-        raw = client().get(_name("k", key_hash))
+        found = script(_KEY_LOOKUP)(keys=[_name("k", key_hash), _name("u", key_hash)],
+                                    args=[TOMBSTONE, mark_used_for])
     except RedisError as exc:
         failed()
         logger.warning("read cache: key lookup failed, reading the database: %s", exc)
-        return None
+        return None, None
+    raw = found[0]
     if raw is None:
+        return None, None
+    if raw == TOMBSTONE:
+        return REVOKED, None
+    return json.loads(raw), bool(found[1])
+
+
+def api_key_mark_used(key_hash: str, seconds: int) -> bool | None:
+    """Mark the key used for `seconds`: True if it was not marked yet, None if the shared cache is unreachable."""
+    name = _name("u", key_hash)
+    if redis_url() is None:  # the in-process cache of a single-process setup
+        return cache.add(name, 1, seconds)
+    if not available():
         return None
-    return REVOKED if raw == TOMBSTONE else json.loads(raw)
+    try:
+        return bool(client().set(name, 1, ex=seconds, nx=True))
+    except RedisError as exc:
+        failed()
+        logger.warning("last-used marker not set, the cache is unreachable: %s", exc)
+        return None
 
 
 def api_key_store(key_hash: str, columns: dict) -> None:
@@ -182,3 +213,37 @@ def api_key_forget(key_hash: str) -> None:
         logger.warning("read cache: could not tombstone an API key: %s", exc)
         raise ApplicationError("The cache is unreachable, so the key cannot be revoked safely; nothing "
                                "changed. Retry shortly.", code="unavailable", status=503) from exc
+
+
+# --- counters shared by every process (the API throttle) ---------------------------------------------------
+
+
+def window_count(name: str, seconds: int) -> tuple[int, float] | None:
+    """Count one more in `name`'s window of `seconds` (started by its first count): the count and the seconds
+    left in the window, or None when the shared cache is unreachable."""
+    if redis_url() is None:  # the in-process cache of a single-process setup
+        return _window_count_in_process(name, seconds)
+    if not available():
+        return None
+    try:
+        count, left_ms = script(_WINDOW_COUNT)(keys=[_name("t", name)], args=[seconds])
+    except RedisError as exc:
+        failed()
+        logger.warning("counter %s not counted, the cache is unreachable: %s", name, exc)
+        return None
+    return int(count), int(left_ms) / 1000
+
+
+def _window_count_in_process(name: str, seconds: int) -> tuple[int, float]:
+    started_name = f"{name}:start"
+    if cache.add(name, 1, seconds):
+        cache.set(started_name, time.time(), seconds)
+        return 1, float(seconds)
+    try:
+        count = cache.incr(name)
+    except ValueError:  # the window ended between add and incr
+        cache.set(name, 1, seconds)
+        cache.set(started_name, time.time(), seconds)
+        return 1, float(seconds)
+    started = cache.get(started_name)
+    return count, float(seconds) if started is None else seconds - (time.time() - started)

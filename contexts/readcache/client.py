@@ -8,6 +8,7 @@ import time
 import redis
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS
+from redis.commands.core import Script
 
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
 
@@ -18,6 +19,7 @@ BACK_OFF_SECONDS = 1.0
 _lock = threading.Lock()
 _down_until: dict[str | None, float] = {}  # per Redis URL
 _clients: dict[tuple, redis.Redis] = {}
+_scripts: dict[tuple, Script] = {}
 
 
 def redis_url() -> str | None:
@@ -35,16 +37,28 @@ def client() -> redis.Redis:
     Short timeouts: a Redis that does not answer must cost a read a fraction of a second, after which it
     falls back to the database, not hang the request.
     """
-    url = redis_url()
-    key = (url, settings.CACHE_SOCKET_TIMEOUT, settings.CACHE_CONNECT_TIMEOUT)
+    key = _settings_key()
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = redis.Redis.from_url(url, socket_timeout=settings.CACHE_SOCKET_TIMEOUT,
+            found = redis.Redis.from_url(key[0], socket_timeout=settings.CACHE_SOCKET_TIMEOUT,
                                          socket_connect_timeout=settings.CACHE_CONNECT_TIMEOUT,
                                          health_check_interval=30)
             _clients[key] = found
         return found
+
+
+def script(source: str) -> Script:
+    """A Lua script registered with client(): called by its SHA (EVALSHA), loaded into Redis on first use."""
+    key = (*_settings_key(), source)
+    found = _scripts.get(key)
+    if found is None:
+        found = _scripts[key] = client().register_script(source)
+    return found
+
+
+def _settings_key() -> tuple:
+    return (redis_url(), settings.CACHE_SOCKET_TIMEOUT, settings.CACHE_CONNECT_TIMEOUT)
 
 
 def available() -> bool:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,12 +14,11 @@ from .. import readcache
 from ..exceptions import InvalidInput
 from ..models import ApiKey
 
-logger = logging.getLogger(__name__)
-
 # What a request needs of its key; the cache keeps these, so an authenticated request needs no query.
 REQUEST_COLUMNS = ("id", "name", "prefix", "scopes")
 # last_used_at is a hint for admins, not an audit: written at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+LAST_USED_SECONDS = int(LAST_USED_RESOLUTION.total_seconds())
 
 
 def api_key_hash(raw_key: str) -> str:
@@ -60,29 +57,28 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     Checked on every request, so a revoked key stops working at once.
     """
     key_hash = api_key_hash(raw_key)
-    cached = readcache.api_key_get(key_hash)
+    # Every API request starts here: a cached key and its last-used marker cost one round trip together.
+    cached, first_use = readcache.api_key_get(key_hash, mark_used_for=LAST_USED_SECONDS)
     if cached is readcache.REVOKED:
         return None
     if cached is not None:
         key = ApiKey(key_hash=key_hash, is_active=True, **cached)
-    else:
-        key = ApiKey.objects.filter(key_hash=key_hash, is_active=True).only(*REQUEST_COLUMNS, "key_hash").first()
-        if key is None:
-            return None
-        readcache.api_key_store(key_hash, {name: getattr(key, name) for name in REQUEST_COLUMNS})
+        if first_use:
+            _record_use(key)
+        return key
+    key = ApiKey.objects.filter(key_hash=key_hash, is_active=True).only(*REQUEST_COLUMNS, "key_hash").first()
+    if key is None:
+        return None
+    readcache.api_key_store(key_hash, {name: getattr(key, name) for name in REQUEST_COLUMNS})
     api_key_touch(key)
     return key
 
 
 def api_key_touch(key: ApiKey) -> None:
     """Record that the key was used, at most once a minute per key (per cache)."""
-    if not readcache.shared_cache_usable():
-        return
-    try:
-        first_this_minute = cache.add(f"sessionctx:key-used:{key.pk}", 1, LAST_USED_RESOLUTION.total_seconds())
-    except Exception as exc:  # noqa: BLE001 - the cache backend's own error types; the marker is only a hint
-        readcache.shared_cache_failed()
-        logger.warning("last-used marker not set, the cache is unreachable: %s", exc)
-        return
-    if first_this_minute:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    if readcache.api_key_mark_used(key.key_hash, LAST_USED_SECONDS):
+        _record_use(key)
+
+
+def _record_use(key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())

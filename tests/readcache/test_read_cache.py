@@ -8,7 +8,9 @@ fill's lease), `sessionctx:k:<key_hash>` (an API key, or a revocation's tombston
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 
 import pytest
@@ -433,6 +435,62 @@ def test_revoking_while_the_cache_is_unreachable_changes_nothing(settings, read_
     key.refresh_from_db()
     assert key.is_active and key.revoked_at is None
     assert _read(Agent(raw), "rc-norev").status_code == 200  # still a working key
+
+
+@pytest.fixture
+def own_redis_url(tmp_path):
+    """A redis-server of this test's own, so what the service sends it can be watched without anyone else's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if redis.Redis.from_url(url).ping():
+                break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+def _commands_sent(url: str, requests) -> list[str]:
+    """The commands the service's processes sent Redis while `requests()` ran (not those a script ran inside)."""
+    end = "end-of-requests"
+    ender = redis.Redis.from_url(url)
+    ender.ping()  # connected before: its handshake is not among the commands counted
+    with redis.Redis.from_url(url).monitor() as monitor:
+        requests()
+        ender.echo(end)
+        sent = []
+        while end not in (command := monitor.next_command())["command"]:
+            if command["client_type"] != "lua":
+                sent.append(command["command"].split(" ", 1)[0])
+    return sent
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server to start one of the test's own")
+def test_a_cached_read_costs_three_round_trips_to_redis(settings, agent, own_redis_url):
+    # Before every model call an agent reads: each round trip costs it latency and the web server CPU. The key
+    # check (with its last-used marker), the throttle's count and the answer: one command each.
+    _caches(settings, own_redis_url)
+    make_session("rc-trips", content={"summary": "S"})
+    for _ in range(2):
+        etag = _read(agent, "rc-trips")["ETag"]  # key and answer cached, marker set
+
+    for path, headers, status in [("/context", {}, 200), ("/context/prompt", {}, 200),
+                                  ("/context", {"If-None-Match": etag}, 304)]:
+        def read(path=path, headers=headers, status=status):
+            assert agent.get(f"/api/v1/sessions/rc-trips{path}", headers=headers).status_code == status
+
+        sent = _commands_sent(own_redis_url, read)
+        assert len(sent) <= 3, (path, headers, sent)
 
 
 # --- Redis away ---------------------------------------------------------------------------------------------
