@@ -33,11 +33,14 @@ def context_response(request, session: SessionContext, *, status_code: int = 200
     return Response(body, status=status_code, headers={"ETag": etag(session.version)})
 
 
+IF_NONE_MATCH = OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
+                                 description="An ETag you hold; 304 if it is still current.")
+
+
 class ContextApi(ApiView):
     @extend_schema(
         tags=["context"], operation_id="context_get",
-        parameters=[ETAG_HEADER, OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
-                                                  description="An ETag you hold; 304 if it is still current.")],
+        parameters=[ETAG_HEADER, IF_NONE_MATCH],
         responses={200: ContextOutputSerializer, 304: OpenApiResponse(description="Not modified."),
                    **errors(400, 404)},
         description="The snapshot, its mode, status (e.g. `human` while a person owns the conversation) "
@@ -84,15 +87,18 @@ class ContextPromptApi(ApiView):
     renderer_classes = [PlainTextRenderer, JSONRenderer]
 
     @extend_schema(
-        tags=["context"], operation_id="context_prompt", parameters=[ETAG_HEADER],
+        tags=["context"], operation_id="context_prompt", parameters=[ETAG_HEADER, IF_NONE_MATCH],
         responses={(200, "text/plain"): OpenApiTypes.STR, (200, "application/json"): PromptOutputSerializer,
-                   **errors(400, 404)},
+                   304: OpenApiResponse(description="Not modified."), **errors(400, 404)},
         description="The `<session_context>` block for a system prompt: text/plain by default, JSON with "
                     "`Accept: application/json`. Empty when there is nothing to say.",
     )
     def get(self, request, session_id: str):
         entry = context_of(session_id)
         headers = {"ETag": etag(entry.version), "Vary": "Accept"}
+        # The block changes only with the version, so an agent re-reading it each turn pays a 304 while idle.
+        if not_modified(request.headers.get("If-None-Match"), entry.version):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         if isinstance(request.accepted_renderer, JSONRenderer):
             return Response({"prompt": entry.prompt, "version": entry.version}, headers=headers)
         # Not a DRF Response: DRF drops the Content-Type of an empty body, and an empty prompt is a normal answer.

@@ -335,3 +335,18 @@ def _write_key() -> str:
     from tests.factories import make_api_key
 
     return make_api_key("read", "write", name="writer")[1]
+
+
+def test_a_repeated_prompt_read_of_an_unchanged_session_costs_a_304(connect, recording):
+    make_session("c-14", content={"goal": "Move to PostgreSQL"})
+    ctx = connect("read", "write", transport=recording)
+
+    first = ctx.get_prompt("c-14")
+    assert "Goal: Move to PostgreSQL" in first
+    assert ctx.get_prompt("c-14") == first
+    version = SessionContext.objects.get(session_id="c-14").version
+    assert recording.seen == [("GET", "prompt", None, 200), ("GET", "prompt", f'"{version}"', 304)]
+
+    ctx.update_context("c-14", expected_version=version, goal="Move to MySQL")
+    assert "Goal: Move to MySQL" in ctx.get_prompt("c-14")
+    assert recording.seen[-1] == ("GET", "prompt", f'"{version}"', 200)
