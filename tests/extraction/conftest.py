@@ -56,14 +56,20 @@ def celery_broker(url: str):
         app.amqp._producer_pool = None
         pools.reset()  # kombu keeps pools per connection; closed ones must not be reused
 
+    def configure(broker_url, always_eager):
+        # Under its Django name too: celery 5.6 reads a setting of an app configured with namespace="CELERY" by
+        # that name first, so setting `broker_url` alone changed nothing and every task ran eagerly in here.
+        for name, value in (("broker_url", broker_url), ("task_always_eager", always_eager)):
+            app.conf[name] = app.conf[f"CELERY_{name.upper()}"] = value
+
     saved = (app.conf.broker_url, app.conf.task_always_eager)
     reset_pools()
-    app.conf.broker_url, app.conf.task_always_eager = url, False
+    configure(url, False)
     try:
         yield app
     finally:
         reset_pools()
-        app.conf.broker_url, app.conf.task_always_eager = saved
+        configure(*saved)
 
 
 @contextmanager
