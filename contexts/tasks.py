@@ -109,5 +109,6 @@ def _sweep_on_start(sender=None, **kwargs) -> None:
     # Runs queued while no worker (or no broker) was up get going as soon as a worker is.
     try:
         sweep_extractions.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+        sweep_webhooks.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE)
     except Exception:  # noqa: BLE001
         logger.exception("startup sweep not sent")
