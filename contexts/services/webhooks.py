@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from urllib.parse import urlsplit
@@ -176,6 +177,7 @@ def send(delivery_id: int, *, countdown: float = 0.0) -> None:
         timer = threading.Timer(countdown, _attempt_in_thread, args=[delivery_id])
         timer.daemon = True
         timer.start()
+        _embedded_sweep()
         return
     try:
         current_app.tasks[DELIVER_TASK].apply_async(
@@ -184,6 +186,30 @@ def send(delivery_id: int, *, countdown: float = 0.0) -> None:
     except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
         # The row stays due: the sweep sends it once the broker is back.
         logger.warning("webhook delivery %s not sent, broker unavailable: %s", delivery_id, exc)
+
+
+_last_embedded_sweep = 0.0
+_embedded_sweep_lock = threading.Lock()
+
+
+def _embedded_sweep() -> None:
+    """Without a broker there is no beat: retries a stopped process was holding go out with a later event (at
+    most one sweep a minute per process)."""
+    global _last_embedded_sweep
+    with _embedded_sweep_lock:
+        if time.monotonic() - _last_embedded_sweep < 60:
+            return
+        _last_embedded_sweep = time.monotonic()
+    threading.Thread(target=_sweep_in_thread, daemon=True).start()
+
+
+def _sweep_in_thread() -> None:
+    try:
+        webhooks_sweep()
+    except Exception:
+        logger.exception("webhook sweep failed")
+    finally:
+        connection.close()
 
 
 def _attempt_in_thread(delivery_id: int) -> None:
