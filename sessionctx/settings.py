@@ -301,6 +301,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "contexts.api.openapi.strict_request_bodies"],
     "ENUM_NAME_OVERRIDES": {
         "SessionStatusEnum": "contexts.models.Status",
         "RunStatusEnum": "contexts.api.serializers.RunStatus",

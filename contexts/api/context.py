@@ -14,7 +14,7 @@ from .. import selectors, services
 from ..extraction.runs import extraction_request
 from ..models import Revision, SessionContext
 from .http import ApiView, PlainTextRenderer, etag, expected_version, not_modified, validated
-from .openapi import ETAG_HEADER, IF_MATCH, errors
+from .openapi import ETAG_HEADER, IF_MATCH, IF_MATCH_OPTIONAL, errors
 from .representations import context_of, context_representation, row_of, write_receipt
 from .serializers import (
     ContextOutputSerializer,
@@ -107,8 +107,7 @@ class ContextPromptApi(ApiView):
 
 class ContextResetApi(ApiView):
     @extend_schema(tags=["context"], operation_id="context_reset", request=ResetInputSerializer,
-                   parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
-                                                description="Optional: reset only if still at this version.")],
+                   parameters=[IF_MATCH_OPTIONAL],
                    responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415)},
                    description="Empty the snapshot (a new version; the history keeps the old ones).")
     def post(self, request, session_id: str):

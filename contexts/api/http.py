@@ -8,12 +8,13 @@ import re
 from django.conf import settings
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import generics
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..exceptions import ApplicationError, InvalidInput, PayloadTooLarge
+from ..exceptions import ApplicationError, InvalidInput, PayloadTooLarge, VersionConflict
 from ..infra.chunked import is_chunked
 from ..snapshot import validate_session_id
 
@@ -68,7 +69,7 @@ def etag(version: int) -> str:
 
 
 def _parse_etag(value: str) -> tuple[int, bool]:
-    """The version an If-Match names, and whether the tag is weak (W/"3")."""
+    """The version an If-Match names (an ETag this API sent: "3", or a bare 3), and whether it is weak (W/"3")."""
     match = re.fullmatch(r'\s*(W/)?"?(\d{1,10})"?\s*', value)
     if match is None:
         raise InvalidInput('If-Match must be an ETag this API sent, e.g. "3".', code="invalid_precondition",
@@ -97,8 +98,8 @@ def expected_version(request, body_version: int | None, *, current: int) -> int:
                                f'matches: send "{from_header}".', code="version_conflict", status=412,
                                details={"expected_version": from_header, "current_version": current})
     if from_header is not None and body_version is not None and from_header != body_version:
-        raise InvalidInput("If-Match and the body's version disagree.", code="invalid_precondition",
-                           details={"if_match": from_header, "version": body_version})
+        # Both are preconditions and at most one names the current version: the one that does not fails (412).
+        raise VersionConflict(expected=body_version if from_header == current else from_header, current=current)
     version = from_header if from_header is not None else body_version
     if version is None:
         raise ApplicationError('This write needs the version you read: send If-Match: "<version>" or a "version" '
@@ -112,10 +113,22 @@ def validated(serializer_class, data, **kwargs) -> dict:
     return dict(serializer.validated_data)
 
 
+class AcceptNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, except that a blank `?format=` is refused rather than ignored (the schema lists the
+    formats it may name; an unknown one is a 404, as DRF answers)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        name = self.settings.URL_FORMAT_OVERRIDE
+        if name and name in request.query_params and not request.query_params[name].strip():
+            raise drf_exceptions.ValidationError({name: ["May not be blank."]})
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 class ApiView(APIView):
     """Base of every API view: size-limited JSON bodies, errors always JSON, session ids checked (400)."""
 
     parser_classes = [LimitedJSONParser]
+    content_negotiation_class = AcceptNegotiation
 
     not_acceptable: drf_exceptions.NotAcceptable | None = None
 

@@ -29,5 +29,34 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 ETAG_HEADER = OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200],
                                description='The snapshot version as an entity tag, e.g. `"3"`.')
-IF_MATCH = OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
-                            description='The ETag you read (e.g. `"3"`); or send a `version` field in the body.')
+# An ETag this API sent (the quotes may be left out): a strong one, as a weak W/"3" never matches a write (RFC 9110).
+ETAG_PATTERN = r'^"?[0-9]{1,10}"?$'
+IF_MATCH = OpenApiParameter("If-Match", {"type": "string", "pattern": ETAG_PATTERN}, OpenApiParameter.HEADER,
+                            description='The ETag you read (e.g. `"3"`); or send a `version` field in the body '
+                                        '(both: both must be current).')
+IF_MATCH_OPTIONAL = OpenApiParameter("If-Match", {"type": "string", "pattern": ETAG_PATTERN},
+                                     OpenApiParameter.HEADER,
+                                     description='Optional: reset only if still at this version (e.g. `"3"`).')
+
+
+def strict_request_bodies(result, generator, request, public):
+    """Schema postprocessing hook: request bodies refuse unknown fields (StrictSerializer answers 400 for one)
+    and the message batch is never empty (400 too), so the schema says what the API refuses."""
+    from .serializers import MessagesPostInputSerializer, StrictSerializer
+
+    schemas = result.get("components", {}).get("schemas", {})
+    names = {cls.__name__.removesuffix("Serializer") + "Request" for cls in _subclasses(StrictSerializer)}
+    strict = names | {f"Patched{name}" for name in names}  # PATCH bodies get a component of their own
+    for name in strict & set(schemas):
+        schemas[name]["additionalProperties"] = False
+    batch = schemas.get(MessagesPostInputSerializer.__name__.removesuffix("Serializer") + "Request")
+    if batch is not None:
+        batch["properties"]["messages"]["minItems"] = 1
+    return result
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found

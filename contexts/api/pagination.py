@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from rest_framework.exceptions import NotFound
+import re
+
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import BasePagination, CursorPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -10,11 +12,35 @@ from rest_framework.utils.urls import replace_query_param
 from .. import selectors
 
 
+def page_size(asked: str | None, *, default: int, maximum: int) -> int:
+    """`limit`: a whole number of at least 1 (above the maximum gives the maximum). Anything else is a 400, not the
+    default page size silently: the caller asked for something."""
+    if asked is None:
+        return default
+    if not re.fullmatch(r"[0-9]+", asked) or int(asked) < 1:
+        raise ValidationError({"limit": ["A whole number of at least 1."]})
+    return min(int(asked), maximum)
+
+
+LIMIT_SCHEMA = {"type": "integer", "minimum": 1}
+
+
 class NewestFirstPagination(CursorPagination):
     ordering = ("-updated_at", "-id")
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def get_page_size(self, request):
+        return page_size(request.query_params.get(self.page_size_query_param), default=self.page_size,
+                         maximum=self.max_page_size)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = LIMIT_SCHEMA
+        return parameters
 
 
 class RevisionPagination(NewestFirstPagination):
@@ -48,18 +74,13 @@ class SessionPagination(BasePagination):
         direction, _, key = cursor.partition(".")
         if cursor and (direction not in ("a", "b") or not selectors.cursor_is_valid(key)):
             raise NotFound("Invalid cursor")  # as DRF's CursorPagination answers
-        size = self._size(request.query_params.get(self.page_size_query_param))
+        size = page_size(request.query_params.get(self.page_size_query_param), default=self.page_size,
+                         maximum=self.max_page_size)
         page = selectors.session_page(queryset, after=key if direction == "a" else "",
                                       before=key if direction == "b" else "", size=size)
         self.next_cursor = page.next_cursor and f"a.{page.next_cursor}"
         self.prev_cursor = page.prev_cursor and f"b.{page.prev_cursor}"
         return page.rows
-
-    def _size(self, asked: str | None) -> int:
-        try:
-            return min(max(int(asked), 1), self.max_page_size) if asked else self.page_size
-        except ValueError:
-            return self.page_size
 
     def _link(self, cursor: str | None) -> str | None:
         if cursor is None:
@@ -79,5 +100,5 @@ class SessionPagination(BasePagination):
              "description": "The pagination cursor value (from `next` or `previous`).", "schema": {"type": "string"}},
             {"name": self.page_size_query_param, "required": False, "in": "query",
              "description": f"Number of results to return per page (at most {self.max_page_size}).",
-             "schema": {"type": "integer"}},
+             "schema": LIMIT_SCHEMA},
         ]

@@ -6,9 +6,11 @@ pages and the tasks refuse the same things.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from ..models import Event, ExtractionRun, Message, Mode, Revision, SessionContext, Status
@@ -19,8 +21,20 @@ RunStatus = ExtractionRun.Status
 # --- strict fields: JSON types are not coerced (5 is not a string, "5" is not a number) ----------
 
 
+# For the schema (RegexValidator becomes the field's pattern) what DRF refuses anyway: NUL characters, and for a
+# field that may not be blank a value of whitespace alone (Python's, which DRF strips, spelled out for JSON Schema).
+_PY_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# `+`: drf-spectacular offers a blank value as a oneOf branch of its own, so this one must not match it too.
+NO_NUL = RegexValidator(r"^[^\x00]+$", "Null characters are not allowed.")
+NOT_BLANK = RegexValidator(rf"^[^\x00]*[^\x00{_PY_SPACE}][^\x00]*$", "May not be blank.")
+
+
 class StrictCharField(serializers.CharField):
     default_error_messages = {"invalid": "Must be a string."}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators.append(NO_NUL if self.allow_blank else NOT_BLANK)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -70,17 +84,20 @@ class ErrorSerializer(serializers.Serializer):
 # --- sessions -----------------------------------------------------------------------------------
 
 
-class FilterCharField(serializers.CharField):
-    """A text query filter. Given but blank (`user_id=` or `user_id=%20`) is refused alike: DRF would read the
-    first as no filter at all."""
+class QueryFilterSerializer(serializers.Serializer):
+    """Query parameters. One given but blank (`user_id=`, `user_id=%20`, `after_seq=`) is refused: DRF reads an
+    empty value of an optional field as no filter at all, which is not what the caller asked for."""
 
-    def get_value(self, dictionary):
-        return dictionary.get(self.field_name, serializers.empty)
+    def to_internal_value(self, data):
+        blank = sorted(name for name in self.fields if name in data and not str(data.get(name)).strip())
+        if blank:
+            raise serializers.ValidationError({name: ["May not be blank."] for name in blank})
+        return super().to_internal_value(data)
 
 
-class SessionFilterSerializer(serializers.Serializer):
-    user_id = FilterCharField(required=False, max_length=255)
-    agent_id = FilterCharField(required=False, max_length=255)
+class SessionFilterSerializer(QueryFilterSerializer):
+    user_id = serializers.CharField(required=False, max_length=255)
+    agent_id = serializers.CharField(required=False, max_length=255)
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     mode = serializers.ChoiceField(choices=Mode.choices, required=False)
     updated_after = serializers.DateTimeField(required=False, help_text="ISO 8601; only sessions changed after it.")
@@ -228,22 +245,28 @@ class MessageOutputSerializer(serializers.ModelSerializer):
         fields = ["seq", "role", "content", "idempotency_key", "author", "created_at"]
 
 
-class MessageFilterSerializer(serializers.Serializer):
+class MessageFilterSerializer(QueryFilterSerializer):
     after_seq = serializers.IntegerField(required=False, min_value=0, help_text="Only messages after this seq.")
 
 
 # --- events ---------------------------------------------------------------------------------------
 
 
-class EventFilterSerializer(serializers.Serializer):
+# Comma-separated known event types, nothing else: the schema's pattern is the check.
+EVENT_TYPES_PATTERN = "^({0})(,({0}))*$".format("|".join(re.escape(t) for t in Event.Type.values))
+
+
+class EventFilterSerializer(QueryFilterSerializer):
     after = serializers.IntegerField(required=False, min_value=0, default=0,
                                      help_text="The last event id you saw: only later events are listed.")
     session_id = serializers.RegexField(r"^[A-Za-z0-9._:@-]{1,255}$", required=False,
                                         help_text="Only this session's events.")
-    types = serializers.CharField(required=False, help_text="Comma-separated event types, e.g. "
-                                                            "`handoff.released,message.staff_reply`.")
+    types = serializers.RegexField(EVENT_TYPES_PATTERN, required=False,
+                                   help_text="Comma-separated event types, e.g. "
+                                             "`handoff.released,message.staff_reply`.")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
-    wait = serializers.FloatField(required=False, min_value=0, default=0,
+    wait = serializers.FloatField(required=False, min_value=0, max_value=settings.SESSIONCTX_EVENTS_MAX_WAIT,
+                                  default=0,
                                   help_text="Long-poll: when nothing is new, wait up to this many seconds "
                                             "(at most SESSIONCTX_EVENTS_MAX_WAIT, 30 by default) for an event.")
 

@@ -123,8 +123,10 @@ def test_weak_etags_never_match_and_garbage_is_400(agent):
                  "version_conflict")
     assert_error(agent.patch("/api/v1/sessions/w-5/context", {"summary": "b"}, headers={"If-Match": "*"}), 400,
                  "invalid_precondition")
-    assert_error(agent.patch("/api/v1/sessions/w-5/context", {"summary": "b", "version": 0},
-                             headers={"If-Match": '"1"'}), 400, "invalid_precondition")
+    # If-Match and a body version are both preconditions: the one that is not current fails.
+    error = assert_error(agent.patch("/api/v1/sessions/w-5/context", {"summary": "b", "version": 5},
+                                     headers={"If-Match": '"0"'}), 412, "version_conflict")
+    assert error["details"] == {"expected_version": 5, "current_version": 0}
 
 
 def test_put_replaces_the_whole_content(agent):
