@@ -24,6 +24,21 @@ SESSION = "desk-loop-7"
 LIVE_WITHIN = 5_000  # ms: the pages poll every 3 s
 
 
+RECORD_NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  if (!Real) return;
+  window.shownNotifications = [];
+  class Recorded extends Real {
+    constructor(title, options) { window.shownNotifications.push(title); super(title, options); }
+  }
+  Object.defineProperty(Recorded, "permission", {get: () => Real.permission});
+  Recorded.requestPermission = (...args) => Real.requestPermission(...args);
+  window.Notification = Recorded;
+})();
+"""
+
+
 class Agent:
     """The agent's side: plain HTTP calls to the API with its key (Playwright's request client, no browser)."""
 
@@ -68,11 +83,18 @@ def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agen
     _, cursor = agent.events(after=0, types="context.updated", wait=0)
 
     a, b = new_page(), new_page()
+    # A's browser lets the site notify and records what it shows (a headless browser has no desktop to show it on).
+    a.context.grant_permissions(["notifications"], origin=live_server.url)
+    a.context.add_init_script(RECORD_NOTIFICATIONS)
     login(a, live_server.url, "alice")
     login(b, live_server.url, "bob")
     a.goto(live_server.url + "/handoffs/")
     expect(a.locator("#handoff-queue")).to_contain_text("Nobody is waiting")
     expect(a.locator("#waiting-badge")).to_be_hidden()  # never a red 0
+    # Desktop alerts are opt-in, per browser.
+    a.get_by_role("button", name="Desktop alerts: off").click()
+    expect(a.get_by_role("button", name="Desktop alerts: on")).to_be_visible()
+    assert a.evaluate("localStorage.getItem('sessionctx.notify')") == "on"
     a.evaluate("window.stillTheSamePage = true")
     shot(a, "01-queue-empty")
 
@@ -84,6 +106,7 @@ def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agen
     expect(a.locator("#waiting-title .count")).to_have_text("1")
     expect(a).to_have_title(re.compile(r"^\(1\) Handoff queue"))
     assert a.evaluate("window.stillTheSamePage") is True
+    assert a.evaluate("window.shownNotifications") == ["1 conversation waits for a person"]
     shot(a, "02-queue-shows-request")
 
     # B has the conversation open before anyone takes it.
