@@ -329,6 +329,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task running when the broker connection is lost finishes its work (killing it would only redo it). Its ack
+# cannot reach Redis any more: contexts/infra/broker.py makes that a logged connection error rather than one that
+# stops the worker, and the message delivered again after the visibility timeout finds its run done.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "contexts.infra.broker:Transport"
 # Hard limits sit above the model client's worst case (timeout x (retries + 1)).
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)

@@ -1,0 +1,196 @@
+"""Redis (the broker) restarts again and again while agents post messages and a worker extracts: the worker
+stays up, reconnects by itself every time, and every requested update ends done or skipped, with every
+message in its session's snapshot.
+
+A real Redis of our own (restarting it disturbs nobody), a real gunicorn, a real Celery worker, the real
+openai client against the fake model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+
+from contexts.models import ExtractionRun, Message, SessionContext
+from tests.extraction.workers import Worker
+from tests.factories import make_api_key
+from tests.fake_openai import FakeOpenAI, echo_extraction
+from tests.reliability.conftest import call
+from tests.reliability.servers import ROOT, Gunicorn, free_port, subprocess_env
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+RESTARTS = 10
+SESSIONS = [f"restarts-{n}" for n in range(6)]
+# How a requested update may end well: done, nothing to do, or taken over by a later run of its session.
+FINISHED = ["succeeded", "skipped", "superseded"]
+
+
+class PersistentRedis:
+    """redis-server on its own port with an append-only file, restarted as a service manager does it
+    (SIGTERM, then a new process on the same port and data): queued tasks survive, connections do not."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="redis-restarts-")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> PersistentRedis:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+                return self
+            except redis.RedisError:
+                time.sleep(0.02)
+        raise TimeoutError("redis-server did not start")
+
+    def has_consumer(self) -> bool:
+        """Whether a worker is connected and waiting for tasks (a client blocked in, or between, BRPOPs)."""
+        try:
+            clients = redis.Redis.from_url(self.url, socket_timeout=1).client_list()
+        except redis.RedisError:
+            return False
+        return any(client.get("cmd") == "brpop" for client in clients)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def stack():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server")
+    broker = PersistentRedis().start()
+    queue = f"sessionctx-broker-restarts-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with FakeOpenAI(default=lambda request: _slow(echo_extraction(request))) as fake:
+        env = subprocess_env(
+            connection.settings_dict, CELERY_BROKER_URL=broker.url, CELERY_QUEUE=queue,
+            SESSIONCTX_MODEL="fake-model", OPENAI_API_KEY="test", OPENAI_BASE_URL=fake.url, OPENAI_MAX_RETRIES="0",
+            OPENAI_TIMEOUT="4", SESSIONCTX_RETRY_BACKOFF="0.01",
+            # A run sent before a restart whose message did not survive it is sent again this soon.
+            SESSIONCTX_EXTRACTION_RESEND_AFTER="3",
+        )
+        worker = Worker("broker-restarts", queue=queue, env=env, concurrency=4)
+        server = Gunicorn(env, threads=4)
+        try:
+            worker.wait_ready()
+            server.wait_ready()
+            yield broker, server, worker, env
+        finally:
+            if os.environ.get("ARTIFACTS_DIR"):  # whole logs, for a failure far from their tails
+                Path(os.environ["ARTIFACTS_DIR"], "broker-restarts-worker.log").write_text(worker.output())
+                Path(os.environ["ARTIFACTS_DIR"], "broker-restarts-gunicorn.log").write_text(server.output())
+            print(f"--- gunicorn log (tail) ---\n{server.output()[-3000:]}")
+            print(f"--- worker log (tail) ---\n{worker.output()[-6000:]}")
+            server.stop()
+            worker.stop()
+            broker.remove()
+
+
+def _slow(reply):
+    # The model takes a moment, so restarts catch tasks in flight (their acks go to a connection that is gone).
+    reply.delay = 0.25
+    return reply
+
+
+def wait_until(condition, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    runs = list(ExtractionRun.objects.exclude(status__in=FINISHED).values_list(
+        "session__session_id", "status", "attempts", "enqueued_at", "error"))
+    raise AssertionError(f"timed out waiting for {what}; unfinished runs: {runs}")
+
+
+def all_caught_up() -> bool:
+    busy = ExtractionRun.objects.filter(status__in=["queued", "running"]).exists()
+    behind = any(s.cursor_seq != s.last_message_seq for s in SessionContext.objects.all())
+    return not busy and not behind
+
+
+def test_worker_survives_ten_broker_restarts_under_load_and_every_update_finishes(stack):
+    broker, server, worker, env = stack
+    _, key = make_api_key("read", "write")
+    stop = threading.Event()
+    posted: dict[str, int] = dict.fromkeys(SESSIONS, 0)
+    refused: list[str] = []
+
+    def post_continuously(session_id: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            status, _, body = call("POST", f"{server.url}/api/v1/sessions/{session_id}/messages", key=key, body={
+                "mode": "summary",
+                "messages": [{"role": "user", "content": f"Question {n}: where is order {n}?"},
+                             {"role": "assistant", "content": f"Order {n} ships tomorrow."}],
+            })
+            if status == 202:
+                posted[session_id] += 2
+            else:
+                refused.append(f"{status} {body}")
+            time.sleep(0.2)
+
+    posters = [threading.Thread(target=post_continuously, args=(sid,), daemon=True) for sid in SESSIONS]
+    for thread in posters:
+        thread.start()
+    try:
+        for restart in range(RESTARTS):
+            wait_until(broker.has_consumer, timeout=20, what=f"the worker to consume again (before restart {restart})")
+            time.sleep(1.0)  # up, under load: tasks queued, running, acknowledged
+            broker.stop()
+            time.sleep(0.5)  # down: posts are stored and their updates wait, unsent
+            broker.start()
+        wait_until(broker.has_consumer, timeout=20, what="the worker to consume again after the last restart")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in posters:
+            thread.join(30)
+
+    assert worker.process.poll() is None, f"the worker exited:\n{worker.output()[-6000:]}"
+    assert "Unrecoverable error" not in worker.output()
+    assert not refused, refused[:3]
+    # What beat's sweep does every SWEEP_INTERVAL for the runs asked for while the broker was down.
+    sent = subprocess.run([sys.executable, "manage.py", "update_context", "--pending"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+
+    wait_until(all_caught_up, timeout=40, what="every update to finish after the restarts")
+    assert worker.process.poll() is None
+    assert not ExtractionRun.objects.exclude(status__in=FINISHED).exists()
+    for session_id, count in posted.items():
+        session = SessionContext.objects.get(session_id=session_id)
+        assert count > 0 and Message.objects.filter(session=session).count() == count
+        assert session.cursor_seq == session.last_message_seq == count
+        # The fake model appends m<seq> for every message it was shown: each one reached the snapshot once.
+        assert session.summary.split() == [f"m{seq}" for seq in range(1, count + 1)]
+
