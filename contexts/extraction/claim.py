@@ -139,6 +139,8 @@ def _decide(run_pk: Any, session: SessionContext, *, extractor: str, model: str)
     others = [other for other in runs if other.pk != run.pk]
     if not got_lock and any(other.started_at and other.started_at > lease_start for other in others):
         taken.decision = Decision.WAIT  # that run sends this one when it ends
+        # Not a task its worker lost: the sweep leaves it to that run (or to that run's takeover, if it dies).
+        ExtractionRun.objects.filter(pk=run.pk).update(received_at=None)
         return taken
     if run.attempts >= settings.SESSIONCTX_EXTRACTION_MAX_ATTEMPTS:
         finish(run, ExtractionRun.Status.FAILED,

@@ -283,3 +283,15 @@ def test_a_task_that_finds_a_live_attempt_looks_again_soon_once_then_after_the_l
     run.refresh_from_db()
     assert (run.status, run.attempts) == ("running", 1) and fake_model.requests == []
     assert SessionContext.objects.get(pk=session.pk).version == 0
+
+
+def test_a_run_waiting_behind_a_live_attempt_is_not_sent_again_by_the_sweep(monkeypatch):
+    monkeypatch.setattr(dispatch, "RECEIVED_GRACE", 0)  # as if the sweep came well after the worker got the task
+    session = _session_with_a_turn()
+    _left_running(session)
+    waiting = ExtractionRun.objects.create(session=session, enqueued_at=timezone.now() - timedelta(seconds=30))
+
+    with live_attempt(session):
+        assert extraction_run(run_id=str(waiting.id)).decision == Decision.WAIT
+        # Received, then told to wait: the running run sends it when it ends, so it is no lost task.
+        assert dispatch.pending() == []
