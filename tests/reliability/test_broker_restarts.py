@@ -1,5 +1,5 @@
 """Redis (the broker) restarts again and again while agents post messages and a worker extracts: the worker
-stays up, reconnects by itself every time, and every requested update ends done or skipped, with every
+stays up, reconnects by itself every time, and every requested update ends done, skipped or taken over, with every
 message in its session's snapshot.
 
 A real Redis of our own (restarting it disturbs nobody), a real gunicorn, a real Celery worker, the real
