@@ -153,3 +153,21 @@ def test_a_request_past_the_timeout_raises_httpx_timeout(client_of):
         with pytest.raises(httpx.ReadTimeout):
             client_of(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5).health()
         assert time.monotonic() - started < 2
+
+
+def test_a_304_the_client_holds_no_answer_for_is_asked_again_without_if_none_match():
+    import httpx2 as httpx
+    from sessionctx_client import SessionCtxClient
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("If-None-Match"))
+        if len(seen) == 1:  # as if the answer was evicted while this request was out
+            return httpx.Response(304, headers={"ETag": '"4"'})
+        return httpx.Response(200, json={"session_id": "r-3", "version": 4}, headers={"ETag": '"4"'})
+
+    with SessionCtxClient("http://sessionctx.test", "sck_test", transport=httpx.MockTransport(answer)) as ctx:
+        assert ctx.get_context("r-3") == {"session_id": "r-3", "version": 4}
+        assert ctx.get_context("r-3") == {"session_id": "r-3", "version": 4}
+    assert seen == [None, None, '"4"']

@@ -100,6 +100,8 @@ class Base:
             if entry is not None:
                 # A copy: a caller changing its answer must not change the next one.
                 return copy.deepcopy(entry[1])
+            # Evicted by another thread since the request went out: ask again, without If-None-Match.
+            return Retry(0.0)
         if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
             delay = retry_after_seconds(response.headers)
             if delay is None:
