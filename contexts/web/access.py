@@ -17,8 +17,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
+from django.template.loader import render_to_string
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 from rest_framework.throttling import BaseThrottle
 
 from contexts.exceptions import ApplicationError
@@ -26,6 +27,9 @@ from contexts.exceptions import ApplicationError
 VIEW_PERM = "contexts.view_sessioncontext"
 HANDOFF_PERM = "contexts.handle_handoff"
 EDIT_PERM = "contexts.edit_context"
+# The ids of the elements that poll (the session page's live check, the menu badge, the queue).
+POLLS = frozenset({"live", "waiting-badge", "handoff-queue"})
+SIGNED_OUT = "You are signed out, so this page stopped updating: sign in again to go on (your typing is still here)."
 
 
 def report(request: HttpRequest, exc: ApplicationError) -> int:
@@ -41,6 +45,10 @@ def staff_view(perm: str | None = None) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
+                if request.htmx and request.htmx.trigger in POLLS:
+                    # Sent to the login page, the page would lose what the person is typing: stop polling, say so.
+                    flash = render_to_string("contexts/base.html#flash", {"oob": True, "error": SIGNED_OUT}, request)
+                    return reswap(HttpResponseStopPolling(flash), "none")
                 if request.htmx:
                     page = request.htmx.current_url_abs_path or "/"
                     return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': page})}")

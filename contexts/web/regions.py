@@ -42,7 +42,8 @@ REPLY_REFUSED = (*REPLIED, "session-actions", "handoff-timeline")
 # What the live check re-renders for each part of the token that moved. Regions holding form fields
 # (session-actions, reply-box) change only with the owner, so a live update never wipes what someone is typing.
 _LIVE_PARTS = (
-    ("session-head", "snapshot-panel", "handoff-note", "history", "reset-panel", "runs"),  # version
+    # version; the transcript too, as an extraction moves the "not yet summarised" marks
+    ("session-head", "snapshot-panel", "handoff-note", "history", "reset-panel", "runs", "transcript"),
     ("session-head", "transcript"),  # last message seq
     ("session-head", "session-actions", "reply-box", "handoff-timeline"),  # status
     ("session-head", "session-actions", "reply-box", "handoff-timeline"),  # assignee

@@ -178,3 +178,11 @@ def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agen
     staff = [m for m in messages["results"] if m["author"]]
     assert [(m["role"], m["author"], m["content"]) for m in staff] == [
         ("assistant", "alice", "We refunded the second charge.")]
+
+    # 9. B, signed out elsewhere while typing, keeps the page and the text: the polls stop and say so.
+    b.locator("[data-field=note]").fill("Half a note from Bob")
+    b.context.clear_cookies()
+    expect(b.locator("#flash")).to_contain_text("You are signed out", timeout=LIVE_WITHIN)
+    expect(b).to_have_url(re.compile(rf"/sessions/{SESSION}/$"))
+    expect(b.locator("[data-field=note]")).to_have_value("Half a note from Bob")
+    shot(b, "08-b-signed-out-keeps-the-page")

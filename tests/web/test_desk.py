@@ -182,7 +182,9 @@ def test_a_new_version_leaves_an_open_edit_form_alone(editor, editor_user, waiti
     url = live_url(editor.get("/sessions/desk-1/").content.decode())
     services.snapshot_update(session=waiting, expected_version=waiting.version, changes={"summary": "Newer"},
                              source="api", actor=Actor.system("agent"))
-    assert "snapshot-panel" in ids_in(editor.get(url, **HTMX).content.decode())
+    changed = ids_in(editor.get(url, **HTMX).content.decode())
+    # The transcript too: an extraction's new version moves its "not yet summarised" marks.
+    assert "snapshot-panel" in changed and "transcript" in changed
     # hx-include sends the open form's version field along: the form is not replaced under the person.
     editing = editor.get(url, {"version": str(waiting.version)}, **HTMX).content.decode()
     assert "snapshot-panel" not in ids_in(editing) and "session-head" in ids_in(editing)
@@ -256,3 +258,19 @@ def test_a_request_waiting_longer_than_the_setting_is_highlighted(support, setti
     rows = {sid: css for css, sid in re.findall(r'<tr class="([^"]*)" data-session="([\w-]+)"', page)}
     assert rows == {"desk-old": "overdue", "desk-new": ""}
     assert "Waiting longer than 5 minutes" in page
+
+
+@pytest.mark.parametrize(("url", "trigger"), [
+    ("/sessions/desk-1/live/?since=x", "live"),
+    ("/handoffs/badge/?since=0", "waiting-badge"),
+    ("/handoffs/?since=x", "handoff-queue"),
+])
+def test_a_poll_after_signing_out_stops_and_says_so_instead_of_leaving_the_page(client, waiting, url, trigger):
+    # Signed out in another tab: a poll that sent this page to the login page would throw away what is typed here.
+    response = client.get(url, HTTP_HX_TRIGGER=trigger, **HTMX)
+    assert response.status_code == 286 and response["HX-Reswap"] == "none"
+    assert "HX-Redirect" not in response
+    assert "You are signed out" in response.content.decode()
+    # An action (not a poll) still goes to the login page.
+    action = client.post("/sessions/desk-1/reply/", {"content": "hi"}, **HTMX)
+    assert action["HX-Redirect"].startswith("/accounts/login/")
