@@ -291,11 +291,13 @@ def test_a_queued_run_a_killed_worker_had_received_is_taken_over_within_the_boun
     run = ExtractionRun.objects.get(session=session)
     # Another writer holds the session's row for a moment: the worker that receives the run waits in its claim,
     # the run still queued, and dies there.
-    with psycopg.connect(database_url(connection.settings_dict)) as writer:
+    url = database_url(connection.settings_dict)
+    with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as watcher:
         writer.execute(f"SELECT 1 FROM {SessionContext._meta.db_table} WHERE id = %s FOR UPDATE", [session.pk])
         doomed = start("doomed", **PRODUCTION)
-        wait_until(lambda: writer.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                          "AND datname = current_database()").fetchone()[0],
+        # Asked outside the writer's transaction, which would see pg_stat_activity as it was when it first looked.
+        wait_until(lambda: watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                           "AND datname = current_database()").fetchone()[0],
                    what="the claim to wait for the row")
         doomed.kill()
         killed = time.monotonic()
