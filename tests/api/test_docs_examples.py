@@ -32,7 +32,7 @@ def test_the_documented_key_command_prints_the_key_on_its_last_line():
 
 
 def test_the_python_client_example_runs(live_server, agent_env):
-    (client,) = blocks("python")
+    (client,) = code_blocks(DOC, "python", section="The Python client")
     result = run_example("python", client, agent_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "<session_context>" in result.stdout

@@ -23,7 +23,8 @@ from contexts.services.webhooks import (
     webhook_endpoint_enable,
     webhooks_sweep,
 )
-from tests.factories import make_session
+from tests.api.conftest import ROOT, code_blocks
+from tests.factories import make_session, make_user
 from tests.services.webhook_receiver import Receiver
 
 AGENT = Actor.system("key:agent")
@@ -300,3 +301,30 @@ def test_the_request_that_causes_an_event_does_not_wait_for_a_slow_receiver_embe
     assert sorted(p["type"] for p in payloads) == ["context.updated", "handoff.requested"]
     assert {p["session_id"] for p in payloads} == {"hook-live"}
     assert set(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("status", flat=True)) == {"delivered"}
+
+
+@pytest.mark.django_db
+def test_the_receiver_in_docs_api_md_accepts_a_delivery_drops_its_retry_and_refuses_a_forged_one(
+        webhook_settings, django_capture_on_commit_callbacks):
+    (example,) = code_blocks(ROOT / "docs" / "api.md", "python", section="Webhooks")
+    with Receiver(200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        with django_capture_on_commit_callbacks(execute=False):
+            session = make_session("hook-docs")
+            services.handoff_request(session=session, reason="refund", actor=AGENT)
+            session = services.handoff_claim(session=session, actor=Actor.for_user(make_user("alice")))
+            services.handoff_reply(session=session, content="Your refund is on its way.",
+                                   actor=Actor.for_user(session.assignee))
+        event = Event.objects.get(type="message.staff_reply")
+        webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+        (request,) = receiver.received
+
+    namespace: dict = {}
+    exec(example.replace('"whsec_..."', repr(endpoint.secret)), namespace)  # noqa: S102 - our own documentation
+    relayed = []
+    relay = lambda *args: relayed.append(args)  # noqa: E731
+    assert namespace["receive"](request.body, request.headers, relay) == 200
+    assert namespace["receive"](request.body, request.headers, relay) == 200  # the retry: not relayed twice
+    forged = request.body.replace(b"on its way", b"cancelled")
+    assert namespace["receive"](forged, request.headers, relay) == 400
+    assert relayed == [("hook-docs", "Your refund is on its way.")]
