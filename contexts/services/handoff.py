@@ -89,12 +89,21 @@ def handoff_claim(*, session: SessionContext, actor: Actor) -> SessionContext:
 
 
 @transaction.atomic
-def handoff_take_over(*, session: SessionContext, actor: Actor) -> SessionContext:
-    """An editor takes a conversation another person owns (they left, say); the feed and timeline say from whom."""
+def handoff_take_over(*, session: SessionContext, actor: Actor, expected_owner: str | None = None) -> SessionContext:
+    """An editor takes a conversation another person owns (they left, say); the feed and timeline say from whom.
+
+    With `expected_owner` (the person the editor confirmed taking it from), a conversation that has changed hands
+    since is refused (409 owner_changed) rather than taken from someone else."""
     if actor.user is None or not actor.user.has_perm("contexts.edit_context"):
         raise ApplicationError("Only an editor can take a conversation over from someone else.",
                                code="forbidden", status=403)
     current = session_locked(session)
+    if expected_owner is not None:
+        owner = _username(current.assignee) if current.status == Status.HUMAN else None
+        if owner != expected_owner:
+            now = f"{owner} owns it now" if owner else "nobody owns it now"
+            raise StateConflict(f"This conversation changed hands: {now}, not {expected_owner}. Look again before "
+                                "taking it over.", code="owner_changed", details={"assignee": owner})
     if current.status != Status.HUMAN or current.assignee_id == actor.user.pk:
         return handoff_claim(session=current, actor=actor)
     previous = _username(current.assignee) or "someone else"

@@ -244,7 +244,9 @@ def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
 def handoff_take_over(request: HttpRequest, session_id: str) -> HttpResponse:
     session = _session(session_id)
     try:
-        session = services.handoff_take_over(session=session, actor=Actor.for_user(request.user))
+        # The page named the owner the person confirmed taking it from; someone else may own it by now.
+        session = services.handoff_take_over(session=session, actor=Actor.for_user(request.user),
+                                             expected_owner=request.POST.get("from_owner") or None)
     except ApplicationError as exc:
         return _refused(request, session_id, exc, regions.STATUS_CHANGED)
     messages.success(request, "You have taken this conversation over; the agent waits until you hand it back.")

@@ -136,6 +136,20 @@ def test_an_editor_takes_over_from_the_owner_explicitly_and_it_is_recorded(edito
     assert 'data-action="reply"' in html and "eve-editor (you)" in html
 
 
+def test_a_take_over_confirmed_for_one_owner_is_refused_when_someone_else_owns_it_by_then(editor, taken_by_alice):
+    page = editor.get("/sessions/desk-1/").content.decode()
+    assert 'name="from_owner" value="alice"' in page
+    # Between the page and the click, another editor took it over from alice.
+    ed = make_user("ed", role="editor")
+    services.handoff_take_over(session=taken_by_alice, actor=Actor.for_user(ed))
+    response = editor.post("/sessions/desk-1/take-over/", {"from_owner": "alice"}, **HTMX)
+    assert response.status_code == 409
+    assert "ed owns it now, not alice" in response.content.decode()
+    session = SessionContext.objects.get(pk=taken_by_alice.pk)
+    assert session.assignee == ed
+    assert Event.objects.filter(session=session, type=Event.Type.HANDOFF_TAKEN_OVER).count() == 1
+
+
 def test_support_cannot_take_over_and_nothing_changes(support, taken_by_alice, alice):
     assert "Take over from" not in support.get("/sessions/desk-1/").content.decode()
     assert support.post("/sessions/desk-1/take-over/", **HTMX).status_code == 403
