@@ -290,11 +290,11 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
-    code, error, retry = None, "", True
+    code, error, retry, wait_at_least = None, "", True, 0.0
     try:
         # Checked again now: what a name resolves to can change after the endpoint was registered.
         target = webhook_url_check(endpoint.url)
-        code = _post(target, body.encode(), headers)
+        code, wait_at_least = _post(target, body.encode(), headers)
         if 200 <= code < 300:
             retry, error = False, ""
         elif code == GONE or (400 <= code < 500 and code not in RETRYABLE_4XX):
@@ -308,11 +308,13 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
     except urllib3.exceptions.HTTPError as exc:
         # Timeouts, refused connections, TLS and protocol errors: the receiver may be back later.
         error = f"{type(exc).__name__}: {exc}"
-    return _record(delivery, code=code, error=error[:2000], retry=retry, gone=code == GONE)
+    return _record(delivery, code=code, error=error[:2000], retry=retry, gone=code == GONE,
+                   wait_at_least=wait_at_least)
 
 
-def _post(target: Target, body: bytes, headers: dict[str, str]) -> int:
-    """POST to the checked address, naming the host in Host and (for TLS) in SNI and the certificate check."""
+def _post(target: Target, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
+    """POST to the checked address, naming the host in Host and (for TLS) in SNI and the certificate check; the
+    status, and the seconds a Retry-After asks for (0 without one)."""
     timeout = urllib3.Timeout(connect=settings.SESSIONCTX_WEBHOOK_TIMEOUT, read=settings.SESSIONCTX_WEBHOOK_TIMEOUT)
     default_port = 443 if target.scheme == "https" else 80
     host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
@@ -330,14 +332,17 @@ def _post(target: Target, body: bytes, headers: dict[str, str]) -> int:
         response = pool.urlopen("POST", target.path, body=body, headers={**headers, "host": host_header},
                                 redirect=False, assert_same_host=False, preload_content=False)
         try:
-            return response.status
+            retry_after = response.headers.get("retry-after", "")
+            # Seconds only (an HTTP date is rare from webhook receivers), and never past the schedule's day.
+            wait = min(float(retry_after), 86400.0) if retry_after.strip().isdigit() else 0.0
+            return response.status, wait
         finally:
             response.release_conn()
 
 
 @transaction.atomic
-def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: bool,
-            gone: bool) -> WebhookDelivery:
+def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: bool, gone: bool,
+            wait_at_least: float = 0.0) -> WebhookDelivery | None:
     now = timezone.now()
     schedule = settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE
     endpoint_id = delivery.endpoint_id
@@ -346,11 +351,13 @@ def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: b
         fields.update(status=WebhookDelivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None)
         WebhookEndpoint.objects.filter(pk=endpoint_id).update(consecutive_failures=0)
     elif retry and delivery.attempts <= len(schedule):
-        fields.update(next_attempt_at=now + timedelta(seconds=schedule[delivery.attempts - 1]))
+        wait = max(schedule[delivery.attempts - 1], wait_at_least)
+        fields.update(next_attempt_at=now + timedelta(seconds=wait))
     else:
         fields.update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None)
         WebhookEndpoint.objects.filter(pk=endpoint_id).update(consecutive_failures=F("consecutive_failures") + 1)
-        failures = WebhookEndpoint.objects.values_list("consecutive_failures", flat=True).get(pk=endpoint_id)
+        failures = WebhookEndpoint.objects.values_list("consecutive_failures", flat=True).filter(
+            pk=endpoint_id).first() or 0
         reason = ""
         if gone:
             reason = "The receiver answered 410 Gone."
@@ -361,5 +368,5 @@ def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: b
                 is_active=False, disabled_at=now, disabled_reason=reason)
             logger.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
-    delivery.refresh_from_db()
-    return delivery
+    # None when the endpoint was deleted (its deliveries with it) during the attempt.
+    return WebhookDelivery.objects.filter(pk=delivery.pk).first()

@@ -155,6 +155,19 @@ def test_a_refusing_4xx_fails_at_once_and_a_429_is_retried(webhook_settings, dja
 
 
 @pytest.mark.django_db
+def test_a_longer_retry_after_than_the_schedules_wait_is_respected(
+        webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(("retry-after", 120, 429), ("retry-after", 120, 503)) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-retry-after", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        before = timezone.now()
+        result = webhook_delivery_attempt(delivery_id=delivery.pk)
+    assert (result.status, result.response_code) == ("pending", 429)
+    assert result.next_attempt_at >= before + timezone.timedelta(seconds=120)
+
+
+@pytest.mark.django_db
 def test_the_last_retry_failing_fails_the_delivery_and_a_run_of_failures_disables_the_endpoint(
         webhook_settings, django_capture_on_commit_callbacks):
     webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.05]

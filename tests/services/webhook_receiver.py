@@ -17,7 +17,8 @@ class Received:
 
 
 class Receiver:
-    """`answers` is consumed one per request: a status code, or ("sleep", seconds, status); then `default`."""
+    """`answers` is consumed one per request: a status code, ("sleep", seconds, status) or ("retry-after", seconds,
+    status); then `default`."""
 
     def __init__(self, *answers, default: int = 200) -> None:
         self.answers = list(answers)
@@ -32,11 +33,17 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append(Received(dict(self.headers.items()), body, self.path))
                     answer = receiver.answers.pop(0) if receiver.answers else receiver.default
+                headers = {}
                 if isinstance(answer, tuple):
-                    _, seconds, answer = answer
-                    time.sleep(seconds)
+                    kind, seconds, answer = answer
+                    if kind == "sleep":
+                        time.sleep(seconds)
+                    else:
+                        headers["retry-after"] = str(seconds)
                 try:
                     self.send_response(answer)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("content-length", "0")
                     self.end_headers()
                 except OSError:
