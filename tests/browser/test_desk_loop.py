@@ -1,9 +1,9 @@
 """The handoff desk end to end: one agent (through the API, with a key) and two people in two browsers.
 
 agent asks for a person -> the queue shows it without reload -> A takes -> B cannot reply or hand back -> A replies
--> the agent's event feed gets the reply -> the agent posts the customer's answer -> it appears on A's page without
-reload, A's half-typed reply kept -> A hands back with a note -> the agent sees handoff.released with the note, and
-the context has it.
+-> the agent's event feed and a webhook receiver (signature verified) get the reply -> the agent posts the customer's
+answer -> it appears on A's page without reload, A's half-typed reply kept -> A hands back with a note -> the agent
+(feed and webhook) sees handoff.released with the note, and the context has it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import re
 
 import pytest
 from playwright.sync_api import expect
+from standardwebhooks import Webhook
 
+from contexts.services.webhooks import webhook_endpoint_create
 from tests.browser.test_staff_flow import login
 from tests.factories import make_api_key, make_user
 from tests.roles import ensure_roles
+from tests.services.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -68,7 +71,19 @@ def agent(chromium, live_server):
     agent.context.close()
 
 
-def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agent, artifacts_dir):
+@pytest.fixture
+def receiver(settings):
+    """A local webhook receiver registered as an endpoint for the reply and the hand-back (sent by a thread of the
+    live server's process, as in the embedded default)."""
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True  # the receiver is on 127.0.0.1
+    with Receiver(204) as receiver:
+        receiver.secret = webhook_endpoint_create(
+            url=receiver.url, event_types=["message.staff_reply", "handoff.released"],
+            description="the agent's receiver").secret
+        yield receiver
+
+
+def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agent, receiver, artifacts_dir):
     make_user("alice", role="support")
     make_user("bob", role="support")
 
@@ -147,7 +162,10 @@ def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agen
     events, cursor = agent.events(after=cursor, types="message.staff_reply")
     assert [(e["data"]["author"], e["data"]["content"]) for e in events] == [
         ("alice", "We refunded the second charge.")]
-    # (Webhooks: a local receiver registered as an endpoint gets the same reply here, signature verified.)
+    # The receiver registered as a webhook endpoint gets the same event, signed with the endpoint's secret.
+    (delivery,) = receiver.wait_for(1)
+    hooked = Webhook(receiver.secret).verify(delivery.body, delivery.headers)
+    assert hooked == events[0] and delivery.headers["webhook-id"] == str(events[0]["id"])
 
     # 6. A starts the next answer; meanwhile the customer writes again, through the agent.
     reply_box.fill("Half-typed: the refund shows up in")
@@ -171,6 +189,11 @@ def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agen
     # 8. The agent sees the hand-back with the note, and the context it reads has it.
     events, _ = agent.events(after=cursor, types="handoff.released")
     assert len(events) == 1 and events[0]["data"]["note"] == "Refund issued; tell Carol it takes 3 to 5 days."
+    # So does the webhook receiver, after the reply and nothing else (the endpoint asked for these two types).
+    deliveries = receiver.wait_for(2)
+    hooked = [Webhook(receiver.secret).verify(d.body, d.headers) for d in deliveries]
+    assert [h["type"] for h in hooked] == ["message.staff_reply", "handoff.released"]
+    assert hooked[1] == events[0]
     context = agent.call("GET", f"/sessions/{SESSION}/context")
     assert context["status"] == "active"
     assert "Refund issued; tell Carol it takes 3 to 5 days." in context["handoff_note"]
