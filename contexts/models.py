@@ -328,6 +328,8 @@ class ExtractionRun(models.Model):
     received_at = models.DateTimeField(null=True, blank=True)
     # The run that took over this one's messages after its worker died (status superseded).
     superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The X-Request-ID of the request that asked for the run, to find its log lines on the web and worker side.
+    request_id = models.CharField(max_length=64, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -92,10 +92,14 @@ INSTALLED_APPS = [
     "template_partials",
     "axes",
     "csp",
+    "django_prometheus",
     "contexts",
 ]
 
 MIDDLEWARE = [
+    # First: every later middleware's log lines carry the request id, and the HTTP metrics time everything.
+    "contexts.infra.requestid.RequestIdMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # CONTENT_SECURITY_POLICY below, on every answer (static files included).
     "contexts.web.middleware.ContentSecurityPolicyMiddleware",
@@ -110,6 +114,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "contexts.infra.middleware.DatabaseUnavailableMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a login refused by its backend into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -235,7 +240,7 @@ X_FRAME_OPTIONS = "DENY"
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Health checks come from load balancers over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health(/live|/ready)?$"]
 
 # --- Login brute force (django-axes, for /accounts/login/ and /admin/login/) -------------------------------------
 # Failed logins are counted per username *and* client address: past the limit that pair is refused (429, the
@@ -432,11 +437,25 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
 }
 
+# /metrics (Prometheus text format) answers only with `Authorization: Bearer <METRICS_TOKEN>`; 404 while unset.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+
+# LOG_FORMAT=json: one JSON object a line (for a log collector); plain text otherwise. Both carry the request id.
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "contexts.infra.requestid.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # The model client's HTTP library logs every request at INFO (Celery sets the workers' root logger to
     # INFO): a line per extraction that the run record already holds (model, latency, tokens, error).

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ..infra.requestid import current_request_id
 from ..models import ExtractionRun, SessionContext
 from .dispatch import send_on_commit
 
@@ -26,7 +27,8 @@ def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRu
     now = timezone.now()
     if pending is None:
         # Marked as sent now; the send on commit clears the mark if the broker refuses it.
-        run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger, enqueued_at=now)
+        run = ExtractionRun.objects.create(session_id=session.pk, trigger=trigger, enqueued_at=now,
+                                           request_id=current_request_id())
     else:
         if pending.enqueued_at is not None and pending.enqueued_at > now - timedelta(
                 seconds=settings.SESSIONCTX_EXTRACTION_RESEND_AFTER):
