@@ -14,6 +14,7 @@ from .extraction.apply import extraction_run
 from .extraction.claim import Decision
 from .extraction.dispatch import EXTRACT_TASK, send_pending
 from .services.events import events_purge
+from .services.governance import sessions_purge_by_setting
 from .services.webhooks import DELIVER_TASK, webhook_delivery_run, webhooks_sweep
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ def sweep_extractions() -> int:
 def purge_events() -> int:
     """Periodic (celery beat): drop feed events past their retention."""
     return events_purge()
+
+
+@shared_task(name="contexts.purge_sessions", ignore_result=True, soft_time_limit=3000, time_limit=3300)
+def purge_sessions() -> int:
+    """Periodic (celery beat): delete sessions untouched for SESSIONCTX_RETENTION_DAYS (off when 0)."""
+    return sessions_purge_by_setting()["sessions"]
 
 
 @shared_task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True,

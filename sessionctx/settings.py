@@ -414,6 +414,12 @@ SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", Fals
 # The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
 SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
 SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30)
+# Retention: sessions untouched (no change, no message) for this many days are deleted by the periodic purge;
+# 0 keeps them forever. Deletions go this many sessions per transaction, so no lock is held for long.
+SESSIONCTX_RETENTION_DAYS = env_int("SESSIONCTX_RETENTION_DAYS", 0)
+SESSIONCTX_DELETE_BATCH_SIZE = env_int("SESSIONCTX_DELETE_BATCH_SIZE", 200)
+if SESSIONCTX_RETENTION_DAYS < 0 or SESSIONCTX_DELETE_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("SESSIONCTX_RETENTION_DAYS must be >= 0 and SESSIONCTX_DELETE_BATCH_SIZE >= 1")
 # The staff queue highlights a conversation that has waited for a person longer than this many minutes.
 SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES = env_int("SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES", 5)
 # Webhooks: seconds between attempts (an attempt more than there are steps), the timeout of one attempt, and how
@@ -433,6 +439,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
                           "options": {"expires": float(SWEEP_INTERVAL)}},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
+    "purge-sessions": {"task": "contexts.purge_sessions", "schedule": 3600.0, "options": {"expires": 3600.0}},
     # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
     "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
 }

@@ -1,0 +1,39 @@
+"""Write sessions as JSON Lines (one session document per line) for import_sessions on another deployment."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from contexts.exceptions import ApplicationError
+from contexts.selectors import governance
+
+
+class Command(BaseCommand):
+    help = ("Export every session (or one end user's, --user-id) with its messages and revisions as JSON Lines, "
+            "to --output FILE or standard output.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user-id", help="Only this end user's sessions.")
+        parser.add_argument("--output", "-o", help="File to write (default: standard output).")
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+    def handle(self, *args, user_id=None, output=None, no_progress=False, **options):
+        try:
+            sessions = governance.sessions_of_user(user_id) if user_id is not None else governance.all_sessions()
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from None
+        out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115 (stdout stays open)
+        try:
+            with tqdm(total=sessions.count(), unit="session", disable=no_progress, file=sys.stderr) as bar:
+                for document in governance.session_documents(sessions):
+                    out.write(json.dumps(document, ensure_ascii=False) + "\n")
+                    bar.update(1)
+        finally:
+            if output:
+                out.close()
+        if output:
+            self.stdout.write(f"Exported {bar.n} session(s) to {output}.")

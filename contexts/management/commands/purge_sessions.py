@@ -1,0 +1,54 @@
+"""Delete sessions untouched for a while, as the periodic retention purge does, with a progress bar."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from contexts.selectors.governance import sessions_untouched_since
+from contexts.services import Actor
+from contexts.services.governance import retention_cutoff, sessions_purge
+
+UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def duration(text: str) -> timedelta:
+    """`90d`, `12h`, `30m`, `45s`; a bare number is days."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dhms]?)\s*", text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 90d, 12h, 30m or 45s")
+    return timedelta(**{UNITS[match.group(2) or "d"]: int(match.group(1))})
+
+
+class Command(BaseCommand):
+    help = ("Delete sessions neither changed nor sent a message for --older-than (e.g. 90d), with their messages, "
+            "revisions, runs and events, in short batches; the counts are recorded (Data deletions in the admin).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--older-than", required=True, help="90d, 12h, 30m, 45s (a bare number: days).")
+        parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help=f"Sessions per transaction (default {settings.SESSIONCTX_DELETE_BATCH_SIZE}).")
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+    def handle(self, *args, older_than: str, dry_run=False, batch_size=None, no_progress=False, **options):
+        try:
+            period = duration(older_than)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if batch_size is not None and batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        total = 0 if dry_run else sessions_untouched_since(retention_cutoff(period)).count()
+        with tqdm(total=total, unit="session", disable=no_progress or dry_run, file=sys.stderr) as bar:
+            counts, record = sessions_purge(older_than=period, actor=Actor.system("command:purge_sessions"),
+                                            batch_size=batch_size, dry_run=dry_run, progress=bar.update)
+        summary = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items())
+        if dry_run:
+            self.stdout.write(f"Would delete {summary} (dry run: nothing deleted).")
+        else:
+            self.stdout.write(f"Deleted {summary} (recorded as data deletion #{record.pk}).")

@@ -1,0 +1,128 @@
+"""Reads behind retention, erasure and export: which sessions a rule selects, and a session as one document.
+
+Every function takes the sessions it may look at (`sessions=`, all of them by default), so a project's scope is
+one more filter on that queryset, applied by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import Count, Exists, OuterRef, QuerySet, Sum
+
+from ..exceptions import InvalidInput
+from ..models import (
+    Event,
+    ExtractionRun,
+    HandoffEvent,
+    Message,
+    Revision,
+    SessionContext,
+    WebhookDelivery,
+)
+
+EXPORT_FORMAT = "sessionctx.session/1"
+# The columns of a session a document carries, in this order; the import writes exactly these back.
+SESSION_FIELDS = ("session_id", "user_id", "agent_id", "team_id", "mode", "status", "summary", "goal", "plan",
+                  "progress", "handoff_note", "handoff_reason", "handoff_requested_at", "version",
+                  "last_message_seq", "cursor_seq", "created_at", "updated_at")
+MESSAGE_FIELDS = ("seq", "role", "content", "idempotency_key", "created_at")
+REVISION_FIELDS = ("version", "source", "actor", "reason", "snapshot", "changed_fields", "created_at")
+# What a deletion counts, by the model it removes rows of; every answer names all of them, zeros included.
+COUNTED = {
+    SessionContext: "sessions", Message: "messages", Revision: "revisions", ExtractionRun: "runs",
+    HandoffEvent: "handoff_events", Event: "events", WebhookDelivery: "webhook_deliveries",
+}
+
+
+def all_sessions() -> QuerySet[SessionContext]:
+    return SessionContext.objects.all()
+
+
+def check_user_id(user_id: str) -> str:
+    """A user id erasure or export may name: never blank, since sessions without a user have user_id ""."""
+    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255 or "\x00" in user_id:
+        raise InvalidInput("user_id must be 1-255 characters, not blank, without null characters.",
+                           details={"fields": {"user_id": "Invalid."}})
+    return user_id
+
+
+def sessions_of_user(user_id: str, *, sessions: QuerySet[SessionContext] | None = None) -> QuerySet[SessionContext]:
+    return (sessions if sessions is not None else all_sessions()).filter(user_id=check_user_id(user_id))
+
+
+def sessions_untouched_since(cutoff: datetime, *,
+                             sessions: QuerySet[SessionContext] | None = None) -> QuerySet[SessionContext]:
+    """Sessions neither changed nor sent a message since `cutoff`.
+
+    Posting messages moves last_message_seq with a plain UPDATE (updated_at stays), so a conversation that goes
+    on without a new snapshot is still in use: its newest message counts too.
+    """
+    recent_message = Message.objects.filter(session=OuterRef("pk"), created_at__gte=cutoff)
+    return (sessions if sessions is not None else all_sessions()).filter(updated_at__lt=cutoff).exclude(
+        Exists(recent_message))
+
+
+def zero_counts() -> dict[str, int]:
+    return dict.fromkeys(COUNTED.values(), 0)
+
+
+def deletion_preview(sessions: QuerySet[SessionContext]) -> dict[str, int]:
+    """The rows deleting these sessions would remove (a dry run's answer)."""
+    counts = zero_counts()
+    counts["sessions"] = sessions.count()
+    for model, name in COUNTED.items():
+        if model is SessionContext:
+            continue
+        lookup = "event__session__in" if model is WebhookDelivery else "session__in"
+        counts[name] = model.objects.filter(**{lookup: sessions.values("pk")}).count()
+    return counts
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _row(obj, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: _time(v) if isinstance(v := getattr(obj, name), datetime) else v for name in fields}
+
+
+def session_document(session: SessionContext) -> dict[str, Any]:
+    """One session as export and import know it: the snapshot, every message, every revision, a runs summary.
+
+    People (assignee, staff authors) are named by username; content is never summarised or cut.
+    """
+    document = {"format": EXPORT_FORMAT, "session": _row(session, SESSION_FIELDS)}
+    document["session"]["assignee"] = session.assignee.get_username() if session.assignee_id else None
+    document["messages"] = [
+        {**_row(m, MESSAGE_FIELDS), "author": m.author.get_username() if m.author_id else None}
+        for m in Message.objects.filter(session=session).select_related("author").order_by("seq")
+    ]
+    document["revisions"] = [
+        {**_row(r, REVISION_FIELDS), "actor_user": r.actor_user.get_username() if r.actor_user_id else None}
+        for r in Revision.objects.filter(session=session).select_related("actor_user").order_by("version")
+    ]
+    runs = ExtractionRun.objects.filter(session=session)
+    totals = runs.aggregate(prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"))
+    document["runs"] = {
+        "by_status": dict(runs.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")),
+        "prompt_tokens": totals["prompt_tokens"] or 0,
+        "completion_tokens": totals["completion_tokens"] or 0,
+    }
+    return document
+
+
+def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200) -> Iterator[dict[str, Any]]:
+    """session_document for each session, oldest first, read a chunk of ids at a time (no long-held cursor)."""
+    last = 0
+    while True:
+        ids = list(sessions.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:chunk])
+        for pk in ids:
+            session = SessionContext.objects.select_related("assignee").filter(pk=pk).first()
+            if session is not None:  # deleted while the export ran
+                yield session_document(session)
+        if len(ids) < chunk:
+            return
+        last = ids[-1]

@@ -1,0 +1,125 @@
+"""Retention and erasure: sessions deleted with everything they hold, in short batches, with an audit row of counts.
+
+Both take the sessions they may touch (`sessions=`, all by default), so a project's scope is one more filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .. import readcache
+from ..exceptions import InvalidInput
+from ..models import DataDeletion, SessionContext
+from ..selectors.governance import (
+    COUNTED,
+    all_sessions,
+    deletion_preview,
+    sessions_of_user,
+    sessions_untouched_since,
+    zero_counts,
+)
+from .actors import Actor
+
+logger = logging.getLogger(__name__)
+
+_NAMES = {model._meta.label: name for model, name in COUNTED.items()}
+Progress = Callable[[int], None]
+
+
+def _delete_batch(ids: list[int], *, still_selected: QuerySet[SessionContext], record: DataDeletion,
+                  skip_locked: bool) -> int:
+    """Delete these sessions (those the rule still selects) in one short transaction; add the counts to `record`.
+
+    The row lock makes a session being written right now either finish first (erasure waits for it) or be left
+    for the next run (retention skips it: a session someone is writing is not untouched).
+    """
+    with transaction.atomic():
+        locked = list(still_selected.filter(pk__in=ids).select_for_update(skip_locked=skip_locked)
+                      .values_list("pk", "session_id"))
+        if not locked:
+            return 0
+        _, per_model = SessionContext.objects.filter(pk__in=[pk for pk, _ in locked]).delete()
+        counts = record.counts
+        for label, n in per_model.items():
+            name = _NAMES.get(label, label)
+            counts[name] = counts.get(name, 0) + n
+        DataDeletion.objects.filter(pk=record.pk).update(counts=counts)
+        for _, session_id in locked:
+            # As session_delete does: cached answers for the session go once the delete commits.
+            readcache.context_changed(session_id)
+    return len(locked)
+
+
+def _delete_all(selected: QuerySet[SessionContext], *, record: DataDeletion, batch_size: int, skip_locked: bool,
+                progress: Progress | None) -> DataDeletion:
+    last = 0
+    while True:
+        # Keyset over the primary key: skipped (locked) rows are not looked at again, and each batch is short.
+        ids = list(selected.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        deleted = _delete_batch(ids, still_selected=selected, record=record, skip_locked=skip_locked)
+        if progress is not None:
+            progress(deleted)
+        last = ids[-1]
+    record.refresh_from_db()
+    return record
+
+
+def retention_cutoff(older_than: timedelta, *, now=None):
+    if older_than <= timedelta(0):
+        raise InvalidInput("The retention period must be longer than zero.")
+    return (now or timezone.now()) - older_than
+
+
+def sessions_purge(*, older_than: timedelta, actor: Actor, sessions: QuerySet[SessionContext] | None = None,
+                   batch_size: int | None = None, dry_run: bool = False, now=None,
+                   progress: Progress | None = None) -> tuple[dict[str, int], DataDeletion | None]:
+    """Delete sessions untouched for `older_than` with everything they hold; answers the counts and the audit row
+    (None for a dry run, which only counts)."""
+    cutoff = retention_cutoff(older_than, now=now)
+    selected = sessions_untouched_since(cutoff, sessions=sessions)
+    if dry_run:
+        return deletion_preview(selected), None
+    record = DataDeletion.objects.create(
+        kind=DataDeletion.Kind.RETENTION, actor=actor.label[:255], counts=zero_counts(),
+        criteria={"untouched_since": cutoff.isoformat(), "older_than_seconds": int(older_than.total_seconds())})
+    record = _delete_all(selected, record=record, batch_size=batch_size or settings.SESSIONCTX_DELETE_BATCH_SIZE,
+                         skip_locked=True, progress=progress)
+    logger.info("retention: %s deleted by %s", record.counts, actor.label)
+    return record.counts, record
+
+
+def sessions_purge_by_setting(*, now=None) -> dict[str, int]:
+    """The periodic purge: SESSIONCTX_RETENTION_DAYS, nothing when it is 0 (off)."""
+    days = settings.SESSIONCTX_RETENTION_DAYS
+    if days <= 0:
+        return zero_counts()
+    counts, _ = sessions_purge(older_than=timedelta(days=days), actor=Actor.system("retention"), now=now)
+    return counts
+
+
+def user_id_digest(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode()).hexdigest()
+
+
+def user_erase(*, user_id: str, actor: Actor, sessions: QuerySet[SessionContext] | None = None,
+               batch_size: int | None = None, progress: Progress | None = None) -> DataDeletion:
+    """Erase every session of an end user with its messages, revisions, runs, handoff events, events and their
+    webhook deliveries. Idempotent: a second call deletes nothing and answers zero counts (and is recorded)."""
+    selected = sessions_of_user(user_id, sessions=sessions if sessions is not None else all_sessions())
+    record = DataDeletion.objects.create(
+        kind=DataDeletion.Kind.ERASURE, actor=actor.label[:255], counts=zero_counts(),
+        criteria={"user_id_sha256": user_id_digest(user_id)})
+    record = _delete_all(selected, record=record, batch_size=batch_size or settings.SESSIONCTX_DELETE_BATCH_SIZE,
+                         skip_locked=False, progress=progress)
+    logger.info("erasure of a user's sessions by %s: %s", actor.label, record.counts)
+    return record
