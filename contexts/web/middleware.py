@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Callable
 
 from csp.constants import SELF
 from csp.middleware import CSPMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
+
+TIME_ZONE_COOKIE = "tz"  # set by static/contexts/app.js from the browser's Intl time zone
 
 
 class PrivatePagesMiddleware:
@@ -39,3 +43,26 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         if match is not None and match.view_name == "api-docs" and parts.update is None:
             parts.update = {"img-src": [SELF, "data:"]}
         return parts
+
+
+class ViewerTimeZoneMiddleware:
+    """Pages (the admin too) show times in the viewer's time zone, which app.js keeps in the `tz` cookie; an unknown
+    or missing zone shows UTC, named as such."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        name = request.COOKIES.get(TIME_ZONE_COOKIE, "")
+        try:
+            zone = zoneinfo.ZoneInfo(name) if name and len(name) <= 64 else None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = None
+        if zone is None:
+            timezone.deactivate()
+        else:
+            timezone.activate(zone)
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

@@ -4,6 +4,18 @@
 (function () {
   "use strict";
 
+  // The server shows times in the zone this cookie names (ViewerTimeZoneMiddleware); the login page sets it, so
+  // the first page after signing in already uses it.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var current = document.cookie.match(/(?:^|; )tz=([^;]*)/);
+    // Zone names are cookie-safe as they are (the server does not percent-decode cookies).
+    if (zone && /^[A-Za-z0-9_\/+-]+$/.test(zone) && (!current || current[1] !== zone)) {
+      document.cookie = "tz=" + zone + "; path=/; max-age=31536000; samesite=lax" +
+        (window.location.protocol === "https:" ? "; secure" : "");
+    }
+  } catch (e) { /* no Intl time zone: times stay in UTC, named as such */ }
+
   function isTyping(el) {
     return el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName));
   }

@@ -1,0 +1,40 @@
+"""Times on the staff pages: `{{ t|when }}` (the absolute time) and `{{ t|ago }}` (how long ago), both in the viewer's
+time zone (ViewerTimeZoneMiddleware) with the zone named, in a <time> whose tooltip is the full absolute time."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import template
+from django.utils import timezone
+from django.utils.dateformat import format as date_format
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+register = template.Library()
+
+FORMAT = "Y-m-d H:i T"  # as the admin shows it (contexts/web/formats)
+FULL = "Y-m-d H:i:s T"
+
+
+def _time(value: dt.datetime, text: str):
+    local = timezone.localtime(value)
+    title = f"{date_format(local, FULL)} ({timezone.get_current_timezone_name()})"
+    return format_html('<time datetime="{}" title="{}">{}</time>', value.astimezone(dt.UTC).isoformat(), title, text)
+
+
+@register.filter
+def when(value: dt.datetime | None):
+    if not value:
+        return ""
+    return _time(value, date_format(timezone.localtime(value), FORMAT))
+
+
+@register.filter
+def ago(value: dt.datetime | None):
+    if not value:
+        return ""
+    # Under a minute (or a clock a little ahead) timesince says "0 minutes", which reads like a bug.
+    if timezone.now() - value < dt.timedelta(minutes=1):
+        return _time(value, "just now")
+    return _time(value, f"{timesince(value)} ago")

@@ -1,0 +1,47 @@
+"""The staff pages as a person in another time zone, on a phone, and in the console: times in their zone, nothing
+wider than the screen at 390 px, no htmx errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_staff_flow import login
+from tests.factories import make_session, make_user
+from tests.roles import ensure_roles
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+@pytest.fixture
+def browser_page(chromium, csp_violations):
+    """A page in a browser context with the given options (time zone, viewport); console errors collected."""
+    contexts = []
+
+    def make(**options):
+        context = chromium.new_context(**options)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.console_errors = []
+        page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def test_times_are_shown_in_the_browsers_time_zone_from_the_first_page_after_login(live_server, browser_page):
+    ensure_roles()
+    make_user("tokyo", role="support")
+    make_session("tz-page", user_id="carol", content={"summary": "Carol in Osaka."})
+    page = browser_page(timezone_id="Asia/Tokyo", viewport={"width": 1280, "height": 800})
+    login(page, live_server.url, "tokyo")
+    page.goto(live_server.url + "/sessions/tz-page/")
+    history_time = page.locator("#history time").first
+    expect(history_time).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d JST$"))
+    assert "(Asia/Tokyo)" in history_time.get_attribute("title")
