@@ -69,6 +69,12 @@ def zero_counts() -> dict[str, int]:
     return dict.fromkeys(COUNTED.values(), 0)
 
 
+def ordered_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Counts in COUNTED's order (PostgreSQL's jsonb keeps keys in an order of its own), other kinds after."""
+    return {**zero_counts(), **{k: v for k, v in counts.items() if k in COUNTED.values()},
+            **{k: v for k, v in sorted(counts.items()) if k not in COUNTED.values()}}
+
+
 def deletion_preview(sessions: QuerySet[SessionContext]) -> dict[str, int]:
     """The rows deleting these sessions would remove (a dry run's answer)."""
     counts = zero_counts()

@@ -22,6 +22,7 @@ from ..selectors.governance import (
     COUNTED,
     all_sessions,
     deletion_preview,
+    ordered_counts,
     sessions_of_user,
     sessions_untouched_since,
     zero_counts,
@@ -71,6 +72,7 @@ def _delete_all(selected: QuerySet[SessionContext], *, record: DataDeletion, bat
             progress(deleted)
         last = ids[-1]
     record.refresh_from_db()
+    record.counts = ordered_counts(record.counts)
     return record
 
 

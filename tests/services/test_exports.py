@@ -1,0 +1,119 @@
+"""Export and import: whole sessions move between deployments exactly, re-importing changes nothing, and a
+session that differs here is refused, not merged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from contexts import services
+from contexts.models import Message, Revision, SessionContext
+from contexts.selectors.governance import session_document
+from contexts.services import Actor
+from contexts.services.exports import session_import
+from tests.factories import make_session, make_user
+
+pytestmark = pytest.mark.django_db
+
+AGENT = Actor.system("key:agent")
+SESSION_COLUMNS = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "summary", "goal", "plan",
+                   "progress", "handoff_note", "handoff_reason", "handoff_requested_at", "assignee_id", "version",
+                   "last_message_seq", "cursor_seq", "created_at", "updated_at"]
+MESSAGE_COLUMNS = ["session__session_id", "seq", "role", "content", "idempotency_key", "author_id", "created_at"]
+REVISION_COLUMNS = ["session__session_id", "version", "source", "actor", "actor_user_id", "reason", "snapshot",
+                    "changed_fields", "created_at"]
+
+
+def _conversations():
+    """Two users' sessions with several versions, a staff-owned one, unicode, a reverted revision."""
+    services.messages_post(session_id="ex-1", user_id="u-1", agent_id="bot", mode="planning", messages=[
+        {"role": "user", "content": "Move us to PostgreSQL ✓", "idempotency_key": "k1"},
+        {"role": "assistant", "content": "Plan:\n1. Dump\n2. Load", "idempotency_key": "k2"}])
+    session = SessionContext.objects.get(session_id="ex-1")
+    session = services.snapshot_update(session=session, expected_version=session.version, source="api", actor=AGENT,
+                                       changes={"goal": "Move to PostgreSQL", "plan": ["Dump", "Load"]})
+    session = services.snapshot_update(session=session, expected_version=session.version, source="api", actor=AGENT,
+                                       changes={"progress": ["Dump"]}, reason="done one")
+    services.snapshot_revert(session=session, to_version=1, expected_version=session.version, reason="undo",
+                             actor=AGENT, source="api")
+    staff = make_user("carol", superuser=True)
+    other = make_session("ex-2", content={"summary": "Refund for a blender"}, user_id="u-2")
+    other = services.handoff_request(session=other, reason="refund", actor=AGENT)
+    other = services.handoff_claim(session=other, actor=Actor.for_user(staff))
+    services.handoff_reply(session=other, content="Refunded.", actor=Actor.for_user(staff))
+    make_session("ex-3")  # empty, version 0
+
+
+def _stored() -> tuple[list, list, list]:
+    return (list(SessionContext.objects.order_by("session_id").values_list(*SESSION_COLUMNS)),
+            list(Message.objects.order_by("session__session_id", "seq").values_list(*MESSAGE_COLUMNS)),
+            list(Revision.objects.order_by("session__session_id", "version").values_list(*REVISION_COLUMNS)))
+
+
+def test_export_then_import_into_an_empty_database_reproduces_every_field(tmp_path, capsys):
+    _conversations()
+    before = _stored()
+    assert len(before[2]) >= 6
+    path = tmp_path / "sessions.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    assert len(path.read_text().splitlines()) == 3
+    SessionContext.objects.all().delete()
+
+    call_command("import_sessions", str(path), "--no-progress")
+
+    assert "3 created, 0 unchanged (already here), 0 refused." in capsys.readouterr().out
+    assert _stored() == before  # field by field: versions, seqs, times, snapshots, people
+
+
+def test_importing_twice_changes_nothing(tmp_path, capsys):
+    _conversations()
+    path = tmp_path / "sessions.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    before = _stored()
+    call_command("import_sessions", str(path), "--no-progress")
+    assert "0 created, 3 unchanged" in capsys.readouterr().out
+    assert _stored() == before
+
+
+def test_a_session_with_a_different_history_here_is_refused_with_a_line_and_left_as_it_is(tmp_path, capsys):
+    _conversations()
+    path = tmp_path / "sessions.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    services.messages_post(session_id="ex-1", messages=[{"role": "user", "content": "one more"}])
+    before = _stored()
+    with pytest.raises(CommandError, match="1 session"):
+        call_command("import_sessions", str(path), "--no-progress")
+    captured = capsys.readouterr()
+    assert "line 1: session ex-1 refused: exists here with a different history" in captured.err
+    assert "0 created, 2 unchanged (already here), 1 refused." in captured.out
+    assert _stored() == before
+
+
+def test_a_broken_line_is_refused_and_the_others_are_imported(tmp_path, capsys):
+    _conversations()
+    document = session_document(SessionContext.objects.get(session_id="ex-1"))
+    SessionContext.objects.all().delete()
+    bad_seq = json.loads(json.dumps(document))
+    bad_seq["session"]["session_id"] = "ex-dup"
+    bad_seq["messages"][1]["seq"] = bad_seq["messages"][0]["seq"]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("{not json\n" + json.dumps(bad_seq) + "\n" + json.dumps(document) + "\n")
+    with pytest.raises(CommandError):
+        call_command("import_sessions", str(path), "--no-progress")
+    captured = capsys.readouterr()
+    assert "line 1: refused: not JSON" in captured.err and "line 2: session ex-dup refused" in captured.err
+    assert list(SessionContext.objects.values_list("session_id", flat=True)) == ["ex-1"]
+    assert not Message.objects.filter(session__session_id="ex-dup").exists()
+
+
+def test_people_unknown_here_are_imported_as_nobody_and_reimporting_still_matches():
+    _conversations()
+    document = session_document(SessionContext.objects.get(session_id="ex-2"))
+    SessionContext.objects.all().delete()
+    document["session"]["assignee"] = document["messages"][-1]["author"] = "nobody-here"
+    assert session_import(document=document).outcome == "created"
+    session = SessionContext.objects.get(session_id="ex-2")
+    assert session.assignee_id is None and session.messages.last().author_id is None
+    assert session_import(document=document).outcome == "unchanged"
