@@ -3,7 +3,7 @@
 from django.urls import path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import context, errors, events, handoff, health, history, messages, runs, sessions
+from . import context, errors, events, exports, handoff, health, history, messages, runs, sessions, users
 
 
 class SessionIdConverter:
@@ -35,6 +35,9 @@ urlpatterns = [
     path(f"{S}/messages", messages.MessagesApi.as_view(), name="api-messages"),
     path(f"{S}/handoff", handoff.HandoffApi.as_view(), name="api-handoff"),
     path(f"{S}/runs", runs.SessionRunListApi.as_view(), name="api-session-runs"),
+    path(f"{S}/export", exports.SessionExportApi.as_view(), name="api-session-export"),
+    path("api/v1/users/<str:user_id>", users.UserApi.as_view(), name="api-user"),
+    path("api/v1/users/<str:user_id>/export", exports.UserExportApi.as_view(), name="api-user-export"),
     path("api/v1/runs/<uuid:run_id>", runs.RunApi.as_view(), name="api-run"),
     path("api/v1/events", events.EventListApi.as_view(), name="api-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

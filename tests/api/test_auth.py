@@ -37,6 +37,9 @@ REQUIRED_SCOPE = {
     ("api-session-runs", "get"): "read",
     ("api-run", "get"): "read",
     ("api-events", "get"): "read",
+    ("api-session-export", "get"): "read",
+    ("api-user", "delete"): "write",
+    ("api-user-export", "get"): "read",
 }
 # Routes that are not API operations: the schema, its browsable docs, the JSON 404 for other /api/ paths.
 NOT_OPERATIONS = {"api-schema", "api-docs", "api-not-found"}
@@ -79,6 +82,8 @@ def url_for(name: str, session, run) -> str:
         kwargs["version"] = 1
     if "run_id" in converters:
         kwargs["run_id"] = run.id
+    if "user_id" in converters:
+        kwargs["user_id"] = "matrix-user"
     return reverse(name, kwargs=kwargs)
 
 

@@ -1,0 +1,118 @@
+"""/api/v1/sessions/{id}/export and /api/v1/users/{user_id}/export: sessions as documents to keep or move."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from .. import selectors
+from ..models import Message, Mode, Revision, Status
+from ..selectors import governance
+from .http import ApiView
+from .openapi import errors
+from .serializers import _PY_SPACE
+
+NDJSON = "application/x-ndjson"
+# A user id as a path segment: not blank, no NUL or slash, and not dots alone (a client would resolve those).
+USER_ID = OpenApiParameter(
+    "user_id", {"type": "string", "maxLength": 255, "pattern": rf"^(?!\.+$)(?=[\s\S]*[^\x00{_PY_SPACE}])[^\x00/]+$"},
+    OpenApiParameter.PATH, description="The end user's id, as sent in `user_id` when their sessions were created.")
+
+
+class NDJSONRenderer(BaseRenderer):
+    media_type = NDJSON
+    format = "ndjson"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode() + b"\n"
+
+
+# --- the document, for the schema (selectors.governance.session_document builds it) ------------------------------
+
+
+class ExportedSessionSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    user_id = serializers.CharField()
+    agent_id = serializers.CharField()
+    team_id = serializers.CharField()
+    mode = serializers.ChoiceField(choices=Mode.choices)
+    status = serializers.ChoiceField(choices=Status.choices)
+    summary = serializers.CharField()
+    goal = serializers.CharField()
+    plan = serializers.ListField(child=serializers.CharField())
+    progress = serializers.ListField(child=serializers.CharField())
+    handoff_note = serializers.CharField()
+    handoff_reason = serializers.CharField()
+    handoff_requested_at = serializers.DateTimeField(allow_null=True)
+    assignee = serializers.CharField(allow_null=True, help_text="Username of the person who owns it, if any.")
+    version = serializers.IntegerField()
+    last_message_seq = serializers.IntegerField()
+    cursor_seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ExportedMessageSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    content = serializers.CharField()
+    idempotency_key = serializers.CharField(allow_null=True)
+    author = serializers.CharField(allow_null=True, help_text="Username of the staff member who wrote it.")
+    created_at = serializers.DateTimeField()
+
+
+class ExportedRevisionSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    source = serializers.ChoiceField(choices=Revision.Source.choices)
+    actor = serializers.CharField()
+    actor_user = serializers.CharField(allow_null=True)
+    reason = serializers.CharField()
+    snapshot = serializers.DictField()
+    changed_fields = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class ExportedRunsSerializer(serializers.Serializer):
+    by_status = serializers.DictField(child=serializers.IntegerField(), help_text="Runs per status.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+
+
+class SessionExportSerializer(serializers.Serializer):
+    format = serializers.CharField(help_text=f"`{governance.EXPORT_FORMAT}`")
+    session = ExportedSessionSerializer()
+    messages = ExportedMessageSerializer(many=True, help_text="Every message, by seq.")
+    revisions = ExportedRevisionSerializer(many=True, help_text="Every revision, oldest first.")
+    runs = ExportedRunsSerializer(help_text="A summary of the model-driven updates (not imported).")
+
+
+class SessionExportApi(ApiView):
+    @extend_schema(tags=["sessions"], operation_id="session_export",
+                   responses={200: SessionExportSerializer, **errors(400, 404)},
+                   description="The session as one document: the snapshot, every message, every revision and a "
+                               "summary of its runs. `manage.py import_sessions` reads it (one per line).")
+    def get(self, request, session_id: str):
+        return Response(governance.session_document(selectors.session_get(session_id)))
+
+
+class UserExportApi(ApiView):
+    renderer_classes = [NDJSONRenderer, JSONRenderer]
+
+    @extend_schema(tags=["users"], operation_id="user_export", parameters=[USER_ID],
+                   responses={(200, NDJSON): OpenApiResponse(
+                       SessionExportSerializer, description="JSON Lines: one session document per line (the same "
+                                                            "as a session's export), oldest session first; "
+                                                            "no line when the user has no session."),
+                              **errors(400)},
+                   description="Every session of an end user, streamed as JSON Lines.")
+    def get(self, request, user_id: str):
+        sessions = governance.sessions_of_user(user_id)
+        lines = (json.dumps(document, ensure_ascii=False).encode() + b"\n"
+                 for document in governance.session_documents(sessions))
+        return StreamingHttpResponse(lines, content_type=NDJSON)

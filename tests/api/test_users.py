@@ -1,0 +1,96 @@
+"""DELETE /api/v1/users/{user_id} (erasure), GET /api/v1/users/{user_id}/export and /sessions/{id}/export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contexts import services
+from contexts.models import DataDeletion, Message, Revision, SessionContext
+from contexts.services import Actor
+from tests.api.conftest import assert_error
+from tests.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+AGENT = Actor.system("key:agent")
+
+
+def _conversation(session_id: str, user_id: str) -> SessionContext:
+    services.messages_post(session_id=session_id, user_id=user_id, messages=[
+        {"role": "user", "content": f"hello from {session_id}"}, {"role": "assistant", "content": "hi"}])
+    session = SessionContext.objects.get(session_id=session_id)
+    return services.snapshot_update(session=session, expected_version=session.version, source="api", actor=AGENT,
+                                    changes={"summary": f"talked in {session_id}"})
+
+
+def test_erasing_a_user_answers_the_counts_and_a_second_call_answers_zeros(agent):
+    _conversation("api-er-1", "u-api")
+    _conversation("api-er-2", "u-api")
+    _conversation("api-keep", "u-other")
+
+    response = agent.delete("/api/v1/users/u-api")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["user_id"] == "u-api"
+    assert list(body["deleted"]) == ["sessions", "messages", "revisions", "runs", "handoff_events", "events",
+                                     "webhook_deliveries"]
+    assert body["deleted"]["sessions"] == 2 and body["deleted"]["messages"] == 4 and body["deleted"]["revisions"] == 2
+    assert set(SessionContext.objects.values_list("session_id", flat=True)) == {"api-keep"}
+    assert Message.objects.count() == 2 and Revision.objects.count() == 1
+    again = agent.delete("/api/v1/users/u-api")
+    assert again.status_code == 200 and set(again.json()["deleted"].values()) == {0}
+    assert DataDeletion.objects.filter(kind="erasure").count() == 2
+
+
+# Transactional: the read cache drops an entry when the deleting transaction commits (on_commit).
+@pytest.mark.django_db(transaction=True)
+def test_an_erased_session_is_not_answered_from_the_read_cache(agent):
+    _conversation("api-cached", "u-cached")
+    assert agent.get("/api/v1/sessions/api-cached/context").status_code == 200  # now cached (when a cache is set)
+    assert agent.delete("/api/v1/users/u-cached").status_code == 200
+    assert_error(agent.get("/api/v1/sessions/api-cached/context"), 404, "not_found")
+    assert_error(agent.get("/api/v1/sessions/api-cached/context/prompt"), 404, "not_found")
+
+
+def test_a_read_only_key_cannot_erase_and_nothing_changes(reader):
+    _conversation("api-ro", "u-ro")
+    assert_error(reader.delete("/api/v1/users/u-ro"), 403, "permission_denied")
+    assert SessionContext.objects.filter(session_id="api-ro").exists()
+    assert not DataDeletion.objects.exists()
+
+
+@pytest.mark.parametrize("user_id", ["%20%20", "x" * 256])
+def test_a_blank_or_too_long_user_id_is_refused(agent, user_id):
+    make_session("api-anon")
+    assert_error(agent.delete(f"/api/v1/users/{user_id}"), 400, "invalid")
+    assert SessionContext.objects.filter(session_id="api-anon").exists()
+
+
+def test_a_session_export_has_the_snapshot_every_message_and_every_revision(reader):
+    _conversation("api-ex", "u-ex")
+    response = reader.get("/api/v1/sessions/api-ex/export")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["format"] == "sessionctx.session/1"
+    assert document["session"]["summary"] == "talked in api-ex" and document["session"]["version"] == 1
+    assert [(m["seq"], m["content"]) for m in document["messages"]] == [(1, "hello from api-ex"), (2, "hi")]
+    assert [r["version"] for r in document["revisions"]] == [1]
+    assert_error(reader.get("/api/v1/sessions/nope/export"), 404, "not_found")
+
+
+def test_a_user_export_streams_one_session_document_per_line(reader):
+    _conversation("api-ux-1", "u-ux")
+    _conversation("api-ux-2", "u-ux")
+    _conversation("api-ux-3", "u-someone-else")
+    response = reader.get("/api/v1/users/u-ux/export")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "application/x-ndjson"
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    documents = [json.loads(line) for line in lines]
+    assert [d["session"]["session_id"] for d in documents] == ["api-ux-1", "api-ux-2"]
+    assert documents[0] == reader.get("/api/v1/sessions/api-ux-1/export").json()
+    empty = reader.get("/api/v1/users/u-nobody/export")
+    assert empty.status_code == 200 and b"".join(empty.streaming_content) == b""
