@@ -45,3 +45,45 @@ def test_times_are_shown_in_the_browsers_time_zone_from_the_first_page_after_log
     history_time = page.locator("#history time").first
     expect(history_time).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d JST$"))
     assert "(Asia/Tokyo)" in history_time.get_attribute("title")
+
+
+LONG_WORD = "Refund" + "x" * 300 + "-reference-without-any-space"
+
+
+def _width(page) -> tuple[int, int]:
+    return tuple(page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]"))
+
+
+def test_at_390_px_a_long_word_never_makes_the_pages_scroll_sideways(live_server, browser_page, artifacts_dir):
+    ensure_roles()
+    make_user("phone", role="editor")
+    make_session("phone-1", mode="planning", user_id="carol", agent_id="bot-with-a-rather-long-agent-name", content={
+        "summary": f"Carol says {LONG_WORD} twice.", "goal": LONG_WORD, "plan": [LONG_WORD, "Tell Carol"],
+        "progress": []})
+    page = browser_page(viewport={"width": 390, "height": 844})
+    login(page, live_server.url, "phone")
+    widths = {"list": _width(page)}
+    page.screenshot(path=str(artifacts_dir / "phone-01-list.png"), full_page=True)
+    page.goto(live_server.url + "/handoffs/")
+    widths["queue"] = _width(page)
+    page.goto(live_server.url + "/sessions/phone-1/")
+    expect(page.locator(".session-head")).to_be_visible()
+    widths["detail"] = _width(page)
+    page.screenshot(path=str(artifacts_dir / "phone-02-detail.png"), full_page=True)
+    page.locator("[data-action=edit]").click()
+    expect(page.locator("#edit-form")).to_be_visible()
+    widths["edit form"] = _width(page)
+    page.screenshot(path=str(artifacts_dir / "phone-03-edit.png"), full_page=True)
+    # (page width, window width) for each page: none wider than the window.
+    assert {name: w for name, w in widths.items() if w[0] > w[1]} == {}
+
+
+def test_the_list_page_logs_no_errors_in_the_console(live_server, browser_page):
+    ensure_roles()
+    make_user("console", role="support")
+    make_session("console-1", user_id="carol", content={"summary": "Carol."})
+    page = browser_page(viewport={"width": 1280, "height": 800})
+    login(page, live_server.url, "console")
+    page.get_by_label("Search").fill("carol")
+    expect(page).to_have_url(re.compile(r"q=carol"))
+    assert page.console_errors == []
