@@ -7,7 +7,7 @@ import json
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from .. import selectors
@@ -102,14 +102,16 @@ class SessionExportApi(ApiView):
 
 
 class UserExportApi(ApiView):
-    renderer_classes = [NDJSONRenderer, JSONRenderer]
+    # Only JSON Lines: a `?format=` or Accept naming anything else is refused (406), as DRF does.
+    renderer_classes = [NDJSONRenderer]
 
     @extend_schema(tags=["users"], operation_id="user_export", parameters=[USER_ID],
                    responses={(200, NDJSON): OpenApiResponse(
                        SessionExportSerializer, description="JSON Lines: one session document per line (the same "
                                                             "as a session's export), oldest session first; "
                                                             "no line when the user has no session."),
-                              **errors(400)},
+                              # Errors are JSON, whatever the answer would have been.
+                              **{(code, "application/json"): error for code, error in errors(400).items()}},
                    description="Every session of an end user, streamed as JSON Lines.")
     def get(self, request, user_id: str):
         sessions = governance.sessions_of_user(user_id)
