@@ -16,6 +16,7 @@ from . import services
 from .exceptions import ApplicationError
 from .models import (
     ApiKey,
+    DataDeletion,
     Event,
     ExtractionRun,
     HandoffEvent,
@@ -26,6 +27,7 @@ from .models import (
     WebhookEndpoint,
 )
 from .services import Actor, webhooks
+from .services.governance import user_erase
 from .snapshot import REASON_MAX_CHARS, validate_snapshot
 
 CONTENT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note")
@@ -119,9 +121,32 @@ class SessionContextAdmin(admin.ModelAdmin):
                          "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
     )
     inlines = (RevisionInline,)
+    actions = ("delete_selected", "erase_users")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SessionContext]:
         return super().get_queryset(request).select_related("assignee")
+
+    @admin.action(description="Erase every session of the selected sessions' end users", permissions=["delete"])
+    def erase_users(self, request: HttpRequest, queryset: QuerySet[SessionContext]) -> HttpResponse | None:
+        """The right to erasure from the admin: a confirmation page listing the users, then user_erase for each."""
+        user_ids = sorted(set(queryset.exclude(user_id="").values_list("user_id", flat=True)))
+        if not user_ids:
+            self.message_user(request, "None of the selected sessions has a user id.", level=messages.WARNING)
+            return None
+        if request.POST.get("post") != "yes":
+            all_sessions = SessionContext.objects.filter(user_id__in=user_ids)
+            return TemplateResponse(request, "admin/contexts/sessioncontext/erase_users_confirmation.html", {
+                **self.admin_site.each_context(request), "title": "Erase these end users' sessions?",
+                "opts": self.model._meta, "selected": queryset.values_list("pk", flat=True),
+                "users": [(u, all_sessions.filter(user_id=u).count()) for u in user_ids],
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            })
+        for user_id in user_ids:
+            record = user_erase(user_id=user_id, actor=Actor.for_user(request.user))
+            counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in record.counts.items() if n)
+            self.message_user(request, f"Erased user {user_id}: {counts or 'nothing left to delete'}.",
+                              level=messages.SUCCESS)
+        return None
 
     @admin.display(description="Transcript")
     def transcript(self, obj: SessionContext) -> str:
@@ -160,6 +185,13 @@ class SessionContextAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SessionContext]) -> None:
         for session in queryset:
             services.session_delete(session=session, actor=Actor.for_user(request.user))
+
+
+@admin.register(DataDeletion)
+class DataDeletionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "kind", "actor", "counts", "criteria")
+    list_filter = ("kind",)
+    date_hierarchy = "created_at"
 
 
 @admin.register(Revision)
