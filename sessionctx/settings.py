@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -325,6 +326,9 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 # No broker: tasks run in-process (the embedded default), still after the transaction commits.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# There, this many threads of each process run the tasks, so a request never waits for the model (0: the request
+# runs them itself after its commit, as the tests do).
+SESSIONCTX_INPROCESS_WORKERS = env_int("SESSIONCTX_INPROCESS_WORKERS", 2)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -343,12 +347,22 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis://"):
     CELERY_BROKER_TRANSPORT = "contexts.infra.broker:Transport"
-# Hard limits sit above the model client's worst case (timeout x (retries + 1)).
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+# The model's timeout sets the task limits (a slow local model gets a long OPENAI_TIMEOUT and longer tasks with it):
+# an extraction needs room for an answer and its repair, each perhaps after one timed-out try. The extractor starts
+# no call that could end past the soft limit, so a soft limit below two calls would fail every run at once.
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", max(240, math.ceil(4 * OPENAI_TIMEOUT) + 30))
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", CELERY_TASK_SOFT_TIME_LIMIT + 60)
+if CELERY_TASK_SOFT_TIME_LIMIT < 2 * OPENAI_TIMEOUT + 10:
+    raise ImproperlyConfigured(
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT} s) leaves no room for two model calls of "
+        f"OPENAI_TIMEOUT ({OPENAI_TIMEOUT:g} s): set it to at least {math.ceil(2 * OPENAI_TIMEOUT) + 10}, or leave it "
+        "unset to follow OPENAI_TIMEOUT")
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be above CELERY_TASK_SOFT_TIME_LIMIT")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis redelivers an unacknowledged task after this: above the hard limit plus backoff.
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", max(900, CELERY_TASK_TIME_LIMIT + 120)),
     # How often a worker looks for unacknowledged tasks past that timeout (a killed worker's).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
@@ -362,8 +376,11 @@ CELERY_DB_REUSE_MAX = 1_000_000
 # --- Model-driven extraction -------------------------------------------------------------------------
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
 OPENAI_BASE_URL = env("OPENAI_BASE_URL")
-OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0)
-OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 1)
+# (OPENAI_TIMEOUT is with the task limits above.) The client retries nothing itself: SESSIONCTX_MODEL_RETRIES does,
+# where every try is counted in the run record.
+if env_int("OPENAI_MAX_RETRIES", 0):
+    raise ImproperlyConfigured("OPENAI_MAX_RETRIES is gone: the client's own retries were invisible in the run "
+                               "record. Set SESSIONCTX_MODEL_RETRIES instead.")
 SESSIONCTX_MODEL = env("SESSIONCTX_MODEL")
 SESSIONCTX_INSTRUCTIONS = env("SESSIONCTX_INSTRUCTIONS")
 SESSIONCTX_DEFAULT_MODE = env("SESSIONCTX_DEFAULT_MODE", "summary")
@@ -395,13 +412,16 @@ SESSIONCTX_MAX_MESSAGE_CHARS = env_int("SESSIONCTX_MAX_MESSAGE_CHARS", 100_000)
 SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_000)
 SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5)
 # Transient model errors (429, 5xx, timeouts) are retried this many times inside one attempt, with
-# exponential backoff and jitter. Worst case per model call: (retries + 1) x (OPENAI_MAX_RETRIES + 1)
-# x OPENAI_TIMEOUT + backoff; the extractor starts no call that could end past the soft time limit,
+# exponential backoff and jitter (a call that timed out twice is not tried again). Worst case per model call:
+# (retries + 1) x OPENAI_TIMEOUT + backoff; the extractor starts no call that could end past the soft time limit,
 # so that bounds it. The defaults ride out a model endpoint that is down (refusing) for about a
 # minute: 10 retries back off at least 0.5+1+2+4+8+10x5 = 65 s in all (jitter 0.5-1.5x).
 SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 10)
 SESSIONCTX_RETRY_BACKOFF = env_float("SESSIONCTX_RETRY_BACKOFF", 1.0)
 SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0)
+# The longest answer asked of the model (max_tokens). Unset (0), it is derived from the snapshot bounds above (about
+# 500 tokens in summary mode, 2,200 in planning mode with the defaults); lower it for a server with a small context.
+SESSIONCTX_MAX_OUTPUT_TOKENS = env_int("SESSIONCTX_MAX_OUTPUT_TOKENS", 0)
 # A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
 SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4)
 # A queued run not picked up this long after it was sent is sent again (by the next request for

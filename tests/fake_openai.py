@@ -30,6 +30,15 @@ class Reply:
     delay: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int = 17
+    finish_reason: str = "stop"
+
+
+def looping(request: dict[str, Any]) -> Reply:
+    """A small model that never closes its JSON: it writes until max_tokens (about 4 characters a token) cuts it
+    off, as llama.cpp's llama-server answers; without max_tokens it would write until its context is full."""
+    limit = request.get("max_tokens") or request.get("max_completion_tokens") or 100_000
+    text = '{"summary": "' + "the user the user " * (limit * 4 // 18 + 1)
+    return Reply(content=text[: limit * 4], completion_tokens=limit, finish_reason="length")
 
 
 def answer(data: dict[str, Any], **kwargs) -> Reply:
@@ -64,8 +73,12 @@ def echo_extraction(request: dict[str, Any]) -> Reply:
 
 
 class FakeOpenAI:
-    def __init__(self, default: Callable[[dict[str, Any]], Reply] | None = echo_extraction) -> None:
+    def __init__(self, default: Callable[[dict[str, Any]], Reply] | None = echo_extraction, *,
+                 context_tokens: int | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        # Like llama-server with -c N: a prompt (4 characters a token) plus max_tokens past it is refused with 400.
+        self.context_tokens = context_tokens
+        self.in_flight = self.max_in_flight = 0
         self.script: deque[Reply] = deque()
         self.default = default
         self._lock = threading.Lock()
@@ -89,16 +102,32 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append(request)
                     reply = fake.script.popleft() if fake.script else None
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._answer(request, reply, arrived)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+            def _answer(self, request, reply, arrived):
+                prompt_chars = sum(len(m.get("content") or "") for m in request.get("messages", []))
+                if fake.context_tokens and prompt_chars // 4 + (request.get("max_tokens") or 0) > fake.context_tokens:
+                    # llama-server's words and type for it.
+                    reply = Reply(status=400, body={"error": {
+                        "code": 400, "type": "exceed_context_size_error",
+                        "message": f"the request exceeds the available context size ({prompt_chars // 4} prompt "
+                                   f"tokens + {request.get('max_tokens') or 0} > {fake.context_tokens}), try "
+                                   "increasing it"}})
                 if reply is None:
                     reply = fake.default(request) if fake.default else error(500, "no scripted answer")
                 if reply.status == 200:
-                    prompt_chars = sum(len(m.get("content") or "") for m in request.get("messages", []))
                     body = reply.body or {
                         "id": f"chatcmpl-{len(fake.requests)}",
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": request.get("model", "fake"),
-                        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                        "choices": [{"index": 0, "finish_reason": reply.finish_reason, "logprobs": None,
                                      "message": {"role": "assistant", "content": reply.content, "refusal": None}}],
                         "usage": {"prompt_tokens": reply.prompt_tokens or prompt_chars // 4,
                                   "completion_tokens": reply.completion_tokens,

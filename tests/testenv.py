@@ -12,3 +12,5 @@ os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SESSIONCTX_MODEL"):
     os.environ.pop(name, None)
 os.environ.pop("CELERY_BROKER_URL", None)
+# The embedded default runs tasks in threads; tests run them in the request, after its commit, unless they say.
+os.environ.setdefault("SESSIONCTX_INPROCESS_WORKERS", "0")

@@ -128,5 +128,6 @@ class ContextUpdateRequestApi(ApiView):
                                "while one is queued join it.")
     def post(self, request, session_id: str):
         run = extraction_request(session=selectors.session_get(session_id), trigger="api")
+        run.refresh_from_db(fields=["status"])  # sent on commit, perhaps done by now: say where it stands
         return Response(RunRefSerializer({"run_id": run.id, "status": run.status}).data,
                         status=status.HTTP_202_ACCEPTED)

@@ -41,6 +41,9 @@ class MessagesApi(ApiListView):
     def post(self, request, session_id: str):
         data = validated(MessagesPostInputSerializer, request.data)
         posted = services.messages_post(session_id=session_id, **data)
+        if posted.update is not None:
+            # Committed and sent by now, perhaps even done (no broker, no threads): say where it stands now.
+            posted.update.refresh_from_db(fields=["status"])
         update = posted.update and {"run_id": posted.update.id, "status": posted.update.status}
         out = {"session_id": posted.session.session_id, "created": posted.created, "stored": posted.appended.stored,
                "duplicates": len(posted.appended.duplicates), "update": update}

@@ -28,28 +28,27 @@ def model_name() -> str:
 
 
 def client() -> openai.OpenAI:
-    """The shared client for the current settings: explicit timeout, small max_retries."""
-    key = (
-        settings.OPENAI_API_KEY,
-        settings.OPENAI_BASE_URL or None,
-        float(settings.OPENAI_TIMEOUT),
-        int(settings.OPENAI_MAX_RETRIES),
-    )
+    """The shared client for the current settings: explicit timeout, and no retries of its own.
+
+    The client's retries are invisible (one call, several HTTP requests); the extractor retries in one place
+    instead, where each attempt is counted in the run record and bounded by the task's time limit.
+    """
+    key = (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL or None, float(settings.OPENAI_TIMEOUT))
     with _lock:
         found = _clients.get(key)
         if found is None:
-            api_key, base_url, timeout, max_retries = key
+            api_key, base_url, timeout = key
             # Local servers (vLLM, Ollama, llama.cpp) take any key; the client insists on one.
             found = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout,
-                                  max_retries=max_retries)
+                                  max_retries=0)
             _clients.clear()
             _clients[key] = found
         return found
 
 
 def worst_call_seconds() -> float:
-    """How long one `chat_json` call can take at most: timeout for each client-side try."""
-    return float(settings.OPENAI_TIMEOUT) * (int(settings.OPENAI_MAX_RETRIES) + 1)
+    """How long one `chat_json` call (one HTTP request) can take at most."""
+    return float(settings.OPENAI_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,10 @@ class Completion:
     latency_ms: int
 
 
-def chat_json(*, messages: list[dict[str, str]], schema_name: str, schema: dict[str, Any],
+def chat_json(*, messages: list[dict[str, str]], schema_name: str, schema: dict[str, Any], max_tokens: int,
               model: str | None = None) -> Completion:
-    """One chat completion constrained to a strict JSON schema. Raises the client's errors as they are."""
+    """One chat completion (one HTTP request) constrained to a strict JSON schema, at most `max_tokens` long.
+    Raises the client's errors as they are."""
     started = time.monotonic()
     response = client().chat.completions.create(
         model=model or model_name(),
@@ -72,6 +72,8 @@ def chat_json(*, messages: list[dict[str, str]], schema_name: str, schema: dict[
         response_format={"type": "json_schema",
                          "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
         temperature=0,
+        # Without it a small local model that never closes its JSON writes until its context is full.
+        max_tokens=max_tokens,
     )
     latency_ms = int((time.monotonic() - started) * 1000)
     choice = response.choices[0] if response.choices else None

@@ -159,10 +159,11 @@ def test_model_that_chats_instead_of_extracting_fails_and_no_text_becomes_the_su
     assert "answered in prose" in run.error and "after one repair try" in run.error
     assert session.summary == "Earlier facts." and session.version == 1 and session.cursor_seq == 0
     assert not Revision.objects.filter(session=session, source="extraction").exists()
-    # The repair request showed the model its answer and asked for JSON only.
+    # The repair request: the same prompt, then what was wrong (its answer quoted, not repeated whole) and the schema.
     repair = fake_model.requests[1]["messages"]
-    assert repair[-2] == {"role": "assistant", "content": chat}
-    assert "only the JSON object" in repair[-1]["content"]
+    assert repair[:-1] == fake_model.requests[0]["messages"]
+    assert "answered in prose" in repair[-1]["content"] and "only the JSON object" in repair[-1]["content"]
+    assert '"required": ["summary"]' in repair[-1]["content"]
 
 
 def test_one_repair_try_rescues_a_chatty_answer(fake_model, extract):

@@ -83,7 +83,31 @@ def user_prompt(previous: dict[str, Any], mode: str, messages: list[PromptMessag
             + MESSAGES_FOOTER)
 
 
+def max_output_tokens(mode: str, previous: dict[str, Any]) -> int:
+    """The `max_tokens` of an extraction call: room for the largest answer the snapshot bounds allow, so a valid
+    answer is never cut off while a model that never closes its JSON is stopped (SESSIONCTX_MAX_OUTPUT_TOKENS
+    lowers it for a server with a small context)."""
+    chars = settings.SESSIONCTX_SUMMARY_CHARS
+    if mode == "planning":
+        steps_bound = settings.SESSIONCTX_MAX_PLAN_STEPS * settings.SESSIONCTX_MAX_STEP_CHARS
+        # A plan may be rewritten, not grown without end: twice the current one, or a few thousand characters.
+        plan = min(steps_bound, max(PLAN_ROOM_CHARS, 2 * len(json.dumps(previous.get("plan") or []))))
+        chars += settings.SESSIONCTX_MAX_GOAL_CHARS + 2 * plan  # plan and progress
+    # About three characters a token for mixed text and JSON quoting, plus the keys and punctuation.
+    derived = chars // 3 + 100
+    cap = settings.SESSIONCTX_MAX_OUTPUT_TOKENS
+    return min(derived, cap) if cap > 0 else derived
+
+
+PLAN_ROOM_CHARS = 2000
+
+
 def repair_prompt(problems: list[str], mode: str) -> str:
+    """What was wrong and the schema, not the unusable answer itself: repeating a cut-off answer back can
+    overflow a small model's context."""
     fields = ", ".join(fields_for(mode))
-    return ("Your answer cannot be used: " + "; ".join(problems) + ". Reply again with only the JSON object "
-            f"with the keys {fields}, following the rules and size limits. Do not address the user.")
+    shorter = (" Keep it shorter: the last answer was cut off at the output limit."
+               if any("cut off" in problem for problem in problems) else "")
+    return ("Your previous answer cannot be used: " + "; ".join(problems) + "." + shorter
+            + f" Reply again with only the JSON object with the keys {fields}, following the rules and size "
+            "limits, matching this JSON schema:\n" + json.dumps(schema(mode)) + "\nDo not address the user.")

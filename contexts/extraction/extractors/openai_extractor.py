@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,6 +22,18 @@ logger = logging.getLogger(__name__)
 
 # Status codes worth another try: the request was fine, the server was not (or was busy).
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# A call that timed out this many times is given up (the rest of SESSIONCTX_MODEL_RETRIES is for refusals).
+TIMEOUTS_PER_CALL = 2
+# How OpenAI, vLLM, llama.cpp's llama-server, Ollama and LM Studio word "the prompt does not fit the context".
+CONTEXT_OVERFLOW = re.compile(r"context[ _-]?(length|size|window)|exceed_context|maximum context|too many tokens",
+                              re.IGNORECASE)
+
+
+def is_context_overflow(exc: openai.APIStatusError) -> bool:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    words = " ".join(str(part) for part in (exc.message, getattr(exc, "code", None), getattr(exc, "type", None),
+                                             body.get("type"), body.get("code")) if part)
+    return bool(CONTEXT_OVERFLOW.search(words))
 
 
 def _quote(text: str | None, limit: int = 160) -> str:
@@ -110,18 +123,19 @@ class OpenAIExtractor(Extractor):
             {"role": "system", "content": instructions.instructions(mode)},
             {"role": "user", "content": instructions.user_prompt(previous, mode, messages)},
         ]
-        completion = self._call(prompt, mode, usage, deadline)
+        max_tokens = instructions.max_output_tokens(mode, previous)
+        completion = self._call(prompt, mode, usage, deadline, max_tokens)
         snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
                                           finish_reason=completion.finish_reason,
                                           summary_limit=settings.SESSIONCTX_SUMMARY_CHARS)
         if snapshot is not None:
             return ExtractionResult(snapshot=snapshot, usage=usage)
-        # One repair try: show the model its answer and what is wrong with it.
+        # One repair try: the same prompt, with what was wrong and the schema (not the unusable answer, which
+        # can be as long as the output limit: repeated back, it overflowed a small model's context).
         logger.info("model answer unusable (%s); asking once for a repair", "; ".join(problems))
         first = problems
-        repair = [*prompt, {"role": "assistant", "content": completion.content or ""},
-                  {"role": "user", "content": instructions.repair_prompt(problems, mode)}]
-        completion = self._call(repair, mode, usage, deadline)
+        repair = [*prompt, {"role": "user", "content": instructions.repair_prompt(problems, mode)}]
+        completion = self._call(repair, mode, usage, deadline, max_tokens)
         # A repaired summary still a little over the asked-for size is kept if any writer could store it:
         # failing the run would send the same messages again next time and leave the snapshot behind.
         snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
@@ -135,10 +149,13 @@ class OpenAIExtractor(Extractor):
             )
         return ExtractionResult(snapshot=snapshot, usage=usage)
 
-    def _call(self, prompt: list[dict[str, str]], mode: str, usage: Usage, deadline: Deadline | None) -> llm.Completion:
-        """One completion, retrying transient failures with exponential backoff and jitter."""
+    def _call(self, prompt: list[dict[str, str]], mode: str, usage: Usage, deadline: Deadline | None,
+              max_tokens: int) -> llm.Completion:
+        """One completion, retrying transient failures with exponential backoff and jitter; every HTTP request
+        is one of these tries (the client retries nothing itself) and counted in `usage.model_calls`."""
         retries = int(settings.SESSIONCTX_MODEL_RETRIES)
         last = ""
+        timeouts = 0
         for attempt in range(retries + 1):
             if deadline is not None and not deadline.allows(llm.worst_call_seconds()):
                 raise ExtractionError(f"Out of time for another model call ({last or 'no answer yet'})",
@@ -149,13 +166,27 @@ class OpenAIExtractor(Extractor):
             retry_after = None
             try:
                 completion = llm.chat_json(messages=prompt, schema_name=f"session_context_{mode}",
-                                           schema=instructions.schema(mode), model=self.model)
+                                           schema=instructions.schema(mode), model=self.model, max_tokens=max_tokens)
             except openai.APITimeoutError:
+                timeouts += 1
                 last = f"the model did not answer within {settings.OPENAI_TIMEOUT:g} s"
+                if timeouts >= TIMEOUTS_PER_CALL:
+                    # The same temperature-0 request again is most likely as slow again: a slow model, not a
+                    # busy one. The messages stay unseen for a later run.
+                    raise ExtractionError(
+                        f"The model did not answer within {settings.OPENAI_TIMEOUT:g} s, {timeouts} times: a slow "
+                        "(local) model needs a longer OPENAI_TIMEOUT", transient=True, usage=usage) from None
             except openai.APIConnectionError as exc:
                 last = f"cannot reach the model API: {exc}"
             except openai.APIStatusError as exc:
                 code = getattr(exc, "code", None)
+                if exc.status_code == 400 and is_context_overflow(exc):
+                    # A bigger or repeated prompt cannot help: say what to change.
+                    raise ExtractionError(
+                        f"The prompt and answer do not fit the model's context ({_quote(exc.message, 300)}); "
+                        f"this call asked for {max_tokens} output tokens. Give the server a bigger context, or "
+                        "lower SESSIONCTX_PROMPT_BUDGET_CHARS or SESSIONCTX_MAX_OUTPUT_TOKENS.", usage=usage,
+                    ) from exc
                 if exc.status_code not in TRANSIENT_STATUS or code == "insufficient_quota":
                     raise ExtractionError(
                         f"The model API refused the request ({exc.status_code}): {_quote(exc.message, 300)}",

@@ -1,0 +1,144 @@
+"""The model path against servers shaped like real OpenAI-compatible ones (llama.cpp's llama-server with a small
+model and a small context), through the real openai client and tests/fake_openai.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.extraction.conftest import post
+from tests.factories import make_session
+from tests.fake_openai import Reply, answer, echo_extraction, error, looping
+from tests.test_settings import ROOT, _import_settings
+
+pytestmark = pytest.mark.django_db
+
+
+def _turn(session):
+    post(session, ("user", "python, nginx and postgres are installed on the box now"),
+         ("assistant", "Great. Next: point the DNS at the box."))
+
+
+def _texts(request) -> str:
+    return "\n".join(m["content"] for m in request["messages"])
+
+
+def test_each_call_asks_for_a_bounded_answer_and_a_cut_off_one_is_not_sent_again_as_is(fake_model, extract):
+    fake_model.default = looping  # never closes its JSON: max_tokens is all that stops it
+    session = make_session(mode="summary")
+    _turn(session)
+
+    run = extract(session)
+
+    assert [r.get("max_tokens") for r in fake_model.requests] == [500, 500]  # 1,200-character summary bound
+    first, repair = fake_model.requests
+    assert repair["messages"] != first["messages"]
+    assert "cut off" in repair["messages"][-1]["content"]
+    assert (run.status, run.model_calls) == ("failed", 2)
+    assert "cut off at the output token limit" in run.error
+
+
+def test_the_repair_of_a_cut_off_answer_fits_a_small_context(settings):
+    # llama-server -c 2048: the first answer is cut off at its limit; repeating it back overflowed the context.
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(context_tokens=2048) as fake:
+        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "small", fake.url, 5.0
+        settings.SESSIONCTX_RETRY_BACKOFF = 0.01
+        fake.push(Reply(content='{"summary": "' + "the box the box " * 450, finish_reason="length",
+                        completion_tokens=1800))
+        fake.default = echo_extraction
+        session = make_session(mode="summary")
+        _turn(session)
+        from contexts.extraction.apply import extraction_run_now
+
+        run = extraction_run_now(session=session, trigger="test")
+        statuses = len(fake.requests)
+        repair_text = _texts(fake.requests[-1])
+
+    assert run.status == "succeeded", run.error
+    assert statuses == 2
+    assert "the box the box" not in repair_text  # the error and the schema went back, not the bad answer
+    assert '"additionalProperties": false' in repair_text
+
+
+def test_a_prompt_too_big_for_the_context_fails_with_what_to_change_and_is_not_repaired(settings):
+    from contexts.extraction.apply import extraction_run_now
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(context_tokens=200) as fake:
+        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "small", fake.url, 5.0
+        session = make_session(mode="summary")
+        _turn(session)
+        run = extraction_run_now(session=session, trigger="test")
+        sent = len(fake.requests)
+
+    assert (run.status, sent, run.model_calls) == ("failed", 1, 1)
+    assert "do not fit the model's context" in run.error and "SESSIONCTX_PROMPT_BUDGET_CHARS" in run.error
+    assert "exceeds the available context size" in run.error
+
+
+def test_every_http_request_is_counted_in_the_run_the_client_retries_nothing_itself(fake_model, settings, extract):
+    settings.OPENAI_MAX_RETRIES = 1  # the old default: the client retried each call once, out of sight
+    settings.SESSIONCTX_MODEL_RETRIES = 3
+    fake_model.push(error(503, "loading model"), error(503, "loading model"),
+                    answer({"summary": "Python, nginx and postgres are installed."}))
+    session = make_session(mode="summary")
+    _turn(session)
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    assert (run.model_calls, len(fake_model.requests)) == (3, 3)
+
+
+def test_a_model_that_times_out_is_not_sent_the_same_request_again_and_again(fake_model, settings, extract):
+    settings.OPENAI_TIMEOUT = 0.3
+    settings.SESSIONCTX_MODEL_RETRIES = 10
+    fake_model.default = lambda request: answer({"summary": "late"}, delay=1.0)
+    session = make_session(mode="summary")
+    _turn(session)
+
+    run = extract(session)
+
+    assert (run.status, run.model_calls, len(fake_model.requests)) == ("failed", 2, 2)
+    assert "OPENAI_TIMEOUT" in run.error
+
+
+def _limits(**env) -> dict:
+    code = ("import json, sessionctx.settings as s; print(json.dumps([s.CELERY_TASK_SOFT_TIME_LIMIT, "
+            "s.CELERY_TASK_TIME_LIMIT, s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**_clean_env(), **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _clean_env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "OPENAI_"))} | {"DEBUG": "true"}
+
+
+def test_a_slow_local_model_with_a_long_timeout_still_extracts(fake_model, settings, extract):
+    soft, hard, visibility = _limits(OPENAI_TIMEOUT="250")
+    assert soft < hard < visibility
+    settings.OPENAI_TIMEOUT, settings.CELERY_TASK_SOFT_TIME_LIMIT = 250.0, soft
+    session = make_session(mode="summary")
+    _turn(session)
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    assert session.summary == "m1 m2"
+
+
+def test_settings_refuse_task_limits_that_leave_no_room_for_a_model_call():
+    result = _import_settings(DEBUG="true", OPENAI_TIMEOUT="150", CELERY_TASK_SOFT_TIME_LIMIT="240")
+    assert result.returncode != 0
+    assert "CELERY_TASK_SOFT_TIME_LIMIT (240 s) leaves no room for two model calls" in result.stderr
+    result = _import_settings(DEBUG="true", OPENAI_MAX_RETRIES="2")
+    assert result.returncode != 0 and "SESSIONCTX_MODEL_RETRIES" in result.stderr
