@@ -32,9 +32,12 @@ def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
     return HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
 
 
-def recent_messages(session: SessionContext, *, limit: int = 200) -> list[Message]:
-    """The last `limit` messages in order."""
-    return list(Message.objects.filter(session=session).select_related("author").order_by("-seq")[:limit])[::-1]
+def recent_messages(session: SessionContext, *, limit: int = 200, before_seq: int | None = None) -> list[Message]:
+    """The last `limit` messages (before message `before_seq`, if given) in order."""
+    messages = Message.objects.filter(session=session).select_related("author")
+    if before_seq is not None:
+        messages = messages.filter(seq__lt=before_seq)
+    return list(messages.order_by("-seq")[:limit])[::-1]
 
 
 def handoff_latest_event_id(session: SessionContext) -> int:

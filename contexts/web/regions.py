@@ -28,6 +28,8 @@ LIVE = "live"  # the element that polls for changes (see live_token); it carries
 REGIONS = frozenset({BODY, "session-head", "session-actions", "snapshot-panel", "handoff-note", "transcript",
                      "reply-box", "handoff-timeline", "runs", "history", "reset-panel", LIVE})
 
+TRANSCRIPT_PAGE = 200  # messages the transcript shows at once; "Load earlier messages" fetches the page before
+
 # What each action leaves out of date; the first is the region its form targets. Every version bump dates the
 # head (version, status), the history (the new revision) and the reset form (the version it expects).
 EDITED = ("snapshot-panel", "session-head", "history", "reset-panel")
@@ -53,7 +55,7 @@ _LIVE_PARTS = (
 # The rows each region shows besides the session itself, loaded only for the regions being rendered.
 _LOADERS: dict[str, tuple[str, Callable[[SessionContext], Any]]] = {
     "snapshot-panel": ("progress", selectors.plan_progress),
-    "transcript": ("transcript", lambda s: selectors.recent_messages(s, limit=200)),
+    "transcript": ("transcript", lambda s: selectors.recent_messages(s, limit=TRANSCRIPT_PAGE)),
     "handoff-timeline": ("events", lambda s: list(selectors.handoff_events_for(s)[:200])),
     "runs": ("runs", lambda s: list(selectors.runs_for(s)[:20])),
     "history": ("history", lambda s: selectors.revision_history(s, limit=50)),
@@ -112,6 +114,17 @@ def render_regions(request: HttpRequest, session: SessionContext, regions: Seque
     html = [render_to_string(f"{DETAIL}#{regions[0]}", context, request)]
     html += [render_to_string(f"{DETAIL}#{name}", {**context, "oob": True}, request) for name in regions[1:]]
     return "".join(html)
+
+
+def earlier_messages(request: HttpRequest, session: SessionContext, before_seq: int) -> HttpResponse:
+    """The page of messages before `before_seq`, as the list items that replace the "Load earlier" link (htmx),
+    or the whole page with them in its transcript."""
+    transcript = selectors.recent_messages(session, limit=TRANSCRIPT_PAGE, before_seq=before_seq)
+    if request.htmx:
+        return HttpResponse(render_to_string(f"{DETAIL}#transcript-items",
+                                             {"session": session, "transcript": transcript}, request))
+    context = detail_context(request, session, transcript=transcript)
+    return HttpResponse(render_to_string(DETAIL, context, request))
 
 
 def with_flash(request: HttpRequest, html: str, status: int = 200, **context: Any) -> HttpResponse:

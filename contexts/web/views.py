@@ -169,7 +169,10 @@ def _detail_page(request: HttpRequest, session: SessionContext, status: int = 20
 @staff_view()
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     session = _session(session_id)
-    if request.htmx:
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        response = regions.earlier_messages(request, session, int(before))
+    elif request.htmx:
         # A link that refreshes one region names it as its hx-target; anything else gets the whole body.
         target = request.htmx.target if request.htmx.target in regions.REGIONS else regions.BODY
         response = HttpResponse(regions.render_regions(request, session, [target]))

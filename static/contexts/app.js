@@ -89,6 +89,35 @@
     }
   });
 
+  // The transcript opens at the newest message. When the live check or a reply re-renders it, it stays at the
+  // newest if it was there, and otherwise where the person had scrolled to (reading older messages).
+  var transcriptState = null;
+
+  function transcriptList() {
+    return document.querySelector("[data-transcript]");
+  }
+
+  function rememberTranscript() {
+    var list = transcriptList();
+    transcriptState = list ? {list: list, top: list.scrollTop,
+      atEnd: list.scrollTop + list.clientHeight >= list.scrollHeight - 40} : null;
+  }
+
+  function restoreTranscript() {
+    var list = transcriptList();
+    if (!list) return;
+    if (!transcriptState) {
+      list.scrollTop = list.scrollHeight;
+    } else if (transcriptState.list !== list) {
+      list.scrollTop = transcriptState.atEnd ? list.scrollHeight : transcriptState.top;
+    }
+    transcriptState = null;
+  }
+
+  document.addEventListener("htmx:beforeSwap", rememberTranscript);
+  document.addEventListener("htmx:afterSettle", restoreTranscript);
+  restoreTranscript();
+
   // The waiting count: the menu badge (refreshed by htmx) is the one source; the tab title and the optional
   // desktop notification follow it.
   var NOTIFY_KEY = "sessionctx.notify";

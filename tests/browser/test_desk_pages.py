@@ -87,3 +87,32 @@ def test_the_list_page_logs_no_errors_in_the_console(live_server, browser_page):
     page.get_by_label("Search").fill("carol")
     expect(page).to_have_url(re.compile(r"q=carol"))
     assert page.console_errors == []
+
+
+def test_the_transcript_opens_at_the_newest_message_and_reaches_the_first(live_server, browser_page):
+    from contexts import services
+
+    ensure_roles()
+    make_user("reader", role="support")
+    session = make_session("long-talk", user_id="carol")
+    for start in range(0, 230, 50):
+        services.messages_append(session=session, messages=[
+            {"role": "user", "content": f"message number {i + 1}"} for i in range(start, min(start + 50, 230))])
+    page = browser_page(viewport={"width": 1280, "height": 800})
+    login(page, live_server.url, "reader")
+    page.goto(live_server.url + "/sessions/long-talk/")
+    # The page to the transcript's top, leaving the list's own scrolling as the page set it.
+    page.locator("#transcript").evaluate("t => t.scrollIntoView({block: 'start'})")
+    newest = page.locator("#transcript [data-seq='230']")
+    expect(newest).to_be_in_viewport()
+    at_end = "l => l.scrollTop + l.clientHeight >= l.scrollHeight - 2"
+    assert page.locator("[data-transcript]").evaluate(at_end)
+
+    page.get_by_role("link", name="Load earlier messages").click()
+    first = page.locator("#transcript [data-seq='1']")
+    expect(first).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"/sessions/long-talk/$"))  # loaded in place
+    assert page.locator("#transcript [data-seq]").count() == 230
+    first.scroll_into_view_if_needed()
+    expect(first).to_contain_text("message number 1")
+    expect(page.get_by_role("link", name="Load earlier messages")).to_have_count(0)
