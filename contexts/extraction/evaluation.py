@@ -32,6 +32,8 @@ GOAL_F1 = 0.5
 # A predicted step matches a labelled one when their token F1 reaches this.
 STEP_F1 = 0.6
 SPLITS = ("dev", "held-out", "all")
+# The overall figures a run can be required to reach (eval_extraction --min).
+THRESHOLDS = ("goal", "plan_f1", "progress_f1", "fact_recall")
 
 # Words that carry no content in a goal or a step, in the languages of the labelled set (normalised).
 _STOP = frozenset(re.findall(r"\S+", """

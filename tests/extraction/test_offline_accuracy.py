@@ -1,109 +1,111 @@
-"""The offline extractor on labelled conversations (tests/data/conversations): report and bound its accuracy."""
+"""eval_extraction on the labelled conversations (tests/data/conversations): the held-out figures of the offline
+extractor, the harness's model path against the fake OpenAI server, and the labelled set itself."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from django.conf import settings
+from django.core.management import CommandError, call_command
 
-from contexts.models import ExtractionRun
-from tests.extraction.conftest import post
-from tests.factories import make_session
+from contexts.extraction import evaluation
+from contexts.models import ExtractionRun, SessionContext
+from tests.fake_openai import answer, error
 
 pytestmark = pytest.mark.django_db
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conversations"
-CONVERSATIONS = [json.loads(p.read_text()) for p in sorted(DATA.glob("*.json"))]
-_STOP = {"a", "an", "the", "to", "of", "for", "and", "or", "in", "on", "at", "with", "my", "our", "your", "i",
-         "we", "it", "is", "be", "by", "from", "this", "that", "want", "need", "like", "d", "m", "can", "you",
-         "help", "me", "please", "would", "how", "do"}
+# Measured on held-out (33 conversations) with the offline extractor: goal 0.91, plan F1 1.00, progress F1 0.77,
+# key facts 1.00 (docs/extraction.md). The floors sit just under; the issue's targets for progress (0.85) are
+# not reached yet.
+HELD_OUT_FLOORS = {"goal": 0.9, "plan_f1": 0.98, "progress_f1": 0.75, "fact_recall": 0.95}
 
 
-def _words(text: str) -> set[str]:
-    return {w.rstrip("s") for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP}
+def _floors(floors):
+    return [arg for name, value in floors.items() for arg in ("--min", f"{name}={value}")]
 
 
-def similar(a: str, b: str) -> float:
-    """Token F1 between two phrasings."""
-    wa, wb = _words(a), _words(b)
-    if not wa or not wb:
-        return 0.0
-    common = len(wa & wb)
-    if not common:
-        return 0.0
-    precision, recall = common / len(wa), common / len(wb)
-    return 2 * precision * recall / (precision + recall)
+def test_offline_extractor_on_the_held_out_set_reaches_the_measured_figures(tmp_path, capsys):
+    report = tmp_path / "held-out.md"
+    call_command("eval_extraction", "--split", "held-out", "--report", str(report), *_floors(HELD_OUT_FLOORS))
+    text = report.read_text()
+    assert "| **all** | 33 |" in text and "offline" in text
+    assert capsys.readouterr().out == text
+    # Replayed on a throwaway state: nothing is left behind.
+    assert not SessionContext.objects.exists() and not ExtractionRun.objects.exists()
 
 
-def same_steps(predicted: list[str], expected: list[str]) -> bool:
-    return len(predicted) == len(expected) and all(similar(p, e) >= 0.6 for p, e in zip(predicted, expected,
-                                                                                         strict=True))
+def test_a_figure_under_its_minimum_fails_the_command_and_names_it():
+    with pytest.raises(CommandError, match=r"progress_f1 0\.\d+ < 0\.99"):
+        call_command("eval_extraction", "--split", "held-out", "--min", "progress_f1=0.99")
+    with pytest.raises(CommandError, match="METRIC is one of"):
+        call_command("eval_extraction", "--min", "speed=1")
 
 
-def same_set(predicted: list[str], expected: list[str]) -> bool:
-    if len(predicted) != len(expected):
-        return False
-    return all(any(similar(p, e) >= 0.6 for p in predicted) for e in expected)
+def _one_conversation(tmp_path, name="lisbon_trip"):
+    data = tmp_path / "data"
+    data.mkdir()
+    label = json.loads((DATA / f"{name}.json").read_text())
+    (data / f"{name}.json").write_text(json.dumps(label))
+    return data, label
 
 
-def _turns(messages):
-    """Batches as an agent posts them: each ends with the assistant's reply (a trailing user message alone)."""
-    batch = []
-    for m in messages:
-        batch.append((m["role"], m["content"]))
-        if m["role"] == "assistant":
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def test_with_model_the_harness_asks_the_configured_endpoint_and_scores_its_answers(fake_model, tmp_path):
+    data, label = _one_conversation(tmp_path)
+    expected = label["expected"]
+    perfect = {"summary": "Lisbon trip for two, a day in Porto instead of Sintra.", "goal": expected["goal"],
+               "plan": expected["plan"], "progress": expected["progress"]}
+    fake_model.default = lambda request: answer(perfect, prompt_tokens=300, completion_tokens=40)
+    report = tmp_path / "model.md"
+    call_command("eval_extraction", "--data", str(data), "--model", "fake-model", "--report", str(report))
+    text = report.read_text()
+    turns = len(list(evaluation.turns(label["messages"])))
+    assert len(fake_model.requests) == turns == 4
+    assert all(r["model"] == "fake-model" for r in fake_model.requests)
+    # One conversation, 4 updates, nothing failed, every figure right, the tokens the server reported.
+    assert f"| **all** | 1 | 1.00 | 1.00 | 1.00 | 1.00 | {turns} | 0 | 300 | 40 |" in text, text
+    assert "openai (fake-model)" in text
 
 
-def test_the_labelled_set_is_big_and_varied_enough():
-    modes = {c["mode"] for c in CONVERSATIONS}
-    domains = {c["domain"] for c in CONVERSATIONS}
-    assert len(CONVERSATIONS) >= 15 and modes == {"summary", "planning"} and len(domains) >= 8
-    # Plans that change midway: a second full list from the assistant.
-    changing = [c for c in CONVERSATIONS if sum("\n1. " in m["content"] for m in c["messages"]
-                                                 if m["role"] == "assistant") >= 2]
-    assert len(changing) >= 4
+def test_failed_model_runs_are_counted_and_score_as_what_was_kept(fake_model, tmp_path):
+    data, _ = _one_conversation(tmp_path)
+    fake_model.default = lambda request: error(500, "model crashed")
+    report = tmp_path / "model.md"
+    call_command("eval_extraction", "--data", str(data), "--model", "fake-model", "--report", str(report))
+    # Every update failed (4 runs), nothing was extracted, so every figure is 0.
+    assert "| **all** | 1 | 0.00 | 0.00 | 0.00 | 0.00 | 4 | 4 |" in report.read_text()
+    assert not SessionContext.objects.exists()
 
 
-def test_offline_extractor_accuracy_on_goal_plan_progress_and_summary(extract, capsys):
-    scores = {"goal": [], "plan": [], "progress": [], "summary": []}
-    rows = []
-    for conversation in CONVERSATIONS:
-        session = make_session(f"acc-{conversation['id']}", mode=conversation["mode"])
-        for batch in _turns(conversation["messages"]):
-            post(session, *batch)
-            run = extract(session)
-            assert run.status == ExtractionRun.Status.SUCCEEDED and run.extractor == "offline", run.error
-        expected = conversation["expected"]
-        assert len(session.summary) <= settings.SESSIONCTX_SUMMARY_CHARS
-        mentions = expected.get("summary_mentions", [])
-        found = sum(m.lower() in session.summary.lower() for m in mentions) / len(mentions)
-        scores["summary"].append(found)
-        row = [conversation["id"], f"summary {found:.0%}"]
-        if conversation["mode"] == "planning":
-            goal = similar(session.goal, expected["goal"]) >= 0.5
-            plan = same_steps(session.plan, expected["plan"])
-            progress = same_set(session.progress, expected["progress"])
-            scores["goal"].append(goal)
-            scores["plan"].append(plan)
-            scores["progress"].append(progress)
-            row += [f"goal {'ok' if goal else 'MISS'}", f"plan {'ok' if plan else 'MISS'}",
-                    f"progress {'ok' if progress else 'MISS'} ({len(session.progress)}/{len(expected['progress'])})"]
-        rows.append("  ".join(row))
-    accuracy = {name: sum(values) / len(values) for name, values in scores.items()}
-    with capsys.disabled():
-        print("\nOffline extractor on", len(CONVERSATIONS), "labelled conversations:")
-        print("\n".join("  " + r for r in rows))
-        print("  accuracy: " + ", ".join(f"{k} {v:.0%}" for k, v in accuracy.items()))
-    # Bounds a little under what was measured (goal 92%, plan 100%, progress 85%, summary 84%). The rules
-    # were written while looking at this set, so these are optimistic for unseen conversations.
-    assert accuracy["goal"] >= 0.8
-    assert accuracy["plan"] >= 0.9
-    assert accuracy["progress"] >= 0.75
-    assert accuracy["summary"] >= 0.7
+def test_the_labelled_set_is_big_varied_and_split_by_its_fixed_rule():
+    conversations = evaluation.load(DATA)
+    assert len(conversations) >= 80
+    assert {c["mode"] for c in conversations} == {"summary", "planning"}
+    assert len({c["domain"] for c in conversations}) >= 6
+    assert sum(c["language"] != "en" for c in conversations) >= 10
+    assert sum(len(c["messages"]) >= 60 for c in conversations) >= 2
+    splits = {c["id"]: c["split"] for c in conversations}
+    assert list(splits.values()).count("held-out") >= 30 and list(splits.values()).count("dev") >= 30
+    # The rule in the data's README: the 17 original files are dev; the others by SHA-256 of the file's stem.
+    assert splits["lisbon_trip"] == "dev" and splits["garden_beds"] == "dev"
+    for c in conversations:
+        assert set(c["expected"]) >= ({"goal", "plan", "progress", "summary_mentions"} if c["mode"] == "planning"
+                                      else {"summary_mentions"}), c["id"]
+        assert set(c["expected"].get("progress", [])) <= set(c["expected"].get("plan", [])), c["id"]
+
+
+@pytest.mark.parametrize(("predicted", "expected", "f1"), [
+    (["Book flights", "Book a hotel"], ["Book flights", "Book a hotel"], 1.0),
+    (["Book flights"], ["Book flights", "Book a hotel"], 2 / 3),
+    ([], [], 1.0),
+    (["Book flights"], [], 0.0),
+])
+def test_steps_f1_matches_steps_one_to_one(predicted, expected, f1):
+    assert evaluation.steps_f1(predicted, expected) == pytest.approx(f1)
+
+
+def test_key_facts_match_whole_words_with_accents_and_alternatives():
+    summary = "User: Die Wohnung in Köln ist gekündigt; 1.200 Euro."
+    assert evaluation.fact_recall(summary, ["koln", "1.200|1200", "Berlin"]) == pytest.approx(2 / 3)
+    assert evaluation.fact_recall("Kölner", ["Köln"]) == 0.0

@@ -1,47 +1,85 @@
 """The offline extractor: deterministic rules, no network. The default when no model is configured.
 
-- goal: the user's request (the first message that asks for something; a later "actually, …
-  instead" replaces it);
+Rules for English, Spanish, German and French; tuned on the dev half of tests/data/conversations only.
+
+- goal: the first user message that says what they want (greetings, "can you help me?" and other
+  content-free sentences left out); later questions and meta-remarks ("let's change the approach") never
+  replace it. A change ("actually …", "instead of …", "en fait", "eigentlich", "en realidad") that talks
+  about the goal more than about a plan step replaces it with the new content, the earlier goal kept after it;
 - plan: the latest numbered (or, in a reply that talks about steps/plans, bulleted) list of at least
   two items in an assistant reply;
-- progress: steps the user reports done ("done with step 1", "finished the migration") or the
-  assistant confirms ("step 2 is complete"), matched to plan steps by number or by words;
-- summary: the request plus the first sentence of recent turns, bounded, oldest turns dropped first.
+- progress: steps the user reports done in any words ("that part's sorted", "✅ step 3", a past tense, "ya
+  está", "ist erledigt", "c'est fait") or the assistant confirms, matched to plan steps by number or by
+  words; a step reported undone ("rolled back", "had to pull them off again") leaves progress;
+- summary: who said what, extractive: the informative sentences of every turn (names, numbers, dates,
+  decisions score highest); past the bound the least informative go first, the opening request stays.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from django.conf import settings
 
 from .base import Deadline, ExtractionResult, Extractor, PromptMessage, Usage
 
-_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|thanks|thank you)\b[^,.!?\n]{0,20}[,.!]\s*",
-                       re.IGNORECASE)
+_GREETING = re.compile(
+    r"^\s*(hi|hello|hey|hiya|good (morning|afternoon|evening)|thanks|thank you|hola|buenas( tardes| noches)?|"
+    r"buenos d[ií]as|hallo|guten (tag|morgen|abend)|servus|bonjour|bonsoir|salut|coucou)\b[^,.!?\n]{0,20}[,.!]?\s*",
+    re.IGNORECASE)
 _REQUEST = re.compile(
     r"\b(i\s*(want|need|would like|'d like|am trying|'m trying|have to|must|wanna|plan)|help me|can you|could you|"
-    r"would you|please|how (do|can|should) i|i'm looking|looking to|let's|we need|my goal|goal is|trying to|"
-    r"i'?m planning|i am planning|where do i start)\b",
+    r"would you|please|how (do|can|should) i|i'm looking|looking to|we need|my goal|goal is|trying to|"
+    r"i'?m planning|i am planning|we'?re (moving|migrating|planning|getting|thinking)|i'?m (moving|thinking|"
+    r"organising|organizing|retiling)|quiero|necesito|me gustar[ií]a|ich (will|m[oö]chte|muss|brauche)|wir (wollen|"
+    r"m[uü]ssen|brauchen)|je (veux|voudrais|dois|cherche)|nous (voulons|devons|cherchons|d[eé]m[eé]nageons))\b",
     re.IGNORECASE,
 )
 _CONSTRAINT = re.compile(r"\b(budget|deadline|due|must|has to|have to|needs to|within|by (monday|tuesday|"
-                         r"wednesday|thursday|friday|saturday|sunday|the end))\b", re.IGNORECASE)
-_GOAL_CHANGE = re.compile(r"\b(actually|instead|change of plans?|scratch that|new goal|forget (that|the)|"
-                          r"changed my mind|rather than)\b", re.IGNORECASE)
+                         r"wednesday|thursday|friday|saturday|sunday|the end)|presupuesto|plazo|frist|budget)\b",
+                         re.IGNORECASE)
+_GOAL_CHANGE = re.compile(
+    r"\b(actually|instead|change of plans?|scratch that|new goal|forget (that|the)|changed my mind|rather than|"
+    r"i'?d rather|we'?d rather|en realidad|mejor|en (lugar|vez) de|cambio de planes|eigentlich|lieber|statt|"
+    r"stattdessen|en fait|finalement|plut[oô]t|au lieu de)\b",
+    re.IGNORECASE)
+# Words that only talk about the conversation itself ("let's change the approach", "can you help me plan?").
+_META = frozenset(re.findall(r"\S+", """actually instead change changed plan plans planning approach rethink idea
+help start think let lets wait hmm ok okay well question organise organize organised organized get going go sure maybe
+process where what how why which rather scratch forget mind new goal something anything things thing way
+ayuda ayudas ayudar organizar plan empezar hilfe helfen planen plan anfangen aide aider organiser plan commencer
+"""))
 _LIST_ITEM = re.compile(r"^\s*(?:(?:step\s*)?(\d{1,2})[.):]|[-*•])\s+(.+?)\s*$", re.IGNORECASE)
-_PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'?ll|let'?s|approach|roadmap|first|then|next)\b", re.IGNORECASE)
-_DONE = re.compile(r"\b(done|finished|completed?|did|wrapped up|ticked off|sorted|worked|works now|is working|"
-                   r"are working|set up|installed|fixed|merged|deployed|sent|booked|submitted|passed|checked off)\b",
-                   re.IGNORECASE)
-# A user reporting an action in the past tense ("I exported everything", "beds are built").
+_PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'?ll|let'?s|approach|roadmap|first|then|next|checklist|"
+                       r"pasos|plan|vorschlag|schritte|so würde|étapes|voici|plan)\b", re.IGNORECASE)
+_DONE = re.compile(
+    r"(✅|✔|☑|\b(done|finished|completed?|did|wrapped up|ticked off|sorted|worked|works now|is working|are working|"
+    r"set up|installed|fixed|merged|deployed|sent|booked|submitted|passed|checked off|covered|handled|settled|"
+    r"in place|live|ready|signed off|up and running|went out|is out|are out|is up|is in|are in|went through|"
+    r"came through|checks out|on there|running|works|"
+    r"hecho|listo|lista|listos|listas|terminad[oa]s?|ya|he |hemos |est[aá] (hech|list|firmad)|"
+    r"erledigt|fertig|geschafft|ist raus|steht|stehen|habe|haben|ist drin|sind drin|"
+    r"fait|termin[eé]e?s?|c'est bon|r[eé]gl[eé]|j'ai|on a|nous avons|est pr[eê]te?)\b)",
+    re.IGNORECASE)
+# A user reporting an action in the past tense ("I exported everything", "beds are built", "firmé", "gebucht").
 _PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|got|went|ran|sent|set|put|did|paid|"
-                   r"found|chose|picked|began|begun|drew|drawn)\b", re.IGNORECASE)
-_NOT_DONE = re.compile(r"\b(not|n't|yet to|still need|haven't|hasn't|once|after you|when you|if you|before|"
-                       r"will|going to|next|should|let me know|can't|cannot|failed|fails|error)\b", re.IGNORECASE)
-_STEP_REF = re.compile(r"\bsteps?\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?((?:\s*(?:,|and|&)\s*\d{1,2})*)",
-                       re.IGNORECASE)
+                   r"found|chose|chosen|picked|began|begun|drew|drawn|grabbed|signed|came|given|frozen|spoken|driven|"
+                   r"[a-záéíóú]{3,}(?:ado|ada|ados|adas|ido|ida|idos|idas)|[a-z]{3,}(?:é|í|ó)|"
+                   r"ge[a-zäöüß]{3,}(?:t|en)|[a-zàâçéèêëîïôûù]{3,}(?:é|ée|és|ées)|"
+                   r"(?:est|sont|ai|as|a|avons|avez|ont) [a-zàâçéèêëîïôûù]{2,}(?:i|is|it|its|ite|ites|u|us|ue|ues))\b",
+                   re.IGNORECASE)
+_NOT_DONE = re.compile(
+    r"\b(not|n't|yet to|still need|still chasing|haven't|hasn't|once|after you|when you|if you|before|will|going to|"
+    r"next|should|let me know|can't|cannot|failed|fails|error|skip|skipped|skipping|forgot|forget|trouble|"
+    r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste)\b",
+    re.IGNORECASE)
+_UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverted|undid|undone|isn't done after all|"
+                     r"not done after all|(pull|pulled|take|took|tear|tore|rip|ripped) [\w ]{0,20}(off|out|down) "
+                     r"again|had to redo|back to (square one|0%|zero))", re.IGNORECASE)
+_STEP_REF = re.compile(r"\b(?:steps?|pasos?|schritte?|[ée]tapes?)\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?"
+                       r"((?:\s*(?:,|and|&|y|und|et)\s*\d{1,2})*)", re.IGNORECASE)
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
              "ninth": 9, "tenth": 10}
 _ORDINAL_REF = re.compile(r"\b(" + "|".join(_ORDINALS) + r")\s+(?:step|one|item|task)\b", re.IGNORECASE)
@@ -49,23 +87,54 @@ _ALL_DONE = re.compile(r"\b(all|every)\s+(the\s+)?steps?\b.*\b(done|finished|com
 _STOP = frozenset(re.split(r"\s+", """a an the to of for and or in on at by with from into my our your this that it
 is are be was were i
 we you me us do did done finish finished finishing complete completed step steps now just also so then have has
-had been all up out as its it's i've we've i'm please ok okay great thanks"""))
+had been all up out as its it's i've we've i'm please ok okay great thanks there here too yes got get
+el la los las un una unos unas de del al y o en con por para mi mis tu su sus que es ya lo le se he ha
+der die das den dem des ein eine einen einem einer und oder im mit von zu zum zur fur auf ich wir ist sind habe
+haben schon jetzt auch
+le les une des du et ou dans avec pour sur je nous mon ma mes est sont ai a on c'est bon fait""".strip()))
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_MARKDOWN = re.compile(r"[*_`#>]+")
+_MARKDOWN = re.compile(r"\*\*|__|[*`#>]+|(?<!\w)_|_(?!\w)")
+_NUMBERISH = re.compile(r"\d")
+_DECISION = re.compile(
+    r"\b(decided|decision|going with|went with|chose|choose|agreed|approved|refunded|refund|opened|booked|signed|"
+    r"confirmed|scheduled|will|won't|instead|fixed|found|because|cause|root cause|workaround|credit|deadline|"
+    r"budget|decidimos|vamos a|elegimos|he emitido|reservado|entschieden|gebucht|bestätigt|nehmen|décidé|choisi|"
+    r"réservé|on part|remboursé|prévu)\b", re.IGNORECASE)
+_FILLER = re.compile(r"^(good|great|nice|perfect|excellent|sure|ok|okay|thanks|thank you|cool|sounds good|got it|"
+                     r"fine|noted|bien|perfecto|gracias|gut|prima|super|danke|parfait|merci|d'accord|très bien|"
+                     r"brilliant|lovely|fun|wonderful|makes sense|good call|smart|will do|fingers crossed|"
+                     r"happy to help|of course|congratulations|enhorabuena|claro|gern|gerne|avec plaisir|bien s[uû]r)"
+                     r"\b[^.!?]{0,25}[.!?]?$", re.IGNORECASE)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in text if not unicodedata.combining(c))
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 1}
+    folded = _fold(text).replace("’", "'").replace("'s ", " ").replace("'", " ")
+    return {w for w in re.findall(r"[a-z0-9ß]+", folded) if w not in _STOP and len(w) > 1}
 
 
 def _stem(word: str) -> str:
+    """A rough stem shared by a word's inflections in the four languages: its first five letters (after
+    a plural or tense ending is cut), e.g. compare/comparison, install/installed, kündigen/Kündigung."""
     for suffix in ("ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
             break
     if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiousl":
         word = word[:-1]  # submitted -> submit
-    return word[:-1] if len(word) > 3 and word.endswith("e") else word  # cache / caching -> cach
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]  # issue / issued -> issu
+    return word[:5]
+
+
+def _overlap(a: set[str], b: set[str]) -> int:
+    """Stems of `a` that `b` holds, or holds a longer or shorter form of (fotos / fotografiar, mics / micro)."""
+    return sum(1 for x in a if x in b or any(len(x) >= 4 and len(y) >= 4 and (x.startswith(y) or y.startswith(x))
+                                             for y in b))
 
 
 def _stems(text: str) -> set[str]:
@@ -76,25 +145,53 @@ def _clean(text: str) -> str:
     return " ".join(_MARKDOWN.sub("", text.replace("\u2019", "'")).split())
 
 
-def _first_sentence(text: str, limit: int = 200) -> str:
-    text = _clean(text)
-    sentence = _SENTENCE.split(text, maxsplit=1)[0] if text else ""
-    return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "…"
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(_clean(text)) if s.strip()]
+
+
+def _content(sentence: str) -> set[str]:
+    """The words of a sentence that say something beyond the conversation itself."""
+    return {w for w in _words(sentence) if w not in _META and not w.isdigit() or len(w) > 2 and w.isdigit()}
 
 
 def _goal_from(text: str) -> str | None:
-    """The request in a user message, as one or two sentences."""
-    text = _GREETING.sub("", _clean(text))
-    sentences = [s for s in _SENTENCE.split(text) if s.strip()]
-    for i, sentence in enumerate(sentences):
-        if _REQUEST.search(sentence):
-            goal = sentence
-            # "I need X. The deadline is Y." keeps the constraint that follows.
-            following = sentences[i + 1] if i + 1 < len(sentences) else ""
-            if len(goal) < 100 and _CONSTRAINT.search(following) and not following.rstrip().endswith("?"):
-                goal += " " + following
-            return goal.strip()[: settings.SESSIONCTX_MAX_GOAL_CHARS]
-    return None
+    """What a user message asks for: its first sentences that carry content (questions only as a last resort)."""
+    sentences = _sentences(_GREETING.sub("", _clean(text)))
+    kept = [s for s in sentences if len(_content(s)) >= 2 and not s.endswith("?")]
+    if not kept:
+        kept = [s for s in sentences if len(_content(s)) >= 3]
+    if not kept:
+        return None
+    # A request sentence with the sentence before it (the context) or after it (a constraint).
+    first = next((i for i, s in enumerate(kept) if _REQUEST.search(s)), 0)
+    goal = kept[first]
+    if first > 0 and len(goal) < 120:
+        goal = kept[first - 1] + " " + goal
+    elif first + 1 < len(kept) and len(goal) < 120 and (len(kept[first + 1]) < 90
+                                                        or _CONSTRAINT.search(kept[first + 1])):
+        goal += " " + kept[first + 1]
+    return goal.strip()[: settings.SESSIONCTX_MAX_GOAL_CHARS]
+
+
+def _changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
+    """The new goal when a user message changes it, else None (a question, a meta-remark, a plan detail)."""
+    if not _GOAL_CHANGE.search(text):
+        return None
+    statements = [s for s in _sentences(_GREETING.sub("", _clean(text))) if not s.endswith("?")]
+    change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3]
+    if not change:
+        return None
+    said = _stems(" ".join(change))
+    about_goal = len(said & _stems(goal))
+    about_plan = max((len(said & _stems(step)) for step in plan), default=0)
+    if about_goal == 0 or about_plan >= about_goal:
+        return None  # it changes a step ("Porto instead of the Sintra day trip"), not what the user wants
+    new = " ".join(change)
+    new = re.sub(r"^\W*(hmm+|wait|ok(ay)?|so|well|oh)\W+", "", new, flags=re.IGNORECASE)
+    new = re.sub(r"^\W*(actually|change of plans?|scratch that|en realidad|eigentlich|en fait|finalement)\W+", "", new,
+                 flags=re.IGNORECASE)
+    earlier = goal.split(" (earlier: ", 1)[0]
+    return f"{new[:1].upper()}{new[1:]} (earlier: {earlier})"[: settings.SESSIONCTX_MAX_GOAL_CHARS]
 
 
 def _plan_from(text: str) -> list[str] | None:
@@ -133,62 +230,154 @@ def _clauses(text: str) -> list[str]:
     for sentence in re.findall(r"[^.!?\n]+[.!?]*", text):
         if sentence.strip().endswith("?"):
             continue
-        parts = re.split(r";|\bbut\b|,\s+(?=(?:so|and|then|now|which)\b)", sentence)
+        parts = re.split(r";|\bbut\b|\bthough\b|\bpero\b|\baber\b|\bmais\b|"
+                         r",\s+(?=(?:so|and|then|now|which|y|und|et)\b)|\s+(?=✅)", sentence)
         clauses.extend(p.strip(" .!") for p in parts if p.strip(" .!"))
     return clauses
 
 
-def _match_step(phrase: str, plan: list[str]) -> str | None:
+def _match_step(phrase: str, plan: list[str], done: list[str] = ()) -> str | None:
+    """The plan step a phrase talks about; on a tie, one not done yet."""
     words = _stems(phrase)
     if not words:
         return None
-    best, best_score = None, 0.0
+    best, best_score = None, (0.0, False)
     for step in plan:
         step_words = _stems(step)
         if not step_words:
             continue
-        overlap = len(words & step_words)
-        score = overlap / min(len(step_words), 4)
+        overlap = _overlap(words, step_words)
+        score = (overlap / min(len(step_words), 4), step not in done)
         if overlap and score > best_score:
             best, best_score = step, score
-    return best if best_score >= 0.25 else None
+    return best if best_score[0] >= 0.25 else None
 
 
-def _progress_from(text: str, role: str, plan: list[str]) -> list[str]:
-    """Plan steps that this message reports as done."""
+def _referenced(clause: str, plan: list[str]) -> list[str] | None:
+    """Steps a clause names by number ("step 2", "steps 1-3", "the third step"), or None if it names none."""
+    numbers: list[int] = []
+    for m in _STEP_REF.finditer(clause):
+        start = int(m.group(1))
+        end = int(m.group(2)) if m.group(2) else start
+        numbers.extend(range(start, end + 1))
+        numbers.extend(int(n) for n in re.findall(r"\d{1,2}", m.group(3) or ""))
+    numbers.extend(_ORDINALS[m.group(1).lower()] for m in _ORDINAL_REF.finditer(clause))
+    return [plan[n - 1] for n in numbers if 1 <= n <= len(plan)] if numbers else None
+
+
+def _reports_done(clause: str, role: str) -> bool:
+    done = (_DONE.search(clause) or (role == "user" and _PAST.search(clause))
+            or re.search(r"\b(is|are)\s+(now\s+|all\s+)?[a-z]{3,}ed\b", clause, re.IGNORECASE))
+    return bool(done) and not _NOT_DONE.search(clause)
+
+
+def _progress_from(text: str, role: str, plan: list[str], progress: list[str]) -> tuple[list[str], list[str]]:
+    """Plan steps that this message reports as done, and those it reports undone."""
     found: list[str] = []
+    undone: list[str] = []
     if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
-        return list(plan)
+        return list(plan), []
     for clause in _clauses(_clean(text)):
-        done = _DONE.search(clause) or (role == "user" and _PAST.search(clause))
-        if not done or _NOT_DONE.search(clause):
+        if role == "user" and _UNDONE.search(clause):
+            steps = _referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s]
+            undone.extend(steps)
             continue
-        if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as)\b", clause,
-                                                 re.IGNORECASE):
+        if not _reports_done(clause, role):
+            continue
+        if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",
+                                                 clause, re.IGNORECASE):
             continue  # the assistant confirms ("step 2 is done"), it does not narrate instructions
-        numbers: list[int] = []
-        for m in _STEP_REF.finditer(clause):
-            start = int(m.group(1))
-            end = int(m.group(2)) if m.group(2) else start
-            numbers.extend(range(start, end + 1))
-            numbers.extend(int(n) for n in re.findall(r"\d{1,2}", m.group(3) or ""))
-        numbers.extend(_ORDINALS[m.group(1).lower()] for m in _ORDINAL_REF.finditer(clause))
-        if numbers:
-            found.extend(plan[n - 1] for n in numbers if 1 <= n <= len(plan))
+        steps = _referenced(clause, plan)
+        if steps is not None:
+            found.extend(steps)
             continue
-        step = _match_step(clause, plan)
-        if step is not None:
-            found.append(step)
-    return found
+        # "New cert issued and it's live on the load balancer": each part may report a step of its own.
+        parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if _reports_done(p, role))]
+        for part in parts:
+            step = _match_step(part, plan, progress + found)
+            if step is not None and step not in found:
+                found.append(step)
+    return found, undone
 
 
-def _bound_summary(sentences: list[str], limit: int) -> str:
-    """Join sentences; past the limit drop the oldest after the first (the request stays)."""
-    sentences = [s for s in sentences if s]
-    while len(sentences) > 2 and len(" ".join(sentences)) > limit:
-        del sentences[1]
-    text = " ".join(sentences)
+def _carried(progress: list[str], plan: list[str]) -> list[str]:
+    """Done steps that a revised plan still holds (reworded a little, or as they were)."""
+    carried = []
+    for done in progress:
+        words = _stems(done)
+        best = max(plan, key=lambda step: len(words & _stems(step)) / max(len(words | _stems(step)), 1))
+        if best not in carried and len(words & _stems(best)) / max(len(words | _stems(best)), 1) >= 0.6:
+            carried.append(best)
+    return carried
+
+
+def _weight(sentence: str) -> float:
+    """How much a summary sentence tells: names, numbers, identifiers and decisions count most."""
+    body = sentence
+    tokens = body.split()
+    score = 2.0 * sum(1 for t in tokens if _NUMBERISH.search(t))
+    score += sum(1.0 for t in tokens[1:] if t[:1].isupper())
+    score += 1.5 * len(_DECISION.findall(body))
+    return score + 0.1 * len(_words(body))
+
+
+def _bound_summary(units: list[tuple[str, str]], limit: int) -> str:
+    """Render; past the limit drop the least informative sentence after the first (the request stays)."""
+    units = list(units)
+    while len(units) > 2 and len(_render(units)) > limit:
+        weakest = min(range(1, len(units)), key=lambda i: (_weight(units[i][1]), i))
+        del units[weakest]
+    text = _render(units)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _render(units: list[tuple[str, str]]) -> str:
+    """Sentences grouped by who said them: "User: … Assistant: …"."""
+    out: list[str] = []
+    last = None
+    for label, sentence in units:
+        if label == "Plan":
+            out.append(sentence)
+            last = None
+            continue
+        out.append(f"{label}: {sentence}" if label != last else sentence)
+        last = label
+    return " ".join(out)
+
+
+def _parse_summary(summary: str) -> list[tuple[str, str]]:
+    """A summary this extractor wrote, back into (who, sentence) units."""
+    units: list[tuple[str, str]] = []
+    label = "User"
+    for sentence in re.split(r"(?<=[.!?…])\s+", summary.strip()):
+        if not sentence:
+            continue
+        match = re.match(r"^(User|Assistant): ", sentence)
+        if match:
+            label, sentence = match.group(1), sentence[match.end():]
+        elif sentence.startswith("Assistant proposed a plan: "):
+            units.append(("Plan", sentence))
+            label = "Assistant"
+            continue
+        units.append((label, sentence))
+    return units
+
+
+def _summary_units(text: str, role: str, proposed: list[str] | None) -> list[tuple[str, str]]:
+    """A message's informative sentences (greetings, fillers, content-free questions left out)."""
+    label = "User" if role == "user" else "Assistant"
+    units = []
+    if proposed:
+        # A reply that lays out steps: say what it proposed, and keep what it said around the list.
+        units.append(("Plan", "Assistant proposed a plan: " + "; ".join(proposed)[:300].rstrip(";") + "."))
+        text = "\n".join(line for line in text.splitlines() if not _LIST_ITEM.match(line))
+    for sentence in _sentences(_GREETING.sub("", _clean(text))):
+        if (_FILLER.match(sentence) or not _words(sentence) or sentence.endswith(":")
+                or sentence.endswith("?") and _weight(sentence) < 2):
+            continue
+        sentence = sentence if len(sentence) <= 240 else sentence[:239].rstrip() + "…"
+        units.append((label, sentence + ("" if sentence[-1] in ".!?…" else ".")))
+    return units
 
 
 class OfflineExtractor(Extractor):
@@ -200,30 +389,27 @@ class OfflineExtractor(Extractor):
         goal = previous.get("goal", "") or ""
         plan = list(previous.get("plan", []) or [])
         progress = list(previous.get("progress", []) or [])
-        summary_parts = _SENTENCE.split(previous.get("summary", "") or "") if previous.get("summary") else []
+        summary = _parse_summary(previous.get("summary", "") or "")
         for message in messages:
             text = message.content
             if message.role == "user":
-                new_goal = _goal_from(text)
-                if new_goal and (not goal or _GOAL_CHANGE.search(text)):
-                    goal = new_goal
+                # The first message that says what the user wants sets the goal; later ones only change it.
+                goal = (_changed_goal(text, goal, plan) or goal) if goal else (_goal_from(text) or "")
             proposed: list[str] | None = None
             if message.role == "assistant":
                 new_plan = _plan_from(text)
                 if new_plan and new_plan != plan:
+                    progress = _carried(progress, new_plan)
                     plan = proposed = new_plan
             if message.role in ("user", "assistant") and plan:
-                for step in _progress_from(text, message.role, plan):
-                    if step not in progress:
-                        progress.append(step)
+                done, undone = _progress_from(text, message.role, plan, progress)
+                progress = [step for step in progress if step not in undone]
+                progress += [step for step in dict.fromkeys(done) if step not in progress and step not in undone]
             if message.role in ("user", "assistant"):
-                # A reply that lays out steps opens with a header ("Plan: 1."): say what it proposed instead.
-                sentence = (_first_sentence("Proposed a plan: " + "; ".join(proposed), 160) if proposed
-                            else _first_sentence(_GREETING.sub("", text) or text, 160))
-                if sentence:
-                    label = "User" if message.role == "user" else "Assistant"
-                    summary_parts.append(f"{label}: {sentence.rstrip('.')}.")
-        snapshot: dict[str, Any] = {"summary": _bound_summary(summary_parts, settings.SESSIONCTX_SUMMARY_CHARS)}
+                if proposed:  # a revised plan replaces the one proposed before
+                    summary = [u for u in summary if u[0] != "Plan"]
+                summary += _summary_units(text, message.role, proposed)
+        snapshot: dict[str, Any] = {"summary": _bound_summary(summary, settings.SESSIONCTX_SUMMARY_CHARS)}
         if mode == "planning":
             snapshot.update(goal=goal, plan=plan, progress=progress)
         return ExtractionResult(snapshot=snapshot, usage=Usage(prompt_chars=sum(len(m.content) for m in messages)))

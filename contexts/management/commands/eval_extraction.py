@@ -25,8 +25,20 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Use this model at the configured OpenAI-compatible endpoint "
                                             "(OPENAI_BASE_URL, OPENAI_API_KEY); without it, the offline extractor.")
         parser.add_argument("--report", type=Path, help="Also write the figures as Markdown to this file.")
+        parser.add_argument("--min", action="append", default=[], metavar="METRIC=VALUE",
+                            help="Fail (exit 1) when an overall figure is below VALUE; METRIC is one of "
+                                 f"{', '.join(evaluation.THRESHOLDS)}. Repeatable.")
 
     def handle(self, *args, **o):
+        minimums = {}
+        for item in o["min"]:
+            name, _, value = item.partition("=")
+            try:
+                minimums[name] = float(value)
+            except ValueError:
+                raise CommandError(f"--min {item}: expected METRIC=NUMBER.") from None
+            if name not in evaluation.THRESHOLDS:
+                raise CommandError(f"--min {item}: METRIC is one of {', '.join(evaluation.THRESHOLDS)}.")
         if not o["data"].is_dir():
             raise CommandError(f"--data {o['data']} is not a directory.")
         conversations = evaluation.load(o["data"], o["split"])
@@ -40,3 +52,8 @@ class Command(BaseCommand):
         self.stdout.write(text)
         if o["report"]:
             o["report"].write_text(text, encoding="utf-8")
+        overall = report.overall()
+        below = [f"{name} {overall[name]:.3f} < {floor}" for name, floor in minimums.items()
+                 if overall[name] is not None and overall[name] < floor]
+        if below:
+            raise CommandError("Below the minimum: " + "; ".join(below) + ".")
