@@ -314,7 +314,8 @@ class RunOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ExtractionRun
         fields = ["id", "session_id", "status", "trigger", "extractor", "model", "prompt_tokens",
-                  "completion_tokens", "prompt_chars", "latency_ms", "attempts", "chunks", "error", "first_seq",
+                  "completion_tokens", "prompt_chars", "latency_ms", "model_calls", "attempts", "chunks", "error",
+                  "first_seq",
                   "last_seq", "from_version", "to_version", "superseded_by", "request_id", "created_at",
                   "started_at", "finished_at"]
 

@@ -56,8 +56,8 @@ def test_runs_list_and_detail(reader):
     assert detail.status_code == 200
     data = detail.json()
     assert set(data) == {"id", "session_id", "status", "trigger", "extractor", "model", "prompt_tokens",
-                         "completion_tokens", "prompt_chars", "latency_ms", "attempts", "chunks", "error",
-                         "first_seq", "last_seq", "from_version", "to_version", "superseded_by", "request_id",
+                         "completion_tokens", "prompt_chars", "latency_ms", "model_calls", "attempts", "chunks",
+                         "error", "first_seq", "last_seq", "from_version", "to_version", "superseded_by", "request_id",
                          "created_at", "started_at", "finished_at"}
     assert (data["session_id"], data["status"], data["trigger"]) == ("run-1", "queued", "api")
     assert data["superseded_by"] is None

@@ -95,6 +95,23 @@ def test_every_http_request_is_counted_in_the_run_the_client_retries_nothing_its
     assert (run.model_calls, len(fake_model.requests)) == (3, 3)
 
 
+def test_the_runs_api_shows_each_runs_calls_tokens_and_latency(fake_model, settings, extract, client, read_key):
+    settings.SESSIONCTX_MODEL_RETRIES = 3
+    fake_model.push(error(503, "loading model"), answer({"summary": "Installed."}, prompt_tokens=300,
+                                                        completion_tokens=12, delay=0.2))
+    session = make_session("runs-figures", mode="summary")
+    _turn(session)
+    extract(session)
+
+    response = client.get("/api/v1/sessions/runs-figures/runs", HTTP_AUTHORIZATION=f"Bearer {read_key[1]}")
+
+    assert response.status_code == 200, response.content
+    (shown,) = response.json()["results"]
+    assert (shown["status"], shown["model_calls"], shown["prompt_tokens"], shown["completion_tokens"]) == (
+        "succeeded", 2, 300, 12)
+    assert shown["latency_ms"] >= 200
+
+
 def test_a_model_that_times_out_is_not_sent_the_same_request_again_and_again(fake_model, settings, extract):
     settings.OPENAI_TIMEOUT = 0.3
     settings.SESSIONCTX_MODEL_RETRIES = 10
