@@ -140,6 +140,6 @@ def action_result(request: HttpRequest, session: SessionContext, regions: Sequen
                       conflict=extra.get("conflict", False))
 
 
-def flash_only(request: HttpRequest, status: int) -> HttpResponse:
+def flash_only(request: HttpRequest, status: int, **context: Any) -> HttpResponse:
     """A refusal that changed nothing: the message alone, and the form stays as the person left it."""
-    return reswap(with_flash(request, "", status), "none")
+    return reswap(with_flash(request, "", status, **context), "none")

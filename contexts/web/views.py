@@ -15,6 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.views import csrf
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -388,3 +389,17 @@ def session_reset(request: HttpRequest, session_id: str) -> HttpResponse:
         return _refused(request, session_id, exc, regions.RESTORED)
     messages.success(request, f"Context reset (version {session.version}); the history keeps every earlier version.")
     return _done(request, session, regions.RESTORED)
+
+
+# --- refused CSRF token ---------------------------------------------------------------------------
+
+STALE_PAGE = ("This page is out of date (you may have signed in again in another tab), so that was not done: "
+              "reload the page to continue. What you typed is still here; copy it first.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """settings.CSRF_FAILURE_VIEW: an htmx action says so in the page's message region and swaps nothing else, so
+    the form keeps what was typed; a plain post gets Django's page."""
+    if request.htmx:
+        return regions.flash_only(request, 403, error=STALE_PAGE)
+    return csrf.csrf_failure(request, reason=reason)

@@ -116,3 +116,24 @@ def test_the_transcript_opens_at_the_newest_message_and_reaches_the_first(live_s
     first.scroll_into_view_if_needed()
     expect(first).to_contain_text("message number 1")
     expect(page.get_by_role("link", name="Load earlier messages")).to_have_count(0)
+
+
+def test_signing_in_again_in_another_tab_then_acting_asks_to_reload_and_keeps_the_text(live_server, browser_page):
+    ensure_roles()
+    make_user("twotabs", role="support")
+    make_session("csrf-tab", user_id="carol")
+    page = browser_page(viewport={"width": 1280, "height": 800})
+    login(page, live_server.url, "twotabs")
+    page.goto(live_server.url + "/sessions/csrf-tab/")
+    page.locator("[data-field=note]").fill("A note typed before the other tab signed in again")
+
+    other = page.context.new_page()
+    other.goto(live_server.url + "/")
+    other.get_by_role("button", name="Log out").click()
+    login(other, live_server.url, "twotabs")  # a new CSRF secret for the browser
+
+    page.get_by_role("button", name="Add note").click()
+    expect(page.locator("#flash")).to_contain_text("reload the page")
+    expect(page.locator("[data-field=note]")).to_have_value("A note typed before the other tab signed in again")
+    expect(page.locator("body")).not_to_contain_text("CSRF verification failed")
+    expect(page).to_have_url(re.compile(r"/sessions/csrf-tab/$"))
