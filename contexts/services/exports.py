@@ -77,8 +77,8 @@ def _people(names: set[str]) -> dict[str, Any]:
 
 def _create(document: dict[str, Any]) -> SessionContext:
     data = document["session"]
-    people = _people({data.get("assignee")} | {m.get("author") for m in document["messages"]}
-                     | {r.get("actor_user") for r in document["revisions"]} - {None})
+    people = _people(({data.get("assignee")} | {m.get("author") for m in document["messages"]}
+                      | {r.get("actor_user") for r in document["revisions"]}) - {None})
     fields = {k: data[k] for k in SESSION_FIELDS if k not in ("created_at", "updated_at")}
     fields["handoff_requested_at"] = _when(fields["handoff_requested_at"])
     session = SessionContext(**fields, assignee=people.get(data.get("assignee")))

@@ -86,11 +86,14 @@ def sessions_purge(*, older_than: timedelta, actor: Actor, sessions: QuerySet[Se
                    batch_size: int | None = None, dry_run: bool = False, now=None,
                    progress: Progress | None = None) -> tuple[dict[str, int], DataDeletion | None]:
     """Delete sessions untouched for `older_than` with everything they hold; answers the counts and the audit row
-    (None for a dry run, which only counts)."""
+    (None for a dry run, which only counts, and when there was nothing to delete)."""
     cutoff = retention_cutoff(older_than, now=now)
     selected = sessions_untouched_since(cutoff, sessions=sessions)
     if dry_run:
         return deletion_preview(selected), None
+    if not selected.exists():
+        # The hourly purge usually finds nothing: no audit row for that, or they would bury the real ones.
+        return zero_counts(), None
     record = DataDeletion.objects.create(
         kind=DataDeletion.Kind.RETENTION, actor=actor.label[:255], counts=zero_counts(),
         criteria={"untouched_since": cutoff.isoformat(), "older_than_seconds": int(older_than.total_seconds())})

@@ -180,3 +180,10 @@ def test_erase_user_command_prints_the_counts(capsys):
     out = capsys.readouterr().out
     assert "Deleted 1 sessions, 3 messages" in out
     assert not HandoffEvent.objects.exists() and not Revision.objects.exists()
+
+
+def test_a_purge_that_finds_nothing_writes_no_audit_row():
+    make_session("fresh")
+    counts, record = sessions_purge(older_than=timedelta(days=90), actor=Actor.system("test"))
+    assert record is None and set(counts.values()) == {0}
+    assert not DataDeletion.objects.exists()

@@ -51,4 +51,5 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"Would delete {summary} (dry run: nothing deleted).")
         else:
-            self.stdout.write(f"Deleted {summary} (recorded as data deletion #{record.pk}).")
+            recorded = f"recorded as data deletion #{record.pk}" if record else "nothing to record"
+            self.stdout.write(f"Deleted {summary} ({recorded}).")
