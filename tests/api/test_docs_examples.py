@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contexts.models import Revision, SessionContext
-from tests.api.conftest import ROOT, code_blocks, run_example
+from tests.api.conftest import PRINTED_URL, ROOT, code_blocks, run_example
 
 DOC = ROOT / "docs" / "api.md"
 
@@ -39,13 +39,46 @@ def test_the_python_client_example_runs(live_server, agent_env):
     assert not SessionContext.objects.exists()
 
 
+def test_the_relay_loop_delivers_a_persons_reply_and_stops_when_handed_back(live_server, agent_env):
+    """The agent loop in docs/api.md, run as printed, while a person takes the conversation, answers and hands back."""
+    import subprocess
+    import sys
+    import time
+
+    from contexts import services
+    from contexts.services import Actor
+    from tests.factories import make_user
+    from tests.roles import ensure_roles
+
+    ensure_roles()  # a transactional test before this one flushed the role groups
+    (loop,) = code_blocks(DOC, "python", section="Relaying a person's replies: an agent loop")
+    env = {**agent_env, "SESSION": "relay-1"}
+    agent = subprocess.Popen([sys.executable, "-c", loop.replace(PRINTED_URL, env["SESSIONCTX_URL"])], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not SessionContext.objects.filter(session_id="relay-1", status="handoff_requested").exists():
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+            time.sleep(0.1)
+        alice = Actor.for_user(make_user("alice", role="support"))
+        session = services.handoff_claim(session=SessionContext.objects.get(session_id="relay-1"), actor=alice)
+        services.handoff_reply(session=session, content="Your refund is on its way.", actor=alice)
+        services.handoff_release(session=session, note="refunded in full", actor=alice)
+        out, err = agent.communicate(timeout=60)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, err[-3000:]
+    assert out.splitlines() == ["to the customer: Your refund is on its way.", "back to the agent: refunded in full"]
+
+
 def test_every_endpoint_appears_in_the_guide():
     from tests.api.test_auth import REQUIRED_SCOPE
 
     text = DOC.read_text()
     for name, method in REQUIRED_SCOPE:
         suffix = {
-            "api-health": "/health", "api-sessions": "/sessions?", "api-session": "/sessions/$SESSION ",
+            "api-health": "/health", "api-health-live": "/health/live", "api-health-ready": "/health/ready",
+            "api-sessions": "/sessions?", "api-session": "/sessions/$SESSION ",
             "api-context": "/context ", "api-context-prompt": "/context/prompt", "api-context-reset": "/context/reset",
             "api-context-update": "/context/update", "api-revisions": "/revisions?",
             "api-revision-revert": "/revert", "api-messages": "/messages", "api-handoff": "/handoff",

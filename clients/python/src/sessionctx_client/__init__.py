@@ -19,6 +19,7 @@ from .errors import (
     SessionCtxError,
     VersionConflictError,
 )
+from .webhooks import WebhookVerificationError, verify_webhook
 
 # The version of the API this client speaks (the schema's info.version), which is also the package's version.
 __version__ = "1.0.0"
@@ -34,5 +35,7 @@ __all__ = [
     "SessionCtxClient",
     "SessionCtxError",
     "VersionConflictError",
+    "WebhookVerificationError",
     "__version__",
+    "verify_webhook",
 ]
