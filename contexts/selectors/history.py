@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from ..models import Revision, SessionContext
+from ..snapshot import CONTENT_FIELDS
 
 
 def revisions_for(session: SessionContext) -> QuerySet[Revision]:
@@ -49,11 +50,52 @@ class FieldDiff:
     removed: list[str] = dc_field(default_factory=list)
     reordered: bool = False
 
+    @property
+    def label(self) -> str:
+        return FIELD_LABELS.get(self.name, self.name)
+
+    @property
+    def before_label(self) -> str:
+        return VALUE_LABELS.get(self.name, {}).get(self.before, self.before)
+
+    @property
+    def after_label(self) -> str:
+        return VALUE_LABELS.get(self.name, {}).get(self.after, self.after)
+
+
+# How the history names fields and status values: as the desk talks, not as the code does.
+FIELD_LABELS = {"status": "Status", "mode": "Mode", "summary": "Summary", "goal": "Goal", "plan": "Plan",
+                "progress": "Progress", "handoff_note": "Handoff note"}
+VALUE_LABELS = {
+    "status": {"active": "With the agent", "handoff_requested": "Waiting for a person", "human": "With a person",
+               "closed": "Closed"},
+    "mode": {"summary": "Summary", "planning": "Planning"},
+}
+
 
 @dataclass
 class RevisionWithDiff:
     revision: Revision
     diffs: list[FieldDiff]
+
+    @property
+    def restorable(self) -> bool:
+        """Restoring brings back content: a revision that changed only the status (a take, a hand-back) has none
+        of its own to bring back."""
+        changed = set(self.revision.changed_fields or ()) or {d.name for d in self.diffs}
+        return not changed or bool(changed & set(CONTENT_FIELDS))
+
+
+def newer_revision(session: SessionContext, *, than_version: int) -> Revision | None:
+    """The newest revision written after `than_version` (who moved the context on while someone edited it)."""
+    return (Revision.objects.filter(session=session, version__gt=than_version).select_related("actor_user")
+            .order_by("-version").first())
+
+
+def reset_revision(session: SessionContext) -> Revision | None:
+    """The current version's revision if it was a reset (the empty context then says who reset it)."""
+    return (Revision.objects.filter(session=session, version=session.version, source=Revision.Source.RESET)
+            .select_related("actor_user").first())
 
 
 _DIFF_FIELDS = ("status", "mode", "summary", "goal", "plan", "progress", "handoff_note")

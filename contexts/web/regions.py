@@ -81,6 +81,8 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     for region, (key, load) in _LOADERS.items():
         if BODY in regions or region in regions:
             context[key] = load(session)
+    if (BODY in regions or "snapshot-panel" in regions) and session.is_empty:
+        context["reset_revision"] = selectors.reset_revision(session)
     context.update(extra)
     if context.get("editing") and "edit_form" not in context:
         context["edit_form"] = ContextEditForm.for_session(session, context.get("progress"))

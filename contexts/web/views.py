@@ -342,8 +342,10 @@ def session_edit(request: HttpRequest, session_id: str) -> HttpResponse:
         session = _session(session_id)
         if status == 412:
             # Show the newer version to edit again; the rejected input is kept aside, not written.
+            newer = selectors.newer_revision(session, than_version=form.cleaned_data["version"])
             return _answer(request, session, regions.EDITED, status, editing=True, conflict=True,
-                           rejected=form.data)
+                           rejected=form.data, rejected_plan=_posted_rows(request), newer=newer,
+                           newer_is_mine=newer is not None and newer.actor_user_id == request.user.pk)
         return _answer(request, session, ["snapshot-panel"], status, editing=True, edit_form=form,
                        plan_rows=_posted_rows(request))
     messages.success(request, f"Saved as version {session.version}.")

@@ -39,9 +39,9 @@ def test_history_shows_a_field_by_field_diff_between_versions(support, planned):
     html = support.get("/sessions/d-1/").content.decode()
     assert 'id="v2"' in html and 'id="v1"' in html
     v2 = html[html.index('id="v2"'):html.index('id="v1"')]
-    assert "<dt>summary</dt>" in v2 and "<ins> for a double charge</ins>" in v2
-    assert "<dt>progress</dt>" in v2 and "<ins>+ Issue refund</ins>" in v2
-    assert "<dt>goal</dt>" not in v2  # unchanged fields are not listed
+    assert "<dt>Summary</dt>" in v2 and "<ins> for a double charge</ins>" in v2
+    assert "<dt>Progress</dt>" in v2 and "<ins>+ Issue refund</ins>" in v2
+    assert "<dt>Goal</dt>" not in v2  # unchanged fields are not listed
 
 
 def test_a_failed_extraction_run_shows_its_error_and_tokens(support, planned):
