@@ -298,6 +298,8 @@ class ExtractionRun(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
+        # The model's answer changed nothing although its messages carry information: they stay unseen (error: why).
+        NO_CHANGE = "no_change", "No change"
         # Its worker died before it finished, and another run of the session took its messages (superseded_by).
         SUPERSEDED = "superseded", "Superseded"
 

@@ -424,6 +424,9 @@ SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0)
 # The longest answer asked of the model (max_tokens). Unset (0), it is derived from the snapshot bounds above (about
 # 500 tokens in summary mode, 2,200 in planning mode with the defaults); lower it for a server with a small context.
 SESSIONCTX_MAX_OUTPUT_TOKENS = env_int("SESSIONCTX_MAX_OUTPUT_TOKENS", 0)
+# An answer that changes nothing although the messages carry information ends its run as `no_change`, the messages
+# left unseen for the next run; after this many such runs on the same messages the next unchanged answer stands.
+SESSIONCTX_UNCHANGED_RETRIES = env_int("SESSIONCTX_UNCHANGED_RETRIES", 2)
 # A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
 SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4)
 # A queued run not picked up this long after it was sent is sent again (by the next request for

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,11 @@ from .merge import merge
 
 logger = logging.getLogger(__name__)
 
+_WORD = re.compile(r"[^\W\d_]{4,}")
+_SMALL_TALK = frozenset({"thanks", "thank", "good", "luck", "great", "sure", "okay", "please", "with", "that",
+    "this", "have", "from", "your", "will", "what", "just", "then", "there", "here", "well", "nice", "cool",
+    "perfect", "awesome", "welcome", "sounds", "right", "also", "into", "them", "they", "were", "been", "would",
+    "could", "should", "about", "next", "know"})
 # After a conflict that cannot be merged, wait this long (doubling, up to the ceiling) before recomputing.
 RECOMPUTE_WAIT, RECOMPUTE_WAIT_MAX = 0.1, 2.0
 
@@ -187,12 +193,37 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
         attempt.end(ExtractionRun.Status.FAILED, from_version=base.version,
                     error=f"The extractor produced an invalid snapshot: {exc.details or exc.message}")
         return None
-    return _apply(attempt, base, changes, first_seq=consumed[0][0].seq, last_seq=consumed[-1][-1].seq,
-                  more=len(consumed) < len(chunks), model=extractor.model or extractor.name)
+    first_seq, last_seq = consumed[0][0].seq, consumed[-1][-1].seq
+    note = ""
+    if all(changes[name] == base.previous[name] for name in changes):
+        known = _words(" ".join(str(value) for value in base.previous.values()))
+        informative = [m for chunk in consumed for m in chunk if len(_words(m.content) - known) >= 3]
+        if informative:
+            earlier = ExtractionRun.objects.filter(session_id=attempt.run.session_id, first_seq=first_seq,
+                                                   status=ExtractionRun.Status.NO_CHANGE).count()
+            limit = settings.SESSIONCTX_UNCHANGED_RETRIES
+            what = (f"The answer changed nothing although messages {first_seq}-{last_seq} carry information "
+                    f"(e.g. {informative[0].content[:80]!r})")
+            if earlier < limit:
+                # Moving the cursor would drop those messages for good: the next run shows them again.
+                attempt.end(ExtractionRun.Status.NO_CHANGE, from_version=base.version, to_version=base.version,
+                            first_seq=first_seq, last_seq=last_seq,
+                            error=f"{what}; they stay unseen for the next run ({earlier + 1} of {limit}).")
+                return None
+            # A session must not be stuck on one model's view of them: after the bound, its answer stands.
+            note = f"{what}; accepted after {earlier} runs that changed nothing either."
+    return _apply(attempt, base, changes, first_seq=first_seq, last_seq=last_seq,
+                  more=len(consumed) < len(chunks), model=extractor.model or extractor.name, note=note)
+
+
+def _words(text: str) -> set[str]:
+    """The words of substance in a text: a message with three the snapshot lacks carries information; small talk
+    ("ok thanks!", "good luck with the conversion") does not."""
+    return {word for word in _WORD.findall(text.lower()) if word not in _SMALL_TALK}
 
 
 def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: int, last_seq: int, more: bool,
-           model: str) -> Outcome:
+           model: str, note: str = "") -> Outcome:
     """Write the extracted snapshot, its revision, the cursor and the run record together, or nothing."""
     run, claim_ = attempt.run, attempt.claim
     with transaction.atomic():
@@ -216,7 +247,7 @@ def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: 
                        extra={"cursor_seq": last_seq})
         # Only the attempt that still owns the run finishes it; a stale one (a newer attempt took the run over
         # and its result counts) undoes its write by rolling back.
-        owned = finish(run, ExtractionRun.Status.SUCCEEDED, attempt=run.attempts, error="",
+        owned = finish(run, ExtractionRun.Status.SUCCEEDED, attempt=run.attempts, error=note,
                        from_version=base.version, to_version=session.version, first_seq=first_seq,
                        last_seq=last_seq, **attempt.costs())
         claim_.release()  # under the row lock, before the commit: a session-level lock ignores a rollback

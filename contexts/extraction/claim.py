@@ -38,7 +38,7 @@ from .leases import extraction_lease, lock_key, use_liveness_locks
 logger = logging.getLogger(__name__)
 
 FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED,
-            ExtractionRun.Status.SUPERSEDED)
+            ExtractionRun.Status.SUPERSEDED, ExtractionRun.Status.NO_CHANGE)
 
 
 class Decision(enum.StrEnum):

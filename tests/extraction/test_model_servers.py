@@ -11,7 +11,7 @@ import pytest
 
 from tests.extraction.conftest import post
 from tests.factories import make_session
-from tests.fake_openai import Reply, answer, echo_extraction, error, looping
+from tests.fake_openai import Reply, answer, echo_extraction, error, looping, parse_prompt
 from tests.test_settings import ROOT, _import_settings
 
 pytestmark = pytest.mark.django_db
@@ -159,3 +159,33 @@ def test_settings_refuse_task_limits_that_leave_no_room_for_a_model_call():
     assert "CELERY_TASK_SOFT_TIME_LIMIT (240 s) leaves no room for two model calls" in result.stderr
     result = _import_settings(DEBUG="true", OPENAI_MAX_RETRIES="2")
     assert result.returncode != 0 and "SESSIONCTX_MODEL_RETRIES" in result.stderr
+
+
+def test_an_answer_that_ignores_informative_messages_is_recorded_and_they_are_shown_again(fake_model, settings,
+                                                                                         extract):
+    settings.SESSIONCTX_UNCHANGED_RETRIES = 2
+    previous = {"summary": "Setting up a server.", "goal": "Deploy the app", "plan": ["Install packages",
+                "Point DNS"], "progress": []}
+    session = make_session(mode="planning", content=previous)
+    _turn(session)
+    fake_model.default = lambda request: answer(previous)  # copies the previous snapshot, whatever it is shown
+
+    runs = [extract(session) for _ in range(3)]
+
+    assert [r.status for r in runs[:2]] == ["no_change", "no_change"]
+    assert "changed nothing although messages 1-2 carry information" in runs[0].error
+    assert "python, nginx and postgres are installed" in runs[0].error and "(1 of 2)" in runs[0].error
+    # Each run was shown the same messages again; after the bound the unchanged answer stands (no stuck session).
+    assert [[seq for seq, _, _ in parse_prompt(r)[1]] for r in fake_model.requests] == [[1, 2]] * 3
+    assert runs[2].status == "succeeded" and "accepted after 2 runs" in runs[2].error
+    assert session.cursor_seq == 2
+
+
+def test_an_unchanged_answer_to_small_talk_simply_moves_on(fake_model, extract):
+    session = make_session(mode="summary", content={"summary": "Setting up a server."})
+    post(session, ("user", "ok thanks!"), ("assistant", "You're welcome."))
+    fake_model.push(answer({"summary": "Setting up a server."}))
+
+    run = extract(session)
+
+    assert (run.status, run.error, session.cursor_seq) == ("succeeded", "", 2)
