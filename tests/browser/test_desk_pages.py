@@ -137,3 +137,18 @@ def test_signing_in_again_in_another_tab_then_acting_asks_to_reload_and_keeps_th
     expect(page.locator("[data-field=note]")).to_have_value("A note typed before the other tab signed in again")
     expect(page.locator("body")).not_to_contain_text("CSRF verification failed")
     expect(page).to_have_url(re.compile(r"/sessions/csrf-tab/$"))
+
+
+def test_the_plan_on_the_session_page_does_not_look_like_checkboxes(live_server, browser_page):
+    ensure_roles()
+    make_user("looker", role="support")
+    make_session("plan-look", mode="planning", user_id="carol", content={
+        "summary": "s", "goal": "g", "plan": ["Check", "Refund", "Tell Carol"], "progress": ["Check"]})
+    page = browser_page(viewport={"width": 1280, "height": 800})
+    login(page, live_server.url, "looker")
+    page.goto(live_server.url + "/sessions/plan-look/")
+    marks = page.locator("[data-field=plan] li > span:first-child")
+    expect(marks).to_have_text(["✓", "2", "3"])  # done, or the step's number: never an empty box
+    style = marks.nth(1).evaluate("m => [getComputedStyle(m).borderTopWidth, getComputedStyle(m).cursor]")
+    assert style == ["0px", "auto"]
+    assert page.locator("[data-field=plan] input, [data-field=plan] [role=checkbox]").count() == 0
