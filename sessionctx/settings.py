@@ -351,15 +351,16 @@ if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis://"):
     CELERY_BROKER_TRANSPORT = "contexts.infra.broker:Transport"
 # The model's timeout sets the task limits (a slow local model gets a long OPENAI_TIMEOUT and longer tasks with it):
 # an extraction needs room for an answer and its repair, each perhaps after one timed-out try. The extractor starts
-# no call that could end past the soft limit, so a soft limit below two calls would fail every run at once.
+# no call that could end past the soft limit, so a soft limit below one call would fail every run at once.
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", max(240, math.ceil(4 * OPENAI_TIMEOUT) + 30))
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", CELERY_TASK_SOFT_TIME_LIMIT + 60)
-if CELERY_TASK_SOFT_TIME_LIMIT < 2 * OPENAI_TIMEOUT + 10:
+if CELERY_TASK_SOFT_TIME_LIMIT <= OPENAI_TIMEOUT:
     raise ImproperlyConfigured(
-        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT} s) leaves no room for two model calls of "
-        f"OPENAI_TIMEOUT ({OPENAI_TIMEOUT:g} s): set it to at least {math.ceil(2 * OPENAI_TIMEOUT) + 10}, or leave it "
-        "unset to follow OPENAI_TIMEOUT")
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT} s) leaves no room for a model call of "
+        f"OPENAI_TIMEOUT ({OPENAI_TIMEOUT:g} s): every run would fail at once. Leave it unset to follow "
+        f"OPENAI_TIMEOUT, or set it to at least {math.ceil(4 * OPENAI_TIMEOUT) + 30} (an answer and its repair, each "
+        "perhaps tried twice)")
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be above CELERY_TASK_SOFT_TIME_LIMIT")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -384,6 +385,12 @@ if env_int("OPENAI_MAX_RETRIES", 0):
     raise ImproperlyConfigured("OPENAI_MAX_RETRIES is gone: the client's own retries were invisible in the run "
                                "record. Set SESSIONCTX_MODEL_RETRIES instead.")
 SESSIONCTX_MODEL = env("SESSIONCTX_MODEL")
+# How the answer is held to the snapshot's JSON schema: json_schema (OpenAI, llama.cpp, vLLM), json_object (the schema
+# in the prompt), tools (a forced function call), or auto: json_schema, then tools, then json_object, moving on when
+# the server answers that it does not support one, and remembering what worked for the life of the process.
+SESSIONCTX_STRUCTURED_OUTPUT = env("SESSIONCTX_STRUCTURED_OUTPUT", "auto")
+if SESSIONCTX_STRUCTURED_OUTPUT not in {"auto", "json_schema", "json_object", "tools"}:
+    raise ImproperlyConfigured("SESSIONCTX_STRUCTURED_OUTPUT must be auto, json_schema, json_object or tools")
 SESSIONCTX_INSTRUCTIONS = env("SESSIONCTX_INSTRUCTIONS")
 SESSIONCTX_DEFAULT_MODE = env("SESSIONCTX_DEFAULT_MODE", "summary")
 if SESSIONCTX_DEFAULT_MODE not in {"summary", "planning"}:

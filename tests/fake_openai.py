@@ -74,11 +74,14 @@ def echo_extraction(request: dict[str, Any]) -> Reply:
 
 class FakeOpenAI:
     def __init__(self, default: Callable[[dict[str, Any]], Reply] | None = echo_extraction, *,
-                 context_tokens: int | None = None) -> None:
+                 context_tokens: int | None = None, formats: frozenset[str] | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
         # Like llama-server with -c N: a prompt (4 characters a token) plus max_tokens past it is refused with 400.
         self.context_tokens = context_tokens
         self.in_flight = self.max_in_flight = 0
+        # The ways of structuring an answer this server takes (json_schema, json_object, tools); others are refused
+        # with a 400, as servers that lack one answer. None: all of them.
+        self.formats = formats
         self.script: deque[Reply] = deque()
         self.default = default
         self._lock = threading.Lock()
@@ -119,8 +122,16 @@ class FakeOpenAI:
                         "message": f"the request exceeds the available context size ({prompt_chars // 4} prompt "
                                    f"tokens + {request.get('max_tokens') or 0} > {fake.context_tokens}), try "
                                    "increasing it"}})
+                way = "tools" if request.get("tools") else (request.get("response_format") or {}).get("type")
+                if fake.formats is not None and way not in fake.formats:
+                    reply = error(400, f"'{way}' is not supported by this server (response_format / tools)")
                 if reply is None:
                     reply = fake.default(request) if fake.default else error(500, "no scripted answer")
+                message = {"role": "assistant", "content": reply.content, "refusal": None}
+                if way == "tools" and reply.status == 200:
+                    name = request["tools"][0]["function"]["name"]
+                    message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": name, "arguments": reply.content}}]}
                 if reply.status == 200:
                     body = reply.body or {
                         "id": f"chatcmpl-{len(fake.requests)}",
@@ -128,7 +139,7 @@ class FakeOpenAI:
                         "created": int(time.time()),
                         "model": request.get("model", "fake"),
                         "choices": [{"index": 0, "finish_reason": reply.finish_reason, "logprobs": None,
-                                     "message": {"role": "assistant", "content": reply.content, "refusal": None}}],
+                                     "message": message}],
                         "usage": {"prompt_tokens": reply.prompt_tokens or prompt_chars // 4,
                                   "completion_tokens": reply.completion_tokens,
                                   "total_tokens": (reply.prompt_tokens or prompt_chars // 4) + reply.completion_tokens},

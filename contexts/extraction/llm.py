@@ -6,6 +6,8 @@ built from change (tests point OPENAI_BASE_URL at a fake server), otherwise reus
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -61,26 +63,71 @@ class Completion:
     latency_ms: int
 
 
+# How an answer is held to the schema. Servers differ: OpenAI, llama.cpp and vLLM take json_schema; some only
+# json_object (the schema then goes in the prompt) or tool calls. "auto" tries them in this order.
+STRUCTURED_WAYS = ("json_schema", "tools", "json_object")
+# auto: the way each (endpoint, model) accepted, remembered for the life of the process.
+_chosen: dict[tuple, str] = {}
+_UNSUPPORTED = re.compile(r"response_format|json_schema|json_object|tool|not supported|unsupported|grammar",
+                          re.IGNORECASE)
+
+
+def structured_ways(model: str) -> list[str]:
+    """The ways to try, in order: the configured one, or under auto the one remembered, else all of them."""
+    configured = settings.SESSIONCTX_STRUCTURED_OUTPUT
+    if configured != "auto":
+        return [configured]
+    chosen = _chosen.get((settings.OPENAI_BASE_URL, model))
+    return [chosen] if chosen else list(STRUCTURED_WAYS)
+
+
+def remember(model: str, way: str) -> None:
+    if settings.SESSIONCTX_STRUCTURED_OUTPUT == "auto":
+        _chosen[(settings.OPENAI_BASE_URL, model)] = way
+
+
+def refuses_the_way(exc: openai.APIStatusError) -> bool:
+    """A 400 saying the server does not support that way of structuring the answer (not a bad prompt)."""
+    return exc.status_code in (400, 404, 422, 501) and bool(_UNSUPPORTED.search(str(exc.message)))
+
+
 def chat_json(*, messages: list[dict[str, str]], schema_name: str, schema: dict[str, Any], max_tokens: int,
-              model: str | None = None) -> Completion:
-    """One chat completion (one HTTP request) constrained to a strict JSON schema, at most `max_tokens` long.
-    Raises the client's errors as they are."""
+              model: str | None = None, way: str = "json_schema") -> Completion:
+    """One chat completion (one HTTP request) held to a strict JSON schema `way` (STRUCTURED_WAYS), at most
+    `max_tokens` long. Raises the client's errors as they are."""
+    shape: dict[str, Any]
+    if way == "tools":
+        shape = {"tools": [{"type": "function", "function": {"name": schema_name, "parameters": schema,
+                                                              "strict": True}}],
+                 "tool_choice": {"type": "function", "function": {"name": schema_name}}}
+    elif way == "json_object":
+        # Only "some JSON object" is enforced: the schema goes into the instructions.
+        shape = {"response_format": {"type": "json_object"}}
+        first, *rest = messages
+        messages = [{**first, "content": first["content"] + "\nThe JSON object must match this JSON schema:\n"
+                     + json.dumps(schema) + "\n"}, *rest]
+    else:
+        shape = {"response_format": {"type": "json_schema",
+                                     "json_schema": {"name": schema_name, "strict": True, "schema": schema}}}
     started = time.monotonic()
     response = client().chat.completions.create(
         model=model or model_name(),
         messages=messages,
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
         temperature=0,
         # Without it a small local model that never closes its JSON writes until its context is full.
         max_tokens=max_tokens,
+        **shape,
     )
     latency_ms = int((time.monotonic() - started) * 1000)
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None
     usage = response.usage
+    content = getattr(message, "content", None)
+    calls = getattr(message, "tool_calls", None) or []
+    if way == "tools" and calls:
+        content = calls[0].function.arguments
     return Completion(
-        content=getattr(message, "content", None),
+        content=content,
         refusal=getattr(message, "refusal", None),
         finish_reason=getattr(choice, "finish_reason", None),
         prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),

@@ -201,7 +201,8 @@ def test_json_of_the_wrong_types_fails_the_run(fake_model, extract):
     assert session.version == 0 and session.plan == []
 
 
-def test_bad_request_fails_at_once_without_retrying(fake_model, extract):
+def test_bad_request_fails_at_once_without_retrying(fake_model, extract, settings):
+    settings.SESSIONCTX_STRUCTURED_OUTPUT = "json_schema"  # under auto, the next way would be tried
     session = make_session(mode="summary")
     _turn(session)
     fake_model.push(error(400, "response_format json_schema is not supported"))

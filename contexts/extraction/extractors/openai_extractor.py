@@ -156,6 +156,8 @@ class OpenAIExtractor(Extractor):
         retries = int(settings.SESSIONCTX_MODEL_RETRIES)
         last = ""
         timeouts = 0
+        ways = llm.structured_ways(self.model)
+        way = ways.pop(0)
         for attempt in range(retries + 1):
             if deadline is not None and not deadline.allows(llm.worst_call_seconds()):
                 raise ExtractionError(f"Out of time for another model call ({last or 'no answer yet'})",
@@ -166,7 +168,8 @@ class OpenAIExtractor(Extractor):
             retry_after = None
             try:
                 completion = llm.chat_json(messages=prompt, schema_name=f"session_context_{mode}",
-                                           schema=instructions.schema(mode), model=self.model, max_tokens=max_tokens)
+                                           schema=instructions.schema(mode), model=self.model, max_tokens=max_tokens,
+                                           way=way)
             except openai.APITimeoutError:
                 timeouts += 1
                 last = f"the model did not answer within {settings.OPENAI_TIMEOUT:g} s"
@@ -187,6 +190,11 @@ class OpenAIExtractor(Extractor):
                         f"this call asked for {max_tokens} output tokens. Give the server a bigger context, or "
                         "lower SESSIONCTX_PROMPT_BUDGET_CHARS or SESSIONCTX_MAX_OUTPUT_TOKENS.", usage=usage,
                     ) from exc
+                if ways and llm.refuses_the_way(exc):
+                    # SESSIONCTX_STRUCTURED_OUTPUT=auto: this server does not take that way; the next one, now.
+                    logger.warning("the model API refused %s (%s); trying %s", way, _quote(exc.message), ways[0])
+                    last, way = f"the model API refused {way}", ways.pop(0)
+                    continue
                 if exc.status_code not in TRANSIENT_STATUS or code == "insufficient_quota":
                     raise ExtractionError(
                         f"The model API refused the request ({exc.status_code}): {_quote(exc.message, 300)}",
@@ -195,6 +203,7 @@ class OpenAIExtractor(Extractor):
                 last = f"the model API answered {exc.status_code}"
                 retry_after = _retry_after(exc)
             else:
+                llm.remember(self.model, way)
                 usage.prompt_tokens += completion.prompt_tokens
                 usage.completion_tokens += completion.completion_tokens
                 usage.latency_ms += completion.latency_ms
