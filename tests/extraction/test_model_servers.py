@@ -244,3 +244,43 @@ def test_a_way_the_server_refuses_fails_the_run_saying_so(settings):
 
     assert (run.status, sent) == ("failed", 1)
     assert "'json_schema' is not supported" in run.error
+
+
+PLANNED = {"summary": "Ana is moving her blog from WordPress to Hugo; posts exported, conversion next. " * 3,
+           "goal": "Move the blog to Hugo", "plan": ["Export posts", "Convert to Markdown", "Deploy to Netlify"],
+           "progress": ["Export posts"]}
+
+
+def test_a_schema_valid_but_implausible_answer_is_sent_back_once_with_the_reason(fake_model, extract):
+    session = make_session(mode="planning", content=PLANNED)
+    post(session, ("user", "Converted everything to Markdown with the exporter."), ("assistant", "Nice work."))
+    fake_model.push(answer({**PLANNED, "progress": ["Export posts", "Converted everything to Markdown with the "
+                                                    "exporter."]}),
+                    answer({**PLANNED, "progress": ["Export posts", "Convert to Markdown"]}))
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    assert session.progress == ["Export posts", "Convert to Markdown"]
+    assert len(fake_model.requests) == 2
+    assert "progress holds steps that are not in the plan" in fake_model.requests[1]["messages"][-1]["content"]
+
+
+def test_an_emptied_plan_goal_or_summary_is_refused_unless_the_messages_ask_for_it(fake_model, extract):
+    session = make_session(mode="planning", content=PLANNED)
+    _turn(session)
+    emptied = {"summary": "Server.", "goal": "", "plan": [], "progress": []}
+    fake_model.push(answer(emptied), answer(emptied))
+
+    run = extract(session)
+
+    assert run.status == "failed"
+    for reason in ("the plan was emptied", "the goal was emptied", "the summary shrank"):
+        assert reason in run.error
+    assert (session.plan, session.cursor_seq) == (PLANNED["plan"], 0)
+
+    post(session, ("user", "Forget all that, let's start over from scratch."), ("assistant", "Sure, a clean slate."))
+    fake_model.push(answer(emptied))
+    run = extract(session)
+    assert run.status == "succeeded", run.error
+    assert (session.plan, session.goal, session.cursor_seq) == ([], "", 4)

@@ -104,6 +104,40 @@ def check_answer(content: str | None, *, mode: str, summary_limit: int, refusal:
     return (None, [f"{name}: {text}" for name, text in found.items()]) if found else (snapshot, [])
 
 
+# Words in the new messages that make a drastic change expected rather than suspicious.
+_STARTING_OVER = re.compile(r"\b(start(ing)? over|from scratch|forget|reset|scrap|drop (the|that|this)|new plan|"
+                            r"cancel|never ?mind|instead|change (of )?plans?|different (goal|plan))\b", re.IGNORECASE)
+# A summary shorter than this fraction of a substantial previous one dropped what it held.
+SUMMARY_KEEP = 0.3
+
+
+def _norm(step: str) -> str:
+    return " ".join(re.findall(r"\w+", step.lower()))
+
+
+def implausible(previous: dict[str, Any], snapshot: dict[str, Any], messages: list[PromptMessage]) -> list[str]:
+    """Schema-valid answers that no conversation explains, unless the new messages ask for a fresh start."""
+    if any(_STARTING_OVER.search(m.content) for m in messages):
+        return []
+    found = []
+    if "plan" in snapshot:
+        plan = {_norm(step) for step in snapshot["plan"]}
+        done_before = {_norm(step) for step in previous.get("progress") or []}
+        stray = [step for step in snapshot["progress"] if _norm(step) not in plan | done_before]
+        if stray:
+            found.append(f"progress holds steps that are not in the plan: {_quote('; '.join(stray))} (progress "
+                         "lists plan steps that are done, worded like the plan)")
+        if previous.get("plan") and not snapshot["plan"]:
+            found.append("the plan was emptied although no message drops it")
+        if (previous.get("goal") or "").strip() and not snapshot["goal"]:
+            found.append("the goal was emptied although no message drops it")
+    before = len(previous.get("summary") or "")
+    if before >= 200 and len(snapshot["summary"]) < SUMMARY_KEEP * before:
+        found.append(f"the summary shrank from {before} to {len(snapshot['summary'])} characters: keep the facts of "
+                     "the previous summary")
+    return found
+
+
 class OpenAIExtractor(Extractor):
     name = "openai"
 
@@ -129,6 +163,9 @@ class OpenAIExtractor(Extractor):
                                           finish_reason=completion.finish_reason,
                                           summary_limit=settings.SESSIONCTX_SUMMARY_CHARS)
         if snapshot is not None:
+            problems = implausible(previous, snapshot, messages)
+            snapshot = None if problems else snapshot
+        if snapshot is not None:
             return ExtractionResult(snapshot=snapshot, usage=usage)
         # One repair try: the same prompt, with what was wrong and the schema (not the unusable answer, which
         # can be as long as the output limit: repeated back, it overflowed a small model's context).
@@ -141,6 +178,9 @@ class OpenAIExtractor(Extractor):
         snapshot, problems = check_answer(completion.content, mode=mode, refusal=completion.refusal,
                                           finish_reason=completion.finish_reason,
                                           summary_limit=settings.SESSIONCTX_MAX_SUMMARY_CHARS)
+        if snapshot is not None:
+            problems = implausible(previous, snapshot, messages)
+            snapshot = None if problems else snapshot
         if snapshot is None:
             raise ExtractionError(
                 "Invalid model output after one repair try: " + "; ".join(problems)
