@@ -227,8 +227,8 @@ def _plan_from(text: str) -> list[str] | None:
 def _clauses(text: str) -> list[str]:
     """Statements (questions left out), split where a sentence joins two ("…, so step 3 is done")."""
     clauses = []
-    for sentence in re.findall(r"[^.!?\n]+[.!?]*", text):
-        if sentence.strip().endswith("?"):
+    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):  # "iOS 6.2" is one sentence
+        if not sentence.strip() or sentence.strip().endswith("?"):
             continue
         parts = re.split(r";|\bbut\b|\bthough\b|\bpero\b|\baber\b|\bmais\b|"
                          r",\s+(?=(?:so|and|then|now|which|y|und|et)\b)|\s+(?=✅)", sentence)
@@ -277,6 +277,8 @@ def _progress_from(text: str, role: str, plan: list[str], progress: list[str]) -
     undone: list[str] = []
     if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
         return list(plan), []
+    if role == "assistant":  # the steps of a plan it lays out are not reports of them
+        text = "\n".join(line for line in text.splitlines() if not _LIST_ITEM.match(line))
     for clause in _clauses(_clean(text)):
         if role == "user" and _UNDONE.search(clause):
             steps = _referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s]
