@@ -323,3 +323,7 @@ class RunOutputSerializer(serializers.ModelSerializer):
 class HealthOutputSerializer(serializers.Serializer):
     status = serializers.CharField()
     checks = serializers.DictField(child=serializers.CharField())
+
+
+class HealthLiveOutputSerializer(serializers.Serializer):
+    status = serializers.CharField()

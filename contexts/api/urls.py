@@ -24,6 +24,8 @@ S = "api/v1/sessions/<session_id:session_id>"
 
 urlpatterns = [
     path("api/v1/health", health.HealthApi.as_view(), name="api-health"),
+    path("api/v1/health/live", health.HealthLiveApi.as_view(), name="api-health-live"),
+    path("api/v1/health/ready", health.HealthReadyApi.as_view(), name="api-health-ready"),
     path("api/v1/sessions", sessions.SessionListApi.as_view(), name="api-sessions"),
     path(S, sessions.SessionApi.as_view(), name="api-session"),
     path(f"{S}/context", context.ContextApi.as_view(), name="api-context"),

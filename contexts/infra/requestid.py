@@ -13,6 +13,7 @@ import uuid
 from contextvars import ContextVar
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
+from django.core.signals import request_finished
 
 HEADER = "X-Request-ID"
 TASK_HEADER = "request_id"
@@ -44,13 +45,17 @@ class RequestIdMiddleware:
     def __call__(self, request):
         request_id = valid_request_id(request.headers.get(HEADER)) or new_request_id()
         request.request_id = request_id
-        token = _current.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            _current.reset(token)
+        # Cleared when the response is closed (request_finished), not here: Django logs a 4xx or 5xx answer
+        # ("django.request") after the middleware has returned, and that line belongs to the request too.
+        _current.set(request_id)
+        response = self.get_response(request)
         response[HEADER] = request_id
         return response
+
+
+@request_finished.connect
+def _request_finished(**kwargs) -> None:
+    _current.set("")
 
 
 class RequestIdFilter(logging.Filter):
