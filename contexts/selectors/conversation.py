@@ -32,11 +32,14 @@ def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
     return HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
 
 
-def recent_messages(session: SessionContext, *, limit: int = 200, before_seq: int | None = None) -> list[Message]:
-    """The last `limit` messages (before message `before_seq`, if given) in order."""
+def recent_messages(session: SessionContext, *, limit: int = 200, before_seq: int | None = None,
+                    from_seq: int | None = None) -> list[Message]:
+    """The last `limit` messages (before message `before_seq`, from message `from_seq`, if given) in order."""
     messages = Message.objects.filter(session=session).select_related("author")
     if before_seq is not None:
         messages = messages.filter(seq__lt=before_seq)
+    if from_seq is not None:
+        messages = messages.filter(seq__gte=from_seq)
     return list(messages.order_by("-seq")[:limit])[::-1]
 
 

@@ -29,6 +29,7 @@ REGIONS = frozenset({BODY, "session-head", "session-actions", "snapshot-panel", 
                      "reply-box", "handoff-timeline", "runs", "history", "reset-panel", LIVE})
 
 TRANSCRIPT_PAGE = 200  # messages the transcript shows at once; "Load earlier messages" fetches the page before
+TRANSCRIPT_MAX = 2000  # messages a re-rendered transcript keeps of those the person loaded
 
 # What each action leaves out of date; the first is the region its form targets. Every version bump dates the
 # head (version, status), the history (the new revision) and the reset form (the version it expects).
@@ -81,6 +82,11 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     for region, (key, load) in _LOADERS.items():
         if BODY in regions or region in regions:
             context[key] = load(session)
+    # The person loaded earlier messages (the live check and a reply say from where): a re-render keeps them.
+    start = request.GET.get("transcript_from") or request.POST.get("transcript_from", "")
+    shown = context.get("transcript")
+    if shown and start.isdigit() and int(start) < shown[0].seq:
+        context["transcript"] = selectors.recent_messages(session, limit=TRANSCRIPT_MAX, from_seq=int(start))
     if (BODY in regions or "snapshot-panel" in regions) and session.is_empty:
         context["reset_revision"] = selectors.reset_revision(session)
     context.update(extra)
@@ -123,8 +129,9 @@ def earlier_messages(request: HttpRequest, session: SessionContext, before_seq: 
     or the whole page with them in its transcript."""
     transcript = selectors.recent_messages(session, limit=TRANSCRIPT_PAGE, before_seq=before_seq)
     if request.htmx:
-        return HttpResponse(render_to_string(f"{DETAIL}#transcript-items",
-                                             {"session": session, "transcript": transcript}, request))
+        context = {"session": session, "transcript": transcript, "from_oob": True}
+        return HttpResponse(render_to_string(f"{DETAIL}#transcript-items", context, request)
+                            + render_to_string(f"{DETAIL}#transcript-from", context, request))
     context = detail_context(request, session, transcript=transcript)
     return HttpResponse(render_to_string(DETAIL, context, request))
 

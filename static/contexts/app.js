@@ -105,18 +105,16 @@
 
   function restoreTranscript() {
     var list = transcriptList();
-    if (!list) return;
-    if (!transcriptState) {
-      list.scrollTop = list.scrollHeight;
-    } else if (transcriptState.list !== list) {
-      list.scrollTop = transcriptState.atEnd ? list.scrollHeight : transcriptState.top;
-    }
+    // afterSettle fires for each settled element: act once, when the list was replaced.
+    if (!list || !transcriptState || transcriptState.list === list) return;
+    list.scrollTop = transcriptState.atEnd ? list.scrollHeight : transcriptState.top;
     transcriptState = null;
   }
 
   document.addEventListener("htmx:beforeSwap", rememberTranscript);
   document.addEventListener("htmx:afterSettle", restoreTranscript);
-  restoreTranscript();
+  var openedList = transcriptList();
+  if (openedList) openedList.scrollTop = openedList.scrollHeight;
 
   // The waiting count: the menu badge (refreshed by htmx) is the one source; the tab title and the optional
   // desktop notification follow it.

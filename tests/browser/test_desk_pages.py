@@ -117,6 +117,12 @@ def test_the_transcript_opens_at_the_newest_message_and_reaches_the_first(live_s
     expect(first).to_contain_text("message number 1")
     expect(page.get_by_role("link", name="Load earlier messages")).to_have_count(0)
 
+    # A message arriving while the person reads the first ones: the live check adds it and keeps them.
+    services.messages_append(session=session, messages=[{"role": "user", "content": "message number 231"}])
+    expect(page.locator("#transcript [data-seq='231']")).to_have_count(1, timeout=5_000)
+    assert page.locator("#transcript [data-seq]").count() == 231
+    expect(first).to_be_in_viewport()
+
 
 def test_signing_in_again_in_another_tab_then_acting_asks_to_reload_and_keeps_the_text(live_server, browser_page):
     ensure_roles()

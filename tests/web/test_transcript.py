@@ -56,3 +56,16 @@ def test_a_50_kb_message_shows_its_start_and_a_show_all(support):
     head, rest = html.split('<details class="msg-more">', 1)
     assert "THE END" not in head and "THE END" in rest
     assert "Short answer" in html and html.count("<details class=\"msg-more\">") == 1
+
+
+def test_a_live_update_keeps_the_earlier_messages_the_person_loaded(support, long_conversation):
+    page = support.get("/sessions/t-long/").content.decode()
+    since = re.search(r'/sessions/t-long/live/\?since=([^"]+)"', page).group(1)
+    earlier = support.get("/sessions/t-long/?before=61", **HTMX).content.decode()
+    # Loading earlier messages moves where the transcript starts; the live check sends it along.
+    assert re.search(r'<input type="hidden" id="transcript-from" name="transcript_from" value="1"[^>]*'
+                     r'hx-swap-oob="true"', earlier)
+    services.messages_append(session=long_conversation, messages=[{"role": "user", "content": "a new one"}])
+    update = support.get(f"/sessions/t-long/live/?since={since}&transcript_from=1", **HTMX).content.decode()
+    transcript = update.split('id="transcript"', 1)[1].split("</section>", 1)[0]
+    assert _seqs(transcript) == list(range(1, 262))
