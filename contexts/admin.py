@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 
 from . import services
@@ -409,7 +410,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 def _disabled_notice(endpoint: WebhookEndpoint) -> str:
-    when = endpoint.disabled_at.strftime("%Y-%m-%d %H:%M %Z") if endpoint.disabled_at else "?"
+    # The admin's own format, in the viewer's zone (ViewerTimeZoneMiddleware), like every time on the page.
+    when = formats.date_format(timezone.localtime(endpoint.disabled_at), "DATETIME_FORMAT") \
+        if endpoint.disabled_at else "?"
     return (f"Webhook endpoint {endpoint.url} was disabled on {when}: {endpoint.disabled_reason} "
             "Events are not sent to it until it is enabled again (action “Enable the selected endpoints again”).")
 

@@ -68,3 +68,15 @@ def test_the_admin_shows_times_in_the_same_format_and_zone(superuser, waiting):
     assert "2026-01-15 14:05 CET" in html
     listing = superuser.get("/admin/contexts/sessioncontext/").content.decode()
     assert "2026-01-15 14:05 CET" in listing
+
+
+def test_the_admins_disabled_webhook_notice_uses_the_same_format_and_zone(superuser, settings):
+    from contexts.models import WebhookEndpoint
+    from contexts.services.webhooks import webhook_endpoint_create
+
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook")
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(is_active=False, disabled_at=AT, disabled_reason="gone.")
+    superuser.cookies["tz"] = "Europe/Berlin"
+    page = superuser.get("/admin/contexts/webhookendpoint/").content.decode()
+    assert "was disabled on 2026-01-15 14:05 CET" in page
