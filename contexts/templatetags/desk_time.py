@@ -6,15 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 from django import template
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 register = template.Library()
 
-FORMAT = "Y-m-d H:i T"  # as the admin shows it (contexts/web/formats)
-FULL = "Y-m-d H:i:s T"
+FULL = "Y-m-d H:i:s T"  # the tooltip: to the second
 
 
 def _time(value: dt.datetime, text: str):
@@ -27,7 +26,8 @@ def _time(value: dt.datetime, text: str):
 def when(value: dt.datetime | None):
     if not value:
         return ""
-    return _time(value, date_format(timezone.localtime(value), FORMAT))
+    # DATETIME_FORMAT (contexts/web/formats), as the admin shows times.
+    return _time(value, formats.date_format(timezone.localtime(value), "DATETIME_FORMAT"))
 
 
 @register.filter
