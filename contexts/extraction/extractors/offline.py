@@ -281,7 +281,8 @@ def _progress_from(text: str, role: str, plan: list[str], progress: list[str]) -
         text = "\n".join(line for line in text.splitlines() if not _LIST_ITEM.match(line))
     for clause in _clauses(_clean(text)):
         if role == "user" and _UNDONE.search(clause):
-            steps = _referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s]
+            # Matched without the words that undo it ("rolled back" is not about "Back up the database").
+            steps = _referenced(clause, plan) or [s for s in [_match_step(_UNDONE.sub(" ", clause), plan)] if s]
             undone.extend(steps)
             continue
         if not _reports_done(clause, role):

@@ -1,0 +1,93 @@
+"""The offline extractor's rules as a user sees them in the snapshot, through the real extraction path."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from tests.extraction.conftest import post
+from tests.factories import make_session
+
+pytestmark = pytest.mark.django_db
+
+PLAN = ("Here's the plan:\n1. Back up the database\n2. Upgrade PostgreSQL to 16\n3. Run the test suite\n"
+        "4. Switch traffic over")
+
+
+def _replay(extract, *turns, mode="planning"):
+    session = make_session("offline-rules", mode=mode)
+    for user, assistant in turns:
+        post(session, ("user", user), ("assistant", assistant))
+        extract(session)
+    return session
+
+
+def test_questions_and_meta_remarks_never_replace_the_goal(extract):
+    session = _replay(
+        extract,
+        ("Hi! Our reporting server runs PostgreSQL 12 and I need it on 16 before the end of March.", PLAN),
+        ("Actually, how should I hunt down the extensions that won't survive it?", "Run pg_upgrade --check first."),
+        ("Actually, let's change the approach.", "Sure, we can do it with logical replication instead."),
+    )
+    assert "PostgreSQL 12" in session.goal and "16" in session.goal
+    assert "hunt" not in session.goal and "approach" not in session.goal
+
+
+def test_a_goal_change_keeps_the_new_goal_and_a_step_change_leaves_the_goal(extract):
+    session = _replay(
+        extract,
+        ("I want to plan a week of hiking in the Dolomites in July.",
+         "Plan:\n1. Book huts\n2. Buy a via ferrata kit\n3. Book the train to Bolzano"),
+        ("Actually I'd rather take the bus to Bolzano instead of the train.",
+         "Plan:\n1. Book huts\n2. Buy a via ferrata kit\n3. Book the bus to Bolzano"),
+    )
+    assert session.goal.startswith("I want to plan a week of hiking in the Dolomites")  # a step changed
+    post(session, ("user", "Change of plans: my knee is bad, so we'll do a week of hiking in Slovenia's "
+                           "lakes instead of the Dolomites."), ("assistant", "Good idea, the lake trails are gentle."))
+    extract(session)
+    assert "Slovenia" in session.goal and "Dolomites" in session.goal  # the new goal, then the earlier one
+
+
+def test_progress_stated_in_other_words_and_undone_steps(extract):
+    session = _replay(
+        extract,
+        ("We need to upgrade our reporting database to PostgreSQL 16.", PLAN),
+        ("✅ step 1. The upgrade to 16 went through overnight.", "Great, run the tests next."),
+    )
+    assert session.progress == ["Back up the database", "Upgrade PostgreSQL to 16"]
+    post(session, ("user", "Bad news, we rolled back the upgrade, the app couldn't connect."),
+         ("assistant", "Then we retry after fixing the driver."))
+    extract(session)
+    assert session.progress == ["Back up the database"]
+
+
+def test_progress_in_spanish_german_and_french(extract):
+    for n, (request, plan, report, done) in enumerate([
+        ("Quiero pintar el salón este mes.", "Pasos:\n1. Comprar la pintura\n2. Proteger el suelo\n3. Pintar",
+         "Ya compré la pintura, dos botes de blanco.", ["Comprar la pintura"]),
+        ("Ich möchte mein Fahrrad für den Sommer fertig machen.",
+         "Vorschlag:\n1. Die Kette reinigen\n2. Die Bremsen einstellen\n3. Die Reifen aufpumpen",
+         "Die Kette ist sauber und die Bremsen habe ich eingestellt.",
+         ["Die Kette reinigen", "Die Bremsen einstellen"]),
+        ("Je veux préparer mon potager pour le printemps.",
+         "Voici les étapes :\n1. Désherber les planches\n2. Ajouter du compost\n3. Semer les radis",
+         "C'est fait pour le compost, j'en ai mis deux brouettes.", ["Ajouter du compost"]),
+    ]):
+        session = make_session(f"offline-lang-{n}", mode="planning")
+        post(session, ("user", request), ("assistant", plan))
+        extract(session)
+        post(session, ("user", report), ("assistant", "👍"))
+        extract(session)
+        assert session.goal and session.progress == done, (session.goal, session.progress)
+
+
+def test_the_summary_keeps_names_numbers_and_decisions_and_stays_within_its_bound(extract):
+    turns = [("I need to move the billing service off Heroku before 30 June; the bill is 2,400 dollars a month.",
+              "Fly.io or a Hetzner VM would both cost under 300 dollars a month.")]
+    turns += [(f"Ok, noted point {i}.", f"Sure, more general advice number {i} about hosting.") for i in range(40)]
+    turns += [("We decided on Hetzner, CX42 in Falkenstein.", "Good choice.")]
+    session = _replay(extract, *turns, mode="summary")
+    assert len(session.summary) <= settings.SESSIONCTX_SUMMARY_CHARS
+    for fact in ("Heroku", "30 June", "2,400", "Hetzner", "CX42", "Falkenstein"):
+        assert fact in session.summary, fact
+    assert session.summary.startswith("User: I need to move the billing service off Heroku")
