@@ -47,13 +47,13 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
 
 class ViewerTimeZoneMiddleware:
     """Pages (the admin too) show times in the viewer's time zone, which app.js keeps in the `tz` cookie; an unknown
-    or missing zone shows UTC, named as such."""
+    or missing zone shows UTC, named as such. The API (`/api/`) always answers in UTC, cookie or not."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        name = request.COOKIES.get(TIME_ZONE_COOKIE, "")
+        name = "" if request.path.startswith("/api/") else request.COOKIES.get(TIME_ZONE_COOKIE, "")
         try:
             zone = zoneinfo.ZoneInfo(name) if name and len(name) <= 64 else None
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -80,3 +80,10 @@ def test_the_admins_disabled_webhook_notice_uses_the_same_format_and_zone(superu
     superuser.cookies["tz"] = "Europe/Berlin"
     page = superuser.get("/admin/contexts/webhookendpoint/").content.decode()
     assert "was disabled on 2026-01-15 14:05 CET" in page
+
+
+def test_the_api_answers_in_utc_whatever_time_zone_cookie_a_browser_sends(client, read_key, waiting):
+    _key, raw_key = read_key
+    client.cookies["tz"] = "Europe/Berlin"
+    context = client.get("/api/v1/sessions/tz-1/context", HTTP_AUTHORIZATION=f"Bearer {raw_key}").json()
+    assert context["updated_at"].startswith("2026-01-15T13:05:09") and context["updated_at"].endswith("Z")
