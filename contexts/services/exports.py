@@ -127,5 +127,5 @@ def session_import(*, document: Any) -> ImportResult:
     except (KeyError, TypeError, ValueError, AttributeError, ValidationError, DataError, ApplicationError) as exc:
         detail = exc.message_dict if isinstance(exc, ValidationError) and hasattr(exc, "error_dict") else exc
         return ImportResult(session_id, "refused", f"not a valid session document: {detail}")
-    logger.info("session %s imported", session_id)
+    logger.debug("session %s imported", session_id)  # an import of many sessions would bury the log
     return ImportResult(session_id, "created")
