@@ -13,6 +13,7 @@ import hmac
 import os
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -20,12 +21,20 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..selectors.metrics import LATENCY_BUCKETS, operations_figures
 
+DATABASE_UP_HELP = "1 when the database answered this scrape's queries, else 0."
+
 
 class OperationsCollector:
     """Our figures, from one set of aggregate queries per scrape."""
 
     def collect(self):
-        figures = operations_figures()
+        try:
+            figures = operations_figures()
+        except (OperationalError, InterfaceError):
+            # The scrape still answers, saying so: an alert on this tells a database outage from a dead process.
+            yield GaugeMetricFamily("sessionctx_database_up", DATABASE_UP_HELP, value=0)
+            return
+        yield GaugeMetricFamily("sessionctx_database_up", DATABASE_UP_HELP, value=1)
         runs = CounterMetricFamily("sessionctx_extraction_runs", "Extraction runs by status and extractor "
                                    "(a run counts under its current status).", labels=["status", "extractor"])
         for (status, extractor), n in sorted(figures.runs.items()):

@@ -64,6 +64,7 @@ def test_a_scrape_after_a_run_finds_its_counters(settings, django_capture_on_com
     after = samples(scrape())
     runs = ("sessionctx_extraction_runs_total", (("extractor", run.extractor), ("status", "succeeded")))
     assert after[runs] == before.get(runs, 0) + 1
+    assert after[("sessionctx_database_up", ())] == 1
     assert after[("sessionctx_extraction_runs_total", (("extractor", "openai"), ("status", "failed")))] == 1
     assert after[("sessionctx_model_tokens_total", (("direction", "in"), ("model", "gpt-test")))] == 1200
     assert after[("sessionctx_model_tokens_total", (("direction", "out"), ("model", "gpt-test")))] == 80
