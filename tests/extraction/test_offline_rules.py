@@ -69,6 +69,11 @@ def test_progress_in_spanish_german_and_french(extract):
          "Vorschlag:\n1. Die Kette reinigen\n2. Die Bremsen einstellen\n3. Die Reifen aufpumpen",
          "Die Kette ist sauber und die Bremsen habe ich eingestellt.",
          ["Die Kette reinigen", "Die Bremsen einstellen"]),
+        ("Ich muss die Winterreifen vor Dezember wechseln lassen.",
+         "So geht's:\n1. Einen Termin in der Werkstatt buchen\n2. Die Reifen aus dem Keller holen\n3. Die Reifen "
+         "aufpumpen",
+         "Der Termin ist gebucht. Die Reifen sind aufgepumpt.",
+         ["Einen Termin in der Werkstatt buchen", "Die Reifen aufpumpen"]),
         ("Je veux préparer mon potager pour le printemps.",
          "Voici les étapes :\n1. Désherber les planches\n2. Ajouter du compost\n3. Semer les radis",
          "C'est fait pour le compost, j'en ai mis deux brouettes.", ["Ajouter du compost"]),
@@ -78,7 +83,7 @@ def test_progress_in_spanish_german_and_french(extract):
         extract(session)
         post(session, ("user", report), ("assistant", "👍"))
         extract(session)
-        assert session.goal and session.progress == done, (session.goal, session.progress)
+        assert session.goal and sorted(session.progress) == sorted(done), (session.goal, session.progress)
 
 
 def test_the_summary_keeps_names_numbers_and_decisions_and_stays_within_its_bound(extract):

@@ -67,7 +67,7 @@ _DONE = re.compile(
 _PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|got|went|ran|sent|set|put|did|paid|"
                    r"found|chose|chosen|picked|began|begun|drew|drawn|grabbed|signed|came|given|frozen|spoken|driven|"
                    r"[a-záéíóú]{3,}(?:ado|ada|ados|adas|ido|ida|idos|idas)|[a-z]{3,}(?:é|í|ó)|"
-                   r"ge[a-zäöüß]{3,}(?:t|en)|[a-zàâçéèêëîïôûù]{3,}(?:é|ée|és|ées)|"
+                   r"(?:auf|ein|an|ab|aus|zu|vor|mit|nach|um|weg)?ge[a-zäöüß]{3,}(?:t|en)|[a-zàâçéèêëîïôûù]{3,}(?:é|ée|és|ées)|"
                    r"(?:est|sont|ai|as|a|avons|avez|ont) [a-zàâçéèêëîïôûù]{2,}(?:i|is|it|its|ite|ites|u|us|ue|ues))\b",
                    re.IGNORECASE)
 _NOT_DONE = re.compile(
@@ -120,7 +120,10 @@ def _words(text: str) -> set[str]:
 def _stem(word: str) -> str:
     """A rough stem shared by a word's inflections in the four languages: its first five letters (after
     a plural or tense ending is cut), e.g. compare/comparison, install/installed, kündigen/Kündigung."""
-    for suffix in ("ing", "ed", "es", "s"):
+    if len(word) >= 7 and word.endswith(("t", "en")):
+        # German participles: gebucht / buchen, aufgepumpt / aufpumpen
+        word = re.sub(r"^(auf|ein|an|ab|aus|zu|vor|mit|nach|um|weg)?ge(?=[a-zß]{3})", r"\1", word)
+    for suffix in ("ing", "ed", "es", "en", "s", "t"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
             break
@@ -295,7 +298,7 @@ def _progress_from(text: str, role: str, plan: list[str], progress: list[str]) -
             found.extend(steps)
             continue
         # "New cert issued and it's live on the load balancer": each part may report a step of its own.
-        parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if _reports_done(p, role))]
+        parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if not _NOT_DONE.search(p))]
         for part in parts:
             step = _match_step(part, plan, progress + found)
             if step is not None and step not in found:
