@@ -94,3 +94,16 @@ def test_a_user_export_streams_one_session_document_per_line(reader):
     assert documents[0] == reader.get("/api/v1/sessions/api-ux-1/export").json()
     empty = reader.get("/api/v1/users/u-nobody/export")
     assert empty.status_code == 200 and b"".join(empty.streaming_content) == b""
+
+
+def test_the_schema_of_the_export_names_exactly_the_fields_of_the_document(reader):
+    from contexts.api.exports import SessionExportSerializer
+
+    _conversation("api-schema", "u-schema")
+    document = reader.get("/api/v1/sessions/api-schema/export").json()
+    fields = SessionExportSerializer().fields
+    assert set(fields) == set(document)
+    for part in ("session", "runs"):
+        assert set(fields[part].fields) == set(document[part]), part
+    for part in ("messages", "revisions"):
+        assert set(fields[part].child.fields) == set(document[part][0]), part
