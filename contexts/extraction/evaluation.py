@@ -181,6 +181,11 @@ class Score:
     def failed(self) -> int:
         return sum(u.status == ExtractionRun.Status.FAILED for u in self.updates)
 
+    @property
+    def no_change(self) -> int:
+        """Runs whose answer was refused as ignoring informative messages (the model path)."""
+        return sum(u.status == ExtractionRun.Status.NO_CHANGE for u in self.updates)
+
 
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
@@ -203,6 +208,7 @@ class Report:
             "fact_recall": _mean(s.facts for s in scores),
             "updates": len(updates),
             "failed_runs": sum(s.failed for s in scores),
+            "no_change_runs": sum(s.no_change for s in scores),
             "tokens_in_per_update": _mean(u.prompt_tokens for u in updates),
             "tokens_out_per_update": _mean(u.completion_tokens for u in updates),
             "chars_in_per_update": _mean(u.prompt_chars for u in updates),
@@ -225,12 +231,12 @@ class Report:
         lines = [f"# Extraction evaluation: {self.extractor}", "",
                  f"Goal right when normalised equal or token F1 ≥ {GOAL_F1}; steps match at token F1 ≥ {STEP_F1}.",
                  "", "| | conversations | goal | plan F1 | progress F1 | key facts | updates | failed | "
-                 "tokens in/update | tokens out/update | ms/update |", "|---" * 11 + "|"]
+                 "tokens in/update | tokens out/update | ms/update | no change |", "|---" * 12 + "|"]
         for name, o in [("**all**", self.overall()), *self.groups().items()]:
             lines.append(f"| {name} | {o['conversations']} | {fmt(o['goal'])} | {fmt(o['plan_f1'])} | "
                          f"{fmt(o['progress_f1'])} | {fmt(o['fact_recall'])} | {o['updates']} | {o['failed_runs']} | "
                          f"{fmt(o['tokens_in_per_update'], 0)} | {fmt(o['tokens_out_per_update'], 0)} | "
-                         f"{fmt(o['latency_ms_per_update'], 0)} |")
+                         f"{fmt(o['latency_ms_per_update'], 0)} | {o['no_change_runs']} |")
         lines += ["", "| conversation | split | mode | lang | goal | plan F1 | progress F1 | key facts | updates | "
                   "failed |", "|---" * 10 + "|"]
         for s in self.scores:
