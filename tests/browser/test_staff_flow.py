@@ -152,3 +152,13 @@ def test_a_stale_edit_in_a_second_browser_shows_the_conflict(live_server, new_pa
     session = SessionContext.objects.get(session_id="billing-refund-42")
     assert session.summary == "Eve's summary: refund approved."
     assert not Revision.objects.filter(session=session, actor="user:ed").exists()
+
+
+def test_keyboard_focus_survives_the_list_refresh(live_server, new_page, seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    link = page.locator("#session-table").get_by_role("link", name="trip-3")
+    link.focus()
+    page.evaluate("document.getElementById('session-table').dataset.old = 'yes'")
+    expect(page.locator("#session-table[data-old]")).to_have_count(0, timeout=15_000)  # the 10 s refresh came
+    expect(page.locator("#session-table").get_by_role("link", name="trip-3")).to_be_focused()
