@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -434,6 +436,16 @@ SESSIONCTX_MAX_OUTPUT_TOKENS = env_int("SESSIONCTX_MAX_OUTPUT_TOKENS", 0)
 # An answer that changes nothing although the messages carry information ends its run as `no_change`, the messages
 # left unseen for the next run; after this many such runs on the same messages the next unchanged answer stands.
 SESSIONCTX_UNCHANGED_RETRIES = env_int("SESSIONCTX_UNCHANGED_RETRIES", 2)
+# Cost (#19): USD per million input and output tokens for each model, as JSON ({"gpt-4o-mini": [0.15, 0.60]}). A run
+# records its cost with the prices of the day it finished; a model not listed records no cost (null), not zero.
+try:
+    SESSIONCTX_MODEL_PRICES = {str(name): (Decimal(str(p_in)), Decimal(str(p_out)))
+                               for name, (p_in, p_out) in json.loads(env("SESSIONCTX_MODEL_PRICES", "{}")).items()}
+except (ValueError, TypeError, AttributeError, ArithmeticError):
+    raise ImproperlyConfigured('SESSIONCTX_MODEL_PRICES must be JSON like {"gpt-4o-mini": [0.15, 0.60]}') from None
+# Tokens (input + output) all runs may use per day (UTC), 0 = no limit; once reached, a run ends budget_exceeded
+# without calling the model and its messages stay unseen for a run after midnight.
+SESSIONCTX_DAILY_TOKEN_BUDGET = env_int("SESSIONCTX_DAILY_TOKEN_BUDGET", 0)
 # A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
 SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4)
 # A queued run not picked up this long after it was sent is sent again (by the next request for
