@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -398,6 +399,15 @@ SESSIONCTX_DEFAULT_MODE = env("SESSIONCTX_DEFAULT_MODE", "summary")
 if SESSIONCTX_DEFAULT_MODE not in {"summary", "planning"}:
     raise ImproperlyConfigured("SESSIONCTX_DEFAULT_MODE must be 'summary' or 'planning'")
 SESSIONCTX_AUTO_UPDATE = env_bool("SESSIONCTX_AUTO_UPDATE", True)
+# When a posted turn queues a model-driven update (a session's own update_policy wins): every_turn,
+# every_n_turns:N, idle:S (quiet for S seconds: the sweep or a read queues it) or tokens:T (unseen characters / 4 > T).
+# The pattern is contexts.extraction.policy's (that module needs the apps loaded).
+SESSIONCTX_UPDATE_POLICY = env("SESSIONCTX_UPDATE_POLICY", "every_turn")
+if not re.fullmatch(r"every_turn|every_n_turns:[1-9]\d{0,5}|idle:[1-9]\d{0,6}|tokens:[1-9]\d{0,7}",
+                    SESSIONCTX_UPDATE_POLICY):
+    raise ImproperlyConfigured("SESSIONCTX_UPDATE_POLICY must be every_turn, every_n_turns:N, idle:S or tokens:T")
+# GET .../context?fresh=true waits at most this many seconds for an update of the unseen messages.
+SESSIONCTX_FRESH_WAIT = env_float("SESSIONCTX_FRESH_WAIT", 10.0)
 # GET .../context and .../context/prompt answered from the Redis cache (CACHE_URL) when there is one;
 # entries expire after the TTL, which bounds how stale a read can be if a writer dies between its
 # commit and its cache delete (contexts/readcache.py).
@@ -485,6 +495,9 @@ SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
 CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
                           "options": {"expires": float(SWEEP_INTERVAL)}},
+    # Sessions under an idle:S policy whose conversation has gone quiet get their update.
+    "sweep-idle-updates": {"task": "contexts.sweep_idle_updates", "schedule": float(SWEEP_INTERVAL),
+                           "options": {"expires": float(SWEEP_INTERVAL)}},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
     "purge-sessions": {"task": "contexts.purge_sessions", "schedule": 3600.0, "options": {"expires": 3600.0}},
     # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
