@@ -18,6 +18,7 @@ from django.utils import timezone
 from ..exceptions import InvalidInput
 from ..models import ExtractionRun, Message, Revision, SessionContext
 from ..services.actors import Actor
+from ..services.locks import locks_withhold, proposals_record
 from ..services.snapshots import snapshot_write
 from ..snapshot import fields_for, validate_snapshot
 from . import llm
@@ -231,6 +232,8 @@ def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: 
         if session is None:
             claim_.release()
             return Outcome.STALE
+        # Locks are read under the row lock: an editor's lock taken during the model call still holds.
+        changes, withheld = locks_withhold(session, values=changes)
         values, unmerged = changes, []
         if (session.cursor_seq, session.mode) != (base.cursor_seq, base.mode):
             unmerged = ["cursor"]  # another extraction or a rewind moved the cursor: start from where it is
@@ -245,6 +248,7 @@ def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: 
         snapshot_write(session, values=values, source=Revision.Source.EXTRACTION, actor=Actor.for_model(model),
                        reason=f"Extraction run {run.pk}: messages {first_seq}-{last_seq}",
                        extra={"cursor_seq": last_seq})
+        proposals_record(session, withheld=withheld, run=run)
         # Only the attempt that still owns the run finishes it; a stale one (a newer attempt took the run over
         # and its result counts) undoes its write by rolling back.
         owned = finish(run, ExtractionRun.Status.SUCCEEDED, attempt=run.attempts, error=note,

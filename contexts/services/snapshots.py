@@ -15,6 +15,7 @@ from ..models import Event, Revision, SessionContext
 from ..snapshot import CONTENT_FIELDS, EMPTY_CONTENT, EXTRACTED_FIELDS, validate_reason, validate_snapshot
 from .actors import Actor
 from .events import event_record
+from .locks import locks_enforce
 
 
 def session_locked(session: SessionContext) -> SessionContext:
@@ -67,6 +68,7 @@ def _write_checked(*, session: SessionContext, expected_version: int | None, val
     current = session_locked(session)
     if expected_version is not None and current.version != expected_version:
         raise VersionConflict(expected=expected_version, current=current.version)
+    locks_enforce(current, values=values, actor=actor)
     return snapshot_write(current, values=values, source=source, actor=actor, reason=reason, extra=extra)
 
 

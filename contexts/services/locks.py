@@ -1,0 +1,113 @@
+"""Staff-locked fields and proposals: the one place for their rules.
+
+An editor locks goal, plan, summary or progress with a reason. While a field is locked an extraction leaves it
+as it is and keeps what it would have written as the field's latest proposal; an API key's write that would
+change it is refused with 423 and changes nothing; a person (staff page, admin) may still edit it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..exceptions import ApplicationError, InvalidInput, NotFound
+from ..models import ExtractionRun, FieldLock, LockChange, Proposal, Revision, SessionContext
+from ..snapshot import EXTRACTED_FIELDS, validate_reason, validate_snapshot
+from . import snapshots
+from .actors import Actor
+
+LOCKABLE_FIELDS = EXTRACTED_FIELDS  # the fields a model writes; the handoff note is a person's own
+
+
+class FieldLocked(ApplicationError):
+    """A write would change a field an editor locked: nothing was written."""
+
+    code = "locked"
+    status = 423
+
+
+def locked_fields(session: SessionContext) -> set[str]:
+    return set(FieldLock.objects.filter(session_id=session.pk).values_list("field", flat=True))
+
+
+@transaction.atomic
+def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor: Actor) -> list[FieldLock]:
+    """Make `fields` exactly the locked ones (an empty list unlocks all), with an audit row; returns the locks.
+
+    A reason is required whenever a field is locked; fields that stay locked keep their original reason."""
+    unknown = sorted(set(fields) - set(LOCKABLE_FIELDS))
+    if unknown:
+        raise InvalidInput(f"Only {', '.join(LOCKABLE_FIELDS)} can be locked.",
+                           details={"fields": {"fields": f"Not lockable: {', '.join(unknown)}."}})
+    wanted = set(fields)
+    reason = validate_reason(reason) if wanted else (reason or "").strip()
+    current = snapshots.session_locked(session)  # serialises lock changes with the snapshot's writers
+    before = locked_fields(current)
+    if wanted == before:
+        return list(FieldLock.objects.filter(session_id=current.pk))
+    FieldLock.objects.filter(session_id=current.pk).exclude(field__in=wanted).delete()
+    FieldLock.objects.bulk_create([
+        FieldLock(session_id=current.pk, field=name, reason=reason, actor=actor.label, actor_user=actor.user)
+        for name in sorted(wanted - before)
+    ])
+    # An unlocked field's proposal has nothing left to wait for: the next extraction writes it directly.
+    Proposal.objects.filter(session_id=current.pk).exclude(field__in=wanted).delete()
+    LockChange.objects.create(session_id=current.pk, fields=sorted(wanted), reason=reason, actor=actor.label,
+                              actor_user=actor.user)
+    return list(FieldLock.objects.filter(session_id=current.pk))
+
+
+def locks_enforce(current: SessionContext, *, values: dict[str, Any], actor: Actor) -> None:
+    """Refuse an API key's write that would change a locked field (the caller holds the row lock)."""
+    if actor.api_key is None:
+        return
+    before = current.snapshot()
+    touched = sorted(name for name in locked_fields(current) if name in values and values[name] != before[name])
+    if touched:
+        raise FieldLocked(f"{', '.join(touched)} {'is' if len(touched) == 1 else 'are'} locked by staff: "
+                          "nothing was changed.", details={"locked_fields": touched})
+
+
+def locks_withhold(current: SessionContext, *, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split an extraction's values into what it may write and what it would change in locked fields."""
+    locked = locked_fields(current)
+    if not locked:
+        return values, {}
+    before = current.snapshot()
+    allowed = {name: value for name, value in values.items() if name not in locked}
+    withheld = {name: value for name, value in values.items() if name in locked and value != before[name]}
+    return allowed, withheld
+
+
+def proposals_record(current: SessionContext, *, withheld: dict[str, Any], run: ExtractionRun | None) -> None:
+    """Keep each withheld value as its field's latest proposal (an earlier one is replaced)."""
+    now = timezone.now()
+    for name, value in withheld.items():
+        Proposal.objects.update_or_create(session_id=current.pk, field=name,
+                                          defaults={"value": value, "from_run": run, "created_at": now})
+
+
+@transaction.atomic
+def proposal_accept(*, session: SessionContext, field: str, expected_version: int, actor: Actor,
+                    source: str = Revision.Source.STAFF) -> SessionContext:
+    """Write the field's proposal exactly as proposed, as a revision by `actor`, if the snapshot is still at
+    `expected_version`; the proposal is used up."""
+    current = snapshots.session_locked(session)
+    proposal = Proposal.objects.filter(session_id=current.pk, field=field).first()
+    if proposal is None:
+        raise NotFound(f"There is no proposal for {field!r}.", details={"field": field})
+    validate_snapshot({field: proposal.value})
+    updated = snapshots.snapshot_update(
+        session=current, expected_version=expected_version, changes={field: proposal.value}, source=source,
+        actor=actor, reason=f"Accepted the proposal for {field} from extraction run {proposal.from_run_id}")
+    proposal.delete()
+    return updated
+
+
+@transaction.atomic
+def proposal_dismiss(*, session: SessionContext, field: str, actor: Actor) -> None:
+    """Drop the field's proposal; the snapshot stays as it is."""
+    snapshots.session_locked(session)
+    Proposal.objects.filter(session_id=session.pk, field=field).delete()
