@@ -6,16 +6,20 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev run test test-fast bench lint clean
+.PHONY: install install-dev lock run run-stack test test-fast bench lint clean
 
-$(VENV)/.installed: requirements.txt
+# The venvs install the lock files (every package pinned, with its hashes); requirements*.txt are the lists that
+# people edit, and `make lock` turns them into the lock files.
+$(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --require-hashes -r requirements.lock
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PIP) install -q -r requirements-dev.txt
+# pip refuses editable installs under --require-hashes: the local client (-e ./clients/python in
+# requirements-dev.txt) comes second, without dependencies (they are in the lock).
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
+	$(PIP) install -q --require-hashes -r requirements-dev.lock
+	$(PIP) install -q --no-deps -e ./clients/python
 	touch $@
 
 install: $(VENV)/.installed
@@ -40,6 +44,13 @@ test-fast: install-dev
 bench: install-dev
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null 2>&1; } || echo "wrk not installed: load comes from Python threads (client-bound figures)"
 	$(PY) bench/run_all.py
+
+# After editing requirements.txt or requirements-dev.txt: pins every package (hashes included) for Python 3.11.
+# The client (-e ./clients/python) stays out of the lock: it is installed from the checkout.
+UV_COMPILE = $(VENV)/bin/uv pip compile -q --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
+lock: install-dev
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-dev.txt --no-emit-package sessionctx-client -o requirements-dev.lock
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
