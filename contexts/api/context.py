@@ -56,14 +56,14 @@ class ContextApi(ApiView):
 
     @extend_schema(tags=["context"], operation_id="context_update", request=ContextWriteInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
-                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 423, 428)},
                    description="Change some snapshot fields; the others stay. Needs the version you read.")
     def patch(self, request, session_id: str):
         return self._write(request, session_id, replace=False)
 
     @extend_schema(tags=["context"], operation_id="context_replace", request=ContextWriteInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
-                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 423, 428)},
                    description="Replace the whole snapshot: fields not given become empty. Needs the version "
                                "you read.")
     def put(self, request, session_id: str):
@@ -108,7 +108,7 @@ class ContextPromptApi(ApiView):
 class ContextResetApi(ApiView):
     @extend_schema(tags=["context"], operation_id="context_reset", request=ResetInputSerializer,
                    parameters=[IF_MATCH_OPTIONAL],
-                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 423)},
                    description="Empty the snapshot (a new version; the history keeps the old ones).")
     def post(self, request, session_id: str):
         data = validated(ResetInputSerializer, request.data)

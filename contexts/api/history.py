@@ -30,7 +30,7 @@ class RevisionListApi(ApiListView):
 class RevisionRevertApi(ApiView):
     @extend_schema(tags=["history"], operation_id="revision_revert", request=RevertInputSerializer,
                    parameters=[IF_MATCH, ETAG_HEADER],
-                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 428)},
+                   responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 423, 428)},
                    description="Restore the snapshot as it was at `version`, as a new revision. If-Match (or "
                                "the body's `version`) is the *current* version you read.")
     def post(self, request, session_id: str, version: int):

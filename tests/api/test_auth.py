@@ -36,6 +36,8 @@ REQUIRED_SCOPE = {
     ("api-messages", "get"): "read",
     ("api-messages", "post"): "write",
     ("api-handoff", "post"): "write",
+    ("api-locks", "get"): "read",
+    ("api-locks", "put"): "write",
     ("api-session-runs", "get"): "read",
     ("api-run", "get"): "read",
     ("api-events", "get"): "read",

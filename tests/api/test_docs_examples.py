@@ -82,6 +82,7 @@ def test_every_endpoint_appears_in_the_guide():
             "api-context": "/context ", "api-context-prompt": "/context/prompt", "api-context-reset": "/context/reset",
             "api-context-update": "/context/update", "api-revisions": "/revisions?",
             "api-revision-revert": "/revert", "api-messages": "/messages", "api-handoff": "/handoff",
+            "api-locks": "/locks",
             "api-session-runs": "/runs ", "api-run": "/runs/$RUN", "api-events": "/events?",
             "api-session-export": "/sessions/$SESSION/export", "api-user-export": "/users/u-7/export",
             "api-user": "/users/$END_USER ",
