@@ -1,0 +1,132 @@
+"""The LangChain integration, driven by a real langchain-core chain with a real ChatOpenAI model (langchain-core and
+langchain-openai, pinned in requirements-dev) pointed at the tests' fake OpenAI-compatible server, against a live
+sessionctx server."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables.history import RunnableWithMessageHistory
+from langchain_openai import ChatOpenAI
+from sessionctx_client import SessionCtxClient
+from sessionctx_client.langchain import SessionCtxChatMessageHistory, prepend_session_context
+
+from contexts.models import Message, SessionContext
+from tests.factories import make_api_key, make_session
+from tests.fake_openai import FakeOpenAI, prose
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI(default=None) as server:
+        yield server
+
+
+@pytest.fixture
+def key(live_server):
+    return make_api_key("read", "write", name="langchain")[1]
+
+
+def chat_for(client: SessionCtxClient, fake: FakeOpenAI, **history_options) -> RunnableWithMessageHistory:
+    prompt = ChatPromptTemplate.from_messages([
+        ("system", "You help teams move databases."), MessagesPlaceholder("history"), ("human", "{question}")])
+    model = ChatOpenAI(model="fake-model", base_url=fake.url, api_key="k", max_retries=0)
+    return RunnableWithMessageHistory(
+        prompt | prepend_session_context(client) | model,
+        lambda session_id: SessionCtxChatMessageHistory(session_id, client, **history_options),
+        input_messages_key="question", history_messages_key="history")
+
+
+def ask(live_server, key, fake, session_id: str, *questions: str, **history_options) -> list[str]:
+    """Each question asked through a new chain over a new client, as separate processes would; the answers."""
+    answers = []
+    for question in questions:
+        with SessionCtxClient(live_server.url, key) as client:
+            reply = chat_for(client, fake, **history_options).invoke(
+                {"question": question}, {"configurable": {"session_id": session_id}})
+            answers.append(reply.content)
+    return answers
+
+
+def stored(session_id: str) -> list[tuple[str, str]]:
+    return list(Message.objects.filter(session__session_id=session_id).order_by("seq").values_list("role", "content"))
+
+
+def test_the_context_block_comes_first_and_the_turn_is_stored(live_server, key, fake):
+    make_session("lc-1", content={"goal": "Move to PostgreSQL", "plan": ["Dump the schema", "Load data"]})
+    fake.push(prose("First, dump the schema with pg_dump."))
+
+    assert ask(live_server, key, fake, "lc-1", "Where do I start?") == ["First, dump the schema with pg_dump."]
+
+    (request,) = fake.requests
+    first, second = request["messages"][:2]
+    assert first["role"] == "system" and first["content"].startswith("<session_context>")
+    assert "Goal: Move to PostgreSQL" in first["content"]
+    assert second == {"role": "system", "content": "You help teams move databases."}
+    assert stored("lc-1") == [("user", "Where do I start?"), ("assistant", "First, dump the schema with pg_dump.")]
+
+
+def test_a_second_process_continues_the_conversation_from_the_service(live_server, key, fake):
+    fake.push(prose("Dump the schema."), prose("Then load the data."))
+
+    ask(live_server, key, fake, "lc-2", "Help me move to PostgreSQL", "And then?", user_id="u-7", mode="planning")
+
+    second = fake.requests[1]["messages"]
+    assert [(m["role"], m["content"]) for m in second if m["role"] != "system"] == [
+        ("user", "Help me move to PostgreSQL"), ("assistant", "Dump the schema."), ("user", "And then?")]
+    session = SessionContext.objects.get(session_id="lc-2")
+    assert (session.user_id, session.mode, session.last_message_seq) == ("u-7", "planning", 4)
+
+
+def test_a_retried_add_stores_the_models_message_once(live_server, key):
+    with SessionCtxClient(live_server.url, key) as client:
+        history = SessionCtxChatMessageHistory("lc-3", client)
+        reply = AIMessage("Let me check.", id="chatcmpl-9")
+        history.add_messages([HumanMessage("Is my order shipped?"), reply])
+        history.add_messages([reply])  # a retried add
+        history.add_message(AIMessage("It shipped today.", id="chatcmpl-9"))  # a server that reuses ids
+        messages = history.messages
+
+    assert stored("lc-3") == [("user", "Is my order shipped?"), ("assistant", "Let me check."),
+                              ("assistant", "It shipped today.")]
+    assert [(type(m), m.content) for m in messages] == [
+        (HumanMessage, "Is my order shipped?"), (AIMessage, "Let me check."), (AIMessage, "It shipped today.")]
+
+
+def test_clear_erases_the_session(live_server, key, fake):
+    fake.push(prose("Hello."))
+    ask(live_server, key, fake, "lc-4", "Hi")
+
+    with SessionCtxClient(live_server.url, key) as client:
+        history = SessionCtxChatMessageHistory("lc-4", client)
+        history.clear()
+        history.clear()  # already gone: no error
+        assert history.messages == []
+    assert not SessionContext.objects.filter(session_id="lc-4").exists()
+
+
+def test_the_chain_keeps_working_when_the_service_does_not_answer(fake, caplog):
+    fake.push(prose("Still here."))
+
+    # A port nothing listens on: every call to the service fails to connect.
+    with SessionCtxClient("http://127.0.0.1:9", "sck_x", timeout=2) as client:
+        reply = chat_for(client, fake).invoke({"question": "Hi"}, {"configurable": {"session_id": "lc-5"}})
+
+    assert reply.content == "Still here."
+    assert fake.requests[0]["messages"] == [{"role": "system", "content": "You help teams move databases."},
+                                            {"role": "user", "content": "Hi"}]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sessionctx_client.langchain"]
+    assert any("without history" in w for w in warnings) and any("without the context" in w for w in warnings)
+    assert any("not stored" in w for w in warnings)
+
+
+def test_prepend_takes_an_explicit_session_and_plain_messages(live_server, key):
+    make_session("lc-6", content={"summary": "The customer is moving to PostgreSQL."})
+    with SessionCtxClient(live_server.url, key) as client:
+        messages = prepend_session_context(client, "lc-6").invoke([("human", "Hi")])
+        fresh = prepend_session_context(client, "lc-new").invoke("Hi")
+
+    assert isinstance(messages[0], SystemMessage) and "moving to PostgreSQL" in messages[0].content
+    assert messages[1:] == [HumanMessage("Hi")]
+    assert fresh == [HumanMessage("Hi")]  # nothing known yet: no block
