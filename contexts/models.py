@@ -302,6 +302,8 @@ class ExtractionRun(models.Model):
         NO_CHANGE = "no_change", "No change"
         # Its worker died before it finished, and another run of the session took its messages (superseded_by).
         SUPERSEDED = "superseded", "Superseded"
+        # Today's tokens had reached SESSIONCTX_DAILY_TOKEN_BUDGET: the model was not called, the messages stay unseen.
+        BUDGET_EXCEEDED = "budget_exceeded", "Budget exceeded"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(SessionContext, on_delete=models.CASCADE, related_name="runs")
@@ -317,6 +319,8 @@ class ExtractionRun(models.Model):
     chunks = models.PositiveIntegerField(default=0)
     # Calls made to the model, failed ones included (attempts counts deliveries of the task).
     model_calls = models.PositiveIntegerField(default=0)
+    # USD, from the tokens and SESSIONCTX_MODEL_PRICES when the run finished; null when the model had no price.
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=8, null=True, blank=True)
     error = models.TextField(blank=True, default="")
     first_seq = models.PositiveIntegerField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(null=True, blank=True)
@@ -340,6 +344,8 @@ class ExtractionRun(models.Model):
         indexes = [
             models.Index(fields=["session", "-created_at"], name="run_session_idx"),
             models.Index(fields=["status", "created_at"], name="run_status_idx"),
+            # Today's tokens (the daily budget, read as every run starts) and cost per day.
+            models.Index(fields=["finished_at"], name="run_finished_idx"),
         ]
 
     def __str__(self) -> str:

@@ -3,7 +3,7 @@
 from django.urls import path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import context, errors, events, exports, handoff, health, history, locks, messages, runs, sessions, users
+from . import context, errors, events, exports, handoff, health, history, locks, messages, runs, sessions, usage, users
 
 
 class SessionIdConverter:
@@ -38,6 +38,7 @@ urlpatterns = [
     path(f"{S}/handoff", handoff.HandoffApi.as_view(), name="api-handoff"),
     path(f"{S}/locks", locks.LocksApi.as_view(), name="api-locks"),
     path(f"{S}/runs", runs.SessionRunListApi.as_view(), name="api-session-runs"),
+    path(f"{S}/usage", usage.SessionUsageApi.as_view(), name="api-session-usage"),
     path(f"{S}/export", exports.SessionExportApi.as_view(), name="api-session-export"),
     path("api/v1/users/<str:user_id>", users.UserApi.as_view(), name="api-user"),
     path("api/v1/users/<str:user_id>/export", exports.UserExportApi.as_view(), name="api-user-export"),

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from ..exceptions import InvalidInput
 from ..models import ExtractionRun, Message, Revision, SessionContext
+from ..selectors.usage import budget_spent, run_cost
 from ..services.actors import Actor
 from ..services.locks import locks_withhold, proposals_record
 from ..services.snapshots import snapshot_write
@@ -83,7 +84,8 @@ class Attempt:
         u = self.usage
         return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                 "prompt_chars": u.prompt_chars, "latency_ms": u.latency_ms, "model_calls": u.model_calls,
-                "chunks": self.chunks}
+                "chunks": self.chunks, "cost_usd": run_cost(model=self.run.model, prompt_tokens=u.prompt_tokens,
+                                                            completion_tokens=u.completion_tokens)}
 
     def end(self, status: str, **values: Any) -> bool:
         """Record how the attempt ended, unless a newer attempt took the run over meanwhile."""
@@ -119,7 +121,10 @@ def extraction_run(*, run_id: str, extractor: Extractor | None = None) -> Claim:
         return taken
     attempt = Attempt(taken, Usage())
     try:
-        _rounds(attempt, extractor)
+        if (spent := budget_spent()) is not None:
+            attempt.end(ExtractionRun.Status.BUDGET_EXCEEDED, error=spent)  # before any call: the cursor stays
+        else:
+            _rounds(attempt, extractor)
     except Exception as exc:  # noqa: BLE001 - the soft time limit and anything unforeseen end the run here
         logger.exception("run %s failed", attempt.run.pk)
         attempt.end(ExtractionRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000])

@@ -38,7 +38,7 @@ from .leases import extraction_lease, lock_key, use_liveness_locks
 logger = logging.getLogger(__name__)
 
 FINISHED = (ExtractionRun.Status.SUCCEEDED, ExtractionRun.Status.FAILED, ExtractionRun.Status.SKIPPED,
-            ExtractionRun.Status.SUPERSEDED, ExtractionRun.Status.NO_CHANGE)
+            ExtractionRun.Status.SUPERSEDED, ExtractionRun.Status.NO_CHANGE, ExtractionRun.Status.BUDGET_EXCEEDED)
 
 
 class Decision(enum.StrEnum):

@@ -39,6 +39,7 @@ REQUIRED_SCOPE = {
     ("api-locks", "get"): "read",
     ("api-locks", "put"): "write",
     ("api-session-runs", "get"): "read",
+    ("api-session-usage", "get"): "read",
     ("api-run", "get"): "read",
     ("api-events", "get"): "read",
     ("api-session-export", "get"): "read",

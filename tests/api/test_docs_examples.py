@@ -84,6 +84,7 @@ def test_every_endpoint_appears_in_the_guide():
             "api-revision-revert": "/revert", "api-messages": "/messages", "api-handoff": "/handoff",
             "api-locks": "/locks",
             "api-session-runs": "/runs ", "api-run": "/runs/$RUN", "api-events": "/events?",
+            "api-session-usage": "/usage ",
             "api-session-export": "/sessions/$SESSION/export", "api-user-export": "/users/u-7/export",
             "api-user": "/users/$END_USER ",
         }[name]
