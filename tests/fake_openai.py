@@ -128,7 +128,8 @@ class FakeOpenAI:
                 if reply is None:
                     reply = fake.default(request) if fake.default else error(500, "no scripted answer")
                 message = {"role": "assistant", "content": reply.content, "refusal": None}
-                if way == "tools" and reply.status == 200:
+                # The extractor's tools mode forces its one tool; an agent's tools (auto) get the scripted answer as is.
+                if way == "tools" and isinstance(request.get("tool_choice"), dict) and reply.status == 200:
                     name = request["tools"][0]["function"]["name"]
                     message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
                         {"id": "call_1", "type": "function", "function": {"name": name, "arguments": reply.content}}]}
