@@ -33,6 +33,14 @@ run: install
 	@echo "Serving on http://$(HOST):$(PORT)/ (API: http://$(HOST):$(PORT)/api/docs/) — Ctrl-C stops it."
 	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 
+# The production layout on one machine: gunicorn, a Celery worker and beat (Procfile) under honcho, against the
+# PostgreSQL and Redis you give (README, "The production layout on one machine"). Ctrl-C stops all three.
+run-stack: install
+	@[ -n "$$DATABASE_URL" ] && [ -n "$$CELERY_BROKER_URL" ] || { echo "make run-stack needs DATABASE_URL and CELERY_BROKER_URL (and CACHE_URL, SECRET_KEY): see README"; exit 2; }
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+	BIND=$(HOST):$(PORT) PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -f Procfile start
+
 # The whole suite on SQLite, or on PostgreSQL when DATABASE_URL points at one.
 test: install-dev
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq chromium >/dev/null 2>&1; } || echo "chromium not installed: browser tests will be skipped"
