@@ -80,7 +80,7 @@ class SessionContextForm(forms.ModelForm):
 
     class Meta:
         model = SessionContext
-        fields = CONTENT_FIELDS
+        fields = (*CONTENT_FIELDS, "update_policy")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +118,7 @@ class SessionContextAdmin(admin.ModelAdmin):
                            "transcript")}),
         ("Snapshot (saved as a new revision)",
          {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
+        ("Updates", {"fields": ("update_policy",)}),
         ("Bookkeeping", {"classes": ("collapse",),
                          "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
     )
@@ -162,6 +163,9 @@ class SessionContextAdmin(admin.ModelAdmin):
         return super().has_change_permission(request, obj) and request.user.has_perm("contexts.edit_context")
 
     def save_model(self, request: HttpRequest, obj: SessionContext, form: SessionContextForm, change: bool) -> None:
+        if "update_policy" in form.changed_data:
+            # Not part of the snapshot: no revision, no version check.
+            services.session_update_policy_set(session=obj, update_policy=form.cleaned_data["update_policy"])
         changes = {name: form.cleaned_data[name] for name in CONTENT_FIELDS if name in form.changed_data}
         if not changes:
             return

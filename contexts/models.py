@@ -34,6 +34,10 @@ class Status(models.TextChoices):
     CLOSED = "closed", "Closed"
 
 
+# The update policies (contexts.extraction.policy reads them; settings.py checks SESSIONCTX_UPDATE_POLICY the same way).
+UPDATE_POLICY_PATTERN = r"every_turn|every_n_turns:[1-9]\d{0,5}|idle:[1-9]\d{0,6}|tokens:[1-9]\d{0,7}"
+
+
 class SessionContext(models.Model):
     """The current snapshot of one conversation; replaced on every change, versioned."""
 
@@ -61,6 +65,12 @@ class SessionContext(models.Model):
     # Sequence number of the last message posted, and of the last one an extraction consumed.
     last_message_seq = models.PositiveIntegerField(default=0)
     cursor_seq = models.PositiveIntegerField(default=0)
+    # When posted turns queue a model-driven update (contexts.extraction.policy); empty: SESSIONCTX_UPDATE_POLICY.
+    update_policy = models.CharField(
+        max_length=32, blank=True, default="",
+        validators=[RegexValidator(rf"^(?:{UPDATE_POLICY_PATTERN})$",
+                                   "every_turn, every_n_turns:N, idle:S or tokens:T")],
+        help_text="every_turn, every_n_turns:N, idle:S or tokens:T; empty for the installation's default.")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from .extraction.apply import extraction_run
 from .extraction.claim import Decision
 from .extraction.dispatch import EXTRACT_TASK, send_pending
+from .extraction.policy import idle_sweep
 from .services.events import events_purge
 from .services.governance import sessions_purge_by_setting
 from .services.webhooks import DELIVER_TASK, webhook_delivery_run, webhooks_sweep
@@ -55,6 +56,15 @@ def sweep_extractions() -> int:
     if sent or failed:
         logger.info("sweep: %d runs sent again, %d could not be sent", sent, failed)
     return sent
+
+
+@shared_task(name="contexts.sweep_idle_updates", ignore_result=True, soft_time_limit=60, time_limit=90)
+def sweep_idle_updates() -> int:
+    """Periodic (celery beat): queue the update of sessions under an idle:S policy that have gone quiet."""
+    queued = idle_sweep()
+    if queued:
+        logger.info("idle sweep: %d updates queued", queued)
+    return queued
 
 
 @shared_task(name="contexts.purge_events", ignore_result=True, soft_time_limit=300, time_limit=360)

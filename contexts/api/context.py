@@ -3,6 +3,7 @@ update. Reads come through representations.context_of (the read cache, else the 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -11,6 +12,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .. import selectors, services
+from ..extraction.policy import READ, context_refresh, parse_policy, update_if_due
 from ..extraction.runs import extraction_request
 from ..models import Revision, SessionContext
 from .http import ApiView, PlainTextRenderer, etag, expected_version, not_modified, validated
@@ -18,6 +20,7 @@ from .openapi import ETAG_HEADER, IF_MATCH, IF_MATCH_OPTIONAL, errors
 from .representations import context_of, context_representation, row_of, write_receipt
 from .serializers import (
     ContextOutputSerializer,
+    ContextReadQuerySerializer,
     ContextWriteInputSerializer,
     ContextWriteOutputSerializer,
     PromptOutputSerializer,
@@ -35,20 +38,38 @@ def context_response(request, session: SessionContext, *, status_code: int = 200
 
 IF_NONE_MATCH = OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
                                  description="An ETag you hold; 304 if it is still current.")
+FRESH_HEADER = OpenApiParameter(
+    "X-Context-Fresh", str, OpenApiParameter.HEADER, response=[200],
+    description="With `fresh=true`: `true` when the snapshot has taken in every message posted before the read, "
+                "`false` when the wait ran out or the update did not take them (failed, changed nothing, model off).")
+
+
+def _before_read(request, session_id: str) -> dict[str, str]:
+    """What a read does before answering, by the update policy: with `fresh=true` it waits for an update of the
+    unseen messages; under an installation-wide idle:S policy it queues the update of a conversation gone quiet."""
+    if validated(ContextReadQuerySerializer, request.query_params)["fresh"]:
+        freshness = context_refresh(session=selectors.session_get(session_id))
+        return {"X-Context-Fresh": "true" if freshness.fresh else "false"}
+    # Only when idle is the installation's policy: finding a session's own policy would cost every cached read a
+    # database query; sessions with their own idle:S are the sweep's (within SWEEP_INTERVAL).
+    if parse_policy(settings.SESSIONCTX_UPDATE_POLICY).kind == "idle":
+        update_if_due(session=selectors.session_get(session_id), event=READ, trigger="idle")
+    return {}
 
 
 class ContextApi(ApiView):
     @extend_schema(
         tags=["context"], operation_id="context_get",
-        parameters=[ETAG_HEADER, IF_NONE_MATCH],
+        parameters=[ContextReadQuerySerializer, ETAG_HEADER, IF_NONE_MATCH, FRESH_HEADER],
         responses={200: ContextOutputSerializer, 304: OpenApiResponse(description="Not modified."),
                    **errors(400, 404)},
         description="The snapshot, its mode, status (e.g. `human` while a person owns the conversation) "
                     "and version.",
     )
     def get(self, request, session_id: str):
+        freshness = _before_read(request, session_id)
         entry = context_of(session_id)
-        headers = {"ETag": etag(entry.version)}
+        headers = {"ETag": etag(entry.version), **freshness}
         if not_modified(request.headers.get("If-None-Match"), entry.version):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         # Already rendered (and cached) as the JSON the serializer gives.
@@ -87,15 +108,17 @@ class ContextPromptApi(ApiView):
     renderer_classes = [PlainTextRenderer, JSONRenderer]
 
     @extend_schema(
-        tags=["context"], operation_id="context_prompt", parameters=[ETAG_HEADER, IF_NONE_MATCH],
+        tags=["context"], operation_id="context_prompt",
+        parameters=[ContextReadQuerySerializer, ETAG_HEADER, IF_NONE_MATCH, FRESH_HEADER],
         responses={(200, "text/plain"): OpenApiTypes.STR, (200, "application/json"): PromptOutputSerializer,
                    304: OpenApiResponse(description="Not modified."), **errors(400, 404)},
         description="The `<session_context>` block for a system prompt: text/plain by default, JSON with "
                     "`Accept: application/json`. Empty when there is nothing to say.",
     )
     def get(self, request, session_id: str):
+        freshness = _before_read(request, session_id)
         entry = context_of(session_id)
-        headers = {"ETag": etag(entry.version), "Vary": "Accept"}
+        headers = {"ETag": etag(entry.version), "Vary": "Accept", **freshness}
         # The block changes only with the version, so an agent re-reading it each turn pays a 304 while idle.
         if not_modified(request.headers.get("If-None-Match"), entry.version):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)

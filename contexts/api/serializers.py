@@ -95,6 +95,13 @@ class QueryFilterSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class ContextReadQuerySerializer(QueryFilterSerializer):
+    fresh = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Wait (up to SESSIONCTX_FRESH_WAIT seconds) for an update of the messages the snapshot has not "
+                  "seen yet; `X-Context-Fresh` says whether it has them all.")
+
+
 class SessionFilterSerializer(QueryFilterSerializer):
     user_id = serializers.CharField(required=False, max_length=255)
     agent_id = serializers.CharField(required=False, max_length=255)
@@ -108,12 +115,17 @@ class SessionCreateInputSerializer(StrictSerializer):
     user_id = _owner_field("The end user this conversation belongs to.")
     agent_id = _owner_field("The agent that talks in it.")
     team_id = _owner_field("The team that owns the agent.")
+    update_policy = StrictCharField(
+        required=False, allow_blank=True, max_length=32,
+        help_text="When posted turns update the context: `every_turn`, `every_n_turns:N`, `idle:S` (quiet for S "
+                  "seconds), `tokens:T` (unseen messages above T tokens); empty for the server's default. Unlike "
+                  "the owners, a PUT changes it.")
 
 
 class SessionOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = SessionContext
-        fields = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "version",
+        fields = ["session_id", "user_id", "agent_id", "team_id", "mode", "status", "version", "update_policy",
                   "created_at", "updated_at"]
 
 

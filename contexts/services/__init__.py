@@ -17,7 +17,7 @@ from .handoff import (
     session_close,
 )
 from .messages import AppendResult, PostResult, messages_append, messages_post
-from .sessions import session_delete, session_get_or_create
+from .sessions import session_delete, session_get_or_create, session_update_policy_set
 from .snapshots import (
     snapshot_replace,
     snapshot_reset,
@@ -32,6 +32,7 @@ __all__ = [
     "api_key_revoke", "api_key_touch", "event_record", "events_purge", "handoff_add_note", "handoff_claim",
     "handoff_release", "handoff_reply", "handoff_request", "handoff_take_over",
     "messages_append", "messages_post", "session_close", "session_delete", "session_get_or_create",
+    "session_update_policy_set",
     "snapshot_replace", "snapshot_reset", "snapshot_revert", "snapshot_rewind", "snapshot_update",
     "snapshot_write",
 ]

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import transaction
 
 from ..exceptions import InvalidInput
-from ..extraction.runs import extraction_request
-from ..models import ExtractionRun, Message, SessionContext, Status
+from ..extraction.policy import TURN, update_if_due
+from ..models import ExtractionRun, Message, SessionContext
 from .sessions import session_get_or_create
 
 
@@ -99,14 +99,14 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
 @transaction.atomic
 def messages_post(*, session_id: str, messages: list[dict[str, Any]], **owners: Any) -> PostResult:
     """An agent's batch: the session created if needed, the messages stored, and a context update queued when
-    the batch completes a turn (SESSIONCTX_AUTO_UPDATE). One transaction: a refused batch leaves no session
-    behind, and the update reaches the workers only once the messages are committed."""
+    the batch completes a turn and the update policy says so (SESSIONCTX_AUTO_UPDATE, contexts.extraction.policy).
+    One transaction: a refused batch leaves no session behind, and the update reaches the workers only once the
+    messages are committed."""
     session, created = session_get_or_create(session_id=session_id, **owners)
     appended = messages_append(session=session, messages=messages)
     update = None
-    # While a person owns the conversation the model keeps out of it, unless configured otherwise; what was
-    # said meanwhile is read when the person hands it back.
-    with_person = session.status == Status.HUMAN and not settings.SESSIONCTX_EXTRACT_WHILE_HUMAN
-    if appended.completes_turn and settings.SESSIONCTX_AUTO_UPDATE and not with_person:
-        update = extraction_request(session=session, trigger="auto")
+    if appended.completes_turn:
+        # The session's update policy decides (every turn, every N, past T tokens; idle ones wait for the sweep).
+        session.refresh_from_db(fields=["last_message_seq", "cursor_seq", "status", "update_policy"])
+        update = update_if_due(session=session, event=TURN, trigger="auto")
     return PostResult(session=session, created=created, appended=appended, update=update)

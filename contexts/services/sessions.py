@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 
 from .. import readcache
 from ..exceptions import InvalidInput
+from ..extraction.policy import is_valid_policy
 from ..models import Mode, SessionContext
 from ..snapshot import validate_session_id
 from .actors import Actor
@@ -28,21 +29,30 @@ def _check_owners(mode: str | None, owners: dict[str, str | None]) -> None:
 
 
 def session_get_or_create(*, session_id: str, mode: str | None = None, user_id: str | None = None,
-                          agent_id: str | None = None, team_id: str | None = None) -> tuple[SessionContext, bool]:
+                          agent_id: str | None = None, team_id: str | None = None,
+                          update_policy: str | None = None) -> tuple[SessionContext, bool]:
     """The session with this id, created (version 0, empty) if it does not exist yet.
 
     Owners unknown when the session was first seen are filled in later; known ones are never overwritten.
+    `update_policy` (given) is set, created or not: "" goes back to SESSIONCTX_UPDATE_POLICY.
     """
     validate_session_id(session_id)
     owners = {"user_id": user_id, "agent_id": agent_id, "team_id": team_id}
     _check_owners(mode, owners)
+    if update_policy is not None and update_policy != "" and not is_valid_policy(update_policy):
+        raise InvalidInput("update_policy must be every_turn, every_n_turns:N, idle:S or tokens:T (or empty)",
+                           details={"fields": {"update_policy": "Invalid."}})
     defaults = {"mode": mode or settings.SESSIONCTX_DEFAULT_MODE, **{k: v or "" for k, v in owners.items()}}
+    if update_policy is not None:
+        defaults["update_policy"] = update_policy
     try:
         session, created = SessionContext.objects.get_or_create(session_id=session_id, defaults=defaults)
     except IntegrityError:
         # Two first posts raced; the other one created it.
         session, created = SessionContext.objects.get(session_id=session_id), False
     missing = {k: v for k, v in owners.items() if v and not getattr(session, k)}
+    if update_policy is not None and session.update_policy != update_policy:
+        missing["update_policy"] = update_policy
     if created or missing:
         # A new session: an entry cached for an earlier session of this id (deleted since) must not outlive it.
         readcache.context_changed(session_id)
@@ -50,6 +60,12 @@ def session_get_or_create(*, session_id: str, mode: str | None = None, user_id: 
         SessionContext.objects.filter(pk=session.pk).update(**missing)
         session = SessionContext.objects.get(pk=session.pk)
     return session, created
+
+
+def session_update_policy_set(*, session: SessionContext, update_policy: str) -> SessionContext:
+    """Set when posted turns update this session's context; "" goes back to SESSIONCTX_UPDATE_POLICY."""
+    session, _ = session_get_or_create(session_id=session.session_id, update_policy=update_policy)
+    return session
 
 
 @transaction.atomic

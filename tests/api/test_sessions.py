@@ -59,7 +59,7 @@ def test_list_is_newest_first_with_filters(agent):
     assert agent.get("/api/v1/sessions?status=handoff_requested").json()["results"] == []
     first = agent.get("/api/v1/sessions").json()["results"][0]
     assert set(first) == {"session_id", "user_id", "agent_id", "team_id", "mode", "status", "version",
-                          "created_at", "updated_at"}
+                          "update_policy", "created_at", "updated_at"}
 
 
 def test_list_pages_with_a_cursor_without_repeats(agent):

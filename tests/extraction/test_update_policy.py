@@ -1,0 +1,120 @@
+"""Update policies (#18.5): which posted turns, sweeps and reads queue a model-driven update, run in-process
+with the offline extractor."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from contexts import services
+from contexts.extraction.policy import idle_sweep, parse_policy
+from contexts.models import ExtractionRun, Message, SessionContext
+from contexts.tasks import sweep_idle_updates
+
+pytestmark = pytest.mark.django_db
+
+
+def _turn(i: int, words: int = 5) -> list[dict]:
+    return [{"role": "user", "content": f"Question {i}: " + "word " * words, "idempotency_key": f"t{i}-u"},
+            {"role": "assistant", "content": f"Answer {i}: we booked item {i}.", "idempotency_key": f"t{i}-a"}]
+
+
+def _post(session_id: str, i: int, capture, **kw):
+    with capture(execute=True):
+        return services.messages_post(session_id=session_id, messages=_turn(i, **kw), mode="summary")
+
+
+def _runs(session_id: str) -> int:
+    return ExtractionRun.objects.filter(session__session_id=session_id).count()
+
+
+@pytest.fixture(autouse=True)
+def _auto_update(settings):
+    settings.SESSIONCTX_AUTO_UPDATE = True
+    settings.SESSIONCTX_UPDATE_POLICY = "every_turn"
+
+
+def test_every_turn_updates_after_each_turn(django_capture_on_commit_callbacks):
+    for i in range(1, 4):
+        assert _post("p-every", i, django_capture_on_commit_callbacks).update is not None
+    assert _runs("p-every") == 3
+
+
+def test_every_n_turns_updates_once_n_turns_are_unseen(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_n_turns:3"
+    queued = [_post("p-n", i, django_capture_on_commit_callbacks).update is not None for i in range(1, 8)]
+    assert queued == [False, False, True, False, False, True, False]
+    session = SessionContext.objects.get(session_id="p-n")
+    # The two runs took in turns 1-6 (12 messages); turn 7 waits for two more.
+    assert (session.cursor_seq, session.last_message_seq) == (12, 14)
+    assert "Answer 6" in session.summary or "item 6" in session.summary
+
+
+def test_a_sessions_own_policy_wins_over_the_installations(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_turn"
+    services.session_get_or_create(session_id="p-own", update_policy="every_n_turns:2")
+    queued = [_post("p-own", i, django_capture_on_commit_callbacks).update is not None for i in range(1, 5)]
+    assert queued == [False, True, False, True]
+    services.session_update_policy_set(session=SessionContext.objects.get(session_id="p-own"), update_policy="")
+    assert _post("p-own", 5, django_capture_on_commit_callbacks).update is not None  # back to every_turn
+
+
+def test_tokens_updates_once_the_unseen_messages_exceed_t_tokens(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "tokens:90"
+    # A turn here is 80 characters (20 tokens at 4 characters a token): four are 80 tokens, five 100.
+    queued = [_post("p-tok", i, django_capture_on_commit_callbacks, words=8).update is not None for i in range(1, 7)]
+    assert queued == [False, False, False, False, True, False]
+    assert _runs("p-tok") == 1
+    # One long turn (500 words = 625 tokens) goes at once.
+    assert _post("p-tok2", 1, django_capture_on_commit_callbacks, words=500).update is not None
+
+
+def test_idle_waits_for_the_conversation_to_go_quiet_then_updates_once(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "idle:30"
+    for i in range(1, 4):
+        assert _post("p-idle", i, django_capture_on_commit_callbacks).update is None
+    assert idle_sweep() == 0  # not quiet yet
+    later = timezone.now() + timedelta(seconds=31)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert idle_sweep(now=later) == 1
+    session = SessionContext.objects.get(session_id="p-idle")
+    assert session.cursor_seq == session.last_message_seq == 6
+    assert idle_sweep(now=later + timedelta(seconds=60)) == 0  # nothing unseen: no second call
+    assert _runs("p-idle") == 1
+
+
+def test_idle_sweep_asks_once_per_quiet_period_even_when_the_run_takes_nothing(
+        settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "idle:30"
+    _post("p-idle2", 1, django_capture_on_commit_callbacks)
+    later = timezone.now() + timedelta(seconds=31)
+    assert idle_sweep(now=later) == 1  # queued, not run (no commit callbacks): it stays pending
+    assert idle_sweep(now=later) == 0
+    ExtractionRun.objects.filter(session__session_id="p-idle2").update(status=ExtractionRun.Status.FAILED)
+    assert idle_sweep(now=later + timedelta(seconds=60)) == 0  # failed on these messages: not every sweep again
+    assert _runs("p-idle2") == 1
+
+
+def test_only_idle_sessions_are_swept(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_n_turns:5"
+    services.session_get_or_create(session_id="p-idle3", update_policy="idle:1")
+    _post("p-idle3", 1, django_capture_on_commit_callbacks)
+    _post("p-n5", 1, django_capture_on_commit_callbacks)
+    Message.objects.update(created_at=timezone.now() - timedelta(seconds=5))
+    assert sweep_idle_updates() == 1
+    assert (_runs("p-idle3"), _runs("p-n5")) == (1, 0)
+
+
+def test_nothing_is_queued_while_auto_update_is_off(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_AUTO_UPDATE = False
+    settings.SESSIONCTX_UPDATE_POLICY = "idle:1"
+    _post("p-off", 1, django_capture_on_commit_callbacks)
+    assert idle_sweep(now=timezone.now() + timedelta(seconds=5)) == 0
+
+
+@pytest.mark.parametrize("text", ["", "every_turn:1", "every_n_turns:0", "idle:", "tokens:-5", "idle:1s", "sometimes"])
+def test_a_policy_that_is_not_one_of_the_four_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_policy(text)
