@@ -16,6 +16,7 @@ from django_htmx.http import reswap
 
 from contexts import selectors
 from contexts.models import SessionContext, Status
+from contexts.selectors.usage import session_usage
 from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
 
 from .access import EDIT_PERM, HANDOFF_PERM
@@ -82,6 +83,8 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     for region, (key, load) in _LOADERS.items():
         if BODY in regions or region in regions:
             context[key] = load(session)
+    if BODY in regions or "runs" in regions:
+        context["usage"] = session_usage(session)  # every run of the session, not only those the card lists
     # The person loaded earlier messages (the live check and a reply say from where): a re-render keeps them.
     start = request.GET.get("transcript_from") or request.POST.get("transcript_from", "")
     shown = context.get("transcript")
