@@ -47,9 +47,11 @@ def test_collected_static_files_get_hashed_names_and_a_one_year_cache_lifetime(c
     assert response["Content-Encoding"] == "gzip"
 
 
-def test_without_collectstatic_pages_link_plain_names_that_are_served(client):
+def test_without_collectstatic_pages_link_plain_names_that_are_served(client, settings, tmp_path):
     # Tests, `make run` and a first start before collectstatic have no manifest: plain names, still served.
     from django.templatetags.static import static
 
+    settings.STATIC_ROOT = tmp_path  # nothing collected there (a checkout's staticfiles/ may have a manifest)
+    settings.STORAGES = {**settings.STORAGES}
     assert static("contexts/app.css") == "/static/contexts/app.css"
     assert client.get("/static/contexts/app.css").status_code == 200
