@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
 
@@ -27,6 +29,7 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from .selectors import usage
 from .services import Actor, webhooks
 from .services.governance import user_erase
 from .snapshot import REASON_MAX_CHARS, validate_snapshot
@@ -211,11 +214,28 @@ class RevisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(ExtractionRun)
 class ExtractionRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "session", "status", "trigger", "extractor", "model", "prompt_tokens",
-                    "completion_tokens", "latency_ms", "created_at")
+                    "completion_tokens", "cost_usd", "latency_ms", "created_at")
     list_filter = ("status", "extractor", "trigger")
     search_fields = ("id", "session__session_id", "model", "error")
     list_select_related = ("session",)
     show_full_result_count = False
+    change_list_template = "admin/contexts/extractionrun/change_list.html"  # links the cost per day
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.cost_per_day_view)
+        return [path("cost-per-day/", view, name="contexts_extractionrun_cost_per_day"), *super().get_urls()]
+
+    def cost_per_day_view(self, request: HttpRequest) -> HttpResponse:
+        """Runs, tokens and cost per day over the last 30 days, for all sessions (global until projects exist)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request), "title": "Cost per day", "opts": self.opts,
+            "days": usage.cost_per_day(days=30), "tokens_today": usage.tokens_today(),
+            "budget": settings.SESSIONCTX_DAILY_TOKEN_BUDGET,
+            "prices": sorted(settings.SESSIONCTX_MODEL_PRICES.items()),
+        }
+        return TemplateResponse(request, "admin/contexts/extractionrun/cost_per_day.html", context)
 
 
 @admin.register(Message)
