@@ -131,12 +131,16 @@ def idle_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
     idle = Q(update_policy__startswith="idle:")
     if parse_policy(settings.SESSIONCTX_UPDATE_POLICY).kind == "idle":
         idle |= Q(update_policy="")
+    # Every candidate is looked at (not the first `limit`): sessions still talking would otherwise hide the quiet
+    # ones behind them. At most `limit` are queued per sweep; the rest go on the next one.
     candidates = (SessionContext.objects.filter(idle, last_message_seq__gt=F("cursor_seq"))
-                  .exclude(runs__status__in=PENDING).distinct()[:limit])
+                  .exclude(runs__status__in=PENDING).distinct().order_by("pk"))
     queued = 0
-    for session in candidates:
+    for session in candidates.iterator(chunk_size=limit):
         if update_if_due(session=session, event=SWEEP, trigger="idle", now=now) is not None:
             queued += 1
+            if queued >= limit:
+                break
     return queued
 
 

@@ -118,3 +118,13 @@ def test_nothing_is_queued_while_auto_update_is_off(settings, django_capture_on_
 def test_a_policy_that_is_not_one_of_the_four_is_refused(text):
     with pytest.raises(ValueError):
         parse_policy(text)
+
+
+def test_sessions_still_talking_do_not_hide_a_quiet_one_from_the_sweep(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_turn"
+    services.session_get_or_create(session_id="p-talking", update_policy="idle:3600")
+    services.session_get_or_create(session_id="p-quiet", update_policy="idle:60")
+    _post("p-talking", 1, django_capture_on_commit_callbacks)
+    _post("p-quiet", 1, django_capture_on_commit_callbacks)
+    assert idle_sweep(now=timezone.now() + timedelta(seconds=61), limit=1) == 1
+    assert (_runs("p-talking"), _runs("p-quiet")) == (0, 1)
