@@ -11,6 +11,7 @@ from contexts import selectors
 from contexts.exceptions import InvalidInput
 from contexts.models import Mode, SessionContext, Status
 from contexts.selectors import SESSION_SORTS
+from contexts.services.locks import LOCKABLE_FIELDS
 from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
 
 
@@ -113,3 +114,14 @@ class ResetForm(forms.Form):
     reason = forms.CharField(max_length=REASON_MAX_CHARS)
     confirm = forms.BooleanField(label="I understand this empties the context", required=True,
                                  error_messages={"required": "Tick the confirmation box to reset."})
+
+
+class LocksForm(forms.Form):
+    fields_locked = forms.MultipleChoiceField(required=False, label="Locked fields",
+                                              choices=[(name, name.capitalize()) for name in LOCKABLE_FIELDS])
+    reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS)
+
+
+class ProposalForm(forms.Form):
+    field = forms.ChoiceField(choices=[(name, name) for name in LOCKABLE_FIELDS])
+    expected_version = forms.IntegerField(min_value=0, required=False)

@@ -16,7 +16,9 @@ from django_htmx.http import reswap
 
 from contexts import selectors
 from contexts.models import SessionContext, Status
+from contexts.selectors.locks import lock_panel, locks_token
 from contexts.selectors.usage import session_usage
+from contexts.services.locks import LOCKABLE_FIELDS
 from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
 
 from .access import EDIT_PERM, HANDOFF_PERM
@@ -27,18 +29,22 @@ FLASH = "contexts/base.html#flash"
 BODY = "session-body"
 LIVE = "live"  # the element that polls for changes (see live_token); it carries the token of what the page shows
 REGIONS = frozenset({BODY, "session-head", "session-actions", "snapshot-panel", "handoff-note", "transcript",
-                     "reply-box", "handoff-timeline", "runs", "history", "reset-panel", LIVE})
+                     "reply-box", "handoff-timeline", "runs", "history", "reset-panel", "locks-panel", "proposals",
+                     LIVE})
 
 TRANSCRIPT_PAGE = 200  # messages the transcript shows at once; "Load earlier messages" fetches the page before
 TRANSCRIPT_MAX = 2000  # messages a re-rendered transcript keeps of those the person loaded
 
 # What each action leaves out of date; the first is the region its form targets. Every version bump dates the
 # head (version, status), the history (the new revision) and the reset form (the version it expects).
-EDITED = ("snapshot-panel", "session-head", "history", "reset-panel")
+EDITED = ("snapshot-panel", "session-head", "history", "reset-panel", "proposals")
 RESTORED = (*EDITED, "handoff-note")  # a revert or reset also brings back or empties the handoff note
 STATUS_CHANGED = ("session-head", "session-actions", "reply-box", "handoff-timeline", "history", "reset-panel")
 RELEASED = (*STATUS_CHANGED, "handoff-note")
 NOTE_ADDED = ("handoff-timeline",)
+LOCKED = ("locks-panel", "proposals")
+PROPOSAL_ACCEPTED = ("proposals", "snapshot-panel", "session-head", "history", "reset-panel")
+PROPOSAL_DISMISSED = ("proposals",)
 REPLIED = ("reply-box", "transcript", "session-head")
 # A refused reply: someone else owns it now, so the controls and the timeline are out of date too.
 REPLY_REFUSED = (*REPLIED, "session-actions", "handoff-timeline")
@@ -47,11 +53,14 @@ REPLY_REFUSED = (*REPLIED, "session-actions", "handoff-timeline")
 # (session-actions, reply-box) change only with the owner, so a live update never wipes what someone is typing.
 _LIVE_PARTS = (
     # version; the transcript too, as an extraction moves the "not yet summarised" marks
-    ("session-head", "snapshot-panel", "handoff-note", "history", "reset-panel", "runs", "transcript"),
+    ("session-head", "snapshot-panel", "handoff-note", "history", "reset-panel", "runs", "transcript", "proposals"),
     ("session-head", "transcript"),  # last message seq
     ("session-head", "session-actions", "reply-box", "handoff-timeline"),  # status
     ("session-head", "session-actions", "reply-box", "handoff-timeline"),  # assignee
     ("handoff-timeline",),  # newest timeline entry (a note changes no session row)
+    # The lock form re-renders only when the locks change, so a live update never wipes a reason being typed.
+    ("locks-panel", "proposals"),  # the locks
+    ("proposals",),  # a proposal (an extraction that only proposes moves no version)
 )
 
 # The rows each region shows besides the session itself, loaded only for the regions being rendered.
@@ -61,6 +70,8 @@ _LOADERS: dict[str, tuple[str, Callable[[SessionContext], Any]]] = {
     "handoff-timeline": ("events", lambda s: list(selectors.handoff_events_for(s)[:200])),
     "runs": ("runs", lambda s: list(selectors.runs_for(s)[:20])),
     "history": ("history", lambda s: selectors.revision_history(s, limit=50)),
+    "locks-panel": ("locking", lock_panel),
+    "proposals": ("locking", lock_panel),
 }
 
 
@@ -76,12 +87,13 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
         "is_mine": session.status == Status.HUMAN and session.assignee_id == user.pk,
         "reason_max_chars": REASON_MAX_CHARS,
         "note_max_chars": NOTE_MAX_CHARS,
+        "lockable": LOCKABLE_FIELDS,
     }
     context["can_close"] = session.status != Status.CLOSED and (session.status != Status.HUMAN or context["is_mine"])
     if BODY in regions or LIVE in regions:
         context["live_token"] = live_token(session)
     for region, (key, load) in _LOADERS.items():
-        if BODY in regions or region in regions:
+        if (BODY in regions or region in regions) and key not in context:  # two regions share the lock panel
             context[key] = load(session)
     if BODY in regions or "runs" in regions:
         context["usage"] = session_usage(session)  # every run of the session, not only those the card lists
@@ -101,7 +113,8 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
 def live_token(session: SessionContext) -> str:
     """What the page shows, as a token the live check compares: it changes whenever a region would."""
     return ".".join(str(part) for part in (session.version, session.last_message_seq, session.status,
-                                           session.assignee_id or 0, selectors.handoff_latest_event_id(session)))
+                                           session.assignee_id or 0, selectors.handoff_latest_event_id(session),
+                                           locks_token(session)))
 
 
 def live_changes(since: str, token: str, *, editing: bool = False) -> list[str]:

@@ -19,4 +19,7 @@ urlpatterns = [
     path("sessions/<str:session_id>/note/", views.handoff_note, name="handoff_note"),
     path("sessions/<str:session_id>/release/", views.handoff_release, name="handoff_release"),
     path("sessions/<str:session_id>/close/", views.session_close, name="session_close"),
+    path("sessions/<str:session_id>/locks/", views.session_locks, name="session_locks"),
+    path("sessions/<str:session_id>/proposals/accept/", views.proposal_accept, name="proposal_accept"),
+    path("sessions/<str:session_id>/proposals/dismiss/", views.proposal_dismiss, name="proposal_dismiss"),
 ]

@@ -23,14 +23,19 @@ from contexts import selectors, services
 from contexts.exceptions import ApplicationError, InvalidInput, NotFound
 from contexts.models import SessionContext
 from contexts.services import Actor
+from contexts.services.locks import locks_set
+from contexts.services.locks import proposal_accept as locks_proposal_accept
+from contexts.services.locks import proposal_dismiss as locks_proposal_dismiss
 from contexts.snapshot import validate_session_id
 
 from . import regions
 from .access import EDIT_PERM, HANDOFF_PERM, report, staff_view
 from .forms import (
     ContextEditForm,
+    LocksForm,
     NoteForm,
     OptionalNoteForm,
+    ProposalForm,
     ReplyForm,
     ResetForm,
     RevertForm,
@@ -391,6 +396,58 @@ def session_reset(request: HttpRequest, session_id: str) -> HttpResponse:
         return _refused(request, session_id, exc, regions.RESTORED)
     messages.success(request, f"Context reset (version {session.version}); the history keeps every earlier version.")
     return _done(request, session, regions.RESTORED)
+
+
+# --- locks and proposals ------------------------------------------------------------------------
+
+
+@require_POST
+@staff_view(EDIT_PERM)
+def session_locks(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = _session(session_id)
+    form = LocksForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise first_error(form)
+        locks = locks_set(session=session, fields=form.cleaned_data["fields_locked"],
+                          reason=form.cleaned_data["reason"], actor=Actor.for_user(request.user))
+    except ApplicationError as exc:
+        return _refused(request, session_id, exc, regions.LOCKED)
+    names = ", ".join(lock.field for lock in locks)
+    messages.success(request, f"Locked: {names}." if names else "No field is locked now.")
+    return _done(request, session, regions.LOCKED)
+
+
+@require_POST
+@staff_view(EDIT_PERM)
+def proposal_accept(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = _session(session_id)
+    form = ProposalForm(request.POST)
+    try:
+        if not form.is_valid() or form.cleaned_data["expected_version"] is None:
+            raise first_error(form) if form.errors else InvalidInput("The page did not say which version it shows.")
+        field = form.cleaned_data["field"]
+        session = locks_proposal_accept(session=session, field=field, actor=Actor.for_user(request.user),
+                                        expected_version=form.cleaned_data["expected_version"])
+    except ApplicationError as exc:
+        return _refused(request, session_id, exc, regions.PROPOSAL_ACCEPTED)
+    messages.success(request, f"Accepted the proposed {field} (version {session.version}).")
+    return _done(request, session, regions.PROPOSAL_ACCEPTED)
+
+
+@require_POST
+@staff_view(EDIT_PERM)
+def proposal_dismiss(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = _session(session_id)
+    form = ProposalForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise first_error(form)
+        locks_proposal_dismiss(session=session, field=form.cleaned_data["field"], actor=Actor.for_user(request.user))
+    except ApplicationError as exc:
+        return _refused(request, session_id, exc, regions.PROPOSAL_DISMISSED)
+    messages.success(request, f"Dismissed the proposed {form.cleaned_data['field']}.")
+    return _done(request, session, regions.PROPOSAL_DISMISSED)
 
 
 # --- refused CSRF token ---------------------------------------------------------------------------

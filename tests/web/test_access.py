@@ -28,6 +28,9 @@ ROUTES = {
     "handoff_note": ("post", "handoff"),
     "handoff_release": ("post", "handoff"),
     "session_close": ("post", "handoff"),
+    "session_locks": ("post", "edit"),
+    "proposal_accept": ("post", "edit"),
+    "proposal_dismiss": ("post", "edit"),
 }
 EDIT_ROUTES = [name for name, (_, perm) in ROUTES.items() if perm == "edit"]
 

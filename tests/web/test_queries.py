@@ -47,5 +47,5 @@ def test_query_counts_do_not_grow_with_rows(support, django_assert_max_num_queri
     assert before == after
     with django_assert_max_num_queries(10):
         support.get("/")
-    with django_assert_max_num_queries(13):  # 12, and the runs card's usage line (all the session's runs)
+    with django_assert_max_num_queries(16):  # 12, the usage line, the lock panel's locks, proposals, live-token part
         support.get(f"/sessions/{big}/")

@@ -1,0 +1,103 @@
+"""Locks and proposals on the staff session page (#18.6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from contexts.models import ExtractionRun, FieldLock, LockChange, Proposal, Revision
+from contexts.services import Actor
+from contexts.services.locks import locks_set, proposals_record
+from tests.factories import make_session, make_user
+from tests.web.conftest import HTMX
+
+pytestmark = pytest.mark.django_db
+
+PLAN = ["Book flights", "Book a hotel"]
+
+
+def _proposed(session_id: str):
+    """A session with a locked plan and the plan an extraction proposed instead."""
+    session = make_session(session_id, content={"goal": "Lisbon", "plan": PLAN})
+    locks_set(session=session, fields=["plan"], reason="Agreed", actor=Actor.for_user(make_user("lia", role="editor")))
+    run = ExtractionRun.objects.create(session=session, trigger="test")
+    proposals_record(session, withheld={"plan": ["Book flights", "Take the train"]}, run=run)
+    session.refresh_from_db()
+    return session
+
+
+def test_an_editor_locks_fields_with_a_reason_from_the_page(editor):
+    session = make_session("wl-1", content={"goal": "Lisbon", "plan": PLAN})
+
+    response = editor.post("/sessions/wl-1/locks/", {"fields_locked": ["plan", "goal"], "reason": "Agreed"}, **HTMX)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="locks-panel"' in html and 'data-lock="plan"' in html and "Locked: goal, plan." in html
+    assert set(FieldLock.objects.filter(session=session).values_list("field", flat=True)) == {"goal", "plan"}
+    change = LockChange.objects.get(session=session)
+    assert (change.fields, change.actor, change.reason) == (["goal", "plan"], "user:eve-editor", "Agreed")
+
+
+def test_locking_without_a_reason_is_refused_and_locks_nothing(editor):
+    make_session("wl-2")
+    response = editor.post("/sessions/wl-2/locks/", {"fields_locked": ["plan"], "reason": ""}, **HTMX)
+    assert response.status_code == 400 and "reason is required" in response.content.decode()
+    assert not FieldLock.objects.exists() and not LockChange.objects.exists()
+
+
+def test_the_page_shows_a_proposal_as_a_diff_with_accept_and_dismiss(editor, support):
+    _proposed("wl-3")
+    html = editor.get("/sessions/wl-3/").content.decode()
+    assert 'data-proposal="plan"' in html
+    assert "<del>− Book a hotel</del>" in html and "<ins>+ Take the train</ins>" in html
+    assert 'data-action="accept-plan"' in html and 'data-action="dismiss-plan"' in html
+    support_html = support.get("/sessions/wl-3/").content.decode()
+    assert 'data-proposal="plan"' in support_html and 'data-action="accept-plan"' not in support_html
+    assert 'name="fields_locked"' not in support_html
+
+
+def test_accept_on_the_page_writes_exactly_the_proposal_as_the_editors_revision(editor):
+    session = _proposed("wl-4")
+
+    response = editor.post("/sessions/wl-4/proposals/accept/", {"field": "plan",
+                                                                "expected_version": str(session.version)}, **HTMX)
+
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert session.plan == ["Book flights", "Take the train"] and session.version == 2
+    revision = Revision.objects.get(session=session, version=2)
+    assert (revision.source, revision.actor, revision.changed_fields) == ("staff", "user:eve-editor", ["plan"])
+    assert not Proposal.objects.exists()
+    assert 'data-proposal="plan"' not in response.content.decode()
+
+
+def test_accept_from_a_stale_page_changes_nothing(editor):
+    session = _proposed("wl-5")
+    response = editor.post("/sessions/wl-5/proposals/accept/", {"field": "plan", "expected_version": "0"}, **HTMX)
+    assert response.status_code == 412
+    session.refresh_from_db()
+    assert (session.plan, session.version) == (PLAN, 1)
+    assert Proposal.objects.filter(session=session).exists()
+
+
+def test_dismiss_on_the_page_drops_the_proposal(editor):
+    session = _proposed("wl-6")
+    response = editor.post("/sessions/wl-6/proposals/dismiss/", {"field": "plan"}, **HTMX)
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert (session.plan, session.version) == (PLAN, 1) and not Proposal.objects.exists()
+
+
+def test_a_new_proposal_reaches_an_open_page_through_the_live_check(editor):
+    session = make_session("wl-7", content={"plan": PLAN})
+    locks_set(session=session, fields=["plan"], reason="Agreed", actor=Actor.system("test"))
+    page = editor.get("/sessions/wl-7/").content.decode()
+    token = page.split("/live/?since=", 1)[1].split('"', 1)[0]
+
+    proposals_record(session, withheld={"plan": ["Only trains"]}, run=None)
+    live = editor.get("/sessions/wl-7/live/", {"since": token}, **HTMX)
+
+    assert live.status_code == 200
+    html = live.content.decode()
+    assert 'data-proposal="plan"' in html and "Only trains" in html
+    assert 'name="fields_locked"' not in html  # the lock form, and a reason being typed in it, stay as they are
