@@ -3,13 +3,17 @@ with the offline extractor."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from contexts import services
-from contexts.extraction.policy import idle_sweep, parse_policy
+from contexts.extraction.policy import idle_sweep, is_valid_policy, parse_policy
 from contexts.models import ExtractionRun, Message, SessionContext
 from contexts.tasks import sweep_idle_updates
 
@@ -128,3 +132,14 @@ def test_sessions_still_talking_do_not_hide_a_quiet_one_from_the_sweep(settings,
     _post("p-quiet", 1, django_capture_on_commit_callbacks)
     assert idle_sweep(now=timezone.now() + timedelta(seconds=61), limit=1) == 1
     assert (_runs("p-talking"), _runs("p-quiet")) == (0, 1)
+
+
+@pytest.mark.parametrize(("value", "ok"), [("every_n_turns:4", True), ("idle:600", True), ("tokens:0", False),
+                                           ("every 3 turns", False)])
+def test_the_installations_policy_is_checked_at_start_as_the_sessions_are(value, ok):
+    result = subprocess.run([sys.executable, "-c", "import sessionctx.settings"],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "DEBUG": "true", "SESSIONCTX_UPDATE_POLICY": value})
+    assert (result.returncode == 0) is ok, result.stderr[-500:]
+    assert ok or "SESSIONCTX_UPDATE_POLICY must be every_turn" in result.stderr
+    assert is_valid_policy(value) is ok
