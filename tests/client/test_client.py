@@ -53,6 +53,12 @@ CLIENT_METHOD = {
     ("api-session-runs", "get"): "list_runs",
     ("api-run", "get"): "get_run",
     ("api-events", "get"): "list_events",
+    ("api-locks", "get"): "get_locks",
+    ("api-locks", "put"): "set_locks",
+    ("api-session-usage", "get"): "get_usage",
+    ("api-session-export", "get"): "export_session",
+    ("api-user-export", "get"): "export_user",
+    ("api-user", "delete"): "erase_user",
 }
 
 
@@ -355,3 +361,21 @@ def test_a_repeated_prompt_read_of_an_unchanged_session_costs_a_304(connect, rec
     ctx.update_context("c-14", expected_version=version, goal="Move to MySQL")
     assert "Goal: Move to MySQL" in ctx.get_prompt("c-14")
     assert recording.seen[-1] == ("GET", "prompt", f'"{version}"', 200)
+
+
+def test_locks_usage_export_and_erasure_round_trip(ctx):
+    ctx.post_messages("gov-1", TURN, user_id="u-gov", mode="planning")
+    ctx.post_messages("gov-2", TURN, user_id="u-gov")
+    locked = ctx.set_locks("gov-1", ["goal"], reason="the customer's words")
+    assert [lock["field"] for lock in locked["locks"]] == ["goal"] and ctx.get_locks("gov-1") == locked
+    assert ctx.set_locks("gov-1", [])["locks"] == []
+    usage = ctx.get_usage("gov-1")
+    assert usage["session_id"] == "gov-1"
+    document = ctx.export_session("gov-1")
+    assert [m["content"] for m in document["messages"]] == [m["content"] for m in TURN]
+    exported = ctx.export_user("u-gov")
+    assert sorted(d["session"]["session_id"] for d in exported) == ["gov-1", "gov-2"]
+    erased = ctx.erase_user("u-gov")
+    assert erased["user_id"] == "u-gov" and erased["deleted"]["sessions"] == 2
+    assert ctx.erase_user("u-gov")["deleted"]["sessions"] == 0
+    assert not SessionContext.objects.filter(user_id="u-gov").exists()

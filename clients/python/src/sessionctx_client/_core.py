@@ -4,6 +4,7 @@ policy. The clients only send the requests (httpx.Client or httpx.AsyncClient) a
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -257,3 +258,32 @@ def list_events(*, after: int, session_id: str | None, types: Sequence[str] | st
         types = ",".join(types)
     return Call("GET", "events", params=without_none(after=after, session_id=session_id, types=types, limit=limit,
                                                      wait=wait), holds=wait or 0.0)
+
+
+def get_locks(session_id: str) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/locks")
+
+
+def set_locks(session_id: str, fields: Sequence[str], reason: str) -> Call[Any]:
+    return Call("PUT", f"{session_path(session_id)}/locks", json={"fields": list(fields), "reason": reason})
+
+
+def get_usage(session_id: str) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/usage")
+
+
+def export_session(session_id: str) -> Call[Any]:
+    return Call("GET", f"{session_path(session_id)}/export")
+
+
+def _json_lines(response: httpx.Response) -> list[Any]:
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def export_user(user_id: str) -> Call[list[Any]]:
+    return Call("GET", f"users/{quote(user_id, safe=':@')}/export", parse=_json_lines,
+                headers={"Accept": "application/x-ndjson"})
+
+
+def erase_user(user_id: str) -> Call[Any]:
+    return Call("DELETE", f"users/{quote(user_id, safe=':@')}")

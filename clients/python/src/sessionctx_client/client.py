@@ -133,6 +133,32 @@ class SessionCtxClient(ops.Base):
         return self._run(ops.revert_context(session_id, to_version, expected_version=expected_version,
                                             reason=reason))
 
+    # --- locks, usage, data governance ---------------------------------------------------------
+
+    def get_locks(self, session_id: str) -> dict[str, Any]:
+        """The fields staff locked (model updates leave them alone) and the extraction's pending proposals."""
+        return self._run(ops.get_locks(session_id))
+
+    def set_locks(self, session_id: str, fields: Sequence[str], reason: str = "") -> dict[str, Any]:
+        """Lock exactly these fields ([] unlocks all), with a reason; a write that would change one answers 423."""
+        return self._run(ops.set_locks(session_id, fields, reason))
+
+    def get_usage(self, session_id: str) -> dict[str, Any]:
+        """What the session's model updates used and cost: tokens and cost in all."""
+        return self._run(ops.get_usage(session_id))
+
+    def export_session(self, session_id: str) -> dict[str, Any]:
+        """The session as one document: snapshot, every message, every revision, a summary of its runs."""
+        return self._run(ops.export_session(session_id))
+
+    def export_user(self, user_id: str) -> list[dict[str, Any]]:
+        """Every session of an end user, one export document each (the API streams them as JSON Lines)."""
+        return self._run(ops.export_user(user_id))
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Erase every session of an end user with all it holds; answers what was deleted (zeros the second time)."""
+        return self._run(ops.erase_user(user_id))
+
     # --- messages, handoff, runs, events -------------------------------------------------------
 
     def post_messages(self, session_id: str, messages: Sequence[NewMessage | Mapping[str, Any]], *,
