@@ -23,7 +23,9 @@ from .models import (
     Event,
     ExtractionRun,
     HandoffEvent,
+    LockChange,
     Message,
+    Proposal,
     Revision,
     SessionContext,
     WebhookDelivery,
@@ -32,6 +34,7 @@ from .models import (
 from .selectors import usage
 from .services import Actor, webhooks
 from .services.governance import user_erase
+from .services.locks import LOCKABLE_FIELDS, locked_fields, locks_set
 from .snapshot import REASON_MAX_CHARS, validate_snapshot
 
 CONTENT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note")
@@ -60,6 +63,25 @@ class RevisionInline(ReadOnlyAdminMixin, admin.TabularInline):
     show_change_link = True
 
 
+class ProposalInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """What extractions would have written to locked fields; accept or dismiss them on the staff session page."""
+
+    model = Proposal
+    fields = ("field", "value", "from_run", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
+class LockChangeInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = LockChange
+    verbose_name_plural = "Lock changes (fields locked after each)"
+    fields = ("fields", "reason", "actor", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
 class StepsField(forms.CharField):
     """A plan or progress list edited as text, one step per line (blank lines dropped)."""
 
@@ -80,6 +102,10 @@ class SessionContextForm(forms.ModelForm):
     loaded_version = forms.IntegerField(widget=forms.HiddenInput)
     reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS,
                              help_text="Kept with the revision this edit writes.")
+    locked_fields = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, choices=[(n, n.capitalize()) for n in LOCKABLE_FIELDS],
+        help_text="Model updates leave a locked field alone and propose instead; agents' writes to it get 423.")
+    lock_reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS, help_text="Required to lock a field.")
 
     class Meta:
         model = SessionContext
@@ -89,6 +115,7 @@ class SessionContextForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None:
             self.fields["loaded_version"].initial = self.instance.version
+            self.fields["locked_fields"].initial = sorted(locked_fields(self.instance))
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -97,6 +124,8 @@ class SessionContextForm(forms.ModelForm):
         except ApplicationError as exc:
             for name, text in exc.details.get("fields", {}).items():
                 self.add_error(name if name in self.fields else None, text)
+        if "locked_fields" in self.changed_data and cleaned.get("locked_fields") and not cleaned.get("lock_reason"):
+            self.add_error("lock_reason", "A reason is required to lock a field.")
         loaded = cleaned.get("loaded_version")
         current = SessionContext.objects.filter(pk=self.instance.pk).values_list("version", flat=True).first()
         if loaded is not None and current is not None and loaded != current:
@@ -122,10 +151,11 @@ class SessionContextAdmin(admin.ModelAdmin):
         ("Snapshot (saved as a new revision)",
          {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
         ("Updates", {"fields": ("update_policy",)}),
+        ("Locks", {"fields": ("locked_fields", "lock_reason")}),
         ("Bookkeeping", {"classes": ("collapse",),
                          "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
     )
-    inlines = (RevisionInline,)
+    inlines = (ProposalInline, LockChangeInline, RevisionInline)
     actions = ("delete_selected", "erase_users")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SessionContext]:
@@ -169,6 +199,9 @@ class SessionContextAdmin(admin.ModelAdmin):
         if "update_policy" in form.changed_data:
             # Not part of the snapshot: no revision, no version check.
             services.session_update_policy_set(session=obj, update_policy=form.cleaned_data["update_policy"])
+        if "locked_fields" in form.changed_data:
+            locks_set(session=obj, fields=form.cleaned_data["locked_fields"], reason=form.cleaned_data["lock_reason"],
+                      actor=Actor.for_user(request.user))
         changes = {name: form.cleaned_data[name] for name in CONTENT_FIELDS if name in form.changed_data}
         if not changes:
             return

@@ -1,0 +1,42 @@
+"""Locks in the admin (#18.6): set on the session's change page, through services.locks, with the audit row."""
+
+from __future__ import annotations
+
+import pytest
+
+from contexts.models import FieldLock, LockChange, Proposal
+from contexts.services.locks import proposals_record
+from tests.factories import make_session
+from tests.web.test_admin import form_of
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_admin_locks_a_field_with_a_reason_and_sees_its_proposal(superuser):
+    session = make_session("adm-l1", content={"plan": ["a", "b"]})
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data.update(locked_fields=["plan"], lock_reason=["Agreed with the customer"])
+
+    response = superuser.post(url, data)
+
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    change = LockChange.objects.get(session=session)
+    assert (change.fields, change.reason, change.actor) == (["plan"], "Agreed with the customer", "user:ada-admin")
+    session.refresh_from_db()
+    assert session.version == 1  # a lock is no snapshot change
+    proposals_record(session, withheld={"plan": ["a", "c"]}, run=None)
+    page = superuser.get(url).content.decode()
+    assert form_of(page)["locked_fields"] == ["plan"]  # the box stays ticked
+    assert "Lock changes" in page and '[&quot;a&quot;, &quot;c&quot;]' in page
+    assert Proposal.objects.filter(session=session).count() == 1
+
+
+def test_locking_in_the_admin_without_a_reason_is_refused(superuser):
+    session = make_session("adm-l2", content={"plan": ["a"]})
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data.update(locked_fields=["plan"], lock_reason=[""])
+    response = superuser.post(url, data)
+    assert response.status_code == 200 and "A reason is required to lock a field." in response.content.decode()
+    assert not FieldLock.objects.exists() and not LockChange.objects.exists()
