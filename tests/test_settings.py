@@ -59,3 +59,9 @@ def test_an_empty_database_url_means_the_embedded_default():
         env={**os.environ, "DEBUG": "true", "DATABASE_URL": "", "DJANGO_SETTINGS_MODULE": "sessionctx.settings"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("sqlite3")
+
+
+def test_model_prices_that_are_not_two_numbers_per_model_are_a_clear_error():
+    for bad in ('{"gpt-4o-mini": [0.15]}', '{"gpt-4o-mini": ["cheap", 1]}', "[0.15, 0.6]", "gpt-4o-mini=0.15"):
+        result = _import_settings(DEBUG="true", SESSIONCTX_MODEL_PRICES=bad)
+        assert result.returncode != 0 and "SESSIONCTX_MODEL_PRICES must be JSON like" in result.stderr, bad
