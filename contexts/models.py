@@ -66,8 +66,9 @@ class SessionContext(models.Model):
     last_message_seq = models.PositiveIntegerField(default=0)
     cursor_seq = models.PositiveIntegerField(default=0)
     # When posted turns queue a model-driven update (contexts.extraction.policy); empty: SESSIONCTX_UPDATE_POLICY.
+    # db_default too: bulk loads that write the table with SQL (imports, the scale tests) need not name it.
     update_policy = models.CharField(
-        max_length=32, blank=True, default="",
+        max_length=32, blank=True, default="", db_default="",
         validators=[RegexValidator(rf"^(?:{UPDATE_POLICY_PATTERN})$",
                                    "every_turn, every_n_turns:N, idle:S or tokens:T")],
         help_text="every_turn, every_n_turns:N, idle:S or tokens:T; empty for the installation's default.")

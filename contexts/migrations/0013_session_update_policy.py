@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
             model_name="sessioncontext",
             name="update_policy",
             field=models.CharField(
-                blank=True, default="", max_length=32,
+                blank=True, db_default="", default="", max_length=32,
                 help_text="every_turn, every_n_turns:N, idle:S or tokens:T; empty for the installation's default.",
                 validators=[django.core.validators.RegexValidator(
                     "^(?:every_turn|every_n_turns:[1-9]\\d{0,5}|idle:[1-9]\\d{0,6}|tokens:[1-9]\\d{0,7})$",
