@@ -58,3 +58,12 @@ def test_the_live_check_after_a_run_shows_the_new_totals(support):
 
     runs = update.split('id="runs"', 1)[1]
     assert _usage_line(runs) == "All runs: 1210 tokens (1100 prompt + 110 completion) · $0.000231"
+
+
+def test_a_run_stopped_by_the_budget_says_so_on_the_page(support):
+    session = make_session("cost-3")
+    ExtractionRun.objects.create(session=session, status="budget_exceeded", finished_at=timezone.now(),
+                                 error="Today's token budget is spent: 300 of 300 tokens.")
+    html = support.get("/sessions/cost-3/").content.decode()
+    assert '<span class="badge badge-run-budget_exceeded">Budget exceeded</span>' in html
+    assert "Today&#x27;s token budget is spent: 300 of 300 tokens" in html
