@@ -17,7 +17,7 @@ TRIGRAM_INDEXES = {"ctx_session_id_trgm", "ctx_user_id_trgm", "ctx_summary_trgm"
 
 
 def session_ids(html: str) -> list[str]:
-    return sorted(re.findall(r'<a class="mono" href="/sessions/([^/]+)/">', html))
+    return sorted(re.findall(r'<a class="mono"[^>]* href="/sessions/([^/]+)/">', html))
 
 
 @pytest.fixture
