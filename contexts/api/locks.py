@@ -12,7 +12,7 @@ from ..selectors.locks import locks_for, proposals_for
 from ..services.locks import LOCKABLE_FIELDS, locks_set
 from .http import ApiView, validated
 from .openapi import errors
-from .serializers import StrictSerializer
+from .serializers import StrictCharField, StrictSerializer
 
 
 class LocksInputSerializer(StrictSerializer):
@@ -21,8 +21,8 @@ class LocksInputSerializer(StrictSerializer):
         return {
             "fields": serializers.ListField(child=serializers.ChoiceField(choices=LOCKABLE_FIELDS), max_length=4,
                                             help_text="Exactly the fields to keep locked; [] unlocks all."),
-            "reason": serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
-                                            help_text="Why (required when any field is locked)."),
+            # Required even to unlock: each change of the locks is an audit row that says why.
+            "reason": StrictCharField(max_length=2000, help_text="Why; kept with the change of the locks."),
         }
 
 

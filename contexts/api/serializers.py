@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from ..models import Event, ExtractionRun, Message, Mode, Revision, SessionContext, Status
+from ..models import UPDATE_POLICY_PATTERN, Event, ExtractionRun, Message, Mode, Revision, SessionContext, Status
 
 # Named for the schema's enum components (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 RunStatus = ExtractionRun.Status
@@ -115,8 +115,8 @@ class SessionCreateInputSerializer(StrictSerializer):
     user_id = _owner_field("The end user this conversation belongs to.")
     agent_id = _owner_field("The agent that talks in it.")
     team_id = _owner_field("The team that owns the agent.")
-    update_policy = StrictCharField(
-        required=False, allow_blank=True, max_length=32,
+    update_policy = serializers.RegexField(
+        rf"^(?:{UPDATE_POLICY_PATTERN})?$", required=False, allow_blank=True, max_length=32,
         help_text="When posted turns update the context: `every_turn`, `every_n_turns:N`, `idle:S` (quiet for S "
                   "seconds), `tokens:T` (unseen messages above T tokens); empty for the server's default. Unlike "
                   "the owners, a PUT changes it.")

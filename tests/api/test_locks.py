@@ -63,14 +63,17 @@ def test_a_write_key_locks_and_unlocks_with_a_reason_and_each_change_is_audited(
     assert body["locks"][0]["locked_by"].startswith("key:") and body["proposals"] == []
     assert agent.get("/api/v1/sessions/l-4/locks").json()["locks"] == body["locks"]
 
-    assert agent.put("/api/v1/sessions/l-4/locks", {"fields": []}).json() == {"locks": [], "proposals": []}
+    unlocked = agent.put("/api/v1/sessions/l-4/locks", {"fields": [], "reason": "done"})
+    assert unlocked.json() == {"locks": [], "proposals": []}
     assert not FieldLock.objects.exists()
     assert list(LockChange.objects.order_by("id").values_list("fields", flat=True)) == [["goal", "plan"], []]
 
 
 def test_locking_needs_a_reason_and_a_lockable_field(agent):
     make_session("l-5")
-    assert_error(agent.put("/api/v1/sessions/l-5/locks", {"fields": ["plan"]}), 400, "reason_required")
+    refused = assert_error(agent.put("/api/v1/sessions/l-5/locks", {"fields": ["plan"]}), 400)
+    assert "reason" in refused["details"]["fields"]
+    assert_error(agent.put("/api/v1/sessions/l-5/locks", {"fields": ["plan"], "reason": "  "}), 400)
     assert_error(agent.put("/api/v1/sessions/l-5/locks", {"fields": ["handoff_note"], "reason": "x"}), 400)
     assert not FieldLock.objects.exists() and not LockChange.objects.exists()
 

@@ -137,7 +137,7 @@ class AsyncSessionCtxClient(ops.Base):
         """The fields staff locked (model updates leave them alone) and the extraction's pending proposals."""
         return await self._run(ops.get_locks(session_id))
 
-    async def set_locks(self, session_id: str, fields: Sequence[str], reason: str = "") -> dict[str, Any]:
+    async def set_locks(self, session_id: str, fields: Sequence[str], reason: str) -> dict[str, Any]:
         """Lock exactly these fields ([] unlocks all), with a reason; a write that would change one answers 423."""
         return await self._run(ops.set_locks(session_id, fields, reason))
 

@@ -139,7 +139,7 @@ class SessionCtxClient(ops.Base):
         """The fields staff locked (model updates leave them alone) and the extraction's pending proposals."""
         return self._run(ops.get_locks(session_id))
 
-    def set_locks(self, session_id: str, fields: Sequence[str], reason: str = "") -> dict[str, Any]:
+    def set_locks(self, session_id: str, fields: Sequence[str], reason: str) -> dict[str, Any]:
         """Lock exactly these fields ([] unlocks all), with a reason; a write that would change one answers 423."""
         return self._run(ops.set_locks(session_id, fields, reason))
 
