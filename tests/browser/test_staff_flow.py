@@ -138,16 +138,16 @@ def test_a_stale_edit_in_a_second_browser_shows_the_conflict(live_server, new_pa
     first.goto(url)
     second.goto(url)
 
-    first.get_by_label("Summary").fill("Eve's summary: refund approved.")
-    first.get_by_role("button", name=re.compile("Save")).click()
+    first.get_by_role("textbox", name="Summary").fill("Eve's summary: refund approved.")
+    first.get_by_role("button", name=re.compile(r"^Save \(version")).click()
     expect(first.locator(".messages")).to_contain_text("Saved as version")
 
-    second.get_by_label("Summary").fill("Ed's summary, written on a stale page.")
-    second.get_by_role("button", name=re.compile("Save")).click()
+    second.get_by_role("textbox", name="Summary").fill("Ed's summary, written on a stale page.")
+    second.get_by_role("button", name=re.compile(r"^Save \(version")).click()
     conflict = second.locator(".conflict")
     expect(conflict).to_contain_text("Someone else changed this context")
     # The form now holds the newer version, and nothing of Ed's was written.
-    expect(second.get_by_label("Summary")).to_have_value("Eve's summary: refund approved.")
+    expect(second.get_by_role("textbox", name="Summary")).to_have_value("Eve's summary: refund approved.")
     second.screenshot(path=str(artifacts_dir / "edit-conflict.png"), full_page=True, caret="initial")
     session = SessionContext.objects.get(session_id="billing-refund-42")
     assert session.summary == "Eve's summary: refund approved."
