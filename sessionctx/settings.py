@@ -143,6 +143,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "contexts.web.context_processors.projects",
             ],
         },
     },
@@ -451,6 +452,15 @@ SESSIONCTX_MAX_OUTPUT_TOKENS = env_int("SESSIONCTX_MAX_OUTPUT_TOKENS", 0)
 # An answer that changes nothing although the messages carry information ends its run as `no_change`, the messages
 # left unseen for the next run; after this many such runs on the same messages the next unchanged answer stands.
 SESSIONCTX_UNCHANGED_RETRIES = env_int("SESSIONCTX_UNCHANGED_RETRIES", 2)
+# Back-off (#18): after this many failed runs in a row (0: never), a session's automatic updates wait
+# SESSIONCTX_BACKOFF_BASE seconds after the last failure, doubling with each further failure, at most
+# SESSIONCTX_BACKOFF_MAX; the periodic sweep asks for the next update when the wait is over.
+SESSIONCTX_BACKOFF_AFTER_FAILURES = env_int("SESSIONCTX_BACKOFF_AFTER_FAILURES", 3)
+SESSIONCTX_BACKOFF_BASE = env_float("SESSIONCTX_BACKOFF_BASE", 60.0)
+SESSIONCTX_BACKOFF_MAX = env_float("SESSIONCTX_BACKOFF_MAX", 3600.0)
+if SESSIONCTX_BACKOFF_AFTER_FAILURES < 0 or not 0 < SESSIONCTX_BACKOFF_BASE <= SESSIONCTX_BACKOFF_MAX:
+    raise ImproperlyConfigured("SESSIONCTX_BACKOFF_AFTER_FAILURES must be >= 0 and 0 < SESSIONCTX_BACKOFF_BASE <= "
+                               "SESSIONCTX_BACKOFF_MAX")
 # Cost (#19): USD per million input and output tokens for each model, as JSON ({"gpt-4o-mini": [0.15, 0.60]}). A run
 # records its cost with the prices of the day it finished; a model not listed records no cost (null), not zero.
 try:
@@ -500,7 +510,8 @@ SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
 CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
                           "options": {"expires": float(SWEEP_INTERVAL)}},
-    # Sessions under an idle:S policy whose conversation has gone quiet get their update.
+    # Sessions under an idle:S policy whose conversation has gone quiet get their update, and so do sessions
+    # whose back-off after failed runs is over.
     "sweep-idle-updates": {"task": "contexts.sweep_idle_updates", "schedule": float(SWEEP_INTERVAL),
                            "options": {"expires": float(SWEEP_INTERVAL)}},
     "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},

@@ -23,6 +23,7 @@ from ..services.locks import locks_withhold, proposals_record
 from ..services.snapshots import snapshot_write
 from ..snapshot import fields_for, validate_snapshot
 from . import llm
+from .backoff import SKIP_PREFIX, backing_off, skip_reason
 from .claim import Claim, Decision, claim, finish, next_queued
 from .dispatch import mark_sent, send_on_commit
 from .extractors.base import Deadline, ExtractionError, Extractor, PromptMessage, Usage, chunk_messages
@@ -95,6 +96,10 @@ class Attempt:
             self.claim.release()  # the attempt ends here either way
             if not finish(run, status, attempt=run.attempts, **self.costs(), **values):
                 return False
+            if status == ExtractionRun.Status.FAILED and (held := backing_off(run.session_id)) is not None:
+                # Said where agents and staff look first: the run that started (or lengthened) the wait.
+                run.error = f"{run.error[:3000]}\n{SKIP_PREFIX}: {held.describe()}."
+                ExtractionRun.objects.filter(pk=run.pk).update(error=run.error)
             _send_waiting(run.session_id)
         return True
 
@@ -121,7 +126,9 @@ def extraction_run(*, run_id: str, extractor: Extractor | None = None) -> Claim:
         return taken
     attempt = Attempt(taken, Usage())
     try:
-        if (spent := budget_spent()) is not None:
+        if (held := backing_off(attempt.run.session_id, trigger=attempt.run.trigger)) is not None:
+            attempt.end(ExtractionRun.Status.SKIPPED, error=skip_reason(held))  # queued before the wait began
+        elif (spent := budget_spent()) is not None:
             attempt.end(ExtractionRun.Status.BUDGET_EXCEEDED, error=spent)  # before any call: the cursor stays
         else:
             _rounds(attempt, extractor)

@@ -110,7 +110,7 @@ def claim(run_id: str, *, extractor: str, model: str) -> Claim:
 def _runs_and_lock(run_pk: Any, session: SessionContext) -> tuple[list[ExtractionRun], tuple | None, bool]:
     """This run and the session's running ones, and whether this attempt got the session's attempt lock."""
     runs = (ExtractionRun.objects.filter(Q(pk=run_pk) | Q(session_id=session.pk, status=ExtractionRun.Status.RUNNING))
-            .only("id", "session_id", "status", "attempts", "started_at").order_by("created_at"))
+            .only("id", "session_id", "status", "attempts", "started_at", "trigger").order_by("created_at"))
     key = lock_key(session.pk) if use_liveness_locks() else None
     if key is not None:
         # Tried in the same statement, once (an uncorrelated sub-select), and only when a row comes back.

@@ -7,7 +7,8 @@
 - `idle:S`: once the conversation has been quiet for S seconds: found by the periodic sweep, or by a read.
 
 `update_due` is the one rule: posting (services.messages), the sweep (tasks) and reads (api.context) all ask it.
-A read with `fresh=true` asks for an update of whatever is unseen, whatever the policy, and waits for it.
+A read with `fresh=true` asks for an update of whatever is unseen, whatever the policy, and waits for it; so does
+the sweep for a session whose back-off after failed runs is over (backoff.py), whatever the policy.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Max, Q, Sum
+from django.db.models import F, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from ..models import UPDATE_POLICY_PATTERN, ExtractionRun, Message, SessionContext, Status
+from .backoff import DECISIVE, backoff_of
 from .runs import extraction_request
 
 _POLICY = re.compile(rf"^(?:{UPDATE_POLICY_PATTERN})$")
@@ -31,7 +33,7 @@ CHARS_PER_TOKEN = 4
 FRESH_POLL_SECONDS = 0.05
 SWEEP_BATCH = 500
 
-TURN, SWEEP, READ, FRESH_READ = "turn", "sweep", "read", "fresh_read"
+TURN, SWEEP, READ, FRESH_READ, BACKOFF_OVER = "turn", "sweep", "read", "fresh_read", "backoff_over"
 PENDING = (ExtractionRun.Status.QUEUED, ExtractionRun.Status.RUNNING)
 
 
@@ -103,7 +105,7 @@ def update_due(*, session: SessionContext, event: str, now: datetime | None = No
     # meanwhile is read when the person hands it back.
     if session.status == Status.HUMAN and not settings.SESSIONCTX_EXTRACT_WHILE_HUMAN:
         return False
-    if event == FRESH_READ:
+    if event in (FRESH_READ, BACKOFF_OVER):
         return True
     policy = policy_of(session)
     if policy.kind == "idle":
@@ -126,8 +128,14 @@ def update_if_due(*, session: SessionContext, event: str, trigger: str,
 
 
 def idle_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
-    """Periodic: queue an update for each idle-policy session quiet long enough with unseen messages."""
+    """Periodic: queue the updates that time makes due, not a turn: each idle-policy session quiet long enough with
+    unseen messages, and each session whose back-off after failed runs is over (backoff_sweep)."""
     now = now or timezone.now()
+    queued = _quiet_sweep(now=now, limit=limit)
+    return queued + (backoff_sweep(now=now, limit=limit - queued) if queued < limit else 0)
+
+
+def _quiet_sweep(*, now: datetime, limit: int) -> int:
     idle = Q(update_policy__startswith="idle:")
     if parse_policy(settings.SESSIONCTX_UPDATE_POLICY).kind == "idle":
         idle |= Q(update_policy="")
@@ -138,6 +146,29 @@ def idle_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
     queued = 0
     for session in candidates.iterator(chunk_size=limit):
         if update_if_due(session=session, event=SWEEP, trigger="idle", now=now) is not None:
+            queued += 1
+            if queued >= limit:
+                break
+    return queued
+
+
+def backoff_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
+    """Queue one update for each session with unseen messages whose back-off is over: the messages its turns left
+    waiting get their try (one per wait: a failure starts a longer one; a turn after the wait asks for itself)."""
+    now = now or timezone.now()
+    latest = (ExtractionRun.objects.filter(session_id=OuterRef("pk"), status__in=DECISIVE)
+              .order_by("-created_at").values("status")[:1])
+    candidates = (SessionContext.objects.filter(last_message_seq__gt=F("cursor_seq"))
+                  .exclude(runs__status__in=PENDING).annotate(latest=Subquery(latest))
+                  .filter(latest=ExtractionRun.Status.FAILED).order_by("pk"))
+    queued = 0
+    for session in candidates.iterator(chunk_size=limit):
+        held = backoff_of(session.pk)
+        if held is None or held.until > now:
+            continue
+        if ExtractionRun.objects.filter(session_id=session.pk, created_at__gte=held.until).exists():
+            continue  # the wait is over and something asked already
+        if update_if_due(session=session, event=BACKOFF_OVER, trigger="backoff", now=now) is not None:
             queued += 1
             if queued >= limit:
                 break

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from ..infra.requestid import current_request_id
 from ..models import ExtractionRun, SessionContext
+from .backoff import backing_off, skip_reason
 from .dispatch import send_on_commit
 
 
@@ -18,10 +19,17 @@ def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRu
     """Queue a model-driven update of the snapshot; it is sent to the workers when the transaction commits.
 
     Requests that pile up while one is queued collapse into it: the run takes every message that is unseen
-    when it starts. A queued run the broker never took (or that sat too long) is sent again.
+    when it starts. A queued run the broker never took (or that sat too long) is sent again. While the session
+    backs off after failed runs (backoff.py), the request ends at once as a skipped run that says until when.
     """
     # The session's row lock: two requests at once find or create one queued run between them.
     SessionContext.objects.select_for_update().filter(pk=session.pk).exists()
+    held = backing_off(session.pk, trigger=trigger)
+    if held is not None:
+        now = timezone.now()
+        return ExtractionRun.objects.create(session_id=session.pk, trigger=trigger, status=ExtractionRun.Status.SKIPPED,
+                                            started_at=now, finished_at=now, error=skip_reason(held),
+                                            request_id=current_request_id())
     pending = (ExtractionRun.objects.filter(session_id=session.pk, status=ExtractionRun.Status.QUEUED)
                .order_by("created_at").first())
     now = timezone.now()
