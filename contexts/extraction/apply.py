@@ -25,6 +25,7 @@ from ..snapshot import fields_for, validate_snapshot
 from . import llm
 from .backoff import SKIP_PREFIX, backing_off, skip_reason
 from .claim import Claim, Decision, claim, finish, next_queued
+from .containment import contain
 from .dispatch import mark_sent, send_on_commit
 from .extractors.base import Deadline, ExtractionError, Extractor, PromptMessage, Usage, chunk_messages
 from .extractors.registry import get_extractor
@@ -200,6 +201,7 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
         snapshot.update(result.snapshot)
         consumed.append(chunk)
     attempt.chunks += len(consumed)
+    snapshot, contained = contain(base.previous, snapshot, [m for chunk in consumed for m in chunk])
     try:
         changes = validate_snapshot({name: snapshot[name] for name in fields_for(base.mode)})
     except InvalidInput as exc:
@@ -207,8 +209,9 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
                     error=f"The extractor produced an invalid snapshot: {exc.details or exc.message}")
         return None
     first_seq, last_seq = consumed[0][0].seq, consumed[-1][-1].seq
-    note = ""
-    if all(changes[name] == base.previous[name] for name in changes):
+    note = "; ".join(contained)
+    # An answer whose changes were held back did read the messages: not a no_change.
+    if not contained and all(changes[name] == base.previous[name] for name in changes):
         known = _words(" ".join(str(value) for value in base.previous.values()))
         informative = [m for chunk in consumed for m in chunk if len(_words(m.content) - known) >= 3]
         if informative:

@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
+from ..containment import OVERRIDE
 from .base import Deadline, ExtractionResult, Extractor, PromptMessage, Usage
 
 _GREETING = re.compile(
@@ -386,6 +387,15 @@ def _summary_units(text: str, role: str, proposed: list[str] | None) -> list[tup
     return units
 
 
+def _without_overrides(text: str) -> str:
+    """The message without its sentences that give instructions to the extractor (containment.py): they are
+    neither a goal nor a fact worth keeping in a summary that agents put in their prompts."""
+    if not OVERRIDE.search(text):
+        return text
+    return "\n".join(" ".join(s for s in re.split(r"(?<=[.!?])\s+", line) if not OVERRIDE.search(s))
+                     for line in text.splitlines())
+
+
 class OfflineExtractor(Extractor):
     name = "offline"
     model = "offline"
@@ -397,7 +407,7 @@ class OfflineExtractor(Extractor):
         progress = list(previous.get("progress", []) or [])
         summary = _parse_summary(previous.get("summary", "") or "")
         for message in messages:
-            text = message.content
+            text = _without_overrides(message.content)
             if message.role == "user":
                 # The first message that says what the user wants sets the goal; later ones only change it.
                 goal = (_changed_goal(text, goal, plan) or goal) if goal else (_goal_from(text) or "")

@@ -115,11 +115,28 @@ def _norm(step: str) -> str:
     return " ".join(re.findall(r"\w+", step.lower()))
 
 
+# The opening of a reply to the user, not of a third-person summary or goal: a model that continues the dialogue
+# inside the JSON (agno's issue #8849 without a schema to stop it) would put its reply into agents' prompts.
+_TALKS_TO_USER = re.compile(r"^\W*(?:sure|certainly|of course|absolutely|great question|happy to help|glad to help|"
+                            r"i'?d (?:be happy|love) to|i would be happy|i can help|i'?m sorry|as an ai|hello|hi there|"
+                            r"here(?:'s| is) (?:how|what|a |an |the |my |your )|let me (?:help|explain|know))\b",
+                            re.IGNORECASE)
+
+
+def talks_to_user(previous: dict[str, Any], snapshot: dict[str, Any]) -> list[str]:
+    """Fields the answer filled with a reply to the user instead of what the conversation holds."""
+    return [f"{name}: the answer talks to the user instead of extracting ({_quote(snapshot[name], 80)}); write a "
+            "third-person account of the conversation, never a reply"
+            for name in ("summary", "goal") if name in snapshot and snapshot[name] != previous.get(name)
+            and _TALKS_TO_USER.match(snapshot[name])]
+
+
 def implausible(previous: dict[str, Any], snapshot: dict[str, Any], messages: list[PromptMessage]) -> list[str]:
-    """Schema-valid answers that no conversation explains, unless the new messages ask for a fresh start."""
+    """Schema-valid answers that no conversation explains (drastic changes: unless the new messages ask for a fresh
+    start)."""
+    found = talks_to_user(previous, snapshot)
     if any(_STARTING_OVER.search(m.content) for m in messages):
-        return []
-    found = []
+        return found
     if "plan" in snapshot:
         plan = {_norm(step) for step in snapshot["plan"]}
         done_before = {_norm(step) for step in previous.get("progress") or []}
