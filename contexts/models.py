@@ -1,4 +1,4 @@
-"""Data model: session snapshots, their audit revisions, messages, handoff events, runs, API keys.
+"""Data model: projects, session snapshots, their audit revisions, messages, handoff events, runs, API keys.
 
 Every write goes through contexts.services; nothing here changes a snapshot on its own.
 """
@@ -38,10 +38,70 @@ class Status(models.TextChoices):
 UPDATE_POLICY_PATTERN = r"every_turn|every_n_turns:[1-9]\d{0,5}|idle:[1-9]\d{0,6}|tokens:[1-9]\d{0,7}"
 
 
+PROJECT_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,49}$"
+project_slug_validator = RegexValidator(PROJECT_SLUG_PATTERN, "Project slugs are 1-50 characters of a-z 0-9 -, "
+                                                              "starting with a letter or digit")
+
+
+class Project(models.Model):
+    """A tenant: it owns API keys, sessions (with everything under them), webhooks, and staff memberships. An API
+    key sees only its project; staff see the projects they are members of (superusers: all)."""
+
+    DEFAULT_SLUG = "default"
+
+    slug = models.CharField(max_length=50, unique=True, validators=[project_slug_validator])
+    name = models.CharField(max_length=100)
+    # Conversations untouched this many days are deleted by the retention task; null: SESSIONCTX_RETENTION_DAYS.
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Delete conversations untouched this many days. Empty: the installation's "
+                  "SESSIONCTX_RETENTION_DAYS (off unless set).")
+    # Model tokens per UTC day for the project's model-driven updates; null: SESSIONCTX_DAILY_TOKEN_BUDGET.
+    daily_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True,
+        help_text="Model tokens per UTC day for this project. Empty: the installation's SESSIONCTX_DAILY_TOKEN_BUDGET.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @classmethod
+    def default(cls) -> Project:
+        """The project of keys and commands that name none (created by migration 0014, or here after a flush)."""
+        project, _ = cls.objects.get_or_create(slug=cls.DEFAULT_SLUG, defaults={"name": "Default"})
+        return project
+
+
+class ProjectRole(models.TextChoices):
+    SUPPORT = "support", "Support (read, handle handoffs)"
+    EDITOR = "editor", "Editor (also edit and reset contexts)"
+
+
+class ProjectMembership(models.Model):
+    """A staff user's place in a project, with the role they have there."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_memberships")
+    role = models.CharField(max_length=16, choices=ProjectRole.choices, default=ProjectRole.SUPPORT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project__slug", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
 class SessionContext(models.Model):
     """The current snapshot of one conversation; replaced on every change, versioned."""
 
-    session_id = models.CharField(max_length=255, unique=True, validators=[session_id_validator])
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="sessions")
+    # Unique per project: two projects may both have `chat-42`.
+    session_id = models.CharField(max_length=255, validators=[session_id_validator])
     user_id = models.CharField(max_length=255, blank=True, default="")
     agent_id = models.CharField(max_length=255, blank=True, default="")
     team_id = models.CharField(max_length=255, blank=True, default="")
@@ -77,16 +137,22 @@ class SessionContext(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "session_id"], name="session_unique_per_project"),
+        ]
+        # Every list is scoped to one project, so the project leads each index.
         indexes = [
-            models.Index(fields=["-updated_at", "-id"], name="ctx_updated_idx"),
-            models.Index(fields=["user_id", "-updated_at"], name="ctx_user_updated_idx"),
-            models.Index(fields=["agent_id", "-updated_at"], name="ctx_agent_updated_idx"),
-            models.Index(fields=["status", "-updated_at"], name="ctx_status_updated_idx"),
+            models.Index(fields=["project", "-updated_at", "-id"], name="ctx_updated_idx"),
+            models.Index(fields=["project", "user_id", "-updated_at"], name="ctx_user_updated_idx"),
+            models.Index(fields=["project", "agent_id", "-updated_at"], name="ctx_agent_updated_idx"),
+            models.Index(fields=["project", "status", "-updated_at"], name="ctx_status_updated_idx"),
             models.Index(
-                fields=["handoff_requested_at"],
+                fields=["project", "handoff_requested_at"],
                 name="ctx_handoff_queue_idx",
                 condition=Q(status="handoff_requested"),
             ),
+            # Retention and the idle sweep look across projects by age.
+            models.Index(fields=["updated_at"], name="ctx_updated_any_idx"),
         ]
         permissions = [
             ("edit_context", "Can edit and reset session contexts"),
@@ -228,6 +294,8 @@ class Event(models.Model):
         STAFF_REPLY = "message.staff_reply", "Staff reply"
 
     id = models.BigAutoField(primary_key=True)
+    # The session's project, copied so the feed of one project is one index range.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     session = models.ForeignKey(SessionContext, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(max_length=32, choices=Type.choices)
     data = models.JSONField(default=dict)
@@ -235,7 +303,8 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["session", "id"], name="event_session_idx")]
+        indexes = [models.Index(fields=["session", "id"], name="event_session_idx"),
+                   models.Index(fields=["project", "id"], name="event_project_idx")]
 
     def __str__(self) -> str:
         return f"{self.id} {self.type} {self.session_id}"
@@ -247,8 +316,10 @@ def webhook_secret() -> str:
 
 
 class WebhookEndpoint(models.Model):
-    """A receiver an admin registered: every event of its types is POSTed to it, signed with its secret."""
+    """A receiver an admin registered: every event of its types in its project is POSTed to it, signed with its
+    secret."""
 
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.URLField(max_length=2000, help_text="http(s) URL the events are POSTed to.")
     description = models.CharField(max_length=200, blank=True, default="")
     # Kept in clear: HMAC signing needs the key itself (as in every Standard Webhooks sender).
@@ -370,6 +441,7 @@ class ApiKey(models.Model):
         READ = "read", "Read"
         WRITE = "write", "Write"
 
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, db_index=True)
     key_hash = models.CharField(max_length=64, unique=True)
@@ -381,6 +453,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # After this the key is refused with 401 ("expired"); null: it does not expire.
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: the key does not expire.")
 
     class Meta:
         verbose_name = "API key"
@@ -400,6 +474,8 @@ class DataDeletion(models.Model):
         ERASURE = "erasure", "Erasure by end user"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The project whose sessions were deleted; null for a purge across every project.
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Retention: the cutoff; erasure: a SHA-256 of the user id, so the record proves an erasure without keeping
     # the identifier it erased.
     criteria = models.JSONField(default=dict)

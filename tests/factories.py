@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from contexts import services
-from contexts.models import SessionContext
+from contexts.models import Project, SessionContext
 from contexts.services import Actor
 
 _ids = itertools.count(1)
@@ -23,13 +23,16 @@ def make_session(session_id: str | None = None, *, mode: str = "planning", conte
     return session
 
 
-def make_user(username: str, *, role: str | None = None, superuser: bool = False, password: str = "pw-for-tests-1"):
+def make_user(username: str, *, role: str | None = None, superuser: bool = False, password: str = "pw-for-tests-1",
+              project: Project | None = None):
+    """A staff user with the role's group and the same role in `project` (default: the `default` project)."""
     User = get_user_model()
     if superuser:
         return User.objects.create_superuser(username, f"{username}@example.com", password)
     user = User.objects.create_user(username, f"{username}@example.com", password)
     if role:
         user.groups.add(Group.objects.get(name=role))
+        services.membership_set(project=project or Project.default(), user=user, role=role)
     return user
 
 

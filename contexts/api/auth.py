@@ -7,11 +7,16 @@ from rest_framework import authentication, exceptions, permissions
 
 from ..models import ApiKey
 from ..services import api_key_authenticate
+from ..services.api_keys import ApiKeyExpired
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Query parameters people try for keys. Keys in URLs end up in logs and browser history, so a request carrying
 # one is refused outright rather than silently treated as anonymous.
 KEY_QUERY_PARAMS = ("key", "api_key", "apikey", "token", "access_token", "bearer")
+
+
+class KeyExpired(exceptions.AuthenticationFailed):
+    default_code = "key_expired"
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -32,7 +37,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        key = api_key_authenticate(raw_key)
+        try:
+            key = api_key_authenticate(raw_key)
+        except ApiKeyExpired as expired:
+            raise KeyExpired(f"This API key expired at {expired.args[0].isoformat()}; ask an admin for a new "
+                             "one.") from None
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         return (None, key)

@@ -48,12 +48,13 @@ def _before_read(request, session_id: str) -> dict[str, str]:
     """What a read does before answering, by the update policy: with `fresh=true` it waits for an update of the
     unseen messages; under an installation-wide idle:S policy it queues the update of a conversation gone quiet."""
     if validated(ContextReadQuerySerializer, request.query_params)["fresh"]:
-        freshness = context_refresh(session=selectors.session_get(session_id))
+        freshness = context_refresh(session=selectors.session_get(session_id, project=request.auth.project_id))
         return {"X-Context-Fresh": "true" if freshness.fresh else "false"}
     # Only when idle is the installation's policy: finding a session's own policy would cost every cached read a
     # database query; sessions with their own idle:S are the sweep's (within SWEEP_INTERVAL).
     if parse_policy(settings.SESSIONCTX_UPDATE_POLICY).kind == "idle":
-        update_if_due(session=selectors.session_get(session_id), event=READ, trigger="idle")
+        update_if_due(session=selectors.session_get(session_id, project=request.auth.project_id), event=READ,
+                      trigger="idle")
     return {}
 
 
@@ -68,7 +69,7 @@ class ContextApi(ApiView):
     )
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
-        entry = context_of(session_id)
+        entry = context_of(request.auth.project_id, session_id)
         headers = {"ETag": etag(entry.version), **freshness}
         if not_modified(request.headers.get("If-None-Match"), entry.version):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
@@ -92,7 +93,7 @@ class ContextApi(ApiView):
 
     def _write(self, request, session_id: str, *, replace: bool) -> Response:
         data = validated(ContextWriteInputSerializer, request.data)
-        session = selectors.session_get(session_id)
+        session = selectors.session_get(session_id, project=request.auth.project_id)
         common = {"session": session,
                   "expected_version": expected_version(request, data.pop("version", None), current=session.version),
                   "source": Revision.Source.API, "actor": services.Actor.for_api_key(request.auth),
@@ -117,7 +118,7 @@ class ContextPromptApi(ApiView):
     )
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
-        entry = context_of(session_id)
+        entry = context_of(request.auth.project_id, session_id)
         headers = {"ETag": etag(entry.version), "Vary": "Accept", **freshness}
         # The block changes only with the version, so an agent re-reading it each turn pays a 304 while idle.
         if not_modified(request.headers.get("If-None-Match"), entry.version):
@@ -135,7 +136,7 @@ class ContextResetApi(ApiView):
                    description="Empty the snapshot (a new version; the history keeps the old ones).")
     def post(self, request, session_id: str):
         data = validated(ResetInputSerializer, request.data)
-        session = selectors.session_get(session_id)
+        session = selectors.session_get(session_id, project=request.auth.project_id)
         expected = None
         if request.headers.get("If-Match") is not None or data.get("version") is not None:
             expected = expected_version(request, data.get("version"), current=session.version)
@@ -150,7 +151,8 @@ class ContextUpdateRequestApi(ApiView):
                    description="Queue a model-driven update from the messages not yet consumed. Requests made "
                                "while one is queued join it.")
     def post(self, request, session_id: str):
-        run = extraction_request(session=selectors.session_get(session_id), trigger="api")
+        session = selectors.session_get(session_id, project=request.auth.project_id)
+        run = extraction_request(session=session, trigger="api")
         run.refresh_from_db(fields=["status"])  # sent on commit, perhaps done by now: say where it stands
         return Response(RunRefSerializer({"run_id": run.id, "status": run.status}).data,
                         status=status.HTTP_202_ACCEPTED)

@@ -27,7 +27,7 @@ class EventListApi(ApiView):
                                "until an event arrives or the wait ends.")
     def get(self, request):
         query = validated(EventFilterSerializer, request.query_params)
-        wanted = {"after": query["after"], "session_id": query.get("session_id"),
+        wanted = {"project": request.auth.project_id, "after": query["after"], "session_id": query.get("session_id"),
                   "types": query.get("types", ()), "limit": query["limit"] + 1}
         deadline = time.monotonic() + query["wait"]
         events = selectors.events_after(**wanted)

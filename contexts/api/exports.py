@@ -86,6 +86,8 @@ class ExportedRunsSerializer(serializers.Serializer):
 
 class SessionExportSerializer(serializers.Serializer):
     format = serializers.CharField(help_text=f"`{governance.EXPORT_FORMAT}`")
+    project = serializers.CharField(help_text="The slug of the session's project; `import_sessions` imports into it "
+                                              "unless told another.")
     session = ExportedSessionSerializer()
     messages = ExportedMessageSerializer(many=True, help_text="Every message, by seq.")
     revisions = ExportedRevisionSerializer(many=True, help_text="Every revision, oldest first.")
@@ -98,7 +100,7 @@ class SessionExportApi(ApiView):
                    description="The session as one document: the snapshot, every message, every revision and a "
                                "summary of its runs. `manage.py import_sessions` reads it (one per line).")
     def get(self, request, session_id: str):
-        return Response(governance.session_document(selectors.session_get(session_id)))
+        return Response(governance.session_document(selectors.session_get(session_id, project=request.auth.project_id)))
 
 
 class UserExportApi(ApiView):
@@ -114,7 +116,7 @@ class UserExportApi(ApiView):
                               **{(code, "application/json"): error for code, error in errors(400).items()}},
                    description="Every session of an end user, streamed as JSON Lines.")
     def get(self, request, user_id: str):
-        sessions = governance.sessions_of_user(user_id)
+        sessions = governance.sessions_of_user(user_id, project=request.auth.project_id)
         lines = (json.dumps(document, ensure_ascii=False).encode() + b"\n"
                  for document in governance.session_documents(sessions))
         return StreamingHttpResponse(lines, content_type=NDJSON)

@@ -18,6 +18,7 @@ class HandoffApi(ApiView):
                                "the staff queue. Asking again while waiting changes nothing.")
     def post(self, request, session_id: str):
         data = validated(ReasonInputSerializer, request.data)
-        session = services.handoff_request(session=selectors.session_get(session_id), reason=data["reason"],
+        session = selectors.session_get(session_id, project=request.auth.project_id)
+        session = services.handoff_request(session=session, reason=data["reason"],
                                            actor=services.Actor.for_api_key(request.auth))
         return context_response(request, session)

@@ -24,7 +24,8 @@ class RevisionListApi(ApiListView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.revisions_for(selectors.session_get(self.kwargs["session_id"]))
+        return selectors.revisions_for(selectors.session_get(self.kwargs["session_id"],
+                                                                project=self.request.auth.project_id))
 
 
 class RevisionRevertApi(ApiView):
@@ -35,7 +36,7 @@ class RevisionRevertApi(ApiView):
                                "the body's `version`) is the *current* version you read.")
     def post(self, request, session_id: str, version: int):
         data = validated(RevertInputSerializer, request.data)
-        session = selectors.session_get(session_id)
+        session = selectors.session_get(session_id, project=request.auth.project_id)
         session = services.snapshot_revert(
             session=session, to_version=version,
             expected_version=expected_version(request, data.get("version"), current=session.version),

@@ -55,7 +55,7 @@ class LocksApi(ApiView):
                    description="The fields staff have locked and, for each, the latest value an extraction "
                                "proposed instead of writing it.")
     def get(self, request, session_id: str):
-        return Response(_answer(selectors.session_get(session_id)))
+        return Response(_answer(selectors.session_get(session_id, project=request.auth.project_id)))
 
     @extend_schema(tags=["context"], operation_id="locks_set", request=LocksInputSerializer,
                    responses={200: LocksOutputSerializer, **errors(400, 404, 413, 415)},
@@ -64,7 +64,7 @@ class LocksApi(ApiView):
                                "becomes its proposal) and a write of yours that would change it answers 423.")
     def put(self, request, session_id: str):
         data = validated(LocksInputSerializer, request.data)
-        session = selectors.session_get(session_id)
+        session = selectors.session_get(session_id, project=request.auth.project_id)
         locks_set(session=session, fields=data["fields"], reason=data["reason"],
                   actor=services.Actor.for_api_key(request.auth))
         return Response(_answer(session))

@@ -30,7 +30,7 @@ class MessagesApi(ApiListView):
 
     def get_queryset(self):
         filters = validated(MessageFilterSerializer, self.request.query_params)
-        session = selectors.session_get(self.kwargs["session_id"])
+        session = selectors.session_get(self.kwargs["session_id"], project=self.request.auth.project_id)
         return selectors.messages_for(session, after_seq=filters.get("after_seq", 0)).select_related("author")
 
     @extend_schema(tags=["messages"], operation_id="messages_post", request=MessagesPostInputSerializer,
@@ -40,7 +40,7 @@ class MessagesApi(ApiListView):
                                "reply queues a context update when auto-update is on.")
     def post(self, request, session_id: str):
         data = validated(MessagesPostInputSerializer, request.data)
-        posted = services.messages_post(session_id=session_id, **data)
+        posted = services.messages_post(session_id=session_id, project=request.auth.project_id, **data)
         if posted.update is not None:
             # Committed and sent by now, perhaps even done (no broker, no threads): say where it stands now.
             posted.update.refresh_from_db(fields=["status"])

@@ -44,11 +44,12 @@ def row_of(session: SessionContext) -> dict:
     return row
 
 
-def context_of(session_id: str) -> readcache.Entry:
+def context_of(project_id: int, session_id: str) -> readcache.Entry:
     """The session's answers (version, context JSON, prompt): from the read cache, else the database."""
-    return readcache.lookup(session_id) or readcache.fill(session_id, lambda: _build(session_id))
+    return (readcache.lookup(project_id, session_id)
+            or readcache.fill(project_id, session_id, lambda: _build(project_id, session_id)))
 
 
-def _build(session_id: str) -> readcache.Entry:
-    row = selectors.context_get(session_id, CONTEXT_FIELDS)
+def _build(project_id: int, session_id: str) -> readcache.Entry:
+    row = selectors.context_get(session_id, CONTEXT_FIELDS, project=project_id)
     return readcache.Entry(row["version"], _JSON.render(context_representation(row)), render_prompt(row))

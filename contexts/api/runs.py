@@ -23,11 +23,12 @@ class SessionRunListApi(ApiListView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.runs_for(selectors.session_get(self.kwargs["session_id"])).select_related("session")
+        return selectors.runs_for(selectors.session_get(
+            self.kwargs["session_id"], project=self.request.auth.project_id)).select_related("session")
 
 
 class RunApi(ApiView):
     @extend_schema(tags=["runs"], operation_id="run_get", responses={200: RunOutputSerializer, **errors(404)},
                    description="One context update: status, extractor, model, tokens, latency, error.")
     def get(self, request, run_id):
-        return Response(RunOutputSerializer(selectors.run_get(run_id)).data)
+        return Response(RunOutputSerializer(selectors.run_get(run_id, project=request.auth.project_id)).data)

@@ -30,7 +30,8 @@ class SessionListApi(ApiListView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.session_list(**validated(SessionFilterSerializer, self.request.query_params))
+        return selectors.session_list(project=self.request.auth.project_id,
+                                      **validated(SessionFilterSerializer, self.request.query_params))
 
 
 class SessionApi(ApiView):
@@ -41,12 +42,13 @@ class SessionApi(ApiView):
                                "Owners unknown so far are filled in; known ones are never overwritten.")
     def put(self, request, session_id: str):
         data = validated(SessionCreateInputSerializer, request.data)
-        session, created = services.session_get_or_create(session_id=session_id, **data)
+        session, created = services.session_get_or_create(session_id=session_id,
+                                                          project=request.auth.project_id, **data)
         return context_response(request, session, status_code=201 if created else 200)
 
     @extend_schema(tags=["sessions"], operation_id="session_delete", responses={204: None, **errors(400, 404)},
                    description="Erase the session with its messages, revisions, runs and handoff events.")
     def delete(self, request, session_id: str):
-        services.session_delete(session=selectors.session_get(session_id),
+        services.session_delete(session=selectors.session_get(session_id, project=request.auth.project_id),
                                 actor=services.Actor.for_api_key(request.auth))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -29,7 +29,7 @@ class SessionUsageApi(ApiView):
     @extend_schema(tags=["runs"], operation_id="usage_get", responses={200: UsageOutputSerializer, **errors(400, 404)},
                    description="The session's total tokens and cost over all its context updates.")
     def get(self, request, session_id):
-        session = selectors.session_get(session_id)
+        session = selectors.session_get(session_id, project=request.auth.project_id)
         usage = session_usage(session)
         return Response(UsageOutputSerializer({
             "session_id": session.session_id, "runs": usage.runs, "prompt_tokens": usage.prompt_tokens,

@@ -35,5 +35,6 @@ class UserApi(ApiView):
                                "events and feed events; answers what was deleted. Idempotent: again, it answers "
                                "zeros. An audit record keeps the counts and a hash of the user id, no content.")
     def delete(self, request, user_id: str):
-        record = user_erase(user_id=user_id, actor=services.Actor.for_api_key(request.auth))
+        record = user_erase(user_id=user_id, project=request.auth.project,
+                            actor=services.Actor.for_api_key(request.auth))
         return Response({"user_id": user_id, "deleted": record.counts})

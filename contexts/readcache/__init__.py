@@ -101,12 +101,17 @@ def _name(kind: str, ident: str) -> str:
 # --- context answers ------------------------------------------------------------------------------------
 
 
-def lookup(session_id: str) -> Entry | None:
+def _session_key(project_id: int, session_id: str) -> str:
+    # The project is part of every session entry's name, so a cached answer never crosses projects.
+    return f"{project_id}:{session_id}"
+
+
+def lookup(project_id: int, session_id: str) -> Entry | None:
     """The session's cached answers; None when not cached or Redis does not answer."""
     if not enabled() or not available():
         return None
     try:
-        version, body, prompt = client().hmget(_name("c", session_id), ["v", "c", "p"])
+        version, body, prompt = client().hmget(_name("c", _session_key(project_id, session_id)), ["v", "c", "p"])
     except RedisError as exc:
         failed()
         logger.warning("read cache: lookup of %s failed, reading the database: %s", session_id, exc)
@@ -116,11 +121,12 @@ def lookup(session_id: str) -> Entry | None:
     return Entry(int(version), body, prompt.decode())
 
 
-def fill(session_id: str, read: Callable[[], Entry]) -> Entry:
+def fill(project_id: int, session_id: str, read: Callable[[], Entry]) -> Entry:
     """`read()` (the database), cached if no write to the session committed meanwhile."""
     if not enabled() or not available():
         return read()
-    lease_name, token = _name("l", session_id), secrets.token_hex(8)
+    key = _session_key(project_id, session_id)
+    lease_name, token = _name("l", key), secrets.token_hex(8)
     try:
         leased = bool(client().set(lease_name, token, px=LEASE_MS, nx=True))
     except RedisError:
@@ -130,7 +136,7 @@ def fill(session_id: str, read: Callable[[], Entry]) -> Entry:
     if leased:
         ttl_ms = round(settings.SESSIONCTX_READ_CACHE_TTL * 1000 * (1 - TTL_JITTER * random.random()))
         try:
-            client().eval(_FILL, 2, _name("c", session_id), lease_name, token, ttl_ms, entry.version,
+            client().eval(_FILL, 2, _name("c", key), lease_name, token, ttl_ms, entry.version,
                           entry.context_json, entry.prompt)
         except RedisError as exc:
             failed()
@@ -138,19 +144,19 @@ def fill(session_id: str, read: Callable[[], Entry]) -> Entry:
     return entry
 
 
-def _forget(session_id: str) -> None:
+def _forget(key: str) -> None:
     try:
-        client().delete(_name("c", session_id), _name("l", session_id))
+        client().delete(_name("c", key), _name("l", key))
     except RedisError as exc:
         failed()
         # The entry expires after SESSIONCTX_READ_CACHE_TTL; until then reads may be that old.
-        logger.warning("read cache: could not drop %s after a change: %s", session_id, exc)
+        logger.warning("read cache: could not drop %s after a change: %s", key, exc)
 
 
-def context_changed(session_id: str) -> None:
+def context_changed(project_id: int, session_id: str) -> None:
     """Called by every service that changes a session row: drop its cached answers once the change commits."""
     if enabled():
-        transaction.on_commit(partial(_forget, session_id))
+        transaction.on_commit(partial(_forget, _session_key(project_id, session_id)))
 
 
 # --- API keys -------------------------------------------------------------------------------------------

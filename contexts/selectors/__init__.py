@@ -21,6 +21,7 @@ from .history import (
     revisions_for,
     snapshot_diff,
 )
+from .projects import project_by_slug, project_for_staff, project_role, projects_for_user
 from .sessions import (
     NEEDS_HUMAN_STATUSES,
     SEARCH_MIN_CHARS,
@@ -46,7 +47,8 @@ __all__ = [
     "SessionPage", "context_get", "context_version", "cursor_is_valid",
     "event_latest_id", "events_after", "events_for", "handoff_desk_state", "handoff_events_for",
     "handoff_latest_event_id", "handoff_queue",
-    "handoff_waiting_count", "messages_for", "newer_revision", "plan_progress", "reset_revision", "recent_messages",
+    "handoff_waiting_count", "messages_for", "newer_revision", "plan_progress", "project_by_slug",
+    "project_for_staff", "project_role", "projects_for_user", "reset_revision", "recent_messages",
     "revision_history",
     "revisions_for", "run_get", "runs_for", "search_matches_ids_only", "search_terms", "session_get",
     "session_list", "session_page", "session_search", "sessions_with_people", "snapshot_diff", "unseen_messages",

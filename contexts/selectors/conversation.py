@@ -21,8 +21,9 @@ def runs_for(session: SessionContext) -> QuerySet[ExtractionRun]:
     return ExtractionRun.objects.filter(session=session).order_by("-created_at")
 
 
-def run_get(run_id) -> ExtractionRun:
-    run = ExtractionRun.objects.select_related("session").filter(pk=run_id).first()
+def run_get(run_id, *, project) -> ExtractionRun:
+    """A run of the project's sessions; another project's run is not found (404, not 403: ids are not probed)."""
+    run = ExtractionRun.objects.select_related("session").filter(pk=run_id, session__project=project).first()
     if run is None:
         raise NotFound(f"Run {str(run_id)!r} does not exist.", details={"run_id": str(run_id)})
     return run

@@ -6,13 +6,15 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from ..models import Event
+from ..models import Event, Project
 
 
-def events_after(*, after: int, session_id: str | None = None, types: Iterable[str] = (),
+def events_after(*, project: Project | int, after: int, session_id: str | None = None, types: Iterable[str] = (),
                  limit: int = 100) -> list[Event]:
-    """Up to `limit` events with an id above `after`, oldest first (one more tells the caller there are more)."""
-    events: QuerySet[Event] = Event.objects.filter(id__gt=after).select_related("session").order_by("id")
+    """Up to `limit` of the project's events with an id above `after`, oldest first (one more tells the caller
+    there are more)."""
+    events: QuerySet[Event] = (Event.objects.filter(project=project, id__gt=after).select_related("session")
+                               .order_by("id"))
     if session_id:
         events = events.filter(session__session_id=session_id)
     types = list(types)
@@ -26,5 +28,7 @@ def events_for(session_id: int, *, after: int = 0) -> QuerySet[Event]:
     return Event.objects.filter(session_id=session_id, id__gt=after).order_by("id")
 
 
-def event_latest_id() -> int:
-    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+def event_latest_id(*, project: Project | int | None = None) -> int:
+    """The newest event id (of the project, if given), 0 if none."""
+    events = Event.objects.all() if project is None else Event.objects.filter(project=project)
+    return events.order_by("-id").values_list("id", flat=True).first() or 0

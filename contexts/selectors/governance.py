@@ -1,7 +1,6 @@
 """Reads behind retention, erasure and export: which sessions a rule selects, and a session as one document.
 
-Every function takes the sessions it may look at (`sessions=`, all of them by default), so a project's scope is
-one more filter on that queryset, applied by the caller.
+Every selection is within one project (retention may look at all of them), so nothing crosses projects.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from ..models import (
     ExtractionRun,
     HandoffEvent,
     Message,
+    Project,
     Revision,
     SessionContext,
     WebhookDelivery,
@@ -37,8 +37,10 @@ COUNTED = {
 }
 
 
-def all_sessions() -> QuerySet[SessionContext]:
-    return SessionContext.objects.all()
+def all_sessions(project: Project | int | None = None) -> QuerySet[SessionContext]:
+    """Every session of `project`, or of every project when None."""
+    sessions = SessionContext.objects.all()
+    return sessions if project is None else sessions.filter(project=project)
 
 
 def check_user_id(user_id: str) -> str:
@@ -49,20 +51,20 @@ def check_user_id(user_id: str) -> str:
     return user_id
 
 
-def sessions_of_user(user_id: str, *, sessions: QuerySet[SessionContext] | None = None) -> QuerySet[SessionContext]:
-    return (sessions if sessions is not None else all_sessions()).filter(user_id=check_user_id(user_id))
+def sessions_of_user(user_id: str, *, project: Project | int) -> QuerySet[SessionContext]:
+    """An end user's sessions in one project (user ids are the project's own: another project's `u-1` is
+    somebody else)."""
+    return all_sessions(project).filter(user_id=check_user_id(user_id))
 
 
-def sessions_untouched_since(cutoff: datetime, *,
-                             sessions: QuerySet[SessionContext] | None = None) -> QuerySet[SessionContext]:
+def sessions_untouched_since(cutoff: datetime, *, project: Project | int | None = None) -> QuerySet[SessionContext]:
     """Sessions neither changed nor sent a message since `cutoff`.
 
     Posting messages moves last_message_seq with a plain UPDATE (updated_at stays), so a conversation that goes
     on without a new snapshot is still in use: its newest message counts too.
     """
     recent_message = Message.objects.filter(session=OuterRef("pk"), created_at__gte=cutoff)
-    return (sessions if sessions is not None else all_sessions()).filter(updated_at__lt=cutoff).exclude(
-        Exists(recent_message))
+    return all_sessions(project).filter(updated_at__lt=cutoff).exclude(Exists(recent_message))
 
 
 def zero_counts() -> dict[str, int]:
@@ -100,7 +102,7 @@ def session_document(session: SessionContext) -> dict[str, Any]:
 
     People (assignee, staff authors) are named by username; content is never summarised or cut.
     """
-    document = {"format": EXPORT_FORMAT, "session": _row(session, SESSION_FIELDS)}
+    document = {"format": EXPORT_FORMAT, "project": session.project.slug, "session": _row(session, SESSION_FIELDS)}
     document["session"]["assignee"] = session.assignee.get_username() if session.assignee_id else None
     document["messages"] = [
         {**_row(m, MESSAGE_FIELDS), "author": m.author.get_username() if m.author_id else None}
@@ -126,7 +128,7 @@ def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200) -
     while True:
         ids = list(sessions.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:chunk])
         for pk in ids:
-            session = SessionContext.objects.select_related("assignee").filter(pk=pk).first()
+            session = SessionContext.objects.select_related("assignee", "project").filter(pk=pk).first()
             if session is not None:  # deleted while the export ran
                 yield session_document(session)
         if len(ids) < chunk:

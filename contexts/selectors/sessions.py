@@ -1,4 +1,7 @@
-"""Reads of sessions shared by the API and the staff pages: one session, lists, search, the keyset pager."""
+"""Reads of sessions shared by the API and the staff pages: one session, lists, search, the keyset pager.
+
+Every read is within one project (`project`: a Project or its primary key): an API key's, or the one a staff
+member is working in. A session of another project is not found, exactly like one that does not exist."""
 
 from __future__ import annotations
 
@@ -11,27 +14,29 @@ from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils.text import smart_split, unescape_string_literal
 
 from ..exceptions import NotFound
-from ..models import SessionContext, Status
+from ..models import Project, SessionContext, Status
+
+ProjectRef = Project | int
 
 
 def _no_session(session_id: str) -> NotFound:
     return NotFound(f"Session {session_id!r} does not exist.", details={"session_id": session_id})
 
 
-def session_get(session_id: str) -> SessionContext:
-    session = SessionContext.objects.filter(session_id=session_id).first()
+def session_get(session_id: str, *, project: ProjectRef) -> SessionContext:
+    session = SessionContext.objects.filter(project=project, session_id=session_id).first()
     if session is None:
         raise _no_session(session_id)
     return session
 
 
-def context_get(session_id: str, fields: Iterable[str]) -> dict[str, Any]:
+def context_get(session_id: str, fields: Iterable[str], *, project: ProjectRef) -> dict[str, Any]:
     """One session's columns as a dict, `assignee` as the username: what the API's answers are built from."""
     fields = tuple(fields)
     names = [name for name in fields if name != "assignee"]
     extra = {"assignee_username": F("assignee__username")} if "assignee" in fields else {}
     # [:1] rather than first(): the lookup is unique, so no ORDER BY.
-    rows = list(SessionContext.objects.filter(session_id=session_id).values(*names, **extra)[:1])
+    rows = list(SessionContext.objects.filter(project=project, session_id=session_id).values(*names, **extra)[:1])
     if not rows:
         raise _no_session(session_id)
     row = rows[0]
@@ -40,9 +45,10 @@ def context_get(session_id: str, fields: Iterable[str]) -> dict[str, Any]:
     return row
 
 
-def context_version(session_id: str) -> int:
+def context_version(session_id: str, *, project: ProjectRef) -> int:
     """Only the snapshot version: enough to answer a conditional read with 304."""
-    version = SessionContext.objects.filter(session_id=session_id).values_list("version", flat=True).first()
+    version = (SessionContext.objects.filter(project=project, session_id=session_id)
+               .values_list("version", flat=True).first())
     if version is None:
         raise _no_session(session_id)
     return version
@@ -50,14 +56,15 @@ def context_version(session_id: str) -> int:
 
 def session_list(
     *,
+    project: ProjectRef,
     user_id: str | None = None,
     agent_id: str | None = None,
     status: str | None = None,
     mode: str | None = None,
     updated_after=None,
 ) -> QuerySet[SessionContext]:
-    """Sessions, newest first, filtered on the indexed columns."""
-    qs = SessionContext.objects.all()
+    """A project's sessions, newest first, filtered on the indexed columns."""
+    qs = SessionContext.objects.filter(project=project)
     if user_id:
         qs = qs.filter(user_id=user_id)
     if agent_id:
@@ -71,9 +78,10 @@ def session_list(
     return qs.order_by("-updated_at", "-id")
 
 
-def handoff_queue() -> QuerySet[SessionContext]:
+def handoff_queue(*, project: ProjectRef) -> QuerySet[SessionContext]:
     """Sessions waiting for a person, oldest request first."""
-    return SessionContext.objects.filter(status=Status.HANDOFF_REQUESTED).order_by("handoff_requested_at", "id")
+    return (SessionContext.objects.filter(project=project, status=Status.HANDOFF_REQUESTED)
+            .order_by("handoff_requested_at", "id"))
 
 
 NEEDS_HUMAN_STATUSES = ("handoff_requested", "human")
@@ -122,6 +130,7 @@ SEARCH_MIN_CHARS = 3  # trigram indexes need 3 characters; shorter searches matc
 
 def session_search(
     *,
+    project: ProjectRef,
     q: str = "",
     status: str = "",
     mode: str = "",
@@ -129,7 +138,7 @@ def session_search(
     needs_human: bool = False,
 ) -> QuerySet[SessionContext]:
     """Sessions matching the staff list's search box and filters (unordered)."""
-    qs = SessionContext.objects.select_related("assignee")
+    qs = SessionContext.objects.filter(project=project).select_related("assignee")
     if status:
         qs = qs.filter(status=status)
     elif needs_human:
@@ -202,24 +211,24 @@ def session_page(
     )
 
 
-def handoff_waiting_count() -> int:
-    return SessionContext.objects.filter(status=Status.HANDOFF_REQUESTED).count()
+def handoff_waiting_count(*, project: ProjectRef) -> int:
+    return SessionContext.objects.filter(project=project, status=Status.HANDOFF_REQUESTED).count()
 
 
-def sessions_with_people(*, limit: int = 50, assignee: Any = None) -> QuerySet[SessionContext]:
+def sessions_with_people(*, project: ProjectRef, limit: int = 50, assignee: Any = None) -> QuerySet[SessionContext]:
     """Conversations a person has taken (by `assignee` alone, if given), longest-held first."""
-    taken = SessionContext.objects.filter(status=Status.HUMAN)
+    taken = SessionContext.objects.filter(project=project, status=Status.HUMAN)
     if assignee is not None:
         taken = taken.filter(assignee=assignee)
     return taken.select_related("assignee").order_by("updated_at", "id")[:limit]
 
 
-def handoff_desk_state() -> tuple[int, int, float]:
+def handoff_desk_state(*, project: ProjectRef) -> tuple[int, int, float]:
     """(waiting, with a person, newest change among them): one query that changes whenever the queue would.
 
     Every status change writes updated_at, so a conversation that joins, leaves or changes hands moves a count
     or the newest time."""
-    row = SessionContext.objects.filter(status__in=NEEDS_HUMAN_STATUSES).aggregate(
+    row = SessionContext.objects.filter(project=project, status__in=NEEDS_HUMAN_STATUSES).aggregate(
         waiting=Count("id", filter=Q(status=Status.HANDOFF_REQUESTED)),
         taken=Count("id", filter=Q(status=Status.HUMAN)), newest=Max("updated_at"),
     )

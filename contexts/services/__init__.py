@@ -17,6 +17,7 @@ from .handoff import (
     session_close,
 )
 from .messages import AppendResult, PostResult, messages_append, messages_post
+from .projects import membership_set, project_get_or_create
 from .sessions import session_delete, session_get_or_create, session_update_policy_set
 from .snapshots import (
     snapshot_replace,
@@ -31,7 +32,8 @@ __all__ = [
     "Actor", "AppendResult", "PostResult", "api_key_authenticate", "api_key_create", "api_key_hash",
     "api_key_revoke", "api_key_touch", "event_record", "events_purge", "handoff_add_note", "handoff_claim",
     "handoff_release", "handoff_reply", "handoff_request", "handoff_take_over",
-    "messages_append", "messages_post", "session_close", "session_delete", "session_get_or_create",
+    "membership_set", "messages_append", "messages_post", "project_get_or_create", "session_close",
+    "session_delete", "session_get_or_create",
     "session_update_policy_set",
     "snapshot_replace", "snapshot_reset", "snapshot_revert", "snapshot_rewind", "snapshot_update",
     "snapshot_write",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from .. import readcache
 from ..exceptions import InvalidInput
-from ..models import ApiKey
+from ..models import ApiKey, Project
 
 # What a request needs of its key; the cache keeps these, so an authenticated request needs no query.
-REQUEST_COLUMNS = ("id", "name", "prefix", "scopes")
+REQUEST_COLUMNS = ("id", "name", "prefix", "scopes", "project_id", "expires_at")
 # last_used_at is a hint for admins, not an audit: written at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 LAST_USED_SECONDS = int(LAST_USED_RESOLUTION.total_seconds())
@@ -25,9 +25,15 @@ def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+class ApiKeyExpired(Exception):
+    """The key exists and is active but its expires_at has passed."""
+
+
 @transaction.atomic
-def api_key_create(*, name: str, scopes: list[str], created_by: AbstractBaseUser | None = None) -> tuple[ApiKey, str]:
-    """A new key; the raw key is returned once and only its hash is stored."""
+def api_key_create(*, name: str, scopes: list[str], project: Project | None = None, expires_at=None,
+                   created_by: AbstractBaseUser | None = None) -> tuple[ApiKey, str]:
+    """A new key of `project` (default: the `default` project); the raw key is returned once and only its hash
+    is stored."""
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput("An API key needs a name of 1-100 characters.", details={"fields": {"name": "Invalid."}})
@@ -37,7 +43,10 @@ def api_key_create(*, name: str, scopes: list[str], created_by: AbstractBaseUser
                            details={"fields": {"scopes": "Invalid."}})
     prefix = secrets.token_hex(4)
     raw_key = f"sck_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(name=name, prefix=prefix, key_hash=api_key_hash(raw_key), scopes=scopes,
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("An API key's expiry must be in the future.", details={"fields": {"expires_at": "Past."}})
+    key = ApiKey.objects.create(project=project or Project.default(), name=name, prefix=prefix,
+                                key_hash=api_key_hash(raw_key), scopes=scopes, expires_at=expires_at,
                                 created_by=created_by)
     return key, raw_key
 
@@ -52,7 +61,8 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 
 
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
-    """The active key behind `raw_key` (with REQUEST_COLUMNS loaded), or None; marks it used.
+    """The active key behind `raw_key` (with REQUEST_COLUMNS loaded), or None; marks it used. Raises
+    ApiKeyExpired for a key past its expires_at.
 
     Checked on every request, so a revoked key stops working at once.
     """
@@ -62,16 +72,27 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     if cached is readcache.REVOKED:
         return None
     if cached is not None:
-        key = ApiKey(key_hash=key_hash, is_active=True, **cached)
+        expires_at = cached.pop("expires_at", None)
+        key = ApiKey(key_hash=key_hash, is_active=True, **cached,
+                     expires_at=datetime.fromisoformat(expires_at) if expires_at else None)
+        _check_expiry(key)
         if first_use:
             _record_use(key)
         return key
     key = ApiKey.objects.filter(key_hash=key_hash, is_active=True).only(*REQUEST_COLUMNS, "key_hash").first()
     if key is None:
         return None
-    readcache.api_key_store(key_hash, {name: getattr(key, name) for name in REQUEST_COLUMNS})
+    _check_expiry(key)
+    columns = {name: getattr(key, name) for name in REQUEST_COLUMNS}
+    columns["expires_at"] = key.expires_at.isoformat() if key.expires_at else None
+    readcache.api_key_store(key_hash, columns)
     api_key_touch(key)
     return key
+
+
+def _check_expiry(key: ApiKey) -> None:
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        raise ApiKeyExpired(key.expires_at)
 
 
 def api_key_touch(key: ApiKey) -> None:

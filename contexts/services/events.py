@@ -26,7 +26,7 @@ def event_record(*, session: SessionContext, type: str, data: dict[str, Any]) ->
     that changes several sessions takes the lock first (`event_order_lock`), before any row lock."""
     with transaction.atomic(savepoint=False):
         event_order_lock()
-        event = Event.objects.create(session_id=session.pk, type=type, data=data)
+        event = Event.objects.create(project_id=session.project_id, session_id=session.pk, type=type, data=data)
         # In the same transaction, so no committed event misses a webhook; they are sent once it commits.
         deliveries_create(event=event)
         return event

@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 
 from .. import readcache
 from ..exceptions import ApplicationError
-from ..models import Message, Mode, Revision, SessionContext, Status
+from ..models import Message, Mode, Project, Revision, SessionContext, Status
 from ..selectors.governance import (
     EXPORT_FORMAT,
     MESSAGE_FIELDS,
@@ -26,6 +26,7 @@ from ..selectors.governance import (
     session_document,
 )
 from ..snapshot import validate_session_id
+from .projects import project_get_or_create
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +76,13 @@ def _people(names: set[str]) -> dict[str, Any]:
     return {user.get_username(): user for user in users}
 
 
-def _create(document: dict[str, Any]) -> SessionContext:
+def _create(document: dict[str, Any], project: Project) -> SessionContext:
     data = document["session"]
     people = _people(({data.get("assignee")} | {m.get("author") for m in document["messages"]}
                       | {r.get("actor_user") for r in document["revisions"]}) - {None})
     fields = {k: data[k] for k in SESSION_FIELDS if k not in ("created_at", "updated_at")}
     fields["handoff_requested_at"] = _when(fields["handoff_requested_at"])
-    session = SessionContext(**fields, assignee=people.get(data.get("assignee")))
+    session = SessionContext(**fields, project=project, assignee=people.get(data.get("assignee")))
     session.full_clean(validate_unique=False)
     session.save()
     messages = Message.objects.bulk_create(
@@ -99,19 +100,28 @@ def _create(document: dict[str, Any]) -> SessionContext:
     SessionContext.objects.filter(pk=session.pk).update(created_at=_when(data["created_at"]),
                                                         updated_at=_when(data["updated_at"]))
     # An entry cached for an earlier session of this id (deleted since) must not outlive it.
-    readcache.context_changed(session.session_id)
+    readcache.context_changed(session.project_id, session.session_id)
     return session
 
 
-def session_import(*, document: Any) -> ImportResult:
-    """Create the session a document describes, exactly; the same one already here is left alone; a different one
-    here is refused with a sentence that says why."""
+def _target(document: dict[str, Any], project: Project | None) -> Project:
+    """Where a document goes: the project given, else the one it was exported from (created here if need be)."""
+    if project is not None:
+        return project
+    target, _ = project_get_or_create(slug=document.get("project") or Project.DEFAULT_SLUG)
+    return target
+
+
+def session_import(*, document: Any, project: Project | None = None) -> ImportResult:
+    """Create the session a document describes, exactly, in `project` (default: the project it was exported
+    from); the same one already there is left alone; a different one is refused with a sentence that says why."""
     session_id = document.get("session", {}).get("session_id", "?") if isinstance(document, dict) else "?"
     try:
         session_id = _check(document)
         wanted = _history(document)
+        target = _target(document, project)
         with transaction.atomic():
-            existing = SessionContext.objects.filter(session_id=session_id).first()
+            existing = SessionContext.objects.filter(project=target, session_id=session_id).first()
             if existing is not None:
                 if _history(session_document(existing)) == wanted:
                     return ImportResult(session_id, "unchanged")
@@ -121,7 +131,7 @@ def session_import(*, document: Any) -> ImportResult:
                                     f"{existing.last_message_seq} messages, in the file version "
                                     f"{document['session']['version']} and {len(document['messages'])} messages); "
                                     f"not merged")
-            _create(document)
+            _create(document, target)
     except IntegrityError as exc:
         return ImportResult(session_id, "refused", f"could not be stored as it is ({exc}); nothing of it was kept")
     except (KeyError, TypeError, ValueError, AttributeError, ValidationError, DataError, ApplicationError) as exc:

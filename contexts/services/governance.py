@@ -1,6 +1,7 @@
 """Retention and erasure: sessions deleted with everything they hold, in short batches, with an audit row of counts.
 
-Both take the sessions they may touch (`sessions=`, all by default), so a project's scope is one more filter.
+Erasure is within one project (end user ids are each project's own); retention runs per project, each with its
+own period (Project.retention_days, else SESSIONCTX_RETENTION_DAYS).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from django.utils import timezone
 
 from .. import readcache
 from ..exceptions import InvalidInput
-from ..models import DataDeletion, SessionContext
+from ..models import DataDeletion, Project, SessionContext
 from ..selectors.governance import (
     COUNTED,
-    all_sessions,
     deletion_preview,
     ordered_counts,
     sessions_of_user,
@@ -44,18 +44,18 @@ def _delete_batch(ids: list[int], *, still_selected: QuerySet[SessionContext], r
     """
     with transaction.atomic():
         locked = list(still_selected.filter(pk__in=ids).select_for_update(skip_locked=skip_locked)
-                      .values_list("pk", "session_id"))
+                      .values_list("pk", "project_id", "session_id"))
         if not locked:
             return 0
-        _, per_model = SessionContext.objects.filter(pk__in=[pk for pk, _ in locked]).delete()
+        _, per_model = SessionContext.objects.filter(pk__in=[pk for pk, _, _ in locked]).delete()
         counts = record.counts
         for label, n in per_model.items():
             name = _NAMES.get(label, label)
             counts[name] = counts.get(name, 0) + n
         DataDeletion.objects.filter(pk=record.pk).update(counts=counts)
-        for _, session_id in locked:
+        for _, project_id, session_id in locked:
             # As session_delete does: cached answers for the session go once the delete commits.
-            readcache.context_changed(session_id)
+            readcache.context_changed(project_id, session_id)
     return len(locked)
 
 
@@ -82,20 +82,21 @@ def retention_cutoff(older_than: timedelta, *, now=None):
     return (now or timezone.now()) - older_than
 
 
-def sessions_purge(*, older_than: timedelta, actor: Actor, sessions: QuerySet[SessionContext] | None = None,
+def sessions_purge(*, older_than: timedelta, actor: Actor, project: Project | None = None,
                    batch_size: int | None = None, dry_run: bool = False, now=None,
                    progress: Progress | None = None) -> tuple[dict[str, int], DataDeletion | None]:
-    """Delete sessions untouched for `older_than` with everything they hold; answers the counts and the audit row
-    (None for a dry run, which only counts, and when there was nothing to delete)."""
+    """Delete sessions of `project` (None: of every project) untouched for `older_than` with everything they hold;
+    answers the counts and the audit row (None for a dry run, which only counts, and when there was nothing to
+    delete)."""
     cutoff = retention_cutoff(older_than, now=now)
-    selected = sessions_untouched_since(cutoff, sessions=sessions)
+    selected = sessions_untouched_since(cutoff, project=project)
     if dry_run:
         return deletion_preview(selected), None
     if not selected.exists():
         # The hourly purge usually finds nothing: no audit row for that, or they would bury the real ones.
         return zero_counts(), None
     record = DataDeletion.objects.create(
-        kind=DataDeletion.Kind.RETENTION, actor=actor.label[:255], counts=zero_counts(),
+        kind=DataDeletion.Kind.RETENTION, project=project, actor=actor.label[:255], counts=zero_counts(),
         criteria={"untouched_since": cutoff.isoformat(), "older_than_seconds": int(older_than.total_seconds())})
     record = _delete_all(selected, record=record, batch_size=batch_size or settings.SESSIONCTX_DELETE_BATCH_SIZE,
                          skip_locked=True, progress=progress)
@@ -103,26 +104,39 @@ def sessions_purge(*, older_than: timedelta, actor: Actor, sessions: QuerySet[Se
     return record.counts, record
 
 
+def retention_days(project: Project) -> int:
+    """The project's retention period in days; 0: off."""
+    return project.retention_days if project.retention_days is not None else settings.SESSIONCTX_RETENTION_DAYS
+
+
 def sessions_purge_by_setting(*, now=None) -> dict[str, int]:
-    """The periodic purge: SESSIONCTX_RETENTION_DAYS, nothing when it is 0 (off)."""
-    days = settings.SESSIONCTX_RETENTION_DAYS
-    if days <= 0:
-        return zero_counts()
-    counts, _ = sessions_purge(older_than=timedelta(days=days), actor=Actor.system("retention"), now=now)
-    return counts
+    """The periodic purge: each project by its own period (Project.retention_days, else
+    SESSIONCTX_RETENTION_DAYS); a project whose period is 0 is left alone. Answers the counts over all projects."""
+    total = zero_counts()
+    for project in Project.objects.order_by("pk"):
+        days = retention_days(project)
+        if days <= 0:
+            continue
+        counts, _ = sessions_purge(older_than=timedelta(days=days), actor=Actor.system("retention"),
+                                   project=project, now=now)
+        for name, n in counts.items():
+            total[name] += n
+    return total
 
 
 def user_id_digest(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()
 
 
-def user_erase(*, user_id: str, actor: Actor, sessions: QuerySet[SessionContext] | None = None,
+def user_erase(*, user_id: str, actor: Actor, project: Project | None = None,
                batch_size: int | None = None, progress: Progress | None = None) -> DataDeletion:
-    """Erase every session of an end user with its messages, revisions, runs, handoff events, events and their
-    webhook deliveries. Idempotent: a second call deletes nothing and answers zero counts (and is recorded)."""
-    selected = sessions_of_user(user_id, sessions=sessions if sessions is not None else all_sessions())
+    """Erase every session of an end user in `project` (default: the `default` project) with its messages,
+    revisions, runs, handoff events, events and their webhook deliveries. Idempotent: a second call deletes
+    nothing and answers zero counts (and is recorded)."""
+    project = project or Project.default()
+    selected = sessions_of_user(user_id, project=project)
     record = DataDeletion.objects.create(
-        kind=DataDeletion.Kind.ERASURE, actor=actor.label[:255], counts=zero_counts(),
+        kind=DataDeletion.Kind.ERASURE, project=project, actor=actor.label[:255], counts=zero_counts(),
         criteria={"user_id_sha256": user_id_digest(user_id)})
     record = _delete_all(selected, record=record, batch_size=batch_size or settings.SESSIONCTX_DELETE_BATCH_SIZE,
                          skip_locked=False, progress=progress)

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from ..exceptions import InvalidInput
 from ..extraction.policy import TURN, update_if_due
-from ..models import ExtractionRun, Message, SessionContext
+from ..models import ExtractionRun, Message, Project, SessionContext
 from .sessions import session_get_or_create
 
 
@@ -97,12 +97,13 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
 
 
 @transaction.atomic
-def messages_post(*, session_id: str, messages: list[dict[str, Any]], **owners: Any) -> PostResult:
+def messages_post(*, session_id: str, messages: list[dict[str, Any]], project: Project | int | None = None,
+                  **owners: Any) -> PostResult:
     """An agent's batch: the session created if needed, the messages stored, and a context update queued when
     the batch completes a turn and the update policy says so (SESSIONCTX_AUTO_UPDATE, contexts.extraction.policy).
     One transaction: a refused batch leaves no session behind, and the update reaches the workers only once the
     messages are committed."""
-    session, created = session_get_or_create(session_id=session_id, **owners)
+    session, created = session_get_or_create(session_id=session_id, project=project, **owners)
     appended = messages_append(session=session, messages=messages)
     update = None
     if appended.completes_turn:

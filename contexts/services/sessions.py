@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from .. import readcache
 from ..exceptions import InvalidInput
 from ..extraction.policy import is_valid_policy
-from ..models import Mode, SessionContext
+from ..models import Mode, Project, SessionContext
 from ..snapshot import validate_session_id
 from .actors import Actor
 
@@ -28,10 +28,11 @@ def _check_owners(mode: str | None, owners: dict[str, str | None]) -> None:
                                details={"fields": {name: "Invalid."}})
 
 
-def session_get_or_create(*, session_id: str, mode: str | None = None, user_id: str | None = None,
-                          agent_id: str | None = None, team_id: str | None = None,
+def session_get_or_create(*, session_id: str, project: Project | int | None = None, mode: str | None = None,
+                          user_id: str | None = None, agent_id: str | None = None, team_id: str | None = None,
                           update_policy: str | None = None) -> tuple[SessionContext, bool]:
-    """The session with this id, created (version 0, empty) if it does not exist yet.
+    """The session with this id in `project`, created (version 0, empty) if it does not exist yet. The API
+    always names the key's project; commands and tests that name none work in the `default` project.
 
     Owners unknown when the session was first seen are filled in later; known ones are never overwritten.
     `update_policy` (given) is set, created or not: "" goes back to SESSIONCTX_UPDATE_POLICY.
@@ -45,26 +46,36 @@ def session_get_or_create(*, session_id: str, mode: str | None = None, user_id: 
     defaults = {"mode": mode or settings.SESSIONCTX_DEFAULT_MODE, **{k: v or "" for k, v in owners.items()}}
     if update_policy is not None:
         defaults["update_policy"] = update_policy
+    project_id = project_pk(project)
     try:
-        session, created = SessionContext.objects.get_or_create(session_id=session_id, defaults=defaults)
+        session, created = SessionContext.objects.get_or_create(project_id=project_id, session_id=session_id,
+                                                                defaults=defaults)
     except IntegrityError:
         # Two first posts raced; the other one created it.
-        session, created = SessionContext.objects.get(session_id=session_id), False
+        session, created = SessionContext.objects.get(project_id=project_id, session_id=session_id), False
     missing = {k: v for k, v in owners.items() if v and not getattr(session, k)}
     if update_policy is not None and session.update_policy != update_policy:
         missing["update_policy"] = update_policy
     if created or missing:
         # A new session: an entry cached for an earlier session of this id (deleted since) must not outlive it.
-        readcache.context_changed(session_id)
+        readcache.context_changed(project_id, session_id)
     if missing:
         SessionContext.objects.filter(pk=session.pk).update(**missing)
         session = SessionContext.objects.get(pk=session.pk)
     return session, created
 
 
+def project_pk(project: Project | int | None) -> int:
+    """The primary key of `project`, or of the `default` project when None."""
+    if project is None:
+        return Project.default().pk
+    return project if isinstance(project, int) else project.pk
+
+
 def session_update_policy_set(*, session: SessionContext, update_policy: str) -> SessionContext:
     """Set when posted turns update this session's context; "" goes back to SESSIONCTX_UPDATE_POLICY."""
-    session, _ = session_get_or_create(session_id=session.session_id, update_policy=update_policy)
+    session, _ = session_get_or_create(session_id=session.session_id, project=session.project_id,
+                                       update_policy=update_policy)
     return session
 
 
@@ -73,4 +84,4 @@ def session_delete(*, session: SessionContext, actor: Actor) -> None:
     """Erase a session with its messages, revisions, runs and handoff events (right to erasure)."""
     logger.info("session %s deleted by %s", session.session_id, actor.label)
     SessionContext.objects.filter(pk=session.pk).delete()
-    readcache.context_changed(session.session_id)
+    readcache.context_changed(session.project_id, session.session_id)

@@ -48,7 +48,8 @@ def snapshot_write(current: SessionContext, *, values: dict[str, Any], source: s
         if not updated:
             latest = SessionContext.objects.filter(pk=current.pk).values_list("version", flat=True).first()
             raise VersionConflict(expected=current.version, current=latest or 0)
-        readcache.context_changed(current.session_id)  # updated_at is in the answer even without a new version
+        # updated_at is in the answer even without a new version
+        readcache.context_changed(current.project_id, current.session_id)
         if changed:
             Revision.objects.create(session_id=current.pk, version=columns["version"], source=source,
                                     actor=actor.label, actor_user=actor.user, reason=reason, snapshot=after,

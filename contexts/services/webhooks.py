@@ -29,7 +29,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from ..exceptions import ApplicationError
-from ..models import Event, WebhookDelivery, WebhookEndpoint
+from ..models import Event, Project, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +98,14 @@ def webhook_url_check(url: str) -> Target:
 
 
 @transaction.atomic
-def webhook_endpoint_create(*, url: str, event_types: list[str] | None = None,
-                            description: str = "") -> WebhookEndpoint:
-    """Register an endpoint (its secret is generated); refused for a URL webhook_url_check refuses."""
+def webhook_endpoint_create(*, url: str, event_types: list[str] | None = None, description: str = "",
+                            project: Project | None = None) -> WebhookEndpoint:
+    """Register an endpoint of `project` (default: the `default` project; its secret is generated); refused for a
+    URL webhook_url_check refuses."""
     webhook_url_check(url)
     _check_types(event_types)
-    return WebhookEndpoint.objects.create(url=url, event_types=list(event_types or []), description=description)
+    return WebhookEndpoint.objects.create(project=project or Project.default(), url=url,
+                                          event_types=list(event_types or []), description=description)
 
 
 @transaction.atomic
@@ -142,9 +144,10 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
 
 
 def deliveries_create(*, event: Event) -> list[WebhookDelivery]:
-    """The event's deliveries, one per active endpoint that wants its type, in the caller's transaction; each is
-    sent once that transaction commits."""
-    endpoints = [e for e in WebhookEndpoint.objects.filter(is_active=True) if e.wants(event.type)]
+    """The event's deliveries, one per active endpoint of its project that wants its type, in the caller's
+    transaction; each is sent once that transaction commits."""
+    endpoints = [e for e in WebhookEndpoint.objects.filter(project_id=event.project_id, is_active=True)
+                 if e.wants(event.type)]
     if not endpoints:
         return []
     now = timezone.now()

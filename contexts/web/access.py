@@ -22,13 +22,18 @@ from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 from rest_framework.throttling import BaseThrottle
 
+from contexts import selectors
 from contexts.exceptions import ApplicationError
+from contexts.models import ProjectRole
 
 VIEW_PERM = "contexts.view_sessioncontext"
 HANDOFF_PERM = "contexts.handle_handoff"
 EDIT_PERM = "contexts.edit_context"
 # The ids of the elements that poll (the session page's live check, the menu badge, the queue).
 POLLS = frozenset({"live", "waiting-badge", "handoff-queue"})
+# The staff session's key for the project a person is working in (the switcher sets it; ?project=SLUG on a link too).
+PROJECT_SESSION_KEY = "sessionctx_project"
+NO_PROJECT = "You are not a member of any project yet: ask an admin to add you to one."
 SIGNED_OUT = "You are signed out, so this page stopped updating: sign in again to go on (your typing is still here)."
 
 
@@ -38,8 +43,30 @@ def report(request: HttpRequest, exc: ApplicationError) -> int:
     return exc.status
 
 
+def role_allows(role: str | None, perm: str | None) -> bool:
+    """What a project role lets a person do there: support views and handles handoffs, an editor also edits."""
+    if role is None:
+        return False
+    return perm != EDIT_PERM or role == ProjectRole.EDITOR
+
+
+def working_project(request: HttpRequest) -> tuple[Any, str | None]:
+    """(project, role) the signed-in person works in now: `?project=SLUG` on a link (remembered), else the one
+    chosen before, else their first. (None, None) for someone in no project."""
+    wanted = request.GET.get("project") or request.session.get(PROJECT_SESSION_KEY)
+    found = selectors.project_for_staff(request.user, wanted)
+    if found is None:
+        return None, None
+    project, role = found
+    if request.GET.get("project") == project.slug and request.session.get(PROJECT_SESSION_KEY) != project.slug:
+        request.session[PROJECT_SESSION_KEY] = project.slug  # a link into another project: stay there
+    return project, role
+
+
 def staff_view(perm: str | None = None) -> Callable:
-    """Login required (htmx: the browser is sent to the login page); a missing permission answers 403."""
+    """Login required (htmx: the browser is sent to the login page); a missing permission, globally (the role
+    groups) or in the project the person is working in (their membership's role), answers 403. The view finds
+    that project as `request.project`: everything it shows or changes is within it."""
 
     def decorate(view: Callable) -> Callable:
         @wraps(view)
@@ -54,14 +81,23 @@ def staff_view(perm: str | None = None) -> Callable:
                     return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': page})}")
                 return redirect_to_login(request.get_full_path())
             needed = [VIEW_PERM] + ([perm] if perm else [])
-            if not request.user.has_perms(needed):
+            project, role = working_project(request)
+            allowed = request.user.has_perms(needed)
+            if not allowed or project is None or not role_allows(role, perm):
                 what = {EDIT_PERM: "edit or reset contexts", HANDOFF_PERM: "handle handoffs"}.get(
                     perm or "", "view session contexts")
-                text = f"You do not have permission to {what}."
+                if allowed and project is None:
+                    text = NO_PROJECT
+                elif allowed:  # allowed in general, not in this project (their role here is support): say where
+                    text = f"You do not have permission to {what} in project {project.slug}."
+                else:
+                    text = f"You do not have permission to {what}."
                 if request.htmx:
                     response = render(request, "contexts/_messages.html", {"error": text}, status=403)
                     return reswap(retarget(response, "#flash"), "innerHTML")
                 raise PermissionDenied(text)
+            request.project = project
+            request.project_role = role
             response = view(request, *args, **kwargs)
             # Partial and full page share a URL: caches must key on the htmx header.
             patch_vary_headers(response, ["HX-Request"])

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.session_list, name="sessions"),
     path("handoffs/", views.handoff_queue, name="handoffs"),
     path("handoffs/badge/", views.handoff_badge, name="handoff_badge"),
+    path("projects/switch/", views.project_switch, name="project_switch"),
     path("sessions/<str:session_id>/", views.session_detail, name="session_detail"),
     path("sessions/<str:session_id>/live/", views.session_live, name="session_live"),
     path("sessions/<str:session_id>/edit/", views.session_edit, name="session_edit"),

@@ -29,7 +29,7 @@ from contexts.services.locks import proposal_dismiss as locks_proposal_dismiss
 from contexts.snapshot import validate_session_id
 
 from . import regions
-from .access import EDIT_PERM, HANDOFF_PERM, report, staff_view
+from .access import EDIT_PERM, HANDOFF_PERM, PROJECT_SESSION_KEY, report, staff_view
 from .forms import (
     ContextEditForm,
     LocksForm,
@@ -49,16 +49,18 @@ SESSIONS = "contexts/sessions.html"
 QUEUE = "contexts/handoffs.html"
 
 
-def _session(session_id: str) -> SessionContext:
+def _session(request: HttpRequest, session_id: str) -> SessionContext:
+    """The session of the project the person works in (staff_view's request.project); another project's is
+    not found."""
     try:
         # An id no session can have (a NUL byte, which PostgreSQL refuses in a query) is simply not found.
-        return selectors.session_get(validate_session_id(session_id))
+        return selectors.session_get(validate_session_id(session_id), project=request.project)
     except (InvalidInput, NotFound) as exc:
         raise Http404(exc.message) from None
 
 
 def _full_page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    context.setdefault("waiting_count", selectors.handoff_waiting_count())
+    context.setdefault("waiting_count", selectors.handoff_waiting_count(project=request.project))
     return render(request, template, context, status=status)
 
 
@@ -79,7 +81,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data if valid else {}
     sort = data.get("sort") or "-updated"
     page = selectors.session_page(
-        selectors.session_search(**form.filters()), sort=sort, after=data.get("after", ""),
+        selectors.session_search(project=request.project, **form.filters()), sort=sort, after=data.get("after", ""),
         before=data.get("before", ""), size=PAGE_SIZE,
     )
     keep = {k: v for k, v in request.GET.items() if k not in ("after", "before") and v}
@@ -104,6 +106,23 @@ def session_list(request: HttpRequest) -> HttpResponse:
     return _page(request, SESSIONS, "session-table", context)
 
 
+# --- project switcher ------------------------------------------------------------------------------
+
+
+@require_POST
+@staff_view()
+def project_switch(request: HttpRequest) -> HttpResponse:
+    """Work in another of one's projects: every page then shows that project's sessions alone."""
+    slug = request.POST.get("project", "")
+    found = selectors.project_for_staff(request.user, slug)
+    if found is None or found[0].slug != slug:
+        messages.error(request, f"You are not a member of project {slug!r}.")
+    else:
+        request.session[PROJECT_SESSION_KEY] = slug
+        messages.success(request, f"Now working in project {found[0].name}.")
+    return redirect("sessions")
+
+
 # --- handoff queue --------------------------------------------------------------------------------
 
 
@@ -114,9 +133,10 @@ def _queue_token(state: tuple[int, int, float]) -> str:
 
 def _queue_context(request: HttpRequest, *, mine: bool = False,
                    state: tuple[int, int, float] | None = None) -> dict[str, Any]:
-    state = state or selectors.handoff_desk_state()
-    waiting = [] if mine else list(selectors.handoff_queue().select_related("assignee")[:QUEUE_ROWS])
-    taken = selectors.sessions_with_people(limit=100, assignee=request.user if mine else None)
+    project = request.project
+    state = state or selectors.handoff_desk_state(project=project)
+    waiting = [] if mine else list(selectors.handoff_queue(project=project).select_related("assignee")[:QUEUE_ROWS])
+    taken = selectors.sessions_with_people(project=project, limit=100, assignee=request.user if mine else None)
     minutes = settings.SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES
     params = {"mine": "1"} if mine else {}
     return {
@@ -135,7 +155,7 @@ def _queue_context(request: HttpRequest, *, mine: bool = False,
 @staff_view()
 def handoff_queue(request: HttpRequest) -> HttpResponse:
     mine = request.GET.get("mine") == "1"
-    state = selectors.handoff_desk_state()
+    state = selectors.handoff_desk_state(project=request.project)
     if request.htmx and request.GET.get("since") == _queue_token(state):
         return HttpResponse(status=204)  # the poll's cheap answer: nothing changed, the page stays as it is
     context = _queue_context(request, mine=mine, state=state)
@@ -149,7 +169,7 @@ def handoff_badge(request: HttpRequest) -> HttpResponse:
     """The menu's waiting count, polled from every page but the queue (whose own refresh carries it)."""
     if not request.htmx:
         return redirect("handoffs")
-    count = selectors.handoff_waiting_count()
+    count = selectors.handoff_waiting_count(project=request.project)
     if request.GET.get("since") == str(count):
         return HttpResponse(status=204)
     return render(request, "contexts/base.html#waiting-badge", {"waiting_count": count})
@@ -174,7 +194,7 @@ def _detail_page(request: HttpRequest, session: SessionContext, status: int = 20
 @require_GET
 @staff_view()
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     before = request.GET.get("before", "")
     if before.isdigit():
         response = regions.earlier_messages(request, session, int(before))
@@ -194,7 +214,7 @@ def session_live(request: HttpRequest, session_id: str) -> HttpResponse:
     """The detail page's poll: 204 while nothing changed, else the regions that did (and the new token)."""
     if not request.htmx:
         return redirect("session_detail", session_id=session_id)
-    session = _session(session_id)
+    session = _session(request, session_id)
     token = regions.live_token(session)
     since = request.GET.get("since", "")
     if since == token:
@@ -224,7 +244,7 @@ def _refused(request: HttpRequest, session_id: str, exc: ApplicationError, chang
     if request.htmx and status not in (409, 412):
         return regions.flash_only(request, status)
     # A conflict means someone else changed the session: show its current state where the action would have.
-    return _answer(request, _session(session_id), changed, status)
+    return _answer(request, _session(request, session_id), changed, status)
 
 
 # --- handoff --------------------------------------------------------------------------------------
@@ -233,7 +253,7 @@ def _refused(request: HttpRequest, session_id: str, exc: ApplicationError, chang
 @require_POST
 @staff_view(HANDOFF_PERM)
 def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     from_queue = request.POST.get("from") == "queue"
     try:
         session = services.handoff_claim(session=session, actor=Actor.for_user(request.user))
@@ -251,7 +271,7 @@ def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @staff_view(EDIT_PERM)
 def handoff_take_over(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     try:
         # The page named the owner the person confirmed taking it from; someone else may own it by now.
         session = services.handoff_take_over(session=session, actor=Actor.for_user(request.user),
@@ -265,7 +285,7 @@ def handoff_take_over(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @staff_view(HANDOFF_PERM)
 def handoff_reply(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = ReplyForm(request.POST)
     try:
         if not form.is_valid():
@@ -277,16 +297,16 @@ def handoff_reply(request: HttpRequest, session_id: str) -> HttpResponse:
         if request.htmx and status not in (409, 412):
             return regions.flash_only(request, status)
         # Someone else owns it now: show who, and keep the unsent text on the page for the person to copy.
-        return _answer(request, _session(session_id), regions.REPLY_REFUSED, status,
+        return _answer(request, _session(request, session_id), regions.REPLY_REFUSED, status,
                        unsent_reply=request.POST.get("content", ""))
     messages.success(request, "Reply sent: the agent passes it on to the customer.")
-    return _done(request, _session(session_id), regions.REPLIED)
+    return _done(request, _session(request, session_id), regions.REPLIED)
 
 
 def _note_action(request: HttpRequest, session_id: str, form_class: type, action: Callable[..., SessionContext],
                  done: str, changed: Sequence[str]) -> HttpResponse:
     """A handoff action that takes a note: validate, call the service as this person, report, re-render."""
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = form_class(request.POST)
     try:
         if not form.is_valid():
@@ -329,7 +349,7 @@ def session_close(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @staff_view(EDIT_PERM)
 def session_edit(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     if request.method == "GET":
         if request.htmx:
             return HttpResponse(regions.render_regions(request, session, ["snapshot-panel"], editing=True))
@@ -344,7 +364,7 @@ def session_edit(request: HttpRequest, session_id: str) -> HttpResponse:
         )
     except ApplicationError as exc:
         status = report(request, exc)
-        session = _session(session_id)
+        session = _session(request, session_id)
         if status == 412:
             # Show the newer version to edit again; the rejected input is kept aside, not written.
             newer = selectors.newer_revision(session, than_version=form.cleaned_data["version"])
@@ -365,7 +385,7 @@ def _posted_rows(request: HttpRequest) -> list[tuple[str, bool]]:
 @require_POST
 @staff_view(EDIT_PERM)
 def session_revert(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = RevertForm(request.POST)
     try:
         if not form.is_valid():
@@ -384,7 +404,7 @@ def session_revert(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @staff_view(EDIT_PERM)
 def session_reset(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = ResetForm(request.POST)
     try:
         if not form.is_valid():
@@ -404,7 +424,7 @@ def session_reset(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @staff_view(EDIT_PERM)
 def session_locks(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = LocksForm(request.POST)
     try:
         if not form.is_valid():
@@ -421,7 +441,7 @@ def session_locks(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @staff_view(EDIT_PERM)
 def proposal_accept(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = ProposalForm(request.POST)
     try:
         if not form.is_valid() or form.cleaned_data["expected_version"] is None:
@@ -438,7 +458,7 @@ def proposal_accept(request: HttpRequest, session_id: str) -> HttpResponse:
 @require_POST
 @staff_view(EDIT_PERM)
 def proposal_dismiss(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = _session(session_id)
+    session = _session(request, session_id)
     form = ProposalForm(request.POST)
     try:
         if not form.is_valid():

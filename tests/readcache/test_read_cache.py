@@ -25,7 +25,7 @@ from rest_framework.renderers import JSONRenderer
 from contexts import readcache, selectors, services
 from contexts.api.representations import CONTEXT_FIELDS, context_representation
 from contexts.exceptions import ApplicationError
-from contexts.models import ApiKey, Revision, SessionContext
+from contexts.models import ApiKey, Project, Revision, SessionContext
 from contexts.prompting import render_prompt
 from contexts.services import Actor
 from tests.api.conftest import Agent, assert_error
@@ -75,7 +75,7 @@ def r() -> redis.Redis:
 
 
 def _entry(session_id: str) -> str:
-    return f"sessionctx:c:{session_id}"
+    return f"sessionctx:c:{Project.default().pk}:{session_id}"
 
 
 def _read(agent: Agent, session_id: str, **headers):
@@ -84,7 +84,7 @@ def _read(agent: Agent, session_id: str, **headers):
 
 def _from_the_database(session_id: str) -> readcache.Entry:
     """What a read of the database answers for the session now (the API's own representation)."""
-    row = selectors.context_get(session_id, CONTEXT_FIELDS)
+    row = selectors.context_get(session_id, CONTEXT_FIELDS, project=Project.default())
     return readcache.Entry(row["version"], JSONRenderer().render(context_representation(row)), render_prompt(row))
 
 
@@ -141,10 +141,10 @@ def test_the_cache_stores_exactly_what_the_database_answers_for_context_and_prom
     settings.SESSIONCTX_READ_CACHE = False
     context, prompt = _read(reader, "rc-bytes"), reader.get("/api/v1/sessions/rc-bytes/context/prompt")
     settings.SESSIONCTX_READ_CACHE = True
-    assert readcache.lookup("rc-bytes") is None
+    assert readcache.lookup(Project.default().pk, "rc-bytes") is None
     _read(reader, "rc-bytes")
 
-    entry = readcache.lookup("rc-bytes")
+    entry = readcache.lookup(Project.default().pk, "rc-bytes")
 
     assert entry == _from_the_database("rc-bytes")
     assert entry.context_json == context.content
@@ -158,7 +158,7 @@ def test_reads_answered_from_the_cache_count_against_the_throttle(settings):
     busy, other = Agent(make_api_key("read", name="busy")[1]), Agent(make_api_key("read", name="other")[1])
     for _ in range(3):
         assert _read(busy, "rc-thr").status_code == 200  # the second and third from the cache
-    assert readcache.lookup("rc-thr") is not None
+    assert readcache.lookup(Project.default().pk, "rc-thr") is not None
     refused = assert_error(_read(busy, "rc-thr"), 429, "throttled")
     assert refused["details"]["retry_after"] >= 0
     assert _read(other, "rc-thr").status_code == 200
@@ -220,7 +220,8 @@ def test_every_kind_of_change_is_seen_by_the_next_read(write, agent):
     session = make_session("rc-write", content={"summary": "before"})
     first = _read(agent, "rc-write")
     agent.get("/api/v1/sessions/rc-write/context/prompt")
-    assert readcache.lookup("rc-write").context_json == first.content  # now answered from the cache
+    # now answered from the cache
+    assert readcache.lookup(Project.default().pk, "rc-write").context_json == first.content
     write(session, agent)
     stored = _from_the_database("rc-write")
 
@@ -256,19 +257,20 @@ def test_a_read_that_raced_a_write_does_not_leave_the_old_answer_behind(agent, r
                                  source=Revision.Source.API, actor=Actor.system())
         return old
 
-    entry = readcache.fill("rc-race", read_then_lose_the_race)
+    entry = readcache.fill(Project.default().pk, "rc-race", read_then_lose_the_race)
 
     assert b'"old"' in entry.context_json and entry.version == 1  # that request answers what it read...
-    assert not r.exists(_entry("rc-race")) and readcache.lookup("rc-race") is None  # ...and stored nothing
+    # ...and stored nothing
+    assert not r.exists(_entry("rc-race")) and readcache.lookup(Project.default().pk, "rc-race") is None
     after = _read(agent, "rc-race")
     assert after.json()["summary"] == "new" and after["ETag"] == '"2"'  # so nobody after it gets it
-    assert readcache.lookup("rc-race").version == 2
+    assert readcache.lookup(Project.default().pk, "rc-race").version == 2
 
 
 def test_a_fill_without_a_write_meanwhile_is_stored(r):
     make_session("rc-fill", content={"summary": "kept"})
-    entry = readcache.fill("rc-fill", lambda: _from_the_database("rc-fill"))
-    assert readcache.lookup("rc-fill") == entry
+    entry = readcache.fill(Project.default().pk, "rc-fill", lambda: _from_the_database("rc-fill"))
+    assert readcache.lookup(Project.default().pk, "rc-fill") == entry
     assert not r.exists("sessionctx:l:rc-fill")  # the lease went with the store
 
 
@@ -289,13 +291,13 @@ def test_an_expired_entry_is_gone_and_the_next_read_refills_from_the_database(se
     while r.exists(_entry("rc-ttl")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not r.exists(_entry("rc-ttl")), "the entry outlived its TTL"
-    assert readcache.lookup("rc-ttl") is None
+    assert readcache.lookup(Project.default().pk, "rc-ttl") is None
 
     fresh = _read(agent, "rc-ttl")
     assert fresh.json()["summary"] == "after" and fresh["ETag"] == '"2"'
     assert fresh.content == _from_the_database("rc-ttl").context_json
     assert "after" in agent.get("/api/v1/sessions/rc-ttl/context/prompt").content.decode()
-    assert readcache.lookup("rc-ttl").version == 2  # refilled
+    assert readcache.lookup(Project.default().pk, "rc-ttl").version == 2  # refilled
 
 
 def test_answers_cached_together_do_not_all_expire_together(settings, agent, r):
@@ -325,7 +327,7 @@ def test_a_revoked_key_is_refused_at_once_though_it_was_cached(read_key, r):
     assert _read(reader, "rc-rev").status_code == 200
     assert _read(reader, "rc-rev").status_code == 200
     assert r.get(_key_entry(key)) not in (None, readcache.TOMBSTONE)  # key and answer both cached now
-    assert readcache.lookup("rc-rev") is not None
+    assert readcache.lookup(Project.default().pk, "rc-rev") is not None
 
     services.api_key_revoke(api_key=key)
 
@@ -552,4 +554,4 @@ def test_unusual_requests_get_the_api_views_answers(agent):
     assert_error(Agent("sck_nope_nope").get("/api/v1/sessions/rc-odd/context"), 401)
     assert_error(Agent().get("/api/v1/sessions/rc-odd/context"), 401)
     assert SessionContext.objects.filter(session_id="rc-missing").count() == 0
-    assert readcache.lookup("rc-missing") is None
+    assert readcache.lookup(Project.default().pk, "rc-missing") is None

@@ -8,7 +8,7 @@ import pytest
 
 from contexts import selectors, services
 from contexts.exceptions import NotFound
-from contexts.models import ExtractionRun
+from contexts.models import ExtractionRun, Project
 from contexts.services import Actor
 from tests.factories import make_session
 
@@ -81,7 +81,7 @@ def test_unseen_and_recent_messages():
 def test_a_run_is_read_with_its_session_or_is_not_found():
     session = make_session("conv-2")
     run = ExtractionRun.objects.create(session=session)
-    assert selectors.run_get(run.pk).session.session_id == "conv-2"
+    assert selectors.run_get(run.pk, project=Project.default()).session.session_id == "conv-2"
     assert [r.pk for r in selectors.runs_for(session)] == [run.pk]
     with pytest.raises(NotFound):
-        selectors.run_get(uuid.uuid4())
+        selectors.run_get(uuid.uuid4(), project=Project.default())

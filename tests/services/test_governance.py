@@ -18,6 +18,7 @@ from contexts.models import (
     ExtractionRun,
     HandoffEvent,
     Message,
+    Project,
     Revision,
     SessionContext,
     WebhookDelivery,
@@ -36,7 +37,7 @@ AGENT = Actor.system("key:agent")
 def _plant(session_id: str, user_id: str) -> SessionContext:
     """A session holding the marker everywhere content goes: messages, snapshot, revisions, handoff events, feed
     events (a staff reply), webhook deliveries of those events, a run's error."""
-    WebhookEndpoint.objects.get_or_create(url="https://hooks.example.com/in")
+    WebhookEndpoint.objects.get_or_create(url="https://hooks.example.com/in", project=Project.default())
     services.messages_post(session_id=session_id, user_id=user_id, messages=[
         {"role": "user", "content": f"my card is {MARKER}"}, {"role": "assistant", "content": f"noted {MARKER}"}])
     session = SessionContext.objects.get(session_id=session_id)

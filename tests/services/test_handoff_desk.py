@@ -7,7 +7,7 @@ import pytest
 
 from contexts import selectors, services
 from contexts.exceptions import ApplicationError, InvalidInput, StateConflict
-from contexts.models import Event, ExtractionRun, HandoffEvent, Message, Revision, SessionContext
+from contexts.models import Event, ExtractionRun, HandoffEvent, Message, Project, Revision, SessionContext
 from contexts.services import Actor
 from tests.factories import make_session, make_user
 
@@ -116,7 +116,7 @@ def test_every_change_is_on_the_feed_in_order_with_the_new_version():
     assert versions == [1, 2, 3, 4] and released.version == 4
     note = Event.objects.get(session_id=session.pk, type="handoff.released").data
     assert note["note"] == "refund issued" and "refund issued" in note["handoff_note"]
-    assert [e.id for e in selectors.events_after(after=0, session_id="desk-1")] == sorted(
+    assert [e.id for e in selectors.events_after(project=Project.default(), after=0, session_id="desk-1")] == sorted(
         Event.objects.filter(session_id=session.pk).values_list("id", flat=True))
 
 

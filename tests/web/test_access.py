@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from contexts.models import HandoffEvent, Revision
+from contexts import services
+from contexts.models import HandoffEvent, Project, Revision
 from contexts.web import urls as staff_urls
 from tests.factories import make_session, make_user
 from tests.web.conftest import HTMX
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.django_db
 # route name -> (method, permission it needs beyond viewing: None, "handoff" or "edit")
 ROUTES = {
     "sessions": ("get", None),
+    "project_switch": ("post", None),
     "handoffs": ("get", None),
     "handoff_badge": ("get", None),
     "session_live": ("get", None),
@@ -107,6 +109,7 @@ def test_a_user_without_the_handoff_permission_cannot_take(client):
 
     viewer = make_user("viewer")
     viewer.user_permissions.add(Permission.objects.get(codename="view_sessioncontext"))
+    services.membership_set(project=Project.default(), user=viewer, role="support")
     client.force_login(viewer)
     session = make_session("acc-6")
     assert client.get("/sessions/acc-6/").status_code == 200

@@ -47,5 +47,6 @@ def test_query_counts_do_not_grow_with_rows(support, django_assert_max_num_queri
     assert before == after
     with django_assert_max_num_queries(10):
         support.get("/")
-    with django_assert_max_num_queries(16):  # 12, the usage line, the lock panel's locks, proposals, live-token part
+    # 12, the usage line, the lock panel's locks, proposals, live-token part, the project and the switcher's list
+    with django_assert_max_num_queries(18):
         support.get(f"/sessions/{big}/")

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection, transaction
 
 from contexts import selectors
+from contexts.models import Project
 from tests.factories import make_session
 from tests.web.conftest import HTMX
 
@@ -88,6 +89,6 @@ def test_postgresql_has_trigram_indexes_that_the_search_uses():
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_indexscan = off")
-        plan = selectors.session_search(q="needle").order_by().explain()
+        plan = selectors.session_search(project=Project.default(), q="needle").order_by().explain()
     used = set(re.findall(r"Bitmap Index Scan on (ctx_\w+)", plan))
     assert used == TRIGRAM_INDEXES, plan

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from contexts import services
 from contexts.exceptions import ApplicationError
+from contexts.management.projects import add_project_argument, project_option
 
 
 class Command(BaseCommand):
@@ -15,14 +19,24 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Who uses the key, e.g. 'support-bot (prod)'.")
         parser.add_argument("--scopes", default="read,write",
                             help="Comma-separated scopes among read, write (default: read,write).")
+        add_project_argument(parser, what="The project the key belongs to, created if it does not exist yet "
+                                          "(default: default).")
+        parser.add_argument("--expires-in-days", type=int, default=None,
+                            help="The key stops working after this many days (default: never).")
 
-    def handle(self, *args, name: str, scopes: str, **options):
+    def handle(self, *args, name: str, scopes: str, project: str, expires_in_days: int | None = None, **options):
         wanted = [s.strip() for s in scopes.split(",") if s.strip()]
         try:
-            key, raw_key = services.api_key_create(name=name, scopes=wanted)
+            if expires_in_days is not None and expires_in_days < 1:
+                raise CommandError("--expires-in-days must be at least 1.")
+            expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+            key, raw_key = services.api_key_create(name=name, scopes=wanted, expires_at=expires_at,
+                                                   project=project_option(project, create=True))
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         # Scripts take the last line of stdout: `KEY=$(python manage.py create_api_key bot | tail -n 1)`.
-        self.stdout.write(f"Created API key {key.name!r} (prefix {key.prefix}, scopes {', '.join(key.scopes)}); "
+        expiry = f", expires {key.expires_at:%Y-%m-%d %H:%M} UTC" if key.expires_at else ""
+        self.stdout.write(f"Created API key {key.name!r} in project {key.project.slug} (prefix {key.prefix}, "
+                          f"scopes {', '.join(key.scopes)}{expiry}); "
                           "it is shown only now, store it safely:")
         self.stdout.write(raw_key)

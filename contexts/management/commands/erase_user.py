@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from contexts.exceptions import ApplicationError
+from contexts.management.projects import add_project_argument, project_option
 from contexts.services import Actor
 from contexts.services.governance import user_erase
 
@@ -15,10 +16,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("user_id")
+        add_project_argument(parser, what="The project whose end user this is (default: default).")
 
-    def handle(self, *args, user_id: str, **options):
+    def handle(self, *args, user_id: str, project: str, **options):
         try:
-            record = user_erase(user_id=user_id, actor=Actor.system("command:erase_user"))
+            record = user_erase(user_id=user_id, project=project_option(project),
+                                actor=Actor.system("command:erase_user"))
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         summary = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in record.counts.items())

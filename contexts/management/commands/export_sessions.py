@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from contexts.exceptions import ApplicationError
+from contexts.management.projects import add_project_argument, project_option
 from contexts.selectors import governance
 
 
@@ -20,10 +21,16 @@ class Command(BaseCommand):
         parser.add_argument("--user-id", help="Only this end user's sessions.")
         parser.add_argument("--output", "-o", help="File to write (default: standard output).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        add_project_argument(parser, default=None,
+                             what="Only this project (default: every project; each document names its project).")
 
-    def handle(self, *args, user_id=None, output=None, no_progress=False, **options):
+    def handle(self, *args, user_id=None, output=None, no_progress=False, project=None, **options):
         try:
-            sessions = governance.sessions_of_user(user_id) if user_id is not None else governance.all_sessions()
+            scope = project_option(project)
+            if user_id is not None:
+                sessions = governance.sessions_of_user(user_id, project=scope or project_option("default"))
+            else:
+                sessions = governance.all_sessions(scope)
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115 (stdout stays open)

@@ -8,6 +8,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from contexts.management.projects import add_project_argument, project_option
 from contexts.services.exports import session_import
 
 
@@ -19,12 +20,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        add_project_argument(parser, default=None,
+                             what="Import into this project, created if need be (default: the project each "
+                                  "session was exported from).")
 
     def refuse(self, line: str) -> None:
         with tqdm.external_write_mode(file=sys.stderr):
             self.stderr.write(line)
 
-    def handle(self, *args, file: str, no_progress=False, **options):
+    def handle(self, *args, file: str, no_progress=False, project=None, **options):
+        target = project_option(project, create=True)
         try:
             source = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
@@ -40,7 +45,7 @@ class Command(BaseCommand):
                     outcomes["refused"] += 1
                     self.refuse(f"line {number}: refused: not JSON ({exc})")
                     continue
-                result = session_import(document=document)
+                result = session_import(document=document, project=target)
                 outcomes[result.outcome] += 1
                 if result.outcome == "refused":
                     self.refuse(f"line {number}: session {result.session_id} refused: {result.message}")

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from contexts.management.projects import add_project_argument, project_option
 from contexts.selectors.governance import sessions_untouched_since
 from contexts.services import Actor
 from contexts.services.governance import retention_cutoff, sessions_purge
@@ -35,17 +36,21 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None,
                             help=f"Sessions per transaction (default {settings.SESSIONCTX_DELETE_BATCH_SIZE}).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        add_project_argument(parser, default=None, what="Only this project's sessions (default: every project).")
 
-    def handle(self, *args, older_than: str, dry_run=False, batch_size=None, no_progress=False, **options):
+    def handle(self, *args, older_than: str, dry_run=False, batch_size=None, no_progress=False, project=None,
+               **options):
         try:
             period = duration(older_than)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        total = 0 if dry_run else sessions_untouched_since(retention_cutoff(period)).count()
+        project = project_option(project)
+        total = 0 if dry_run else sessions_untouched_since(retention_cutoff(period), project=project).count()
         with tqdm(total=total, unit="session", disable=no_progress or dry_run, file=sys.stderr) as bar:
             counts, record = sessions_purge(older_than=period, actor=Actor.system("command:purge_sessions"),
+                                            project=project,
                                             batch_size=batch_size, dry_run=dry_run, progress=bar.update)
         summary = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items())
         if dry_run:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from contexts import selectors, services
 from contexts.extraction.apply import extraction_run_now
 from contexts.extraction.runs import extraction_request
+from contexts.management.projects import add_project_argument, project_option
 from contexts.models import Mode, Status
 from contexts.services import Actor
 
@@ -30,6 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--from-scratch", action="store_true")
         parser.add_argument("--reason", default="", help="Why (recorded on the reset revisions of --from-scratch).")
         parser.add_argument("--sync", action="store_true", help="Run the extractions in this process.")
+        add_project_argument(parser)
 
     def handle(self, *args, **o):
         updated_after = None
@@ -44,7 +46,7 @@ class Command(BaseCommand):
             raise CommandError("Give at least one filter, or --all to re-extract every session.")
         if o["from_scratch"] and not o["reason"].strip():
             raise CommandError("--from-scratch needs --reason (it is recorded on each reset revision).")
-        sessions = selectors.session_list(**filters)
+        sessions = selectors.session_list(project=project_option(o["project"]), **filters)
         total = sessions.count()
         if o["dry_run"]:
             self.stdout.write(f"{total} session(s) match; nothing done (dry run).")

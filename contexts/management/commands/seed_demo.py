@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from contexts import services
-from contexts.models import SessionContext
+from contexts.models import Project, SessionContext
 from contexts.services import Actor
 
 DEMO = [
@@ -90,6 +90,7 @@ class Command(BaseCommand):
         for role in ("editor", "support"):
             person = User.objects.create_user(role, f"{role}@example.com", passwords[role])
             person.groups.add(Group.objects.get(name=role))
+            services.membership_set(project=Project.default(), user=person, role=role)
         _, raw_key = services.api_key_create(name="demo agent", scopes=["read", "write"], created_by=admin)
         actor = Actor.system("demo")
         for demo in DEMO:

@@ -9,6 +9,7 @@ from contexts.exceptions import ApplicationError
 from contexts.extraction.apply import extraction_run_now
 from contexts.extraction.dispatch import send_pending
 from contexts.extraction.runs import extraction_request
+from contexts.management.projects import add_project_argument, project_option
 from contexts.models import ExtractionRun
 
 
@@ -19,12 +20,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("session_id", nargs="?")
         parser.add_argument("--sync", action="store_true", help="Run the extraction in this process and wait.")
+        add_project_argument(parser)
         parser.add_argument("--pending", action="store_true",
                             help="Send again queued runs not sent yet (or for too long) and abandoned running runs.")
         parser.add_argument("--older-than", type=float, default=0.0,
                             help="With --pending: only runs sent at least this many seconds ago (default 0).")
 
-    def handle(self, *args, session_id=None, sync=False, pending=False, older_than=0.0, **options):
+    def handle(self, *args, session_id=None, sync=False, pending=False, older_than=0.0, project=None, **options):
         if pending:
             sent, failed = send_pending(older_than=older_than)
             self.stdout.write(f"{sent} run(s) sent to the workers, {failed} could not be sent.")
@@ -34,7 +36,7 @@ class Command(BaseCommand):
         if not session_id:
             raise CommandError("Give a SESSION_ID, or --pending.")
         try:
-            session = selectors.session_get(session_id)
+            session = selectors.session_get(session_id, project=project_option(project))
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         if sync:
