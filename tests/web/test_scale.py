@@ -9,20 +9,20 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from contexts.models import SessionContext
+from contexts.models import Project, SessionContext
 
 pytestmark = [pytest.mark.django_db, pytest.mark.heavy]
 
 N = 100_000
 
 
-COLUMNS = ("session_id, user_id, agent_id, team_id, mode, summary, goal, plan, progress, handoff_note, status, "
+COLUMNS = ("project_id, session_id, user_id, agent_id, team_id, mode, summary, goal, plan, progress, handoff_note, status, "
            "handoff_reason, version, last_message_seq, cursor_seq, created_at, updated_at")
 STATUS = ("CASE i % 100 WHEN 97 THEN 'handoff_requested' WHEN 98 THEN 'human' WHEN 99 THEN 'closed' "
           "ELSE 'active' END")
 POSTGRES = f"""
 INSERT INTO contexts_sessioncontext ({COLUMNS})
-SELECT 'big-' || lpad(i::text, 6, '0'), 'user-' || (i % 5000), 'agent-' || (i % 7), '',
+SELECT {{project}}, 'big-' || lpad(i::text, 6, '0'), 'user-' || (i % 5000), 'agent-' || (i % 7), '',
        CASE WHEN i % 2 = 1 THEN 'planning' ELSE 'summary' END, 'Conversation ' || i || ' about order ' || (i * 7),
        'Goal ' || i, '["a", "b", "c"]', '["a"]', '', {STATUS}, '', 1, 0, 0, now(), now() - i * interval '1 second'
 FROM generate_series(0, {N - 1}) AS i
@@ -31,7 +31,7 @@ FROM generate_series(0, {N - 1}) AS i
 SQLITE = f"""
 WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < {N - 1})
 INSERT INTO contexts_sessioncontext ({COLUMNS})
-SELECT printf('big-%06d', i), 'user-' || (i % 5000), 'agent-' || (i % 7), '',
+SELECT {{project}}, printf('big-%06d', i), 'user-' || (i % 5000), 'agent-' || (i % 7), '',
        CASE WHEN i % 2 = 1 THEN 'planning' ELSE 'summary' END, 'Conversation ' || i || ' about order ' || (i * 7),
        'Goal ' || i, '["a", "b", "c"]', '["a"]', '', {STATUS}, '', 1, 0, 0,
        strftime('%Y-%m-%d %H:%M:%S', 'now') || '.500000',
@@ -43,7 +43,8 @@ FROM seq
 def test_sessions_page_with_100k_sessions(support):
     # One INSERT ... SELECT: building 100,000 rows in Python would take most of this test's time.
     with connection.cursor() as cursor:
-        cursor.execute(POSTGRES if connection.vendor == "postgresql" else SQLITE)
+        sql = POSTGRES if connection.vendor == "postgresql" else SQLITE
+        cursor.execute(sql.format(project=Project.default().pk))
         cursor.execute("ANALYZE contexts_sessioncontext")
     assert SessionContext.objects.count() == N
 
