@@ -129,7 +129,7 @@ def extraction_run(*, run_id: str, extractor: Extractor | None = None) -> Claim:
     try:
         if (held := backing_off(attempt.run.session_id, trigger=attempt.run.trigger)) is not None:
             attempt.end(ExtractionRun.Status.SKIPPED, error=skip_reason(held))  # queued before the wait began
-        elif (spent := budget_spent()) is not None:
+        elif (spent := budget_spent(session_pk=attempt.run.session_id)) is not None:
             attempt.end(ExtractionRun.Status.BUDGET_EXCEEDED, error=spent)  # before any call: the cursor stays
         else:
             _rounds(attempt, extractor)

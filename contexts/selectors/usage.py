@@ -11,7 +11,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from ..models import ExtractionRun, SessionContext
+from ..models import ExtractionRun, Project, SessionContext
 
 MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.00000001")  # ExtractionRun.cost_usd's decimal places
@@ -59,24 +59,41 @@ def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min), timezone.get_default_timezone())
 
 
-def tokens_today() -> int:
-    """Input and output tokens of every run that finished today (TIME_ZONE, UTC by default)."""
+def tokens_today(*, project: Project | int | None = None) -> int:
+    """Input and output tokens of every run (of the project's sessions, if given) that finished today (TIME_ZONE,
+    UTC by default)."""
     today = timezone.localdate(timezone=timezone.get_default_timezone())
-    totals = ExtractionRun.objects.filter(finished_at__gte=_day_start(today)).aggregate(
+    runs = ExtractionRun.objects.filter(finished_at__gte=_day_start(today))
+    if project is not None:
+        runs = runs.filter(session__project=project)
+    totals = runs.aggregate(
         tokens=Sum("prompt_tokens", default=0) + Sum("completion_tokens", default=0))
     return totals["tokens"]
 
 
-def budget_spent() -> str | None:
-    """Why a run may not call the model now (today's tokens reached SESSIONCTX_DAILY_TOKEN_BUDGET), or None."""
-    budget = settings.SESSIONCTX_DAILY_TOKEN_BUDGET
+def daily_token_budget(project: Project) -> int:
+    """The project's tokens per day: its own budget, else SESSIONCTX_DAILY_TOKEN_BUDGET (each project counted
+    apart); 0: no budget."""
+    if project.daily_token_budget is not None:
+        return project.daily_token_budget
+    return settings.SESSIONCTX_DAILY_TOKEN_BUDGET
+
+
+def budget_spent(*, session_pk: int) -> str | None:
+    """Why a run of this session may not call the model now (today's tokens of its project reached the
+    project's daily budget), or None."""
+    project = Project.objects.filter(sessions__pk=session_pk).first()
+    if project is None:
+        return None
+    budget = daily_token_budget(project)
     if budget <= 0:
         return None
-    used = tokens_today()
+    used = tokens_today(project=project)
     if used < budget:
         return None
-    return (f"Today's token budget is spent: {used:,} of {budget:,} tokens (SESSIONCTX_DAILY_TOKEN_BUDGET). The model "
-            "was not called; the messages stay unseen for the next update after midnight UTC.")
+    source = "its daily token budget" if project.daily_token_budget is not None else "SESSIONCTX_DAILY_TOKEN_BUDGET"
+    return (f"Today's token budget of project {project.slug} is spent: {used:,} of {budget:,} tokens ({source}). "
+            "The model was not called; the messages stay unseen for the next update after midnight UTC.")
 
 
 def cost_per_day(*, days: int = 30) -> list[dict]:

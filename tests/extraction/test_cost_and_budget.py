@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from contexts.models import ExtractionRun
+from contexts import services
+from contexts.models import ExtractionRun, Project
 from contexts.selectors.usage import session_usage
 from tests.extraction.conftest import post
 from tests.factories import make_session
@@ -64,6 +65,7 @@ def test_once_todays_tokens_reach_the_budget_the_next_run_ends_budget_exceeded_w
 
     assert second.status == "budget_exceeded", second.error
     assert "300 of 300 tokens" in second.error and "SESSIONCTX_DAILY_TOKEN_BUDGET" in second.error
+    assert "project default" in second.error
     assert len(fake_model.requests) == 1  # the model was not called
     assert (second.prompt_tokens, second.completion_tokens, second.model_calls) == (0, 0, 0)
     # Nothing changed, and the new messages stay unseen for a later run.
@@ -92,3 +94,25 @@ def test_yesterdays_tokens_do_not_count_against_todays_budget(fake_model, extrac
     run = extract(session)
 
     assert run.status == ExtractionRun.Status.SUCCEEDED, run.error
+
+
+def test_each_project_has_its_own_budget_and_one_spent_does_not_stop_another(fake_model, extract, settings):
+    settings.SESSIONCTX_DAILY_TOKEN_BUDGET = 0  # no installation-wide budget: only the project's own counts
+    thrifty, _ = services.project_get_or_create(slug="thrifty")
+    Project.objects.filter(pk=thrifty.pk).update(daily_token_budget=300)
+    spender, _ = services.session_get_or_create(session_id="same-id", project=thrifty, mode="summary")
+    other, _ = services.session_get_or_create(session_id="same-id", mode="summary")  # the default project
+    _turn(spender, 1)
+    fake_model.push(answer({"summary": "Thrifty first."}, prompt_tokens=250, completion_tokens=50))
+    assert extract(spender).status == ExtractionRun.Status.SUCCEEDED
+
+    _turn(spender, 2)
+    stopped = extract(spender)
+    _turn(other, 1)
+    fake_model.push(answer({"summary": "The default project goes on."}, prompt_tokens=5000, completion_tokens=50))
+    went_on = extract(other)
+
+    assert stopped.status == "budget_exceeded", stopped.error
+    assert "project thrifty" in stopped.error and "300 of 300 tokens" in stopped.error
+    assert went_on.status == ExtractionRun.Status.SUCCEEDED, went_on.error
+    assert other.summary == "The default project goes on." and spender.summary == "Thrifty first."
