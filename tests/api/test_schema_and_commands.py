@@ -100,9 +100,12 @@ def test_seed_demo_prints_where_to_go_and_a_working_key_once():
     call_command("seed_demo", "--url", "http://127.0.0.1:8011/", stdout=out)
     text = out.getvalue()
     assert "Staff pages:  http://127.0.0.1:8011/  (admin: http://127.0.0.1:8011/admin/)" in text
-    raw = re.search(r"API key:\s+(\S+)", text).group(1)
+    raw = re.search(r"API key \(project default\):\s+(\S+)", text).group(1)
     sessions = Agent(raw).get("/api/v1/sessions")
     assert sessions.status_code == 200 and len(sessions.json()["results"]) >= 3
+    # The second demo project's conversation is not the default project's key's to see.
+    assert "demo-recipe-chat" not in {s["session_id"] for s in sessions.json()["results"]}
+    assert Agent(raw).get("/api/v1/sessions/demo-recipe-chat/context").status_code == 404
     logins = dict(re.findall(r"^\s+(admin|editor|support)\s+/\s+(\S+)", text, flags=re.MULTILINE))
     assert set(logins) == {"admin", "editor", "support"} and len(set(logins.values())) == 3
     from django.contrib.auth import get_user_model

@@ -60,6 +60,7 @@ DEMO = [
     },
     {
         "session_id": "demo-recipe-chat",
+        "project": "kitchen",  # a second project: the editor works in both and switches in the top bar
         "mode": "summary",
         "user_id": "dave",
         "agent_id": "chef-bot",
@@ -91,12 +92,15 @@ class Command(BaseCommand):
             person = User.objects.create_user(role, f"{role}@example.com", passwords[role])
             person.groups.add(Group.objects.get(name=role))
             services.membership_set(project=Project.default(), user=person, role=role)
+        kitchen, _ = services.project_get_or_create(slug="kitchen", name="Kitchen (demo)")
+        services.membership_set(project=kitchen, user=User.objects.get(username="editor"), role="support")
         _, raw_key = services.api_key_create(name="demo agent", scopes=["read", "write"], created_by=admin)
         actor = Actor.system("demo")
         for demo in DEMO:
+            project = kitchen if demo.get("project") == "kitchen" else None  # None: the default project
             session, _ = services.session_get_or_create(
-                session_id=demo["session_id"], mode=demo["mode"], user_id=demo["user_id"], agent_id=demo["agent_id"]
-            )
+                session_id=demo["session_id"], project=project, mode=demo["mode"], user_id=demo["user_id"],
+                agent_id=demo["agent_id"])
             appended = services.messages_append(session=session, messages=[
                 {"role": role, "content": content} for role, content in demo["messages"]
             ])
@@ -114,5 +118,6 @@ class Command(BaseCommand):
                           "a conversation from a colleague")
         self.stdout.write(f"    support / {passwords['support']}   read sessions, take, answer and hand back "
                           "conversations")
-        self.stdout.write(f"  API key:      {raw_key}")
+        self.stdout.write("  Projects: default, and kitchen (editor is support there: the top bar switches).")
+        self.stdout.write(f"  API key (project default): {raw_key}")
         self.stdout.write("  These credentials are shown once; keep them.")
