@@ -14,6 +14,11 @@ from sessionctx_client import AsyncSessionCtxClient, SessionCtxClient
 from tests.factories import make_api_key
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "install: installs the client package into a fresh venv (uv, the package "
+                                       "registry and uv's cache)")
+
+
 class Awaited:
     """An AsyncSessionCtxClient with SessionCtxClient's calling convention, so one test body drives both."""
 
