@@ -3,7 +3,9 @@ tests' fake OpenAI-compatible server, against a live sessionctx server whose ext
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -14,8 +16,10 @@ from agno.models.openai import OpenAIChat
 from sessionctx_client import SessionCtxClient
 from sessionctx_client.agno import SessionCtxStore
 
+from contexts import services
 from contexts.models import Message, SessionContext
-from tests.factories import make_api_key, make_session
+from contexts.services import Actor
+from tests.factories import make_api_key, make_session, make_user
 from tests.fake_openai import FakeOpenAI, Reply, error, parse_prompt, prose
 
 
@@ -39,11 +43,11 @@ def key(live_server):
     return make_api_key("read", "write", name="agno")[1]
 
 
-def agent_for(store: SessionCtxStore, fake: FakeOpenAI, **options) -> Agent:
-    return Agent(model=OpenAIChat(id="fake-model", base_url=fake.url, api_key="k", max_retries=0), db=InMemoryDb(),
-                 instructions="You help teams move databases.",
-                 learning=LearningMachine(custom_stores={"sessionctx": store}), post_hooks=[store.capture_hook()],
-                 **options)
+def agent_for(store: SessionCtxStore, fake: FakeOpenAI, *, db=None, hook=None, **options) -> Agent:
+    return Agent(model=OpenAIChat(id="fake-model", base_url=fake.url, api_key="k", max_retries=0),
+                 db=db or InMemoryDb(), instructions="You help teams move databases.",
+                 learning=LearningMachine(custom_stores={"sessionctx": store}),
+                 post_hooks=[hook or store.capture_hook()], **options)
 
 
 def tool_call(name: str, arguments: dict) -> Reply:
@@ -142,3 +146,79 @@ def test_the_agent_keeps_working_when_the_service_does_not_answer(fake, caplog):
     assert out.content == "Still here."
     warnings = [r.getMessage() for r in caplog.records if r.name == "sessionctx_client.agno"]
     assert any("without the context" in w for w in warnings) and any("not stored" in w for w in warnings)
+
+
+def test_a_persons_reply_from_the_desk_comes_back_to_the_agent(live_server, key, fake, settings):
+    # The service's own update (which would put the reply in the summary once the person hands back) has not run:
+    # the agent must not depend on it.
+    settings.SESSIONCTX_AUTO_UPDATE = False
+    make_session("ag-7")
+    db = InMemoryDb()  # agno's own history, kept between the two runs as a SqliteDb would be
+    fake.push(tool_call("request_human", {"reason": "Customer wants a refund"}),
+              prose("I've asked a colleague to help; they will answer here."))
+    with SessionCtxClient(live_server.url, key) as client:
+        agent_for(SessionCtxStore(client), fake, db=db).run("I want my money back", session_id="ag-7")
+    assert SessionContext.objects.get(session_id="ag-7").status == "handoff_requested"
+
+    # A person takes it, answers the customer from the desk and hands it back.
+    erin = Actor.for_user(make_user("erin"))
+    services.handoff_claim(session=SessionContext.objects.get(session_id="ag-7"), actor=erin)
+    services.handoff_reply(session=SessionContext.objects.get(session_id="ag-7"), content="Refund issued, 3-5 days.",
+                           actor=erin)
+    services.handoff_release(session=SessionContext.objects.get(session_id="ag-7"), note="", actor=erin)
+
+    # The agent's process learns of the reply from the event feed, to deliver it to the customer...
+    with SessionCtxClient(live_server.url, key) as client:
+        (reply,) = SessionCtxStore(client).human_replies("ag-7", follow=False)
+    assert (reply["content"], reply["author"]) == ("Refund issued, 3-5 days.", "erin")
+    assert stored("ag-7")[reply["seq"] - 1] == ("assistant", "Refund issued, 3-5 days.")
+
+    # ...and the agent's next run (another process) knows what the person said, which agno's history does not hold.
+    fake.push(prose("Your refund is on its way; it takes 3-5 days."))
+    with SessionCtxClient(live_server.url, key) as client:
+        agent_for(SessionCtxStore(client), fake, db=db).run("When will I see my money?", session_id="ag-7")
+    prompt = system_prompt(fake.requests[-1])
+    assert "<human_replies>" in prompt and "[erin, " in prompt
+    assert "] Refund issued, 3-5 days.\n</human_replies>" in prompt
+    assert prompt.count("Refund issued") == 1  # not in the summary
+    history = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] == "assistant"]
+    assert not any("Refund issued" in (text or "") for text in history)
+    assert stored("ag-7")[-2:] == [("user", "When will I see my money?"),
+                                   ("assistant", "Your refund is on its way; it takes 3-5 days.")]
+
+
+def test_the_async_run_reads_the_block_writes_hands_off_and_stores_its_turn_off_the_event_loop(live_server, key,
+                                                                                             fake):
+    make_session("ag-8", mode="planning", content={"summary": "The customer is moving to PostgreSQL."})
+    fake.push(tool_call("update_session_context", {"goal": "Move to PostgreSQL", "plan": ["Dump", "Load"]}),
+              tool_call("request_human", {"reason": "Customer wants a refund"}), prose("Someone will help you."))
+    loop_threads: set[str] = set()
+    service_threads: set[str] = set()
+
+    class Watched(SessionCtxClient):
+        """Notes the threads the store calls the service from."""
+
+        def _run(self, call):
+            service_threads.add(threading.current_thread().name)
+            return super()._run(call)
+
+    async def main():
+        loop_threads.add(threading.current_thread().name)
+        with Watched(live_server.url, key) as client:
+            store = SessionCtxStore(client)
+            return await agent_for(store, fake, hook=store.acapture_hook()).arun(
+                "Move me to PostgreSQL, and I want a refund", session_id="ag-8")
+
+    out = asyncio.run(main())
+
+    assert out.content == "Someone will help you."
+    assert "Summary: The customer is moving to PostgreSQL." in system_prompt(fake.requests[0])
+    session = SessionContext.objects.get(session_id="ag-8")
+    assert (session.goal, session.plan) == ("Move to PostgreSQL", ["Dump", "Load"])
+    assert (session.status, session.handoff_reason) == ("handoff_requested", "Customer wants a refund")
+    outputs = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] == "tool"]
+    assert outputs[0].startswith("Saved (version") and "handoff_requested" in outputs[1]
+    assert stored("ag-8")[0] == ("user", "Move me to PostgreSQL, and I want a refund")
+    assert stored("ag-8")[-1] == ("assistant", "Someone will help you.")
+    # recall, the tools, process and the hook all waited for the service in worker threads, never on the loop.
+    assert service_threads and not service_threads & loop_threads

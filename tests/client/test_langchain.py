@@ -4,17 +4,22 @@ sessionctx server."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from langchain_openai import ChatOpenAI
-from sessionctx_client import SessionCtxClient
-from sessionctx_client.langchain import SessionCtxChatMessageHistory, prepend_session_context
+from sessionctx_client import SessionCtxClient, human_replies
+from sessionctx_client.langchain import SessionCtxChatMessageHistory, prepend_session_context, request_human_tool
 
+from contexts import services
 from contexts.models import Message, SessionContext
-from tests.factories import make_api_key, make_session
-from tests.fake_openai import FakeOpenAI, prose
+from contexts.services import Actor
+from tests.factories import make_api_key, make_session, make_user
+from tests.fake_openai import FakeOpenAI, Reply, prose
 
 
 @pytest.fixture
@@ -130,3 +135,72 @@ def test_prepend_takes_an_explicit_session_and_plain_messages(live_server, key):
     assert isinstance(messages[0], SystemMessage) and "moving to PostgreSQL" in messages[0].content
     assert messages[1:] == [HumanMessage("Hi")]
     assert fresh == [HumanMessage("Hi")]  # nothing known yet: no block
+
+
+def tool_call(name: str, arguments: dict) -> Reply:
+    return Reply(body={
+        "id": "chatcmpl-tool", "object": "chat.completion", "created": int(time.time()), "model": "fake-model",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
+            "role": "assistant", "content": None, "refusal": None,
+            "tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(arguments)}}]}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+
+def agent_turn(live_server, key, fake, session_id: str, question: str) -> str:
+    """One turn of a tool-calling agent (langchain-core's loop: a model with bound tools; each tool call answered
+    with the tool's message), in a new process: a new client, its history the session's."""
+    with SessionCtxClient(live_server.url, key) as client:
+        history = SessionCtxChatMessageHistory(session_id, client)
+        tools = {tool.name: tool for tool in [request_human_tool(client)]}
+        prompt = ChatPromptTemplate.from_messages([("system", "You help customers."), MessagesPlaceholder("messages")])
+        model = ChatOpenAI(model="fake-model", base_url=fake.url, api_key="k", max_retries=0)
+        agent = prompt | prepend_session_context(client) | model.bind_tools(list(tools.values()))
+        config = {"configurable": {"session_id": session_id}}
+        turn: list[BaseMessage] = [HumanMessage(question)]
+        while True:
+            reply = agent.invoke({"messages": [*history.messages, *turn]}, config)
+            turn.append(reply)
+            if not reply.tool_calls:
+                break
+            turn.extend(tools[call["name"]].invoke(call, config) for call in reply.tool_calls)
+        history.add_messages(turn)
+        return reply.content
+
+
+def test_the_agent_hands_off_and_a_persons_reply_comes_back_from_the_feed_and_in_its_history(live_server, key, fake):
+    make_session("lc-7")
+    fake.push(tool_call("request_human", {"reason": "Customer wants a refund"}),
+              prose("I've asked a colleague to help; they will answer here."))
+
+    assert agent_turn(live_server, key, fake, "lc-7", "I want my money back") == (
+        "I've asked a colleague to help; they will answer here.")
+    session = SessionContext.objects.get(session_id="lc-7")
+    assert (session.status, session.handoff_reason) == ("handoff_requested", "Customer wants a refund")
+    tool_output = next(m for m in fake.requests[1]["messages"] if m["role"] == "tool")
+    assert "handoff_requested" in tool_output["content"]
+
+    # A person takes it and answers the customer from the desk.
+    erin = Actor.for_user(make_user("erin"))
+    services.handoff_claim(session=session, actor=erin)
+    services.handoff_reply(session=SessionContext.objects.get(session_id="lc-7"), content="Refund issued, 3-5 days.",
+                           actor=erin)
+
+    # The agent's process learns of it from the event feed, to deliver it to the customer...
+    with SessionCtxClient(live_server.url, key) as client:
+        (reply,) = human_replies(client, "lc-7", follow=False)
+    assert (reply["content"], reply["author"]) == ("Refund issued, 3-5 days.", "erin")
+
+    # ...and the agent's next turn has it in its history, after its own turn (the tool-only call left out).
+    fake.push(prose("It takes 3-5 days."))
+    agent_turn(live_server, key, fake, "lc-7", "When will I see it?")
+    block, *messages = fake.requests[-1]["messages"]
+    assert block["content"].startswith("<session_context>")  # the service's update of the first turn
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("system", "You help customers."),
+        ("user", "I want my money back"),
+        ("system", f"Tool output: {tool_output['content']}"),
+        ("assistant", "I've asked a colleague to help; they will answer here."),
+        ("assistant", "Refund issued, 3-5 days."),
+        ("user", "When will I see it?")]
+    assert stored("lc-7")[-2:] == [("user", "When will I see it?"), ("assistant", "It takes 3-5 days.")]

@@ -10,7 +10,7 @@ import time
 import pytest
 from agents import Agent, OpenAIChatCompletionsModel, RunConfig, Runner
 from openai import AsyncOpenAI
-from sessionctx_client import AsyncSessionCtxClient
+from sessionctx_client import AsyncSessionCtxClient, ahuman_replies
 from sessionctx_client.openai_agents import SessionCtxSession, request_human_tool, session_context_instructions
 
 from contexts import services
@@ -96,7 +96,7 @@ def test_a_second_process_continues_the_conversation_from_the_service(live_serve
     assert (session.user_id, session.mode, session.last_message_seq) == ("u-7", "planning", 4)
 
 
-def test_the_agent_hands_off_and_a_persons_reply_comes_back_in_its_history(live_server, key, fake):
+def test_the_agent_hands_off_and_a_persons_reply_comes_back_from_the_feed_and_in_its_history(live_server, key, fake):
     make_session("oa-3")
     fake.push(tool_call("request_human", {"reason": "Customer wants a refund"}),
               prose("I've asked a colleague to help; they will answer here."))
@@ -114,11 +114,15 @@ def test_the_agent_hands_off_and_a_persons_reply_comes_back_in_its_history(live_
     services.handoff_reply(session=SessionContext.objects.get(session_id="oa-3"),
                            content="Refund issued, 3-5 days.", actor=erin)
 
-    async def history() -> list:
+    async def history() -> tuple[list, list]:
         async with AsyncSessionCtxClient(live_server.url, key) as client:
-            return await SessionCtxSession("oa-3", client).get_items()
+            # The agent's process learns of the reply from the event feed, to deliver it...
+            replies = [reply async for reply in ahuman_replies(client, "oa-3", follow=False)]
+            # ...and the next run has it in its history.
+            return replies, await SessionCtxSession("oa-3", client).get_items()
 
-    items = asyncio.run(history())
+    replies, items = asyncio.run(history())
+    assert [(reply["content"], reply["author"]) for reply in replies] == [("Refund issued, 3-5 days.", "erin")]
     # The tool call and its output come back as the items the SDK stored; the person's reply as the assistant's.
     assert [item.get("type", "message") for item in items] == [
         "message", "function_call", "function_call_output", "message", "message"]

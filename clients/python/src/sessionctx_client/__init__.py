@@ -19,6 +19,7 @@ from .errors import (
     SessionCtxError,
     VersionConflictError,
 )
+from .handoff import ahuman_replies, human_replies
 from .webhooks import WebhookVerificationError, verify_webhook
 
 # The version of the API this client speaks (the schema's info.version), which is also the package's version.
@@ -37,5 +38,7 @@ __all__ = [
     "VersionConflictError",
     "WebhookVerificationError",
     "__version__",
+    "ahuman_replies",
+    "human_replies",
     "verify_webhook",
 ]

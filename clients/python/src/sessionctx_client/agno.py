@@ -3,36 +3,57 @@
     store = SessionCtxStore(SessionCtxClient(url, key), mode="planning")
     agent = Agent(model=..., db=SqliteDb(...),  # agno starts a LearningMachine only for an agent with a db
                   learning=LearningMachine(custom_stores={"sessionctx": store}), post_hooks=[store.capture_hook()])
+                  # (with agent.arun: post_hooks=[store.acapture_hook()])
 
-`recall` reads the session's context, `build_context` gives the service's rendered <session_context> block, `process`
-posts the run's new messages, and `get_tools` offers `update_session_context` and `request_human`. agno calls
-`process` while the model is still answering, with the messages known before its reply (its issue #8848), so the
+`recall` reads the session's context and its rendered <session_context> block, which `build_context` gives agno,
+`process` posts the run's new messages, and `get_tools` offers `update_session_context` and `request_human`. agno
+calls `process` while the model is still answering, with the messages known before its reply (its issue #8848), so the
 store's `capture_hook()` posts the run again once the reply is there: the batch that ends with the reply is the one
 that queues the service's update, which therefore reads the reply of the same turn. Keys made from agno's run id
-and message ids keep the two posts, and a retried run, from storing a message twice. If the service does not answer,
-recall gives no context and posts are dropped, each with a warning, so the agent keeps working.
+and message ids keep the two posts, and a retried run, from storing a message twice.
+
+agno keeps its own history, which a person's replies from the handoff desk are not part of: once a session has been
+handed off, `recall` also reads the replies staff sent since the last handoff request (from the event feed) and
+`build_context` shows them after the block, so the agent knows what the person told the user. `human_replies`
+follows them on the feed as they are sent, for the process to deliver. If the service does not answer, recall gives
+no context and posts are dropped, each with a warning, so the agent keeps working.
+
+The async path (agno's `arun`) runs the same calls in a worker thread, tools included, so the event loop never
+waits on sessionctx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from ._http import httpx
+from ._integration import ask_for_human, keep_working
 from .client import SessionCtxClient
-from .errors import ConflictError, NotFoundError, ServiceUnavailableError, VersionConflictError
-from .types import Context, Mode, NewMessage
+from .errors import NotFoundError, VersionConflictError
+from .handoff import STAFF_REPLY, human_replies, reply_of
+from .types import Context, HumanReply, Mode, NewMessage
 
-__all__ = ["SessionCtxStore"]
+__all__ = ["Recalled", "SessionCtxStore"]
 
 logger = logging.getLogger("sessionctx_client.agno")
 
-# Failures that mean "the service is not there right now", not "the request was wrong".
-OUTAGES = (httpx.TransportError, ServiceUnavailableError)
 _ROLES = {"user": "user", "assistant": "assistant", "tool": "tool"}
+HANDOFF_REQUESTED = "handoff.requested"
+# The latest replies the block shows; earlier ones of a long handoff are in the transcript (and, once the person
+# hands the conversation back, in the service's summary).
+MAX_REPLIES_SHOWN = 20
+
+
+class Recalled(Context):
+    """What `recall` gives `build_context`: the session's context, its rendered <session_context> block, and the
+    replies staff sent since the last handoff request, oldest first."""
+
+    prompt: str
+    human_replies: list[HumanReply]
 
 
 class SessionCtxStore:
@@ -53,30 +74,55 @@ class SessionCtxStore:
     def schema(self) -> Any:
         return Context
 
-    def recall(self, session_id: str | None = None, **kwargs: Any) -> Context | None:
+    def recall(self, session_id: str | None = None, **kwargs: Any) -> Recalled | None:
         """The session's context, or None for a new session or when the service does not answer."""
         if not session_id:
             return None
-        try:
-            return self.client.get_context(session_id)
-        except NotFoundError:
-            return None
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, running without the context of %s: %s", session_id, exc)
-            return None
+        with keep_working(logger, "running without the context of %s", session_id, missing_ok=True):
+            context = self.client.get_context(session_id)
+            # Read here, not in build_context: agno's async run calls build_context on its event loop, and arecall
+            # runs this in a worker thread.
+            prompt = self.client.get_prompt(session_id)
+            # Only a session that has been handed off costs the third read.
+            handed_off = context["status"] != "active" or bool(context["handoff_note"])
+            return {**context, "prompt": prompt,
+                    "human_replies": self.latest_replies(session_id) if handed_off else []}
+        return None
 
-    async def arecall(self, **kwargs: Any) -> Context | None:
+    async def arecall(self, **kwargs: Any) -> Recalled | None:
         return await asyncio.to_thread(self.recall, **kwargs)
 
+    def latest_replies(self, session_id: str) -> list[HumanReply]:
+        """The replies staff sent since the session's last handoff request, oldest first (the last
+        MAX_REPLIES_SHOWN)."""
+        replies: list[HumanReply] = []
+        for event in self.client.events(session_id=session_id, types=[HANDOFF_REQUESTED, STAFF_REPLY],
+                                        follow=False):
+            if event["type"] == HANDOFF_REQUESTED:
+                replies = []
+            else:
+                replies = [*replies[-(MAX_REPLIES_SHOWN - 1):], reply_of(event)]
+        return replies
+
+    def human_replies(self, session_id: str, *, after: int = 0, wait: float = 25.0, follow: bool = True
+                      ) -> Iterator[HumanReply]:
+        """A person's replies to the user from the event feed (see sessionctx_client.handoff.human_replies)."""
+        return human_replies(self.client, session_id, after=after, wait=wait, follow=follow)
+
     def build_context(self, data: Any) -> str:
-        """The service's rendered <session_context> block for the context `recall` read."""
+        """The service's rendered <session_context> block for the context `recall` read, then the person's replies
+        since the last handoff, if any."""
         if not data:
             return ""
-        try:
-            return self.client.get_prompt(data["session_id"])  # the read just made: a 304 from the client's cache
-        except (NotFoundError, *OUTAGES) as exc:
-            logger.warning("sessionctx unavailable, running without the context of %s: %s", data["session_id"], exc)
-            return ""
+        block = data.get("prompt", "")
+        replies = data.get("human_replies") or []
+        if replies:
+            said = "\n".join(f"[{reply['author'] or 'staff'}, {reply['created_at']}] {reply['content']}"
+                             for reply in replies)
+            section = ("<human_replies>\nA person from support answered the user in this conversation (after its "
+                       f"last handoff); these messages are not in your history:\n{said}\n</human_replies>")
+            block = f"{block}\n{section}" if block else section
+        return block
 
     def instructions(self) -> str:
         return ("The <session_context> block is what this conversation has established so far; it is kept for you. "
@@ -93,12 +139,9 @@ class SessionCtxStore:
         batch = new_messages(messages, run_id)
         if not batch:
             return
-        try:
+        with keep_working(logger, "%d messages of %s not stored", len(batch), session_id):
             posted = self.client.post_messages(session_id, batch, user_id=user_id, agent_id=agent_id, mode=self.mode)
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, %d messages of %s not stored: %s", len(batch), session_id, exc)
-            return
-        self.was_updated = bool(posted.get("stored"))
+            self.was_updated = bool(posted.get("stored"))
 
     async def aprocess(self, messages: list[Any], **kwargs: Any) -> None:
         await asyncio.to_thread(self.process, messages, **kwargs)
@@ -111,6 +154,17 @@ class SessionCtxStore:
             self.process(list(getattr(run_output, "messages", None) or []),
                          session_id=getattr(session, "session_id", None), user_id=user_id,
                          agent_id=getattr(agent, "id", None), run_context=run_context)
+
+        return sessionctx_capture
+
+    def acapture_hook(self) -> Callable[..., Awaitable[None]]:
+        """capture_hook for agno's async run (`arun`): the post runs in a worker thread."""
+        capture = self.capture_hook()
+
+        async def sessionctx_capture(run_output: Any = None, agent: Any = None, session: Any = None,
+                                     user_id: str | None = None, run_context: Any = None) -> None:
+            await asyncio.to_thread(capture, run_output=run_output, agent=agent, session=session, user_id=user_id,
+                                    run_context=run_context)
 
         return sessionctx_capture
 
@@ -153,20 +207,24 @@ class SessionCtxStore:
             Args:
                 reason: Why, in one sentence.
             """
-            try:
-                context = client.request_handoff(session_id, reason)
-            except NotFoundError:
-                client.create_session(session_id, mode=mode, user_id=user_id, agent_id=agent_id)
-                context = client.request_handoff(session_id, reason)
-            except ConflictError:
-                return "A person already owns this conversation; they will answer the user here."
-            return (f"A person has been asked to take over (status {context['status']}). Tell the user someone will "
-                    "answer here shortly.")
+            return ask_for_human(client, session_id, reason, mode=mode, user_id=user_id, agent_id=agent_id)
 
         return [update_session_context, request_human]
 
-    async def aget_tools(self, **kwargs: Any) -> list[Callable[..., str]]:
-        return self.get_tools(**kwargs)
+    async def aget_tools(self, **kwargs: Any) -> list[Callable[..., Awaitable[str]]]:
+        """get_tools for agno's async run: the same tools, each run in a worker thread."""
+        return [in_thread(tool) for tool in self.get_tools(**kwargs)]
+
+
+def in_thread(tool: Callable[..., str]) -> Callable[..., Awaitable[str]]:
+    """An async tool that runs `tool` in a worker thread, with its name, signature and docstring (what agno shows
+    the model)."""
+
+    @functools.wraps(tool)
+    async def run(*args: Any, **kwargs: Any) -> str:
+        return await asyncio.to_thread(tool, *args, **kwargs)
+
+    return run
 
 
 def new_messages(messages: Sequence[Any], run_id: str) -> list[NewMessage]:

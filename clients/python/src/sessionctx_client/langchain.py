@@ -8,13 +8,17 @@ prepends the session's context block as a system message. Install with `sessionc
     chat.invoke({"question": "Help me move to PostgreSQL"}, {"configurable": {"session_id": "chat-42"}})
 
 Human, AI and system messages are stored as text with their role (user, assistant, system) so the service's model
-update reads a plain conversation; a tool message is stored as a `tool` message. If the service does not answer,
-the history reads as empty, the context block is left out and new messages are dropped, each with a warning, so the
-chain keeps working.
+update reads a plain conversation; a tool message is stored as a `tool` message, and an AI message that only calls
+tools is left out (its tool messages carry the results). `request_human_tool(client)` is the handoff as a LangChain
+tool; a person's reply from the desk reads back as an AI message of the history, and `human_replies` (from
+`sessionctx_client`) follows them on the event feed as they are sent. If the service does not answer, the history
+reads as empty, the context block is left out and new messages are dropped, each with a warning, so the chain keeps
+working.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -31,18 +35,17 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.tools import StructuredTool
 
-from ._http import httpx
+from ._integration import HANDOFF_DESCRIPTION, ask_for_human, keep_working
 from .client import SessionCtxClient
-from .errors import NotFoundError, ServiceUnavailableError
+from .errors import NotFoundError
 from .types import Mode, NewMessage
 
-__all__ = ["SessionCtxChatMessageHistory", "prepend_session_context"]
+__all__ = ["SessionCtxChatMessageHistory", "prepend_session_context", "request_human_tool"]
 
 logger = logging.getLogger("sessionctx_client.langchain")
 
-# Failures that mean "the service is not there right now", not "the request was wrong".
-OUTAGES = (httpx.TransportError, ServiceUnavailableError)
 _PAGE = 500  # the transcript's largest page
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
@@ -61,30 +64,27 @@ class SessionCtxChatMessageHistory(BaseChatMessageHistory):
         """The conversation in order, a person's replies from the desk included (as AI messages)."""
         stored: list[dict[str, Any]] = []
         cursor: str | None = None
-        try:
+        with keep_working(logger, "running without history for %s", self.session_id, missing_ok=True) as reading:
             while True:
                 page = self.client.list_messages(self.session_id, limit=_PAGE, cursor=cursor)
                 stored.extend(page["results"])
                 cursor = page["next"]
                 if cursor is None:
                     break
-        except NotFoundError:
-            return []  # nothing posted yet
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, running without history for %s: %s", self.session_id, exc)
+        if reading.failed:
             return []
         return [message_of(message) for message in stored]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Post the messages in one batch; the service queues its context update when it ends with the AI's reply."""
-        if not messages:
+        batch = [new_message(message) for message in messages]
+        # An AI turn that only called tools has no text: its tool messages carry the results.
+        batch = [message for message in batch if message["content"] or message["role"] != "assistant"]
+        if not batch:
             return
-        try:
-            self.client.post_messages(self.session_id, [new_message(message) for message in messages],
-                                      user_id=self.user_id, agent_id=self.agent_id, mode=self.mode)
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, %d messages of %s not stored: %s", len(messages),
-                           self.session_id, exc)
+        with keep_working(logger, "%d messages of %s not stored", len(batch), self.session_id):
+            self.client.post_messages(self.session_id, batch, user_id=self.user_id, agent_id=self.agent_id,
+                                      mode=self.mode)
 
     def clear(self) -> None:
         """Erase the session: its messages, its context and its history (the user's right to erasure)."""
@@ -133,14 +133,30 @@ def prepend_session_context(client: SessionCtxClient, session_id: str | None = N
         session = session_id or (config.get("configurable") or {}).get("session_id")
         if not session:
             raise ValueError("prepend_session_context needs a session_id, or configurable['session_id'] in the run")
-        try:
+        block = ""  # a new conversation has nothing to say yet
+        with keep_working(logger, "running without the context of %s", session, missing_ok=True):
             block = client.get_prompt(session)
-        except NotFoundError:
-            block = ""  # a new conversation: nothing to say yet
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, running without the context of %s: %s", session, exc)
-            block = ""
         return [SystemMessage(block), *messages] if block else messages
 
     return RunnableLambda(prepend, name="prepend_session_context")
+
+
+def request_human_tool(client: SessionCtxClient, session_id: str | None = None, *, name: str = "request_human",
+                       description: str | None = None, user_id: str | None = None, agent_id: str | None = None,
+                       mode: Mode | None = None) -> StructuredTool:
+    """A tool the model calls to hand the conversation to a person (the service's handoff). The session is
+    `session_id`, else the run's `configurable["session_id"]`; `user_id`, `agent_id` and `mode` are used if the
+    session is new."""
+
+    def request_human(reason: str, config: RunnableConfig) -> str:
+        session = session_id or (config.get("configurable") or {}).get("session_id")
+        if not session:
+            raise ValueError("request_human_tool needs a session_id, or configurable['session_id'] in the run")
+        return ask_for_human(client, session, reason, mode=mode, user_id=user_id, agent_id=agent_id)
+
+    async def arequest_human(reason: str, config: RunnableConfig) -> str:
+        return await asyncio.to_thread(request_human, reason, config)  # the client is the blocking one
+
+    return StructuredTool.from_function(func=request_human, coroutine=arequest_human, name=name,
+                                        description=description or HANDOFF_DESCRIPTION)
 

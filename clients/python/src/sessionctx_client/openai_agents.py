@@ -28,17 +28,15 @@ from agents.items import TResponseInputItem
 from agents.memory import SessionABC, SessionSettings
 from agents.models.fake_id import FAKE_RESPONSES_ID
 
-from ._http import httpx
+from ._integration import HANDOFF_DESCRIPTION, aask_for_human, keep_working
 from .async_client import AsyncSessionCtxClient
-from .errors import ConflictError, NotFoundError, ServiceUnavailableError
+from .errors import NotFoundError
 from .types import Mode, NewMessage
 
 __all__ = ["SessionCtxSession", "request_human_tool", "session_context_instructions"]
 
 logger = logging.getLogger("sessionctx_client.openai_agents")
 
-# Failures that mean "the service is not there right now", not "the request was wrong".
-OUTAGES = (httpx.TransportError, ServiceUnavailableError)
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 _PAGE = 500  # the transcript's largest page
 
@@ -58,17 +56,14 @@ class SessionCtxSession(SessionABC):
         """The conversation in order (the latest `limit` items when given), staff replies included."""
         messages: list[dict[str, Any]] = []
         cursor: str | None = None
-        try:
+        with keep_working(logger, "running without history for %s", self.session_id, missing_ok=True) as reading:
             while True:
                 page = await self.client.list_messages(self.session_id, limit=_PAGE, cursor=cursor)
                 messages.extend(page["results"])
                 cursor = page["next"]
                 if cursor is None:
                     break
-        except NotFoundError:
-            return []  # nothing posted yet
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, running without history for %s: %s", self.session_id, exc)
+        if reading.failed:
             return []
         items = [item_of(message) for message in messages]
         if limit is None:
@@ -79,11 +74,9 @@ class SessionCtxSession(SessionABC):
         """Post the items; the service queues its context update when a batch ends with the assistant's reply."""
         if not items:
             return
-        try:
+        with keep_working(logger, "%d items of %s not stored", len(items), self.session_id):
             await self.client.post_messages(self.session_id, [message_of(item) for item in items],
                                             user_id=self.user_id, agent_id=self.agent_id, mode=self.mode)
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, %d items of %s not stored: %s", len(items), self.session_id, exc)
 
     async def pop_item(self) -> TResponseInputItem | None:
         # The transcript is the session's record (staff read it, the context was built from it): the API appends
@@ -158,13 +151,9 @@ def session_context_instructions(instructions: Instructions, session: SessionCtx
             base = base(wrapper, agent)
             if inspect.isawaitable(base):
                 base = await base
-        try:
+        block = ""  # a new conversation has nothing to say yet
+        with keep_working(logger, "running without the context of %s", session.session_id, missing_ok=True):
             block = await session.client.get_prompt(session.session_id)
-        except NotFoundError:
-            block = ""  # a new conversation: nothing to say yet
-        except OUTAGES as exc:
-            logger.warning("sessionctx unavailable, running without the context of %s: %s", session.session_id, exc)
-            block = ""
         return f"{base}\n\n{block}" if block else str(base)
 
     return dynamic
@@ -175,17 +164,7 @@ def request_human_tool(session: SessionCtxSession, *, name: str = "request_human
     """A tool the model calls to hand the conversation to a person (the service's handoff)."""
 
     async def request_human(reason: str) -> str:
-        try:
-            context = await session.client.request_handoff(session.session_id, reason)
-        except NotFoundError:
-            await session.client.create_session(session.session_id, mode=session.mode, user_id=session.user_id,
-                                                agent_id=session.agent_id)
-            context = await session.client.request_handoff(session.session_id, reason)
-        except ConflictError:
-            return "A person already owns this conversation; they will answer the user here."
-        return (f"A person has been asked to take over (status {context['status']}). Tell the user someone will "
-                "answer here shortly.")
+        return await aask_for_human(session.client, session.session_id, reason, mode=session.mode,
+                                    user_id=session.user_id, agent_id=session.agent_id)
 
-    return function_tool(request_human, name_override=name, description_override=description or (
-        "Hand the conversation to a human support agent. Use it when the user asks for a person or when you "
-        "cannot help; give the reason in one sentence."))
+    return function_tool(request_human, name_override=name, description_override=description or HANDOFF_DESCRIPTION)

@@ -124,6 +124,18 @@ class Event(TypedDict):
     data: dict[str, Any]
 
 
+class HumanReply(TypedDict):
+    """A person's reply to the user from the handoff desk (a `message.staff_reply` event); `seq` is its place in
+    the transcript, `event_id` where to resume the feed."""
+
+    event_id: int
+    session_id: str
+    seq: int
+    content: str
+    author: str | None
+    created_at: str
+
+
 class EventPage(TypedDict):
     events: list[Event]
     next_after: int
