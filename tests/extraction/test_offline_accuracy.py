@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "conversations"
 # Measured on held-out (33 conversations) with the offline extractor: goal 0.91, plan F1 1.00, progress F1 0.80,
 # key facts 1.00 (docs/extraction.md). The floors sit just under; the targets for progress (0.85) are
 # not reached yet.
-HELD_OUT_FLOORS = {"goal": 0.9, "plan_f1": 0.98, "progress_f1": 0.78, "fact_recall": 0.95}
+HELD_OUT_FLOORS = {"goal": 0.9, "plan_f1": 0.98, "progress_f1": 0.8, "fact_recall": 0.98}
 
 
 def _floors(floors):

@@ -96,3 +96,23 @@ def test_the_summary_keeps_names_numbers_and_decisions_and_stays_within_its_boun
     for fact in ("Heroku", "30 June", "2,400", "Hetzner", "CX42", "Falkenstein"):
         assert fact in session.summary, fact
     assert session.summary.startswith("User: I need to move the billing service off Heroku")
+
+
+def test_a_report_that_names_no_step_is_about_the_step_the_assistant_just_discussed(extract):
+    session = _replay(
+        extract,
+        ("Our reporting server runs PostgreSQL 12 and I need it on 16 before the end of March.", PLAN),
+        ("The backup is done, 40 GB.", "Good. For the upgrade itself, run pg_upgrade --check first, then --link."),
+        ("That part's sorted, no problems at all.", "Great, now the test suite."),
+    )
+    assert session.progress == ["Back up the database", "Upgrade PostgreSQL to 16"]
+
+
+def test_a_choice_made_completes_the_step_that_asks_for_it(extract):
+    session = _replay(
+        extract,
+        ("We want to launch a podcast about bootstrapped startups in six weeks.",
+         "Plan:\n1. Choose a name and format\n2. Buy two USB microphones\n3. Record three pilot episodes"),
+        ("We settled on 'Ramen Profitable', 30-minute interviews.", "Good name."),
+    )
+    assert session.progress == ["Choose a name and format"]
