@@ -545,3 +545,12 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"},
                 "httpx2": {"level": "WARNING"}},
 }
+
+# Optional error reports to Sentry, from web processes and workers alike (contexts/infra/sentry.py): off while
+# SENTRY_DSN is unset. Events carry the request id as a tag, and no personal data, request bodies or local variables.
+SENTRY_DSN = env_secret("SENTRY_DSN")
+if SENTRY_DSN:
+    from contexts.infra import sentry as _sentry
+
+    _sentry.init(SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT"), release=env("SENTRY_RELEASE"),
+                 traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0))
