@@ -1,14 +1,20 @@
 """The embedded default's workers: with no broker, work that a Celery worker would do runs in a small pool of
 threads of this process, so the request that asked for it answers at once.
 
-One pool per process, SESSIONCTX_INPROCESS_WORKERS threads (0: run it in the caller, as the tests do). What keeps
-two runs of one session apart is the same as with real workers (the claim's row lock and lease), not the pool.
+One pool per process, SESSIONCTX_INPROCESS_WORKERS threads (0: work that is due now runs in the caller, as the tests
+do, unless the caller must never wait for it). Work with a countdown waits in one timer thread per process, then
+goes to the pool. What keeps two runs of one session apart is the same as with real workers (the claim's row lock
+and lease), not the pool.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,16 +42,73 @@ def _run(fn: Callable[..., Any], args: tuple) -> None:
     try:
         fn(*args)
     except Exception:
-        logger.exception("in-process task %s failed", getattr(fn, "__name__", fn))
+        logger.exception("in-process task %s%r failed", getattr(fn, "__name__", fn), args)
     finally:
         # The thread's own connection: closed, or it would outlive the task.
         connection.close()
 
 
-def run_in_background(fn: Callable[..., Any], *args: Any) -> None:
-    """Run `fn(*args)` in this process's pool (or here and now when the pool has no threads)."""
-    size = int(settings.SESSIONCTX_INPROCESS_WORKERS)
-    if size <= 0:
+def _submit(fn: Callable[..., Any], args: tuple) -> None:
+    # Never fewer than one thread here: what reaches the pool is work the caller must not wait for.
+    size = max(int(settings.SESSIONCTX_INPROCESS_WORKERS), 1)
+    try:
+        _executor(size).submit(_run, fn, args)
+    except RuntimeError as exc:  # the interpreter is shutting down: the pool takes nothing new
+        logger.warning("in-process task %s%r dropped: %s", getattr(fn, "__name__", fn), args, exc)
+
+
+class _Timer:
+    """One thread that hands each delayed task to the pool when its time comes (a heap, earliest first)."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, int, Callable[..., Any], tuple]] = []
+        self.order = itertools.count()
+        self.changed = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def add(self, delay: float, fn: Callable[..., Any], args: tuple) -> None:
+        with self.changed:
+            heapq.heappush(self.due, (time.monotonic() + delay, next(self.order), fn, args))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="sessionctx-inprocess-timer", daemon=True)
+                self.thread.start()
+            self.changed.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.changed:
+                while not self.due or self.due[0][0] > time.monotonic():
+                    self.changed.wait(self.due[0][0] - time.monotonic() if self.due else None)
+                _at, _order, fn, args = heapq.heappop(self.due)
+            try:
+                _submit(fn, args)
+            except Exception:  # the timer outlives one bad hand-over
+                logger.exception("in-process task %s%r not started", getattr(fn, "__name__", fn), args)
+
+
+_timer = _Timer()
+
+
+def _after_fork_in_child() -> None:
+    # A forked process has none of its parent's threads: it starts its own pool and timer when it needs them.
+    global _lock, _timer
+    _lock = threading.Lock()
+    _pools.clear()
+    _timer = _Timer()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def run_in_background(fn: Callable[..., Any], *args: Any, countdown: float = 0.0, may_run_here: bool = True) -> None:
+    """Run `fn(*args)` in this process's pool, `countdown` seconds from now if given.
+
+    With no pool threads (SESSIONCTX_INPROCESS_WORKERS=0), work that is due now runs here and now, before this
+    returns, unless `may_run_here` is False (work the caller must never wait for, such as a POST to a webhook
+    receiver): that, and all delayed work, goes to a pool of one thread."""
+    if countdown > 0:
+        _timer.add(countdown, fn, args)
+    elif may_run_here and int(settings.SESSIONCTX_INPROCESS_WORKERS) <= 0:
         fn(*args)
-        return
-    _executor(size).submit(_run, fn, args)
+    else:
+        _submit(fn, args)

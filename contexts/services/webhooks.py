@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 import urllib3
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from standardwebhooks import Webhook
 
 from ..exceptions import ApplicationError
+from ..infra.inprocess import run_in_background
 from ..models import Event, Project, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -174,12 +175,10 @@ def send_on_commit(delivery_id: int) -> None:
 
 
 def send(delivery_id: int, *, countdown: float = 0.0) -> None:
-    """Hand one delivery to the workers; in the embedded default (no broker), to a thread of this process, so the
-    request that caused the event never waits for a receiver."""
+    """Hand one delivery to the workers; in the embedded default (no broker), to this process's in-process pool,
+    never to the caller, so the request that caused the event never waits for a receiver."""
     if current_app.conf.task_always_eager:
-        timer = threading.Timer(countdown, _attempt_in_thread, args=[delivery_id])
-        timer.daemon = True
-        timer.start()
+        run_in_background(_run_here, delivery_id, countdown=countdown, may_run_here=False)
         _embedded_sweep()
         return
     try:
@@ -189,6 +188,10 @@ def send(delivery_id: int, *, countdown: float = 0.0) -> None:
     except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
         # The row stays due: the sweep sends it once the broker is back.
         logger.warning("webhook delivery %s not sent, broker unavailable: %s", delivery_id, exc)
+
+
+def _run_here(delivery_id: int) -> None:
+    webhook_delivery_run(delivery_id=delivery_id)
 
 
 _last_embedded_sweep = 0.0
@@ -203,28 +206,7 @@ def _embedded_sweep() -> None:
         if time.monotonic() - _last_embedded_sweep < 60:
             return
         _last_embedded_sweep = time.monotonic()
-    threading.Thread(target=_sweep_in_thread, daemon=True).start()
-
-
-def _sweep_in_thread() -> None:
-    try:
-        webhooks_sweep()
-    except Exception:
-        logger.exception("webhook sweep failed")
-    finally:
-        connection.close()
-
-
-def _attempt_in_thread(delivery_id: int) -> None:
-    try:
-        delivery = webhook_delivery_attempt(delivery_id=delivery_id)
-        if delivery is not None:
-            _schedule_next(delivery)
-    except Exception:
-        logger.exception("webhook delivery %s: attempt failed", delivery_id)
-    finally:
-        # The thread's own connection: closed, or it would outlive the thread.
-        connection.close()
+    run_in_background(webhooks_sweep, may_run_here=False)
 
 
 def _schedule_next(delivery: WebhookDelivery) -> None:

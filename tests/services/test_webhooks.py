@@ -4,6 +4,7 @@ never sent to a private address unless allowed; the request that causes an event
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -293,7 +294,8 @@ def test_a_delivery_whose_send_was_lost_is_sent_by_the_sweep_once_overdue(webhoo
 @pytest.mark.django_db(transaction=True)
 def test_the_request_that_causes_an_event_does_not_wait_for_a_slow_receiver_embedded_default(
         webhook_settings, client, write_key):
-    # The embedded default: no broker, tasks eager; the delivery goes to a thread of this process.
+    # The embedded default: no broker, tasks eager; the delivery goes to the in-process pool, never to the request,
+    # even with no pool threads (SESSIONCTX_INPROCESS_WORKERS=0, the tests' default, as here).
     _key, raw_key = write_key
     make_session("hook-live")
     with Receiver(("sleep", 2, 200)) as receiver:
@@ -314,6 +316,29 @@ def test_the_request_that_causes_an_event_does_not_wait_for_a_slow_receiver_embe
     assert sorted(p["type"] for p in payloads) == ["context.updated", "handoff.requested"]
     assert {p["session_id"] for p in payloads} == {"hook-live"}
     assert set(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("status", flat=True)) == {"delivered"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retries_waiting_in_the_embedded_default_do_not_hold_a_thread_each(webhook_settings):
+    # A receiver down for a while: every pending retry waits in this process (no broker) until its time.
+    webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [30]
+    webhook_settings.SESSIONCTX_INPROCESS_WORKERS = 2
+    with Receiver(default=503) as receiver:
+        for _ in range(15):
+            webhook_endpoint_create(url=receiver.url)
+        threads_before = threading.active_count()
+        services.handoff_request(session=make_session("hook-outage"), reason="refund", actor=AGENT)
+        deliveries = WebhookDelivery.objects.filter(event__session__session_id="hook-outage")
+        total = deliveries.count()
+        deadline = time.monotonic() + 10
+        while deliveries.filter(attempts=1).count() < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the receiver's request threads end
+        threads_waiting = threading.active_count() - threads_before
+
+    assert total >= 15 and set(deliveries.values_list("status", "attempts")) == {("pending", 1)}
+    # The pool's two threads and its timer at most, however many retries wait.
+    assert threads_waiting <= 3, f"{threads_waiting} more threads for {total} waiting retries"
 
 
 @pytest.mark.django_db
