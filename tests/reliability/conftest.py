@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 from django.db import connection
 
+from contexts.models import ExtractionRun, SessionContext
 from tests.reliability.servers import Gunicorn, subprocess_env
 
 
@@ -29,6 +31,28 @@ def call(method: str, url: str, *, key: str | None = None, body: dict | None = N
     except ValueError:
         return status, head, raw.decode(errors="replace")
 
+
+# How a requested update may end well: done, nothing to do, or taken over by a later run of its session.
+FINISHED = ["succeeded", "skipped", "superseded"]
+
+
+def wait_until(condition, *, timeout: float = 40, what: str) -> None:
+    """Poll `condition` until it holds; past `timeout`, fail saying what was awaited and which runs are unfinished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    runs = list(ExtractionRun.objects.exclude(status__in=FINISHED).values_list(
+        "session__session_id", "status", "attempts", "enqueued_at", "error"))
+    raise AssertionError(f"timed out waiting for {what}; unfinished runs: {runs}")
+
+
+def all_caught_up() -> bool:
+    """No run queued or running, and every session's snapshot has all its messages."""
+    busy = ExtractionRun.objects.filter(status__in=["queued", "running"]).exists()
+    behind = any(s.cursor_seq != s.last_message_seq for s in SessionContext.objects.all())
+    return not busy and not behind
 
 @pytest.fixture
 def postgres_only():

@@ -1,8 +1,10 @@
-"""A real gunicorn process serving the test database, for tests that need persistent connections."""
+"""Real servers for tests: a gunicorn process serving the test database (persistent connections), and a
+redis-server of a test's own (so stopping or restarting it disturbs nobody)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import redis
 
 from tests.extraction.workers import database_url
 
@@ -83,3 +87,54 @@ class Gunicorn:
                 self.process.wait(5)
         self.log.close()
         Path(self.log_path).unlink(missing_ok=True)
+
+
+class RedisServer:
+    """redis-server on a port of its own, that a test can kill (a crash), stop (SIGTERM, as a service manager does)
+    and start again on the same port. `persistent`: an append-only file fsynced on every write, so queued tasks
+    survive a restart (connections never do)."""
+
+    def __init__(self, *, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.persistent = persistent
+        self.dir = tempfile.mkdtemp(prefix="redis-test-")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
+             *durability],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+                return self
+            except redis.RedisError:
+                time.sleep(0.02)
+        raise TimeoutError("redis-server did not start")
+
+    def has_consumer(self) -> bool:
+        """Whether a worker is connected and waiting for tasks (a client blocked in, or between, BRPOPs)."""
+        try:
+            clients = redis.Redis.from_url(self.url, socket_timeout=1).client_list()
+        except redis.RedisError:
+            return False
+        return any(client.get("cmd") == "brpop" for client in clients)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)

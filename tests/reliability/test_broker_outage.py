@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -19,49 +18,10 @@ from django.db import connection
 from contexts.models import ExtractionRun, Message, SessionContext
 from tests.extraction.workers import Worker
 from tests.factories import make_api_key
-from tests.reliability.conftest import call
-from tests.reliability.servers import ROOT, Gunicorn, free_port, subprocess_env
+from tests.reliability.conftest import all_caught_up, call, wait_until
+from tests.reliability.servers import ROOT, Gunicorn, RedisServer, subprocess_env
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-class Redis:
-    """redis-server on its own port, that a test can stop and start again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Redis:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
-                return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-
-
-def wait_until(condition, *, timeout: float = 40, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -70,7 +30,7 @@ def stack():
         pytest.skip("needs PostgreSQL (set DATABASE_URL)")
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server")
-    broker = Redis().start()
+    broker = RedisServer().start()
     queue = f"sessionctx-broker-outage-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     env = subprocess_env(connection.settings_dict, CELERY_BROKER_URL=broker.url, CELERY_QUEUE=queue)
     worker = Worker("broker-outage", queue=queue, env=env)
@@ -83,7 +43,7 @@ def stack():
         server.stop()
         print(f"--- worker log (tail) ---\n{worker.output()[-3000:]}")
         worker.stop()
-        broker.kill()
+        broker.remove()
 
 
 def turn(server, key, session_id: str, n: int) -> dict:
@@ -94,12 +54,6 @@ def turn(server, key, session_id: str, n: int) -> dict:
     })
     assert status == 202, body
     return body
-
-
-def all_caught_up() -> bool:
-    busy = ExtractionRun.objects.filter(status__in=["queued", "running"]).exists()
-    behind = any(s.cursor_seq != s.last_message_seq for s in SessionContext.objects.all())
-    return not busy and not behind
 
 
 def test_messages_posted_while_the_broker_is_down_are_kept_and_extracted_once_it_is_back(stack):

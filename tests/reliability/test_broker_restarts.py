@@ -10,84 +10,34 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import redis
 from django.db import connection
 
 from contexts.models import ExtractionRun, Message, SessionContext
 from tests.extraction.workers import Worker
 from tests.factories import make_api_key
 from tests.fake_openai import FakeOpenAI, echo_extraction
-from tests.reliability.conftest import call
-from tests.reliability.servers import ROOT, Gunicorn, free_port, subprocess_env
+from tests.reliability.conftest import FINISHED, all_caught_up, call, wait_until
+from tests.reliability.servers import ROOT, Gunicorn, RedisServer, subprocess_env
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 RESTARTS = 10
 SESSIONS = [f"restarts-{n}" for n in range(6)]
-# How a requested update may end well: done, nothing to do, or taken over by a later run of its session.
-FINISHED = ["succeeded", "skipped", "superseded"]
-
-
-class PersistentRedis:
-    """redis-server on its own port with an append-only file, restarted as a service manager does it
-    (SIGTERM, then a new process on the same port and data): queued tasks survive, connections do not."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tempfile.mkdtemp(prefix="redis-restarts-")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> PersistentRedis:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
-                return self
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise TimeoutError("redis-server did not start")
-
-    def has_consumer(self) -> bool:
-        """Whether a worker is connected and waiting for tasks (a client blocked in, or between, BRPOPs)."""
-        try:
-            clients = redis.Redis.from_url(self.url, socket_timeout=1).client_list()
-        except redis.RedisError:
-            return False
-        return any(client.get("cmd") == "brpop" for client in clients)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
 def stack():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (set DATABASE_URL)")
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server")
-    broker = PersistentRedis().start()
+    broker = RedisServer(persistent=True).start()
     queue = f"sessionctx-broker-restarts-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with FakeOpenAI(default=lambda request: _slow(echo_extraction(request))) as fake:
         env = subprocess_env(
@@ -118,23 +68,6 @@ def _slow(reply):
     # The model takes a moment, so restarts catch tasks in flight (their acks go to a connection that is gone).
     reply.delay = 0.25
     return reply
-
-
-def wait_until(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    runs = list(ExtractionRun.objects.exclude(status__in=FINISHED).values_list(
-        "session__session_id", "status", "attempts", "enqueued_at", "error"))
-    raise AssertionError(f"timed out waiting for {what}; unfinished runs: {runs}")
-
-
-def all_caught_up() -> bool:
-    busy = ExtractionRun.objects.filter(status__in=["queued", "running"]).exists()
-    behind = any(s.cursor_seq != s.last_message_seq for s in SessionContext.objects.all())
-    return not busy and not behind
 
 
 def test_worker_survives_ten_broker_restarts_under_load_and_every_update_finishes(stack):
