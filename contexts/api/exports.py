@@ -51,6 +51,7 @@ class ExportedSessionSerializer(serializers.Serializer):
     handoff_reason = serializers.CharField()
     handoff_requested_at = serializers.DateTimeField(allow_null=True)
     assignee = serializers.CharField(allow_null=True, help_text="Username of the person who owns it, if any.")
+    update_policy = serializers.CharField(help_text="The session's own update policy; empty: the server's default.")
     version = serializers.IntegerField()
     last_message_seq = serializers.IntegerField()
     cursor_seq = serializers.IntegerField()
@@ -88,6 +89,7 @@ class SessionExportSerializer(serializers.Serializer):
     format = serializers.CharField(help_text=f"`{governance.EXPORT_FORMAT}`")
     project = serializers.CharField(help_text="The slug of the session's project; `import_sessions` imports into it "
                                               "unless told another.")
+    project_name = serializers.CharField(help_text="The project's name, given to it where an import creates it.")
     session = ExportedSessionSerializer()
     messages = ExportedMessageSerializer(many=True, help_text="Every message, by seq.")
     revisions = ExportedRevisionSerializer(many=True, help_text="Every revision, oldest first.")

@@ -102,7 +102,10 @@ def session_document(session: SessionContext) -> dict[str, Any]:
 
     People (assignee, staff authors) are named by username; content is never summarised or cut.
     """
-    document = {"format": EXPORT_FORMAT, "project": session.project.slug, "session": _row(session, SESSION_FIELDS)}
+    document = {"format": EXPORT_FORMAT, "project": session.project.slug, "project_name": session.project.name,
+                "session": _row(session, SESSION_FIELDS)}
+    # Not in SESSION_FIELDS (what must match for a re-import to be "the same session"): a setting, not history.
+    document["session"]["update_policy"] = session.update_policy
     document["session"]["assignee"] = session.assignee.get_username() if session.assignee_id else None
     document["messages"] = [
         {**_row(m, MESSAGE_FIELDS), "author": m.author.get_username() if m.author_id else None}

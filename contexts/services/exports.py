@@ -82,7 +82,9 @@ def _create(document: dict[str, Any], project: Project) -> SessionContext:
                       | {r.get("actor_user") for r in document["revisions"]}) - {None})
     fields = {k: data[k] for k in SESSION_FIELDS if k not in ("created_at", "updated_at")}
     fields["handoff_requested_at"] = _when(fields["handoff_requested_at"])
-    session = SessionContext(**fields, project=project, assignee=people.get(data.get("assignee")))
+    # update_policy came after format 1's first documents: one without it gets the installation's policy ("").
+    session = SessionContext(**fields, update_policy=data.get("update_policy") or "", project=project,
+                             assignee=people.get(data.get("assignee")))
     session.full_clean(validate_unique=False)
     session.save()
     messages = Message.objects.bulk_create(
@@ -108,7 +110,8 @@ def _target(document: dict[str, Any], project: Project | None) -> Project:
     """Where a document goes: the project given, else the one it was exported from (created here if need be)."""
     if project is not None:
         return project
-    target, _ = project_get_or_create(slug=document.get("project") or Project.DEFAULT_SLUG)
+    target, _ = project_get_or_create(slug=document.get("project") or Project.DEFAULT_SLUG,
+                                      name=document.get("project_name") or "")
     return target
 
 
