@@ -165,6 +165,8 @@ _db = DATABASES["default"]
 # drop a connection whose peer is gone.
 DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 5)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # django-prometheus's wrapper of Django's backend: connections, queries and errors for /metrics.
+    _db["ENGINE"] = "django_prometheus.db.backends.sqlite3"
     # Connections are not shared across threads on SQLite; persistent ones only waste handles.
     _db["CONN_MAX_AGE"] = 0
     _db["OPTIONS"] = {
@@ -180,7 +182,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")}
 else:
     if _db["ENGINE"] == "django.db.backends.postgresql":
-        # Django's backend, except that a request past its database deadline does not wait to reconnect.
+        # Django's backend, as django-prometheus instruments it, except that a request past its database deadline
+        # does not wait to reconnect.
         _db["ENGINE"] = "contexts.infra.postgresql"
     _url_options = _db.get("OPTIONS", {})
     _db["OPTIONS"] = {

@@ -16,6 +16,8 @@ from typing import Any
 import openai
 from django.conf import settings
 
+from ..infra.instruments import model_call_latency
+
 _lock = threading.Lock()
 _clients: dict[tuple, openai.OpenAI] = {}
 
@@ -109,15 +111,20 @@ def chat_json(*, messages: list[dict[str, str]], schema_name: str, schema: dict[
     else:
         shape = {"response_format": {"type": "json_schema",
                                      "json_schema": {"name": schema_name, "strict": True, "schema": schema}}}
-    started = time.monotonic()
-    response = client().chat.completions.create(
-        model=model or model_name(),
-        messages=messages,
-        temperature=0,
-        # Without it a small local model that never closes its JSON writes until its context is full.
-        max_tokens=max_tokens,
-        **shape,
-    )
+    model, api = model or model_name(), client()  # a new client takes a while to build: not the model's time
+    started, outcome = time.monotonic(), "error"
+    try:
+        response = api.chat.completions.create(
+            model=model,
+            messages=messages,
+            temperature=0,
+            # Without it a small local model that never closes its JSON writes until its context is full.
+            max_tokens=max_tokens,
+            **shape,
+        )
+        outcome = "ok"
+    finally:
+        model_call_latency.labels(model, outcome).observe(time.monotonic() - started)  # /metrics
     latency_ms = int((time.monotonic() - started) * 1000)
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None

@@ -67,6 +67,12 @@ class OperationsCollector:
         for outcome, n in sorted(figures.webhook_deliveries.items()):
             deliveries.add_metric([outcome], n)
         yield deliveries
+        retries = CounterMetricFamily("sessionctx_extraction_retries", "Retries: model calls beyond a run's first "
+                                      "(kind model_call) and deliveries of a run's task beyond its first "
+                                      "(kind task_redelivery).", labels=["kind"])
+        for kind, n in sorted(figures.retries.items()):
+            retries.add_metric([kind], n)
+        yield retries
 
 
 _operations = CollectorRegistry(auto_describe=False)

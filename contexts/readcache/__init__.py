@@ -41,6 +41,7 @@ from django.db import transaction
 from redis.exceptions import RedisError
 
 from ..exceptions import ApplicationError
+from ..infra.instruments import read_cache_lookups
 from .client import available, client, failed, redis_url, script
 
 logger = logging.getLogger(__name__)
@@ -108,14 +109,19 @@ def _session_key(project_id: int, session_id: str) -> str:
 
 def lookup(project_id: int, session_id: str) -> Entry | None:
     """The session's cached answers; None when not cached or Redis does not answer."""
-    if not enabled() or not available():
+    if not enabled():
+        return None
+    if not available():
+        read_cache_lookups.labels("context", "unavailable").inc()
         return None
     try:
         version, body, prompt = client().hmget(_name("c", _session_key(project_id, session_id)), ["v", "c", "p"])
     except RedisError as exc:
         failed()
+        read_cache_lookups.labels("context", "unavailable").inc()
         logger.warning("read cache: lookup of %s failed, reading the database: %s", session_id, exc)
         return None
+    read_cache_lookups.labels("context", "miss" if version is None else "hit").inc()
     if version is None:
         return None
     return Entry(int(version), body, prompt.decode())
@@ -165,16 +171,21 @@ def context_changed(project_id: int, session_id: str) -> None:
 def api_key_get(key_hash: str, *, mark_used_for: int) -> tuple[dict | object | None, bool | None]:
     """A key's cached columns, REVOKED, or None (not cached, or Redis does not answer); and, for an active key
     found here, whether this is its first use in `mark_used_for` seconds (api_key_mark_used, same round trip)."""
-    if not enabled() or not available():
+    if not enabled():
+        return None, None
+    if not available():
+        read_cache_lookups.labels("api_key", "unavailable").inc()
         return None, None
     try:
         found = script(_KEY_LOOKUP)(keys=[_name("k", key_hash), _name("u", key_hash)],
                                     args=[TOMBSTONE, mark_used_for])
     except RedisError as exc:
         failed()
+        read_cache_lookups.labels("api_key", "unavailable").inc()
         logger.warning("read cache: key lookup failed, reading the database: %s", exc)
         return None, None
     raw = found[0]
+    read_cache_lookups.labels("api_key", "miss" if raw is None else "hit").inc()
     if raw is None:
         return None, None
     if raw == TOMBSTONE:

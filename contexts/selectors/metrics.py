@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, F, Min, Q, Sum
 from django.utils import timezone
 
 from ..models import ExtractionRun, SessionContext, Status, WebhookDelivery
@@ -28,6 +28,9 @@ class OperationsFigures:
     longest_handoff_wait_seconds: float = 0.0
     # outcome (pending, delivered, failed) -> deliveries
     webhook_deliveries: dict[str, int] = field(default_factory=dict)
+    # Retries: model calls beyond a run's first (retries and repairs), and deliveries of a run's task beyond its
+    # first (a lost worker's run taken up again, a broker's redelivery).
+    retries: dict[str, int] = field(default_factory=lambda: {"model_call": 0, "task_redelivery": 0})
 
 
 def operations_figures() -> OperationsFigures:
@@ -40,8 +43,12 @@ def operations_figures() -> OperationsFigures:
     rows = (ExtractionRun.objects.order_by().values("status", "extractor", "model")
             .annotate(n=Count("id"), tokens_in=Sum("prompt_tokens"), tokens_out=Sum("completion_tokens"),
                       finished_n=Count("id", filter=finished), latency_total=Sum("latency_ms", filter=finished),
+                      model_retries=Sum(F("model_calls") - 1, filter=Q(model_calls__gt=1)),
+                      redeliveries=Sum(F("attempts") - 1, filter=Q(attempts__gt=1)),
                       **buckets))
     for row in rows:
+        figures.retries["model_call"] += row["model_retries"] or 0
+        figures.retries["task_redelivery"] += row["redeliveries"] or 0
         key = (row["status"], row["extractor"])
         figures.runs[key] = figures.runs.get(key, 0) + row["n"]
         if row["model"]:

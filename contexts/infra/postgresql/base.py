@@ -1,12 +1,14 @@
-"""Django's PostgreSQL backend, except that a request past its database deadline does not reconnect.
+"""Django's PostgreSQL backend as django-prometheus instruments it (connections, queries, their duration and
+errors for /metrics), except that a request past its database deadline does not reconnect.
 
-Without this, a request whose wait on a hung server was just cut off (contexts/infra/database.py) would open a new
-connection, for CONN_HEALTH_CHECKS' replacement or its next query, and wait DB_CONNECT_TIMEOUT more before its 503.
+Without the latter, a request whose wait on a hung server was just cut off (contexts/infra/database.py) would open a
+new connection, for CONN_HEALTH_CHECKS' replacement or its next query, and wait DB_CONNECT_TIMEOUT more before its
+503. A reconnection refused here counts as neither a connection nor a connection error.
 """
 
 from __future__ import annotations
 
-from django.db.backends.postgresql import base
+from django_prometheus.db.backends.postgresql import base
 
 from ..database import deadline_passed
 
