@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sessionctx.settings")
 
@@ -16,3 +17,14 @@ def _in_process_transport(sender, **kwargs):
     # for each call, whose connection would default to an AMQP URL with no host (and log a warning about it).
     if not sender.conf.broker_url:
         sender.conf.broker_url = "memory://"
+
+
+@worker_ready.connect
+def _serve_worker_metrics(sender=None, **kwargs):
+    # WORKER_METRICS_PORT: this worker's own figures (model call latency) for Prometheus, behind METRICS_TOKEN.
+    from django.conf import settings
+
+    if settings.WORKER_METRICS_PORT:
+        from contexts.infra.metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings.WORKER_METRICS_ADDRESS, settings.WORKER_METRICS_PORT)

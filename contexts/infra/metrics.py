@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -21,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..selectors.metrics import LATENCY_BUCKETS, operations_figures
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DATABASE_UP_HELP = "1 when the database answered this scrape's queries, else 0."
 
 
@@ -89,19 +93,68 @@ def _process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    token = settings.METRICS_TOKEN
-    if not token:
-        raise Http404  # not switched on: as if it did not exist
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+def _refusal(authorization: str) -> tuple[int, str] | None:
+    """(status, text) when `authorization` is not `Bearer <METRICS_TOKEN>`, else None."""
+    scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        response = HttpResponse("Authorization: Bearer <METRICS_TOKEN> required.\n", status=401,
-                                content_type="text/plain; charset=utf-8")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return 401, "Authorization: Bearer <METRICS_TOKEN> required.\n"
+    if not hmac.compare_digest(given.encode(), settings.METRICS_TOKEN.encode()):
+        return 403, "Wrong metrics token.\n"
+    return None
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not settings.METRICS_TOKEN:
+        raise Http404  # not switched on: as if it did not exist
+    refused = _refusal(request.headers.get("Authorization", ""))
+    if refused:
+        response = HttpResponse(refused[1], status=refused[0], content_type="text/plain; charset=utf-8")
+        if refused[0] == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return HttpResponse("Wrong metrics token.\n", status=403, content_type="text/plain; charset=utf-8")
     body = generate_latest(_process_registry()) + generate_latest(_operations)
-    response = HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+    response = HttpResponse(body, content_type=CONTENT_TYPE)
     response["Cache-Control"] = "no-store"
     return response
+
+
+# --- Celery workers' own port ---------------------------------------------------------------------------------
+
+
+_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _worker_app(environ, start_response):
+    """What a worker counted itself (model call latency, its process figures), behind the same token as /metrics.
+    The database figures are left to the web's /metrics, so that summing both never counts them twice."""
+    if environ.get("PATH_INFO") != "/metrics":
+        refused: tuple[int, str] | None = (404, "Not found: GET /metrics\n")
+    else:
+        refused = _refusal(environ.get("HTTP_AUTHORIZATION", ""))
+    if refused:
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if refused[0] == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="metrics"'))
+        start_response(f"{refused[0]} {_REASONS[refused[0]]}", headers)
+        return [refused[1].encode()]
+    start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Cache-Control", "no-store")])
+    return [generate_latest(_process_registry())]
+
+
+def serve_worker_metrics(address: str, port: int) -> WSGIServer:
+    """Serve `GET /metrics` for this Celery worker (WORKER_METRICS_PORT) from a thread of its main process.
+
+    With the prefork pool (the default) the figures are counted in the pool's processes, not this one: set
+    PROMETHEUS_MULTIPROC_DIR for the worker too (a directory of its own), and this sums them."""
+    server = make_server(address, port, _worker_app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
