@@ -1,10 +1,12 @@
 """/metrics: the Prometheus text format, for a scraper holding METRICS_TOKEN.
 
-HTTP and database figures come from django-prometheus; ours are read from the database at scrape time
-(contexts/selectors/metrics.py), so every web process answers the same and the Celery workers need no exporter
-of their own: what a run did is in its record, whichever worker ran it. Under gunicorn with several workers,
-set PROMETHEUS_MULTIPROC_DIR (an empty directory, emptied at each start) so that django-prometheus's counters
-are summed over the workers (prometheus-client's multiprocess mode); see docs/operations.md.
+HTTP and database figures come from django-prometheus. Ours are mostly read from the database at scrape time
+(contexts/selectors/metrics.py), so every web process answers the same: what a run did is in its record, whichever
+worker ran it. What leaves no row behind (a model call's latency, a read cache lookup) is counted in the process
+where it happens (contexts/infra/instruments.py); a Celery worker serves its own on WORKER_METRICS_PORT
+(serve_worker_metrics). Under gunicorn with several workers, set PROMETHEUS_MULTIPROC_DIR (an empty directory,
+emptied at each start) so that the in-process counters are summed over the workers (prometheus-client's
+multiprocess mode); see docs/operations.md.
 """
 
 from __future__ import annotations
