@@ -8,8 +8,9 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
@@ -25,6 +26,9 @@ from .models import (
     HandoffEvent,
     LockChange,
     Message,
+    Project,
+    ProjectMembership,
+    ProjectRole,
     Proposal,
     Revision,
     SessionContext,
@@ -32,9 +36,11 @@ from .models import (
     WebhookEndpoint,
 )
 from .selectors import usage
+from .selectors.projects import project_role, projects_editable_by, projects_for_user
 from .services import Actor, webhooks
 from .services.governance import user_erase
 from .services.locks import LOCKABLE_FIELDS, locked_fields, locks_set
+from .services.projects import membership_set
 from .snapshot import REASON_MAX_CHARS, validate_snapshot
 
 CONTENT_FIELDS = ("mode", "summary", "goal", "plan", "progress", "handoff_note")
@@ -51,6 +57,167 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ProjectFilter(admin.SimpleListFilter):
+    """The projects the person may see (not every project: their names are not everyone's business)."""
+
+    title = "project"
+    parameter_name = "project"
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: ProjectScopedAdmin) -> None:
+        self.project_path = model_admin.project_path
+        super().__init__(request, params, model, model_admin)
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(p.slug, p.slug) for p in projects_for_user(request.user)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value():
+            return queryset.filter(**{f"{self.project_path}__slug": self.value()})
+        return queryset
+
+
+class ProjectScopedAdmin(admin.ModelAdmin):
+    """Rows of the projects the person is a member of (a superuser: all), a project column and filter. Another
+    project's object is a 404 (so is one that does not exist: ids are not probed); changing or deleting one takes
+    the editor role in its project, as on the staff pages."""
+
+    # The lookup from the model to its Project ("project", "session__project", ...).
+    project_path = "project"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.project_path}__in": projects_for_user(request.user).values("pk")})
+
+    def editable(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        """The rows of `queryset` in projects where the person is an editor (for actions that change them)."""
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{f"{self.project_path}__in": projects_editable_by(request.user).values("pk")})
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with id {object_id!r}.")
+        return obj
+
+    def project_id_of(self, obj: Any) -> int | None:
+        *through, last = self.project_path.split("__")
+        for name in through:
+            obj = getattr(obj, name, None)
+        return getattr(obj, f"{last}_id", None) if obj is not None else None
+
+    def _may_edit(self, request: HttpRequest, obj: Any) -> bool:
+        if obj is None or request.user.is_superuser:
+            return True
+        return project_role(request.user, self.project_id_of(obj)) == ProjectRole.EDITOR
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and self._may_edit(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._may_edit(request, obj)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.related_model is Project:
+            # New keys and endpoints go where the person is an editor.
+            kwargs["queryset"] = projects_editable_by(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)
+        if self.project_path == "project" and "project" not in initial:
+            # The person's only project, or for a superuser the default one: the form asks no more than before.
+            choices = list(projects_editable_by(request.user))
+            pick = choices[0] if len(choices) == 1 else None
+            if pick is None and request.user.is_superuser:
+                pick = next((p for p in choices if p.slug == Project.DEFAULT_SLUG), None)
+            if pick is not None:
+                initial["project"] = pick.pk
+        return initial
+
+    def get_list_display(self, request: HttpRequest) -> tuple:
+        first, *rest = super().get_list_display(request)
+        return (first, "project_label", *rest)
+
+    def get_list_filter(self, request: HttpRequest) -> tuple:
+        return (ProjectFilter, *super().get_list_filter(request))
+
+    def get_list_select_related(self, request: HttpRequest) -> Any:
+        related = super().get_list_select_related(request)
+        if related is True:
+            return True
+        return (*(related or ()), self.project_path)
+
+    @admin.display(description="Project")
+    def project_label(self, obj: Any) -> str:
+        for name in self.project_path.split("__"):
+            obj = getattr(obj, name, None)
+        return obj.slug if obj is not None else "–"
+
+
+class ProjectMembershipInline(admin.TabularInline):
+    model = ProjectMembership
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(ProjectScopedAdmin):
+    """Projects with their settings and members; a non-superuser sees the ones they are a member of and changes
+    those where they are an editor."""
+
+    project_path = "pk"
+    list_display = ("slug", "name", "retention_days", "daily_token_budget", "session_count", "key_count",
+                    "created_at")
+    search_fields = ("slug", "name")
+    fields = ("slug", "name", "retention_days", "daily_token_budget", "created_at")
+    readonly_fields = ("created_at",)
+    inlines = (ProjectMembershipInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
+        qs = super().get_queryset(request)
+        # Subqueries, not two COUNT joins: those would multiply each other.
+        sessions = (SessionContext.objects.filter(project=OuterRef("pk")).order_by().values("project")
+                    .annotate(n=Count("pk")).values("n"))
+        keys = ApiKey.objects.filter(project=OuterRef("pk")).order_by().values("project").annotate(n=Count("pk"))
+        return qs.annotate(session_count=Coalesce(Subquery(sessions, output_field=IntegerField()), 0),
+                           key_count=Coalesce(Subquery(keys.values("n"), output_field=IntegerField()), 0))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None):
+        # The slug names the project in commands, links and exports: fixed once it exists.
+        return ("slug", *self.readonly_fields) if obj is not None else self.readonly_fields
+
+    def project_id_of(self, obj: Project) -> int | None:
+        return obj.pk
+
+    def get_list_display(self, request: HttpRequest) -> tuple:
+        return self.list_display
+
+    def get_list_filter(self, request: HttpRequest) -> tuple:
+        return ()
+
+    def get_list_select_related(self, request: HttpRequest) -> Any:
+        return False
+
+    @admin.display(description="Sessions", ordering="session_count")
+    def session_count(self, obj: Project) -> int:
+        return obj.session_count
+
+    @admin.display(description="API keys", ordering="key_count")
+    def key_count(self, obj: Project) -> int:
+        return obj.key_count
+
+    def save_model(self, request: HttpRequest, obj: Project, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change and not request.user.is_superuser:
+            # Whoever may create a project works in it: otherwise it would vanish from their own list.
+            membership_set(project=obj, user=request.user, role=ProjectRole.EDITOR)
 
 
 class RevisionInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -136,17 +303,18 @@ class SessionContextForm(forms.ModelForm):
 
 
 @admin.register(SessionContext)
-class SessionContextAdmin(admin.ModelAdmin):
+class SessionContextAdmin(ProjectScopedAdmin):
     form = SessionContextForm
     list_display = ("session_id", "user_id", "agent_id", "mode", "status", "version", "updated_at")
     list_filter = ("status", "mode")
     search_fields = ("session_id", "user_id", "agent_id", "summary", "goal")
     show_full_result_count = False  # no COUNT(*) over a big table on every list page
     list_per_page = 50
-    readonly_fields = ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "handoff_reason",
-                       "version", "last_message_seq", "cursor_seq", "created_at", "updated_at", "transcript")
+    readonly_fields = ("project", "session_id", "user_id", "agent_id", "team_id", "status", "assignee",
+                       "handoff_reason", "version", "last_message_seq", "cursor_seq", "created_at", "updated_at",
+                       "transcript")
     fieldsets = (
-        (None, {"fields": ("session_id", "user_id", "agent_id", "team_id", "status", "assignee", "version",
+        (None, {"fields": ("project", "session_id", "user_id", "agent_id", "team_id", "status", "assignee", "version",
                            "transcript")}),
         ("Snapshot (saved as a new revision)",
          {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
@@ -163,24 +331,34 @@ class SessionContextAdmin(admin.ModelAdmin):
 
     @admin.action(description="Erase every session of the selected sessions' end users", permissions=["delete"])
     def erase_users(self, request: HttpRequest, queryset: QuerySet[SessionContext]) -> HttpResponse | None:
-        """The right to erasure from the admin: a confirmation page listing the users, then user_erase for each."""
-        user_ids = sorted(set(queryset.exclude(user_id="").values_list("user_id", flat=True)))
-        if not user_ids:
-            self.message_user(request, "None of the selected sessions has a user id.", level=messages.WARNING)
+        """The right to erasure from the admin: a confirmation page listing the users, then user_erase for each.
+        User ids are each project's own: a user is erased in the projects of the selected sessions only, and only
+        where the person is an editor."""
+        chosen = queryset.exclude(user_id="")
+        allowed = self.editable(request, chosen)
+        skipped = sorted(set(chosen.exclude(pk__in=allowed.values("pk")).values_list("project__slug", flat=True)))
+        if skipped:
+            self.message_user(request, f"Not erased in project(s) {', '.join(skipped)}: erasing takes the editor "
+                                       "role there.", level=messages.WARNING)
+        pairs = sorted(set(allowed.values_list("project__slug", "project_id", "user_id")))
+        if not pairs:
+            if not skipped:
+                self.message_user(request, "None of the selected sessions has a user id.", level=messages.WARNING)
             return None
         if request.POST.get("post") != "yes":
-            all_sessions = SessionContext.objects.filter(user_id__in=user_ids)
             return TemplateResponse(request, "admin/contexts/sessioncontext/erase_users_confirmation.html", {
                 **self.admin_site.each_context(request), "title": "Erase these end users' sessions?",
                 "opts": self.model._meta, "selected": queryset.values_list("pk", flat=True),
-                "users": [(u, all_sessions.filter(user_id=u).count()) for u in user_ids],
+                "users": [(slug, user_id, SessionContext.objects.filter(project_id=pk, user_id=user_id).count())
+                          for slug, pk, user_id in pairs],
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
             })
-        for user_id in user_ids:
-            record = user_erase(user_id=user_id, actor=Actor.for_user(request.user))
+        projects = Project.objects.in_bulk({pk for _slug, pk, _user in pairs})
+        for slug, pk, user_id in pairs:
+            record = user_erase(user_id=user_id, project=projects[pk], actor=Actor.for_user(request.user))
             counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in record.counts.items() if n)
-            self.message_user(request, f"Erased user {user_id}: {counts or 'nothing left to delete'}.",
-                              level=messages.SUCCESS)
+            self.message_user(request, f"Erased user {user_id} in project {slug}: "
+                                       f"{counts or 'nothing left to delete'}.", level=messages.SUCCESS)
         return None
 
     @admin.display(description="Transcript")
@@ -224,19 +402,25 @@ class SessionContextAdmin(admin.ModelAdmin):
         services.session_delete(session=obj, actor=Actor.for_user(request.user))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SessionContext]) -> None:
-        for session in queryset:
+        allowed = self.editable(request, queryset)
+        skipped = queryset.exclude(pk__in=allowed.values("pk")).count()
+        if skipped:
+            self.message_user(request, f"{skipped} session(s) not deleted: deleting takes the editor role in their "
+                                       "project.", level=messages.WARNING)
+        for session in allowed:
             services.session_delete(session=session, actor=Actor.for_user(request.user))
 
 
 @admin.register(DataDeletion)
-class DataDeletionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DataDeletionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = ("created_at", "kind", "actor", "counts", "criteria")
     list_filter = ("kind",)
     date_hierarchy = "created_at"
 
 
 @admin.register(Revision)
-class RevisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RevisionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    project_path = "session__project"
     list_display = ("session", "version", "source", "actor", "created_at")
     list_filter = ("source",)
     search_fields = ("session__session_id", "actor", "reason")
@@ -245,7 +429,8 @@ class RevisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ExtractionRun)
-class ExtractionRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ExtractionRunAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    project_path = "session__project"
     list_display = ("id", "session", "status", "trigger", "extractor", "model", "prompt_tokens",
                     "completion_tokens", "cost_usd", "latency_ms", "created_at")
     list_filter = ("status", "extractor", "trigger")
@@ -259,20 +444,24 @@ class ExtractionRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return [path("cost-per-day/", view, name="contexts_extractionrun_cost_per_day"), *super().get_urls()]
 
     def cost_per_day_view(self, request: HttpRequest) -> HttpResponse:
-        """Runs, tokens and cost per day over the last 30 days, for all sessions (global until projects exist)."""
+        """Runs, tokens and cost per day and project over the last 30 days, of the projects the person sees, with
+        each project's tokens today against its daily budget."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        projects = projects_for_user(request.user)
+        budgets = [(p, usage.tokens_today(project=p), usage.daily_token_budget(p), p.daily_token_budget is not None)
+                   for p in projects]
         context = {
             **self.admin_site.each_context(request), "title": "Cost per day", "opts": self.opts,
-            "days": usage.cost_per_day(days=30), "tokens_today": usage.tokens_today(),
-            "budget": settings.SESSIONCTX_DAILY_TOKEN_BUDGET,
+            "days": usage.cost_per_day(days=30, projects=projects), "budgets": budgets,
             "prices": sorted(settings.SESSIONCTX_MODEL_PRICES.items()),
         }
         return TemplateResponse(request, "admin/contexts/extractionrun/cost_per_day.html", context)
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    project_path = "session__project"
     list_display = ("session", "seq", "role", "author", "short_content", "created_at")
     list_filter = ("role",)
     search_fields = ("session__session_id",)
@@ -287,11 +476,24 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(HandoffEvent)
-class HandoffEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class HandoffEventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    project_path = "session__project"
     list_display = ("session", "kind", "actor", "created_at")
     list_filter = ("kind",)
     search_fields = ("session__session_id", "actor", "note")
     list_select_related = ("session",)
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    """The event feed agents read (GET /api/v1/events), as it was recorded."""
+
+    list_display = ("id", "type", "session", "created_at")
+    list_filter = ("type",)
+    search_fields = ("session__session_id",)
+    list_select_related = ("session",)
+    show_full_result_count = False
+    ordering = ("-id",)
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -300,28 +502,36 @@ class ApiKeyCreateForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name",)
+        fields = ("project", "name", "expires_at")
+
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data.get("expires_at")
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError("The expiry must be in the future.")
+        return expires_at
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at", "revoked_at")
+class ApiKeyAdmin(ProjectScopedAdmin):
+    list_display = ("name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at", "expires_at",
+                    "revoked_at")
     list_filter = ("is_active",)
     search_fields = ("name", "prefix")
     # The hash is never shown; the key itself is shown once, right after it is created.
-    readonly_fields = ("name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at",
-                       "revoked_at")
+    readonly_fields = ("project", "name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at",
+                       "expires_at", "revoked_at")
+    add_fields = ("project", "name", "scopes", "expires_at")
     fields = readonly_fields
     actions = ("revoke",)
 
     def get_form(self, request: HttpRequest, obj: ApiKey | None = None, **kwargs: Any):
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
-            kwargs["fields"] = ("name", "scopes")
+            kwargs["fields"] = self.add_fields
         return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
-        return ("name", "scopes") if obj is None else self.fields
+        return self.add_fields if obj is None else self.fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None):
         return () if obj is None else self.readonly_fields
@@ -332,8 +542,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if change:
             return  # every field is read-only after creation
-        key, raw_key = services.api_key_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
-                                               created_by=request.user)
+        data = form.cleaned_data
+        key, raw_key = services.api_key_create(name=data["name"], scopes=data["scopes"], project=data["project"],
+                                               expires_at=data.get("expires_at"), created_by=request.user)
         for f in ApiKey._meta.concrete_fields:
             setattr(obj, f.attname, getattr(key, f.attname))
         # For response_add only: never a message (the messages cookie is signed, not encrypted), session or log.
@@ -355,7 +566,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = 0
-        for key in queryset.filter(is_active=True):
+        for key in self.editable(request, queryset).filter(is_active=True):
             try:
                 services.api_key_revoke(api_key=key)
             except ApplicationError as exc:
@@ -389,18 +600,18 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(ProjectScopedAdmin):
     form = WebhookEndpointForm
     list_display = ("url", "description", "types", "is_active", "consecutive_failures", "disabled_at", "created_at")
     list_filter = ("is_active",)
     search_fields = ("url", "description")
-    readonly_fields = ("secret", "delivery_log", "is_active", "consecutive_failures", "disabled_at",
+    readonly_fields = ("project", "secret", "delivery_log", "is_active", "consecutive_failures", "disabled_at",
                        "disabled_reason", "created_at")
     actions = ("enable",)
 
     def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
-        # The secret is generated on save: the add form asks only where and what to send.
-        return ("url", "description", "event_types") if obj is None else (
+        # The secret is generated on save: the add form asks only whose events, where and what to send.
+        return ("project", "url", "description", "event_types") if obj is None else (
             "url", "description", "event_types", *self.readonly_fields)
 
     def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
@@ -428,7 +639,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
                                                          description=data["description"])
             else:
                 saved = webhooks.webhook_endpoint_create(url=data["url"], event_types=data["event_types"],
-                                                         description=data["description"])
+                                                         description=data["description"], project=data["project"])
         except ApplicationError as exc:
             # The name resolved elsewhere between clean() and here: say that nothing was saved.
             self.message_user(request, f"Not saved: {exc.message}", level=messages.ERROR)
@@ -445,21 +656,21 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:contexts_webhookendpoint_change", args=[obj.pk]))
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        endpoint = WebhookEndpoint.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        endpoint = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
         if endpoint is not None and not endpoint.is_active and request.method == "GET":
             self.message_user(request, _disabled_notice(endpoint), level=messages.WARNING)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         if request.method == "GET":
-            for endpoint in WebhookEndpoint.objects.filter(is_active=False, disabled_at__isnull=False)[:5]:
+            for endpoint in self.get_queryset(request).filter(is_active=False, disabled_at__isnull=False)[:5]:
                 self.message_user(request, _disabled_notice(endpoint), level=messages.WARNING)
         return super().changelist_view(request, extra_context)
 
     @admin.action(description="Enable the selected endpoints again", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         enabled = 0
-        for endpoint in queryset.filter(is_active=False):
+        for endpoint in self.editable(request, queryset).filter(is_active=False):
             webhooks.webhook_endpoint_enable(endpoint=endpoint)
             enabled += 1
         self.message_user(request, f"Enabled {enabled} endpoint(s); their pending deliveries are sent now.",
@@ -474,11 +685,28 @@ def _disabled_notice(endpoint: WebhookEndpoint) -> str:
             "Events are not sent to it until it is enabled again (action “Enable the selected endpoints again”).")
 
 
+class EndpointFilter(admin.SimpleListFilter):
+    """The endpoints of the projects the person sees (the endpoint page's delivery log links here)."""
+
+    title = "endpoint"
+    parameter_name = "endpoint__id__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        endpoints = WebhookEndpoint.objects.order_by("url", "pk")
+        if not request.user.is_superuser:
+            endpoints = endpoints.filter(project__in=projects_for_user(request.user).values("pk"))
+        return [(str(pk), url) for pk, url in endpoints.values_list("pk", "url")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(endpoint_id=self.value()) if self.value() else queryset
+
+
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    project_path = "endpoint__project"
     list_display = ("event_id", "event_type", "endpoint", "status", "response_code", "attempts", "next_attempt_at",
                     "delivered_at", "last_error", "created_at")
-    list_filter = ("status", "endpoint")
+    list_filter = ("status", EndpointFilter)
     search_fields = ("endpoint__url", "event__session__session_id", "last_error")
     list_select_related = ("endpoint", "event")
     show_full_result_count = False
@@ -495,7 +723,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Send the selected deliveries again", permissions=["send_again"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         count = 0
-        for delivery in queryset:
+        for delivery in self.editable(request, queryset):
             webhooks.webhook_delivery_resend(delivery=delivery)
             count += 1
         self.message_user(request, f"{count} deliver{'y' if count == 1 else 'ies'} queued to be sent again.",

@@ -46,3 +46,13 @@ def project_for_staff(user: AbstractBaseUser, slug: str | None = None) -> tuple[
     memberships = ProjectMembership.objects.filter(user=user).select_related("project").order_by("project__slug")
     chosen = (memberships.filter(project__slug=slug).first() if slug else None) or memberships.first()
     return (chosen.project, chosen.role) if chosen else None
+
+
+def projects_editable_by(user: AbstractBaseUser) -> QuerySet[Project]:
+    """The projects where a staff user is an editor (a superuser: every project): where the admin lets them change
+    things, create keys and endpoints, erase."""
+    if not user.is_authenticated or not user.is_active:
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.order_by("slug")
+    return Project.objects.filter(memberships__user=user, memberships__role=ProjectRole.EDITOR).order_by("slug")

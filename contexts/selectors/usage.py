@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -96,15 +96,19 @@ def budget_spent(*, session_pk: int) -> str | None:
             "The model was not called; the messages stay unseen for the next update after midnight UTC.")
 
 
-def cost_per_day(*, days: int = 30) -> list[dict]:
-    """The last `days` days with runs, newest first: day, runs, prompt_tokens, completion_tokens, cost (USD, None
-    when no run of the day had a price) and unpriced_runs."""
+def cost_per_day(*, days: int = 30, projects: QuerySet[Project] | None = None) -> list[dict]:
+    """The last `days` days with runs, a row per day and project (of `projects`, else every one), newest day
+    first, projects by slug: day, project (slug), runs, prompt_tokens, completion_tokens, cost (USD, None when no
+    run of the day had a price) and unpriced_runs."""
     since = _day_start(timezone.localdate(timezone=timezone.get_default_timezone()) - timedelta(days=days - 1))
-    rows = (ExtractionRun.objects.filter(finished_at__gte=since)
-            .annotate(day=TruncDate("finished_at", tzinfo=timezone.get_default_timezone()))
-            .values("day").order_by("-day")
+    runs = ExtractionRun.objects.filter(finished_at__gte=since)
+    if projects is not None:
+        runs = runs.filter(session__project__in=projects.values("pk"))
+    rows = (runs.annotate(day=TruncDate("finished_at", tzinfo=timezone.get_default_timezone()))
+            .values("day", "session__project__slug").order_by("-day", "session__project__slug")
             .annotate(n=Count("id"), tokens_in=Sum("prompt_tokens"), tokens_out=Sum("completion_tokens"),
                       cost=Sum("cost_usd"), unpriced=Count("id", filter=UNPRICED)))
-    return [{"day": row["day"], "runs": row["n"], "prompt_tokens": row["tokens_in"],
-             "completion_tokens": row["tokens_out"], "cost": row["cost"], "unpriced_runs": row["unpriced"]}
+    return [{"day": row["day"], "project": row["session__project__slug"], "runs": row["n"],
+             "prompt_tokens": row["tokens_in"], "completion_tokens": row["tokens_out"], "cost": row["cost"],
+             "unpriced_runs": row["unpriced"]}
             for row in rows]

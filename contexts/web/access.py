@@ -33,6 +33,9 @@ EDIT_PERM = "contexts.edit_context"
 POLLS = frozenset({"live", "waiting-badge", "handoff-queue"})
 # The staff session's key for the project a person is working in (the switcher sets it; ?project=SLUG on a link too).
 PROJECT_SESSION_KEY = "sessionctx_project"
+# The project a page was rendered in, sent by its htmx requests (base.html's hx-headers): its polls and actions stay
+# in that project when the person switched to another in a second tab.
+PROJECT_HEADER = "X-Sessionctx-Project"
 NO_PROJECT = "You are not a member of any project yet: ask an admin to add you to one."
 SIGNED_OUT = "You are signed out, so this page stopped updating: sign in again to go on (your typing is still here)."
 
@@ -51,14 +54,17 @@ def role_allows(role: str | None, perm: str | None) -> bool:
 
 
 def working_project(request: HttpRequest) -> tuple[Any, str | None]:
-    """(project, role) the signed-in person works in now: `?project=SLUG` on a link (remembered), else the one
-    chosen before, else their first. (None, None) for someone in no project."""
-    wanted = request.GET.get("project") or request.session.get(PROJECT_SESSION_KEY)
+    """(project, role) the signed-in person works in now: the project of the page an htmx request comes from,
+    else `?project=SLUG` on a link (remembered), else the one chosen before, else their first. (None, None) for
+    someone in no project, or not (any more) in the project the page named."""
+    pinned = request.headers.get(PROJECT_HEADER) if request.htmx else None
+    wanted = pinned or request.GET.get("project") or request.session.get(PROJECT_SESSION_KEY)
     found = selectors.project_for_staff(request.user, wanted)
-    if found is None:
+    if found is None or (pinned and found[0].slug != pinned):
         return None, None
     project, role = found
-    if request.GET.get("project") == project.slug and request.session.get(PROJECT_SESSION_KEY) != project.slug:
+    if not pinned and request.GET.get("project") == project.slug and \
+            request.session.get(PROJECT_SESSION_KEY) != project.slug:
         request.session[PROJECT_SESSION_KEY] = project.slug  # a link into another project: stay there
     return project, role
 
@@ -86,7 +92,10 @@ def staff_view(perm: str | None = None) -> Callable:
             if not allowed or project is None or not role_allows(role, perm):
                 what = {EDIT_PERM: "edit or reset contexts", HANDOFF_PERM: "handle handoffs"}.get(
                     perm or "", "view session contexts")
-                if allowed and project is None:
+                pinned = request.headers.get(PROJECT_HEADER) if request.htmx else None
+                if allowed and project is None and pinned:
+                    text = f"You are not a member of project {pinned} (any more): reload the page."
+                elif allowed and project is None:
                     text = NO_PROJECT
                 elif allowed:  # allowed in general, not in this project (their role here is support): say where
                     text = f"You do not have permission to {what} in project {project.slug}."

@@ -21,7 +21,7 @@ from contexts.selectors.usage import session_usage
 from contexts.services.locks import LOCKABLE_FIELDS
 from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
 
-from .access import EDIT_PERM, HANDOFF_PERM
+from .access import EDIT_PERM, HANDOFF_PERM, role_allows
 from .forms import ContextEditForm
 
 DETAIL = "contexts/session_detail.html"
@@ -82,7 +82,9 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     user = request.user
     context: dict[str, Any] = {
         "session": session,
-        "can_edit": user.has_perm(EDIT_PERM),
+        # The role in the page's project (staff_view's request.project_role), not only the group: a support member
+        # there gets no editor controls, which would only answer 403.
+        "can_edit": user.has_perm(EDIT_PERM) and role_allows(getattr(request, "project_role", None), EDIT_PERM),
         "can_handle": user.has_perm(HANDOFF_PERM),
         "is_mine": session.status == Status.HUMAN and session.assignee_id == user.pk,
         "reason_max_chars": REASON_MAX_CHARS,

@@ -12,7 +12,7 @@ from django.contrib.messages.storage.cookie import CookieStorage, MessageSeriali
 from django.core import signing
 
 from contexts import services
-from contexts.models import ApiKey, ExtractionRun, HandoffEvent, Revision
+from contexts.models import ApiKey, ExtractionRun, HandoffEvent, Project, Revision
 from contexts.services import Actor
 from tests.factories import make_session
 
@@ -159,7 +159,8 @@ def _cookie_messages(response) -> str:
 def test_a_new_api_key_is_shown_once_on_the_answer_page_and_never_in_a_cookie_the_session_or_a_log(
         superuser, admin_user, caplog):
     caplog.set_level(logging.DEBUG)
-    response = superuser.post("/admin/contexts/apikey/add/", {"name": "billing agent", "scopes": ["read", "write"]})
+    response = superuser.post("/admin/contexts/apikey/add/", {"project": Project.default().pk, "name": "billing agent",
+                                                              "scopes": ["read", "write"]})
     key = ApiKey.objects.get(name="billing agent")
     start = f"sck_{key.prefix}_"
     assert start not in _cookie_messages(response)
@@ -181,7 +182,8 @@ def test_a_new_api_key_is_shown_once_on_the_answer_page_and_never_in_a_cookie_th
 
 
 def test_a_refused_api_key_form_creates_nothing_and_shows_no_key(superuser):
-    response = superuser.post("/admin/contexts/apikey/add/", {"name": "", "scopes": ["read"]})
+    response = superuser.post("/admin/contexts/apikey/add/", {"project": Project.default().pk, "name": "",
+                                                              "scopes": ["read"]})
     assert response.status_code == 200 and "sck_" not in response.content.decode()
     assert not ApiKey.objects.exists()
 

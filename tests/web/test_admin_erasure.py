@@ -28,12 +28,12 @@ def test_the_action_asks_first_then_erases_every_session_of_the_user(superuser):
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert "<strong>u-adm</strong>: 2 sessions" in html and "Yes, erase them" in html
+    assert "<strong>u-adm</strong> in project default: 2 sessions" in html and "Yes, erase them" in html
     assert SessionContext.objects.count() == 3 and not DataDeletion.objects.exists()
 
     done = superuser.post(CHANGELIST, {**form, "post": "yes"}, follow=True)
 
-    assert "Erased user u-adm: 2 sessions, 1 messages" in done.content.decode()
+    assert "Erased user u-adm in project default: 2 sessions, 1 messages" in done.content.decode()
     assert list(SessionContext.objects.values_list("session_id", flat=True)) == ["adm-keep"]
     record = DataDeletion.objects.get()
     assert record.kind == "erasure" and record.actor.startswith("user:") and record.counts["sessions"] == 2

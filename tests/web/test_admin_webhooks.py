@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from contexts import services
-from contexts.models import WebhookDelivery, WebhookEndpoint
+from contexts.models import Project, WebhookDelivery, WebhookEndpoint
 from contexts.services import Actor
 from contexts.services.webhooks import webhook_endpoint_create
 from tests.factories import make_session
@@ -19,7 +19,8 @@ ADD = "/admin/contexts/webhookendpoint/add/"
 
 def test_an_endpoint_on_a_loopback_address_is_refused_with_the_reason_and_nothing_is_saved(superuser, settings):
     settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = False
-    response = superuser.post(ADD, {"url": "http://127.0.0.1:8080/hook", "description": "", "event_types": []})
+    response = superuser.post(ADD, {"project": Project.default().pk, "url": "http://127.0.0.1:8080/hook",
+                                    "description": "", "event_types": []})
     assert response.status_code == 200
     assert "resolves to 127.0.0.1, a private, loopback" in response.content.decode()
     assert not WebhookEndpoint.objects.exists()
@@ -27,7 +28,8 @@ def test_an_endpoint_on_a_loopback_address_is_refused_with_the_reason_and_nothin
 
 def test_registering_an_endpoint_opens_its_page_with_the_signing_secret_and_the_chosen_types(superuser, settings):
     settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
-    response = superuser.post(ADD, {"url": "http://127.0.0.1:8080/hook", "description": "relay",
+    response = superuser.post(ADD, {"project": Project.default().pk, "url": "http://127.0.0.1:8080/hook",
+                                    "description": "relay",
                                     "event_types": ["message.staff_reply", "handoff.released"]}, follow=True)
     endpoint = WebhookEndpoint.objects.get()
     page = response.content.decode()

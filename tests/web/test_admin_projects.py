@@ -1,0 +1,153 @@
+"""Projects in the admin (#16): the project page with its members and counts; keys and webhook endpoints are created
+in a project the person edits; erasing an end user works in the selected sessions' project."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.utils import timezone
+
+from contexts import services
+from contexts.models import ApiKey, DataDeletion, Project, ProjectMembership, SessionContext, WebhookEndpoint
+from tests.factories import make_session, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def projects():
+    return services.project_get_or_create(slug="alpha")[0], services.project_get_or_create(slug="zeta")[0]
+
+
+def _staff(projects, *, roles: dict[str, str]) -> Client:
+    """A staff member with every permission of the app, in the given projects with the given roles."""
+    user = make_user("pat")
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=["contexts", "auth"]))
+    for project in projects:
+        if project.slug in roles:
+            services.membership_set(project=project, user=user, role=roles[project.slug])
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _options(html: str, name: str) -> list[str]:
+    select = html.split(f'name="{name}"', 1)[1].split("</select>", 1)[0]
+    return [text.strip() for value, text in re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select)
+            if value]
+
+
+def test_the_project_list_shows_settings_and_counts_and_the_page_edits_members(superuser, admin_user, projects):
+    alpha, _zeta = projects
+    make_session("p-1", project=alpha)
+    make_session("p-2", project=alpha)
+    services.api_key_create(name="k", scopes=["read"], project=alpha)
+    html = superuser.get("/admin/contexts/project/").content.decode()
+    row = re.search(r'<tr>.*?>alpha</a>.*?</tr>', html, re.S).group(0)
+    assert '<td class="field-session_count">2</td>' in row and '<td class="field-key_count">1</td>' in row
+    member = make_user("mo")
+    url = f"/admin/contexts/project/{alpha.pk}/change/"
+    response = superuser.post(url, {
+        "name": "Alpha team", "retention_days": "30", "daily_token_budget": "",
+        "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0", "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000", "memberships-0-user": str(member.pk), "memberships-0-role": "editor",
+    })
+    assert response.status_code == 302, response.content.decode()[:3000]
+    alpha.refresh_from_db()
+    assert alpha.retention_days == 30 and alpha.name == "Alpha team"
+    assert ProjectMembership.objects.get(project=alpha, user=member).role == "editor"
+
+
+def test_a_member_sees_only_their_projects_and_changes_only_where_they_edit(projects):
+    alpha, zeta = projects
+    client = _staff(projects, roles={"alpha": "support"})
+    html = client.get("/admin/contexts/project/").content.decode()
+    assert ">alpha<" in html and "zeta" not in html
+    assert client.get(f"/admin/contexts/project/{zeta.pk}/change/").status_code == 404
+    page = client.get(f"/admin/contexts/project/{alpha.pk}/change/").content.decode()
+    assert 'name="_save"' not in page  # a support member reads the settings
+    client.post(f"/admin/contexts/project/{alpha.pk}/change/", {"name": "renamed", "memberships-TOTAL_FORMS": "0",
+                                                                "memberships-INITIAL_FORMS": "0"})
+    alpha.refresh_from_db()
+    assert alpha.name == "alpha"
+
+
+def test_the_key_form_offers_the_projects_the_person_edits_and_takes_an_expiry(projects):
+    alpha, zeta = projects
+    client = _staff(projects, roles={"alpha": "editor", "zeta": "support"})
+    page = client.get("/admin/contexts/apikey/add/").content.decode()
+    assert _options(page, "project") == ["alpha"]
+    assert re.search(r'<option value="\d+" selected>alpha</option>', page)  # the only choice is chosen
+
+    refused = client.post("/admin/contexts/apikey/add/", {"project": zeta.pk, "name": "sneaky", "scopes": ["read"]})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    past = timezone.localtime() - timedelta(days=1)
+    expired = client.post("/admin/contexts/apikey/add/", {
+        "project": alpha.pk, "name": "late", "scopes": ["read"],
+        "expires_at_0": past.strftime("%Y-%m-%d"), "expires_at_1": past.strftime("%H:%M:%S")})
+    assert "The expiry must be in the future." in expired.content.decode()
+    assert not ApiKey.objects.exists()
+
+    soon = timezone.localtime() + timedelta(days=7)
+    created = client.post("/admin/contexts/apikey/add/", {
+        "project": alpha.pk, "name": "billing agent", "scopes": ["read", "write"],
+        "expires_at_0": soon.strftime("%Y-%m-%d"), "expires_at_1": soon.strftime("%H:%M:%S")})
+    assert created.status_code == 200 and "sck_" in created.content.decode()
+    key = ApiKey.objects.get()
+    assert key.project == alpha and key.expires_at is not None
+    assert abs((key.expires_at - soon).total_seconds()) < 1
+
+
+def test_the_webhook_form_takes_the_project(projects, settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    alpha, zeta = projects
+    client = _staff(projects, roles={"alpha": "editor", "zeta": "support"})
+    assert _options(client.get("/admin/contexts/webhookendpoint/add/").content.decode(), "project") == ["alpha"]
+    client.post("/admin/contexts/webhookendpoint/add/", {"project": zeta.pk, "url": "http://127.0.0.1:9/z",
+                                                         "description": ""})
+    assert not WebhookEndpoint.objects.exists()
+    client.post("/admin/contexts/webhookendpoint/add/", {"project": alpha.pk, "url": "http://127.0.0.1:9/a",
+                                                         "description": ""})
+    assert WebhookEndpoint.objects.get().project == alpha
+
+
+def test_erasing_an_end_user_erases_them_in_the_selected_sessions_project_only(superuser, projects):
+    alpha, zeta = projects
+    selected = make_session("er-a1", project=alpha, user_id="u-shared")
+    make_session("er-a2", project=alpha, user_id="u-shared")
+    make_session("er-z1", project=zeta, user_id="u-shared")  # another project's user of the same id: stays
+    form = {"action": "erase_users", "_selected_action": [selected.pk]}
+
+    page = superuser.post("/admin/contexts/sessioncontext/", form).content.decode()
+    assert "<strong>u-shared</strong> in project alpha: 2 sessions" in page
+
+    done = superuser.post("/admin/contexts/sessioncontext/", {**form, "post": "yes"}, follow=True)
+
+    assert "Erased user u-shared in project alpha: 2 sessions" in done.content.decode()
+    assert list(SessionContext.objects.values_list("session_id", flat=True)) == ["er-z1"]
+    record = DataDeletion.objects.get()
+    assert record.project == alpha and record.counts["sessions"] == 2
+
+
+def test_a_support_member_cannot_erase_and_is_told_why(projects):
+    alpha, _zeta = projects
+    selected = make_session("er-s", project=alpha, user_id="u-s")
+    client = _staff(projects, roles={"alpha": "support"})
+    response = client.post("/admin/contexts/sessioncontext/", {"action": "erase_users",
+                                                               "_selected_action": [selected.pk], "post": "yes"},
+                           follow=True)
+    assert "Not erased in project(s) alpha: erasing takes the editor role there." in response.content.decode()
+    assert SessionContext.objects.filter(pk=selected.pk).exists() and not DataDeletion.objects.exists()
+
+
+def test_the_default_project_is_preselected_for_a_superuser(superuser):
+    default = Project.default()
+    services.project_get_or_create(slug="other")
+    page = superuser.get("/admin/contexts/apikey/add/").content.decode()
+    assert f'<option value="{default.pk}" selected>default</option>' in page
