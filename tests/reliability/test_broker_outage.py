@@ -25,9 +25,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def stack():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+def stack(postgres_only):
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server")
     broker = RedisServer().start()

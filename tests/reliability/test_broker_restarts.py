@@ -32,9 +32,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 RESTARTS = 10
 SESSIONS = [f"restarts-{n}" for n in range(6)]
 @pytest.fixture
-def stack():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+def stack(postgres_only):
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server")
     broker = RedisServer(persistent=True).start()
