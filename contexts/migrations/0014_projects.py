@@ -71,7 +71,8 @@ class Migration(migrations.Migration):
         ),
         # Nullable first, filled with the default project, then required.
         migrations.AddField("sessioncontext", "project", models.ForeignKey(
-            null=True, on_delete=django.db.models.deletion.PROTECT, related_name="sessions", to="contexts.project")),
+            db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name="sessions",
+            to="contexts.project")),
         migrations.AddField("apikey", "project", models.ForeignKey(
             null=True, on_delete=django.db.models.deletion.CASCADE, related_name="api_keys", to="contexts.project")),
         migrations.AddField("event", "project", models.ForeignKey(
@@ -85,8 +86,10 @@ class Migration(migrations.Migration):
         migrations.AddField("apikey", "expires_at", models.DateTimeField(
             blank=True, null=True, help_text="Empty: the key does not expire.")),
         migrations.RunPython(into_default, migrations.RunPython.noop),
+        # No index of its own: the unique constraint and every list index below lead with it.
         migrations.AlterField("sessioncontext", "project", models.ForeignKey(
-            on_delete=django.db.models.deletion.PROTECT, related_name="sessions", to="contexts.project")),
+            db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name="sessions",
+            to="contexts.project")),
         migrations.AlterField("apikey", "project", models.ForeignKey(
             on_delete=django.db.models.deletion.CASCADE, related_name="api_keys", to="contexts.project")),
         migrations.AlterField("event", "project", models.ForeignKey(

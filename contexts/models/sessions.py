@@ -37,7 +37,8 @@ UPDATE_POLICY_PATTERN = r"every_turn|every_n_turns:[1-9]\d{0,5}|idle:[1-9]\d{0,6
 class SessionContext(models.Model):
     """The current snapshot of one conversation; replaced on every change, versioned."""
 
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="sessions")
+    # No index of its own: the unique constraint and every list index lead with it.
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="sessions", db_index=False)
     # Unique per project: two projects may both have `chat-42`.
     session_id = models.CharField(max_length=255, validators=[session_id_validator])
     user_id = models.CharField(max_length=255, blank=True, default="")
