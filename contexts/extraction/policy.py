@@ -158,7 +158,12 @@ def backoff_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> i
     now = now or timezone.now()
     latest = (ExtractionRun.objects.filter(session_id=OuterRef("pk"), status__in=DECISIVE)
               .order_by("-created_at").values("status")[:1])
-    candidates = (SessionContext.objects.filter(last_message_seq__gt=F("cursor_seq"))
+    # Only sessions with a failure recent enough for its wait to have ended lately (a day of margin for a beat that
+    # was down): sessions that merely have unseen messages (every_n_turns, a person owns them) are not looked at.
+    recent = now - timedelta(seconds=float(settings.SESSIONCTX_BACKOFF_MAX)) - timedelta(days=1)
+    failed = ExtractionRun.objects.filter(status=ExtractionRun.Status.FAILED, finished_at__gte=recent)
+    candidates = (SessionContext.objects.filter(pk__in=failed.values("session_id"),
+                                                last_message_seq__gt=F("cursor_seq"))
                   .exclude(runs__status__in=PENDING).annotate(latest=Subquery(latest))
                   .filter(latest=ExtractionRun.Status.FAILED).order_by("pk"))
     queued = 0
