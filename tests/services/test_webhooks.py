@@ -298,20 +298,22 @@ def test_the_request_that_causes_an_event_does_not_wait_for_a_slow_receiver_embe
     # even with no pool threads (SESSIONCTX_INPROCESS_WORKERS=0, the tests' default, as here).
     _key, raw_key = write_key
     make_session("hook-live")
-    with Receiver(("sleep", 2, 200)) as receiver:
+    # The receiver takes 5 s, so a request that waited for it cannot pass for one that did not even on a loaded
+    # machine (a 2 s receiver against a 1 s bound failed now and then under CI-like load).
+    with Receiver(("sleep", 5, 200)) as receiver:
         endpoint = webhook_endpoint_create(url=receiver.url)
-        webhook_settings.SESSIONCTX_WEBHOOK_TIMEOUT = 5
+        webhook_settings.SESSIONCTX_WEBHOOK_TIMEOUT = 8
         started = time.monotonic()
         response = client.post("/api/v1/sessions/hook-live/handoff", data=json.dumps({"reason": "refund"}),
                                content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw_key}")
         answered = time.monotonic() - started
-        requests = receiver.wait_for(2)
-        deadline = time.monotonic() + 10
+        requests = receiver.wait_for(2, timeout=20)
+        deadline = time.monotonic() + 20
         while (WebhookDelivery.objects.filter(endpoint=endpoint).exclude(status="delivered").exists()
                and time.monotonic() < deadline):
             time.sleep(0.05)
     assert response.status_code == 200, response.content
-    assert answered < 1.0, f"the request waited {answered:.2f} s"
+    assert answered < 3.0, f"the request waited {answered:.2f} s"
     payloads = [Webhook(endpoint.secret).verify(r.body, r.headers) for r in requests]
     assert sorted(p["type"] for p in payloads) == ["context.updated", "handoff.requested"]
     assert {p["session_id"] for p in payloads} == {"hook-live"}
