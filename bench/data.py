@@ -1,7 +1,8 @@
 """Bench data written straight with SQL (generate_series), fast enough for a million sessions.
 
 The rows look like what the services write: a planning or summary snapshot at version `revisions`,
-and one audit revision per version. Session ids are `bench-<n>`.
+and one audit revision per version. Session ids are `bench-<n>`. Every session belongs to a project: the
+`default` one, or with `projects=K` bench-<n> goes to project `bench-p<n mod K>` (created here).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import time
 
 SESSIONS_SQL = """
 INSERT INTO contexts_sessioncontext
-    (session_id, user_id, agent_id, team_id, mode, summary, goal, plan, progress, handoff_note, status,
+    (project_id, session_id, user_id, agent_id, team_id, mode, summary, goal, plan, progress, handoff_note, status,
      handoff_reason, version, last_message_seq, cursor_seq, created_at, updated_at)
 SELECT
+    (%(project_ids)s::bigint[])[mod(g, %(projects)s) + 1],
     'bench-' || g,
     'user-' || mod(g, 50000),
     'agent-' || mod(g, 20),
@@ -73,21 +75,40 @@ def session_count() -> int:
         return cur.fetchone()[0]
 
 
+def project_slug(n: int) -> str:
+    return f"bench-p{n}"
+
+
+def _project_ids(cur, projects: int) -> list[int]:
+    """The ids of the projects sessions go to: `default` alone, or bench-p0 .. bench-p<projects - 1>."""
+    slugs = ["default"] if projects == 1 else [project_slug(n) for n in range(projects)]
+    ids = []
+    for slug in slugs:
+        cur.execute("INSERT INTO contexts_project (slug, name, created_at) VALUES (%s, %s, now()) "
+                    "ON CONFLICT (slug) DO NOTHING", [slug, slug])
+        cur.execute("SELECT id FROM contexts_project WHERE slug = %s", [slug])
+        ids.append(cur.fetchone()[0])
+    return ids
+
+
 def generate(start: int, stop: int, *, revisions: int = 10, batch: int = 50_000, progress: bool = True,
-             database_url: str | None = None) -> float:
+             database_url: str | None = None, projects: int = 1) -> float:
     """Sessions bench-<start> .. bench-<stop - 1>, each with `revisions` revisions; returns seconds taken.
 
     Into Django's database, or the one at `database_url` (a tree's own bench database, migrated by that tree).
+    With `projects` > 1, bench-<n> belongs to project bench-p<n mod projects>; else all to `default`.
     """
     began = time.monotonic()
     with _cursor(database_url) as cur:
+        project_ids = _project_ids(cur, projects)
         # Foreign-key triggers checked row by row are most of a bulk load's time; the rows are
         # consistent by construction, so skip them for this connection only.
         cur.execute("SET session_replication_role = replica")
         cur.execute("SET synchronous_commit = off")
         for lo in range(start, stop, batch):
             hi = min(stop, lo + batch)
-            cur.execute(SESSIONS_SQL + " RETURNING id", {"start": lo, "stop": hi, "revisions": revisions})
+            cur.execute(SESSIONS_SQL + " RETURNING id", {"start": lo, "stop": hi, "revisions": revisions,
+                                                    "project_ids": project_ids, "projects": len(project_ids)})
             ids = [row[0] for row in cur.fetchall()]
             cur.execute(REVISIONS_SQL, {"revisions": revisions, "first_id": min(ids), "last_id": max(ids)})
             if progress and (stop - start) > batch:
