@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 import pytest
 import redis
@@ -120,8 +121,8 @@ def test_every_scrape_of_a_two_worker_gunicorn_sums_the_new_series(tmp_path):
     cache_url = redis_cache_url()
     if cache_url is None:
         pytest.skip("the read cache needs Redis")
-    redis.Redis.from_url(cache_url).flushdb()  # this test's gunicorn starts from an empty cache
     _, key = make_api_key("read", "write")
+    suffix = uuid.uuid4().hex[:8]  # a session no other run of this test (sharing the Redis) has cached
     with FakeOpenAI() as fake:
         original = fake.default
         fake.default = lambda request: _slow(original(request), 0.3)
@@ -133,7 +134,7 @@ def test_every_scrape_of_a_two_worker_gunicorn_sums_the_new_series(tmp_path):
                              SESSIONCTX_RETRY_BACKOFF_MAX="0.01")
         server = Gunicorn(env, workers=2).wait_ready()
         try:
-            status, _, body = call("POST", f"{server.url}/api/v1/sessions/series-mp/messages", key=key,
+            status, _, body = call("POST", f"{server.url}/api/v1/sessions/series-mp-{suffix}/messages", key=key,
                                    body={"mode": "planning", "messages": TURN})
             assert status == 202, body
             run_id = body["update"]["run_id"]
@@ -143,7 +144,7 @@ def test_every_scrape_of_a_two_worker_gunicorn_sums_the_new_series(tmp_path):
                 time.sleep(0.1)
             scrapes = [_scrape(server.url) for _ in range(6)]
             for _ in range(20):
-                assert call("GET", f"{server.url}/api/v1/sessions/series-mp/context", key=key)[0] == 200
+                assert call("GET", f"{server.url}/api/v1/sessions/series-mp-{suffix}/context", key=key)[0] == 200
             for _ in range(6):
                 scrapes.append(_scrape(server.url))
         finally:
