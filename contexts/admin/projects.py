@@ -1,0 +1,77 @@
+"""Projects: their settings, members and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+
+from contexts.models import ApiKey, Project, ProjectMembership, ProjectRole, SessionContext
+from contexts.services.projects import membership_set
+
+from .base import ProjectScopedAdmin
+
+
+class ProjectMembershipInline(admin.TabularInline):
+    model = ProjectMembership
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(ProjectScopedAdmin):
+    """Projects with their settings and members; a non-superuser sees the ones they are a member of and changes
+    those where they are an editor."""
+
+    project_path = "pk"
+    list_display = ("slug", "name", "retention_days", "daily_token_budget", "session_count", "key_count",
+                    "created_at")
+    search_fields = ("slug", "name")
+    fields = ("slug", "name", "retention_days", "daily_token_budget", "created_at")
+    readonly_fields = ("created_at",)
+    inlines = (ProjectMembershipInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
+        qs = super().get_queryset(request)
+        # Subqueries, not two COUNT joins: those would multiply each other.
+        sessions = (SessionContext.objects.filter(project=OuterRef("pk")).order_by().values("project")
+                    .annotate(n=Count("pk")).values("n"))
+        keys = ApiKey.objects.filter(project=OuterRef("pk")).order_by().values("project").annotate(n=Count("pk"))
+        return qs.annotate(session_count=Coalesce(Subquery(sessions, output_field=IntegerField()), 0),
+                           key_count=Coalesce(Subquery(keys.values("n"), output_field=IntegerField()), 0))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None):
+        # The slug names the project in commands, links and exports: fixed once it exists.
+        return ("slug", *self.readonly_fields) if obj is not None else self.readonly_fields
+
+    def project_id_of(self, obj: Project) -> int | None:
+        return obj.pk
+
+    def get_list_display(self, request: HttpRequest) -> tuple:
+        return self.list_display
+
+    def get_list_filter(self, request: HttpRequest) -> tuple:
+        return ()
+
+    def get_list_select_related(self, request: HttpRequest) -> Any:
+        return False
+
+    @admin.display(description="Sessions", ordering="session_count")
+    def session_count(self, obj: Project) -> int:
+        return obj.session_count
+
+    @admin.display(description="API keys", ordering="key_count")
+    def key_count(self, obj: Project) -> int:
+        return obj.key_count
+
+    def save_model(self, request: HttpRequest, obj: Project, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change and not request.user.is_superuser:
+            # Whoever may create a project works in it: otherwise it would vanish from their own list.
+            membership_set(project=obj, user=request.user, role=ProjectRole.EDITOR)
