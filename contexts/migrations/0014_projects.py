@@ -117,6 +117,5 @@ class Migration(migrations.Migration):
         migrations.AddIndex("sessioncontext", models.Index(
             condition=models.Q(("status", "handoff_requested")), fields=["project", "handoff_requested_at"],
             name="ctx_handoff_queue_idx")),
-        migrations.AddIndex("sessioncontext", models.Index(fields=["updated_at"], name="ctx_updated_any_idx")),
         migrations.AddIndex("event", models.Index(fields=["project", "id"], name="event_project_idx")),
     ]

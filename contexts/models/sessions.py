@@ -90,8 +90,6 @@ class SessionContext(models.Model):
                 name="ctx_handoff_queue_idx",
                 condition=Q(status="handoff_requested"),
             ),
-            # Retention and the idle sweep look across projects by age.
-            models.Index(fields=["updated_at"], name="ctx_updated_any_idx"),
         ]
         permissions = [
             ("edit_context", "Can edit and reset session contexts"),
