@@ -36,6 +36,8 @@ PROJECT_SESSION_KEY = "sessionctx_project"
 # The project a page was rendered in, sent by its htmx requests (base.html's hx-headers): its polls and actions stay
 # in that project when the person switched to another in a second tab.
 PROJECT_HEADER = "X-Sessionctx-Project"
+# The same for a form posted without JavaScript: the session page's and the queue's forms carry it as a field.
+PROJECT_FIELD = "page_project"
 NO_PROJECT = "You are not a member of any project yet: ask an admin to add you to one."
 SIGNED_OUT = "You are signed out, so this page stopped updating: sign in again to go on (your typing is still here)."
 
@@ -54,10 +56,10 @@ def role_allows(role: str | None, perm: str | None) -> bool:
 
 
 def working_project(request: HttpRequest) -> tuple[Any, str | None]:
-    """(project, role) the signed-in person works in now: the project of the page an htmx request comes from,
-    else `?project=SLUG` on a link (remembered), else the one chosen before, else their first. (None, None) for
+    """(project, role) the signed-in person works in now: the project of the page an htmx request or a posted
+    form comes from, else `?project=SLUG` on a link (remembered), else the one chosen before, else their first. (None, None) for
     someone in no project, or not (any more) in the project the page named."""
-    pinned = request.headers.get(PROJECT_HEADER) if request.htmx else None
+    pinned = request.headers.get(PROJECT_HEADER) if request.htmx else request.POST.get(PROJECT_FIELD)
     wanted = pinned or request.GET.get("project") or request.session.get(PROJECT_SESSION_KEY)
     found = selectors.project_for_staff(request.user, wanted)
     if found is None or (pinned and found[0].slug != pinned):
@@ -92,7 +94,7 @@ def staff_view(perm: str | None = None) -> Callable:
             if not allowed or project is None or not role_allows(role, perm):
                 what = {EDIT_PERM: "edit or reset contexts", HANDOFF_PERM: "handle handoffs"}.get(
                     perm or "", "view session contexts")
-                pinned = request.headers.get(PROJECT_HEADER) if request.htmx else None
+                pinned = request.headers.get(PROJECT_HEADER) if request.htmx else request.POST.get(PROJECT_FIELD)
                 if allowed and project is None and pinned:
                     text = f"You are not a member of project {pinned} (any more): reload the page."
                 elif allowed and project is None:

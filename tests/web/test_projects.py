@@ -178,6 +178,27 @@ def test_a_page_of_a_keeps_working_in_a_after_another_tab_switched_to_b(world, p
     assert client.get("/sessions/chat-42/live/", **{**HTMX, "HTTP_X_SESSIONCTX_PROJECT": "nope"}).status_code == 403
 
 
+def test_a_form_of_a_posted_without_javascript_after_another_tab_switched_to_b_acts_in_a(world, projects):
+    """A plain form post carries the page's project as a field, as htmx requests carry it as a header."""
+    alpha, zeta = projects
+    both = make_user("plain", role="editor", project=alpha)
+    services.membership_set(project=zeta, user=both, role="editor")
+    client = _client(both)
+    page = client.get("/sessions/chat-42/").content.decode()
+    assert page.count('name="page_project" value="alpha"') >= 5  # every action form of the page
+    client.post("/projects/switch/", {"project": B_MARK})  # the other tab
+    response = client.post("/sessions/chat-42/edit/",
+                           {**_edit(world["a42"].version, "Alpha without JavaScript"), "page_project": "alpha"})
+    assert response.status_code == 302
+    world["a42"].refresh_from_db()
+    world["b42"].refresh_from_db()
+    assert world["a42"].summary == "Alpha without JavaScript" and world["b42"].summary == "Zeta summary"
+    refused = client.post("/sessions/chat-42/edit/", {**_edit(world["b42"].version, "x"), "page_project": "nope"})
+    assert refused.status_code == 403
+    world["b42"].refresh_from_db()
+    assert world["b42"].summary == "Zeta summary"
+
+
 def test_the_switcher_moves_a_member_of_two_projects_and_a_member_of_one_sees_only_the_name(world, projects, amy):
     alpha, zeta = projects
     both = make_user("bo", role="support", project=alpha)
