@@ -1,0 +1,87 @@
+"""The goal: what the user wants, and when a later message changes it."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+
+from .text import clean, split_sentences, stems, words
+
+GREETING = re.compile(
+    r"^\s*(hi|hello|hey|hiya|good (morning|afternoon|evening)|thanks|thank you|hola|buenas( tardes| noches)?|"
+    r"buenos d[ií]as|hallo|guten (tag|morgen|abend)|servus|bonjour|bonsoir|salut|coucou)\b[^,.!?\n]{0,20}[,.!]?\s*",
+    re.IGNORECASE)
+
+
+_REQUEST = re.compile(
+    r"\b(i\s*(want|need|would like|'d like|am trying|'m trying|have to|must|wanna|plan)|help me|can you|could you|"
+    r"would you|please|how (do|can|should) i|i'm looking|looking to|we need|my goal|goal is|trying to|"
+    r"i'?m planning|i am planning|we'?re (moving|migrating|planning|getting|thinking)|i'?m (moving|thinking|"
+    r"organising|organizing|retiling)|quiero|necesito|me gustar[ií]a|ich (will|m[oö]chte|muss|brauche)|wir (wollen|"
+    r"m[uü]ssen|brauchen)|je (veux|voudrais|dois|cherche)|nous (voulons|devons|cherchons|d[eé]m[eé]nageons))\b",
+    re.IGNORECASE,
+)
+_CONSTRAINT = re.compile(r"\b(budget|deadline|due|must|has to|have to|needs to|within|by (monday|tuesday|"
+                         r"wednesday|thursday|friday|saturday|sunday|the end)|presupuesto|plazo|frist|budget)\b",
+                         re.IGNORECASE)
+
+
+_GOAL_CHANGE = re.compile(
+    r"\b(actually|instead|change of plans?|scratch that|new goal|forget (that|the)|changed my mind|rather than|"
+    r"i'?d rather|we'?d rather|en realidad|mejor|en (lugar|vez) de|cambio de planes|eigentlich|lieber|statt|"
+    r"stattdessen|en fait|finalement|plut[oô]t|au lieu de)\b",
+    re.IGNORECASE)
+
+
+# Words that only talk about the conversation itself ("let's change the approach", "can you help me plan?").
+_META = frozenset(re.findall(r"\S+", """actually instead change changed plan plans planning approach rethink idea
+help start think let lets wait hmm ok okay well question organise organize organised organized get going go sure maybe
+process where what how why which rather scratch forget mind new goal something anything things thing way
+ayuda ayudas ayudar organizar plan empezar hilfe helfen planen plan anfangen aide aider organiser plan commencer
+"""))
+
+
+def _content(sentence: str) -> set[str]:
+    """The words of a sentence that say something beyond the conversation itself."""
+    return {w for w in words(sentence) if w not in _META and not w.isdigit() or len(w) > 2 and w.isdigit()}
+
+
+def goal_from(text: str) -> str | None:
+    """What a user message asks for: its first sentences that carry content (questions only as a last resort)."""
+    sentences = split_sentences(GREETING.sub("", clean(text)))
+    kept = [s for s in sentences if len(_content(s)) >= 2 and not s.endswith("?")]
+    if not kept:
+        kept = [s for s in sentences if len(_content(s)) >= 3]
+    if not kept:
+        return None
+    # A request sentence with the sentence before it (the context) or after it (a constraint).
+    first = next((i for i, s in enumerate(kept) if _REQUEST.search(s)), 0)
+    goal = kept[first]
+    if first > 0 and len(goal) < 120:
+        goal = kept[first - 1] + " " + goal
+    elif first + 1 < len(kept) and len(goal) < 120 and (len(kept[first + 1]) < 90
+                                                        or _CONSTRAINT.search(kept[first + 1])):
+        goal += " " + kept[first + 1]
+    return goal.strip()[: settings.SESSIONCTX_MAX_GOAL_CHARS]
+
+
+def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
+    """The new goal when a user message changes it, else None (a question, a meta-remark, a plan detail)."""
+    if not _GOAL_CHANGE.search(text):
+        return None
+    statements = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
+    change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3]
+    if not change:
+        return None
+    said = stems(" ".join(change))
+    about_goal = len(said & stems(goal))
+    about_plan = max((len(said & stems(step)) for step in plan), default=0)
+    if about_goal == 0 or about_plan >= about_goal:
+        return None  # it changes a step ("Porto instead of the Sintra day trip"), not what the user wants
+    new = " ".join(change)
+    new = re.sub(r"^\W*(hmm+|wait|ok(ay)?|so|well|oh)\W+", "", new, flags=re.IGNORECASE)
+    new = re.sub(r"^\W*(actually|change of plans?|scratch that|en realidad|eigentlich|en fait|finalement)\W+", "", new,
+                 flags=re.IGNORECASE)
+    earlier = goal.split(" (earlier: ", 1)[0]
+    return f"{new[:1].upper()}{new[1:]} (earlier: {earlier})"[: settings.SESSIONCTX_MAX_GOAL_CHARS]

@@ -1,0 +1,54 @@
+"""The plan: the latest list of steps in an assistant reply, and the done steps a revised plan keeps."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+
+from .text import clean, stems
+
+LIST_ITEM = re.compile(r"^\s*(?:(?:step\s*)?(\d{1,2})[.):]|[-*•])\s+(.+?)\s*$", re.IGNORECASE)
+_PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'?ll|let'?s|approach|roadmap|first|then|next|checklist|"
+                       r"pasos|plan|vorschlag|schritte|so würde|étapes|voici|plan)\b", re.IGNORECASE)
+
+
+def plan_from(text: str) -> list[str] | None:
+    """The last list of two or more steps in an assistant reply, or None."""
+    lists: list[tuple[bool, list[str]]] = []
+    current: list[str] = []
+    numbered = False
+    for line in text.splitlines():
+        match = LIST_ITEM.match(line)
+        if match:
+            if not current:
+                numbered = match.group(1) is not None
+            current.append(match.group(2))
+        elif line.strip() and current and line.startswith((" ", "\t")):
+            continue  # an indented detail under an item
+        elif line.strip() and current:
+            lists.append((numbered, current))
+            current = []
+    if current:
+        lists.append((numbered, current))
+    cue = bool(_PLAN_CUE.search(text))
+    candidates = [items for is_numbered, items in lists if len(items) >= 2 and (is_numbered or cue)]
+    if not candidates:
+        return None
+    steps = []
+    for item in max(candidates, key=len) if len(candidates) > 1 else candidates[0]:
+        step = clean(item)
+        step = re.sub(r"^\s*step\s*\d+\s*[:.)-]\s*", "", step, flags=re.IGNORECASE)
+        steps.append(step[: settings.SESSIONCTX_MAX_STEP_CHARS])
+    return steps[: settings.SESSIONCTX_MAX_PLAN_STEPS]
+
+
+def carried(progress: list[str], plan: list[str]) -> list[str]:
+    """Done steps that a revised plan still holds (reworded a little, or as they were)."""
+    carried = []
+    for done in progress:
+        words = stems(done)
+        best = max(plan, key=lambda step: len(words & stems(step)) / max(len(words | stems(step)), 1))
+        if best not in carried and len(words & stems(best)) / max(len(words | stems(best)), 1) >= 0.6:
+            carried.append(best)
+    return carried

@@ -1,0 +1,218 @@
+"""Progress: the plan steps a message reports done (in any words) or undone."""
+
+from __future__ import annotations
+
+import re
+
+from .plan import LIST_ITEM
+from .text import clean, overlap_count, stems
+
+_DONE = re.compile(
+    r"(✅|✔|☑|\b(done|finished|completed?|did|wrapped up|ticked off|sorted|worked|works now|is working|are working|"
+    r"set up|installed|fixed|merged|deployed|sent|booked|submitted|passed|checked off|covered|handled|settled|"
+    r"in place|live|ready|signed off|up and running|went out|is out|are out|is up|is in|are in|went through|"
+    r"came through|checks out|on there|running|works|active|activated|enabled|healthy|approved|accepted|arrived|"
+    r"delivered|landed|published|released|pointing|propagated|resolved|perfect|looks (good|great|right)|spot on|"
+    r"qued[oó]|quedaron|lleg[oó]|llegaron|angekommen|geliefert|freigegeben|arriv[eé]e?s?|livr[eé]e?s?|"
+    r"is on the|'s on the|are on the|points? (at|to)|yesterday|last night|ayer|anoche|gestern|hier soir|"
+    r"taken care of|squared away|knocked out|crossed off|nailed|locked in|good to go|all set|sorted out|out of the way|"
+    r"behind us|ticked|check(ed)? that off|matches|lines up|adds up|that covers|abgehakt|unter dach und fach|"
+    r"im kasten|abgeschlossen|resuelt[oa]s?|"
+    r"solucionad[oa]s?|tachad[oa]s?|va bien|boucl[eé]e?s?|valid[eé]e?s?|fini[es]?|"
+    r"funciona|funcionan|l[äa]uft|laufen|klappt|funktioniert|zeigt|ist durch|sind durch|"
+    r"(ist|sind)\b[\w ]{0,15}\braus|marche|fonctionne|"
+    r"hecho|listo|lista|listos|listas|terminad[oa]s?|ya|he |hemos |est[aá] (hech|list|firmad)|"
+    r"erledigt|fertig|geschafft|ist raus|steht|stehen|habe|haben|ist drin|sind drin|"
+    r"fait|termin[eé]e?s?|c'est bon|r[eé]gl[eé]|j'ai|on a|nous avons|est pr[eê]te?)\b)",
+    re.IGNORECASE)
+
+
+# A user reporting an action in the past tense ("I exported everything", "beds are built", "firmé", "gebucht").
+_PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|got|went|ran|sent|set|put|did|paid|"
+                   r"found|chose|chosen|picked|began|begun|drew|drawn|grabbed|signed|came|given|frozen|spoken|driven|"
+                   r"sold|hung|laid|dug|held|kept|met|rode|shot|shut|spent|stood|taught|threw|won|fed|fought|flew|"
+                   r"froze|grew|led|brought|caught|dealt|fell|gave|broke|drove|seen|shown|taken|thrown|"
+                   r"written|broken|torn|"
+                   r"hice|hizo|hicimos|puse|pusimos|tuve|tuvimos|fuimos|vino|vinieron|escrit[oa]s?|puest[oa]s?|"
+                   r"abiert[oa]s?|vist[oa]s?|"
+                   r"[a-záéíóú]{3,}(?:ado|ada|ados|adas|ido|ida|idos|idas)|[a-z]{3,}(?:é|í|ó)|"
+                   r"(?:auf|ein|an|ab|aus|zu|vor|mit|nach|um|weg|durch|fest|hoch|los|zur[üu]ck|weiter)?ge[a-zäöüß]{3,}(?:t|en)|"
+                   r"(?:be|ver|er|ent|zer|emp|miss|[üu]ber|unter)[a-zäöüß]{3,}(?:t|en)|[a-zäöü]{3,}iert|"
+                   r"[a-záéíóú]{3,}(?:aron|ieron)|[a-zàâçéèêëîïôûù]{3,}(?:é|ée|és|ées)|"
+                   r"(?:est|sont|ai|as|a|avons|avez|ont) [a-zàâçéèêëîïôûù]{2,}(?:i|is|it|its|ite|ites|u|us|ue|ues))\b",
+                   re.IGNORECASE)
+
+
+# Words that only say a step is done, whatever the step ("it's running", "that part's sorted"): left out when
+# finding which step a clause talks about ("the site's running" is not about "Keep Netlify running").
+_STATE_ONLY = re.compile(r"\b(done|finished|completed?|wrapped up|ticked off|checked off|sorted|working|works( now)?|"
+                         r"running|in place|live|ready|up and running|handled|settled|covered|checks out|active|"
+                         r"healthy|green)\b", re.IGNORECASE)
+
+
+# An assistant's advice, not a confirmation: a condition, or a clause that opens on what it is about.
+_ADVICE = re.compile(r"\b(when|whenever|if|unless|until)\b|^\s*(for|to|cuando|si|para|wenn|falls|für|um|quand|pour)\b",
+                     re.IGNORECASE)
+
+
+# A choice made ("we settled on 'Ramen Profitable'", "me quedo con Shopify"): a plan step that asks to choose,
+# pick or decide is done by it, even when the choice itself shares no word with the step.
+_DECIDED = re.compile(r"\b(settled on|going with|went with|decided|chose|picked|opted for|go with|"
+                      r"it'?s our [\w ]+ then|me quedo con|nos quedamos con|elegimos|eleg[ií]|decidimos|decid[ií]|"
+                      r"wir nehmen|ich nehme|"
+                      r"entschieden|on (a choisi|prend)|nous avons choisi|j'ai choisi|on part sur)\b", re.IGNORECASE)
+
+
+_CHOICE_STEP = re.compile(r"^\W*(choose|pick|decide|select|agree|settle|elegir|escoger|decidir|seleccionar|choisir|"
+                          r"d[ée]cider|s[ée]lectionner|w[äa]hlen|ausw[äa]hlen|entscheiden|festlegen)\b", re.IGNORECASE)
+
+
+# A report that names no step but points back at what was just discussed ("that part's sorted", "das ist erledigt").
+_ANAPHOR = re.compile(r"^\W*(that|this|it|those|these|eso|esto|eso ya|das|dies|es|ça|c'est|cela)\b|\b(that|this) "
+                      r"(part|bit|one|step)\b", re.IGNORECASE)
+
+
+# A state that holds since some time ("TTL has been at 300 since yesterday"): what a step set up.
+_SINCE = re.compile(r"\b(has|have)\s+been\b.*\bsince\b|\bdesde\b|\bseit\b|\bdepuis\b", re.IGNORECASE)
+_NOT_DONE = re.compile(
+    r"\b(on hold|blocked|waiting|pending|in progress|currently|still \w+ing|gerade|warte|wartet|en curso|pendiente|"
+    r"en cours|en attente|tomorrow|next week|later today|ma[ñn]ana|la semana que viene|la pr[oó]xima "
+    r"semana|morgen|n[äa]chste woche|demain|la semaine prochaine|not|n't|yet to|still need|still chasing|haven't|"
+    r"hasn't|once|after you|when you|if you|before|will|going to|"
+    r"next|should|let me know|can't|cannot|failed|fails|error|skip|skipped|skipping|forgot|forget|trouble|"
+    r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste)\b",
+    re.IGNORECASE)
+
+
+_UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverted|undid|undone|isn't done after all|"
+                     r"not done after all|(pull|pulled|take|took|tear|tore|rip|ripped) [\w ]{0,20}(off|out|down) "
+                     r"again|had to redo|back to (square one|0%|zero))", re.IGNORECASE)
+
+
+_STEP_REF = re.compile(r"\b(?:steps?|pasos?|schritte?|[ée]tapes?)\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?"
+                       r"((?:\s*(?:,|and|&|y|und|et)\s*\d{1,2})*)", re.IGNORECASE)
+
+
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+             "ninth": 9, "tenth": 10}
+
+
+_ORDINAL_REF = re.compile(r"\b(" + "|".join(_ORDINALS) + r")\s+(?:step|one|item|task)\b", re.IGNORECASE)
+_ALL_DONE = re.compile(r"\b(all|every)\s+(the\s+)?steps?\b.*\b(done|finished|complete)", re.IGNORECASE)
+
+
+def _clauses(text: str) -> list[str]:
+    """Statements (questions left out), split where a sentence joins two ("…, so step 3 is done")."""
+    clauses = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):  # "iOS 6.2" is one sentence
+        if not sentence.strip() or sentence.strip().endswith("?"):
+            continue
+        parts = re.split(r";|\bbut\b|\bthough\b|\bpero\b|\baber\b|\bmais\b|"
+                         r",\s+(?=(?:so|and|then|now|which|y|und|et)\b)|\s+(?=✅)", sentence)
+        clauses.extend(p.strip(" .!") for p in parts if p.strip(" .!"))
+    return clauses
+
+
+def _match_step(phrase: str, plan: list[str], done: list[str] = ()) -> str | None:
+    """The plan step a phrase talks about; on a tie, one not done yet."""
+    words = stems(phrase)
+    if not words:
+        return None
+    best, best_score = None, (0.0, 0, False)
+    scores = []
+    for step in plan:
+        step_words = stems(step)
+        if not step_words:
+            continue
+        overlap = overlap_count(words, step_words)
+        score = (overlap / min(len(step_words), 4), overlap, step not in done)
+        scores.append(score)
+        if overlap and score > best_score:
+            best, best_score = step, score
+    if best_score[2] and scores.count(best_score) > 1:
+        return None  # as close to two steps not done yet ("the first four weeks" of four "Weeks …" steps): unsure
+    return best if best_score[0] >= 0.25 else None
+
+
+def _referenced(clause: str, plan: list[str]) -> list[str] | None:
+    """Steps a clause names by number ("step 2", "steps 1-3", "the third step"), or None if it names none."""
+    numbers: list[int] = []
+    for m in _STEP_REF.finditer(clause):
+        start = int(m.group(1))
+        end = int(m.group(2)) if m.group(2) else start
+        numbers.extend(range(start, end + 1))
+        numbers.extend(int(n) for n in re.findall(r"\d{1,2}", m.group(3) or ""))
+    numbers.extend(_ORDINALS[m.group(1).lower()] for m in _ORDINAL_REF.finditer(clause))
+    return [plan[n - 1] for n in numbers if 1 <= n <= len(plan)] if numbers else None
+
+
+# "without errors" says it went well: not the negation _NOT_DONE looks for.
+_NO_TROUBLE = re.compile(r"\b(without|with no|no|sin|ohne|sans)\s+(any\s+)?(errors?|problems?|issues?|trouble|"
+                         r"errores|problemas?|fehler|probleme?|erreurs?|probl[eè]mes?)\b", re.IGNORECASE)
+
+
+def _reports_done(clause: str, role: str) -> bool:
+    clause = _NO_TROUBLE.sub(" ", clause)
+    done = (_DONE.search(clause) or (role == "user" and (_PAST.search(clause) or _SINCE.search(clause)))
+            or role == "user" and re.search(r"\b(is|are)\s+(now\s+|all\s+)?[a-z]{3,}ed\b", clause, re.IGNORECASE))
+    return bool(done) and not _NOT_DONE.search(clause)
+
+
+def progress_from(text: str, role: str, plan: list[str], progress: list[str],
+                   focus: str | None = None) -> tuple[list[str], list[str]]:
+    """Plan steps that this message reports as done, and those it reports undone; `focus` is the step the
+    assistant talked about last, which a bare "that part's sorted" reports."""
+    found: list[str] = []
+    undone: list[str] = []
+    if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
+        return list(plan), []
+    if role == "assistant":  # the steps of a plan it lays out are not reports of them
+        text = "\n".join(line for line in text.splitlines() if not LIST_ITEM.match(line))
+    for clause in _clauses(clean(text)):
+        if role == "user" and _UNDONE.search(clause):
+            # Matched without the words that undo it ("rolled back" is not about "Back up the database").
+            steps = _referenced(clause, plan) or [s for s in [_match_step(_UNDONE.sub(" ", clause), plan)] if s]
+            undone.extend(steps)
+            continue
+        if role == "user" and _DECIDED.search(clause) and not _NOT_DONE.search(clause):
+            choices = [step for step in plan if _CHOICE_STEP.match(step) and step not in progress + found]
+            if choices:
+                found.append(_match_step(clause, choices) or choices[0])
+        if not _reports_done(clause, role):
+            continue
+        if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",
+                                                 clause, re.IGNORECASE):
+            continue  # the assistant confirms ("step 2 is done"), it does not narrate instructions
+        if role == "assistant" and _ADVICE.search(clause):
+            continue  # "for metrics, export a counter and alert when a key is throttled": how to, not done
+        steps = _referenced(clause, plan)
+        if steps is not None:
+            found.extend(steps)
+            continue
+        # "New cert issued and it's live on the load balancer": each part may report a step of its own.
+        parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if not _NOT_DONE.search(p))]
+        matched = False
+        for part in parts:
+            step = _match_step(_STATE_ONLY.sub(" ", part), plan, progress + found)
+            if step is not None and step not in found:
+                found.append(step)
+            matched = matched or step is not None
+        if (not matched and role == "user" and focus and focus not in progress + found
+                and _ANAPHOR.search(clause)):
+            found.append(focus)
+    return found, undone
+
+
+def focus_step(units: list[tuple[str, str]], plan: list[str], progress: list[str]) -> str | None:
+    """The step not done yet that the assistant's last words (in the summary) were about, if any."""
+    for label, sentence in reversed(units):
+        if label == "User":
+            return None
+        if label == "Assistant":
+            steps = _referenced(sentence, plan) or [
+                s for part in (sentence, *re.split(r"[,;:]\s+", sentence)) for s in [_match_step(part, plan, progress)]
+                if s]
+            open_steps = [step for step in steps if step not in progress]
+            if open_steps:
+                return open_steps[0]
+    return None
