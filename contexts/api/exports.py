@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from .. import selectors
 from ..models import Message, Mode, Revision, Status
 from ..selectors import governance
+from ..services.locks import LOCKABLE_FIELDS
 from .http import ApiView
 from .openapi import errors
 from .serializers import _PY_SPACE
@@ -79,6 +80,27 @@ class ExportedRevisionSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class ExportedProjectSettingsSerializer(serializers.Serializer):
+    retention_days = serializers.IntegerField(allow_null=True, min_value=0,
+                                              help_text="Days untouched before deletion; null: the server's.")
+    daily_token_budget = serializers.IntegerField(allow_null=True, min_value=0,
+                                                  help_text="Model tokens per UTC day; null: the server's.")
+
+
+class ExportedLockSerializer(serializers.Serializer):
+    field = serializers.ChoiceField(choices=[(name, name) for name in LOCKABLE_FIELDS])
+    reason = serializers.CharField()
+    actor = serializers.CharField(help_text="Who locked it, as revisions name their actor.")
+    actor_user = serializers.CharField(allow_null=True, help_text="Username of the staff member who locked it.")
+    created_at = serializers.DateTimeField()
+
+
+class ExportedProposalSerializer(serializers.Serializer):
+    field = serializers.ChoiceField(choices=[(name, name) for name in LOCKABLE_FIELDS])
+    value = serializers.JSONField(help_text="What an extraction would have written to the locked field.")
+    created_at = serializers.DateTimeField()
+
+
 class ExportedRunsSerializer(serializers.Serializer):
     by_status = serializers.DictField(child=serializers.IntegerField(), help_text="Runs per status.")
     prompt_tokens = serializers.IntegerField()
@@ -90,9 +112,14 @@ class SessionExportSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="The slug of the session's project; `import_sessions` imports into it "
                                               "unless told another.")
     project_name = serializers.CharField(help_text="The project's name, given to it where an import creates it.")
+    project_settings = ExportedProjectSettingsSerializer(
+        help_text="The project's settings, given to it where an import creates it (a project already there keeps "
+                  "its own).")
     session = ExportedSessionSerializer()
     messages = ExportedMessageSerializer(many=True, help_text="Every message, by seq.")
     revisions = ExportedRevisionSerializer(many=True, help_text="Every revision, oldest first.")
+    locks = ExportedLockSerializer(many=True, help_text="The fields staff locked, by field.")
+    proposals = ExportedProposalSerializer(many=True, help_text="Pending proposals for locked fields, by field.")
     runs = ExportedRunsSerializer(help_text="A summary of the model-driven updates (not imported).")
 
 

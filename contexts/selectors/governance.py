@@ -15,9 +15,11 @@ from ..exceptions import InvalidInput
 from ..models import (
     Event,
     ExtractionRun,
+    FieldLock,
     HandoffEvent,
     Message,
     Project,
+    Proposal,
     Revision,
     SessionContext,
     WebhookDelivery,
@@ -30,6 +32,10 @@ SESSION_FIELDS = ("session_id", "user_id", "agent_id", "team_id", "mode", "statu
                   "last_message_seq", "cursor_seq", "created_at", "updated_at")
 MESSAGE_FIELDS = ("seq", "role", "content", "idempotency_key", "created_at")
 REVISION_FIELDS = ("version", "source", "actor", "reason", "snapshot", "changed_fields", "created_at")
+# Settings, not history: an import gives them to a project it creates and never changes a project's own.
+PROJECT_SETTINGS = ("retention_days", "daily_token_budget")
+LOCK_FIELDS = ("field", "reason", "actor", "created_at")  # and actor_user, by username
+PROPOSAL_FIELDS = ("field", "value", "created_at")  # not from_run: runs do not travel
 # What a deletion counts, by the model it removes rows of; every answer names all of them, zeros included.
 COUNTED = {
     SessionContext: "sessions", Message: "messages", Revision: "revisions", ExtractionRun: "runs",
@@ -98,11 +104,13 @@ def _row(obj, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 def session_document(session: SessionContext) -> dict[str, Any]:
-    """One session as export and import know it: the snapshot, every message, every revision, a runs summary.
+    """One session as export and import know it: its project's settings, the snapshot, every message, every
+    revision, the staff locks and pending proposals, a runs summary.
 
-    People (assignee, staff authors) are named by username; content is never summarised or cut.
+    People (assignee, staff authors, who locked) are named by username; content is never summarised or cut.
     """
     document = {"format": EXPORT_FORMAT, "project": session.project.slug, "project_name": session.project.name,
+                "project_settings": _row(session.project, PROJECT_SETTINGS),
                 "session": _row(session, SESSION_FIELDS)}
     # Not in SESSION_FIELDS (what must match for a re-import to be "the same session"): a setting, not history.
     document["session"]["update_policy"] = session.update_policy
@@ -115,6 +123,12 @@ def session_document(session: SessionContext) -> dict[str, Any]:
         {**_row(r, REVISION_FIELDS), "actor_user": r.actor_user.get_username() if r.actor_user_id else None}
         for r in Revision.objects.filter(session=session).select_related("actor_user").order_by("version")
     ]
+    document["locks"] = [
+        {**_row(lock, LOCK_FIELDS), "actor_user": lock.actor_user.get_username() if lock.actor_user_id else None}
+        for lock in FieldLock.objects.filter(session=session).select_related("actor_user").order_by("field")
+    ]
+    document["proposals"] = [_row(p, PROPOSAL_FIELDS)
+                             for p in Proposal.objects.filter(session=session).order_by("field")]
     runs = ExtractionRun.objects.filter(session=session)
     totals = runs.aggregate(prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"))
     document["runs"] = {

@@ -1,7 +1,8 @@
 """Import of exported sessions (selectors.governance.session_document): whole sessions, exactly as exported.
 
-A session is created with its versions, revisions and message seqs as they were; importing the same document
-again changes nothing; a session that exists here with a different history is refused, never merged.
+A session is created with its versions, revisions, message seqs, staff locks and pending proposals as they were;
+importing the same document again changes nothing; a session that exists here with a different history is refused,
+never merged. A project the import creates takes the exported project's settings; one already here keeps its own.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ from django.utils.dateparse import parse_datetime
 
 from .. import readcache
 from ..exceptions import ApplicationError
-from ..models import Message, Mode, Project, Revision, SessionContext, Status
+from ..models import FieldLock, Message, Mode, Project, Proposal, Revision, SessionContext, Status
 from ..selectors.governance import (
     EXPORT_FORMAT,
+    LOCK_FIELDS,
     MESSAGE_FIELDS,
+    PROJECT_SETTINGS,
+    PROPOSAL_FIELDS,
     REVISION_FIELDS,
     SESSION_FIELDS,
     session_document,
 )
-from ..snapshot import validate_session_id
+from ..snapshot import STEP_FIELDS, validate_session_id
+from .locks import LOCKABLE_FIELDS
 from .projects import project_get_or_create
 
 logger = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ def _history(document: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for a session here to be the one in a document: content, versions, messages, revisions.
 
     People are left out: a username that does not exist here is imported as nobody, and that is not a new history.
+    Locks and proposals are left out too: staff here may have changed them since, and that is not history either.
     """
     session = {k: document["session"][k] for k in SESSION_FIELDS}
     return {"session": session,
@@ -58,6 +64,62 @@ def _when(value):
     return parsed
 
 
+# The columns' ranges on every database (PostgreSQL's integer and bigint), so a file that imports on one imports
+# on all.
+SETTING_MAX = {"retention_days": 2**31 - 1, "daily_token_budget": 2**63 - 1}
+
+
+def _check_project_settings(settings: Any) -> None:
+    if not isinstance(settings, dict):
+        raise ValueError("project_settings must be an object")
+    for name in PROJECT_SETTINGS:
+        value = settings.get(name)
+        if value is not None and (type(value) is not int or not 0 <= value <= SETTING_MAX[name]):
+            raise ValueError(f"project_settings: {name} must be null or a whole number from 0 to "
+                             f"{SETTING_MAX[name]}, not {value!r}")
+
+
+def _check_rows(document: dict[str, Any], part: str, fields: tuple[str, ...]) -> None:
+    """Locks and proposals: a list of objects with every field, at most one per lockable field, a time each."""
+    rows = document.get(part, [])
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"{part} must be a list of objects")
+    for row in rows:
+        missing = [name for name in fields if name not in row]
+        if missing:
+            raise ValueError(f"{part}: {', '.join(missing)} missing")
+        if row["field"] not in LOCKABLE_FIELDS:
+            raise ValueError(f"{part}: {row['field']!r} is not one of {', '.join(LOCKABLE_FIELDS)}")
+        if _when(row["created_at"]) is None:
+            raise ValueError(f"{part}: created_at is required")
+    fields_named = [row["field"] for row in rows]
+    if len(set(fields_named)) != len(fields_named):
+        raise ValueError(f"{part}: a field appears more than once")
+
+
+def _check_locks(document: dict[str, Any]) -> None:
+    _check_rows(document, "locks", (*LOCK_FIELDS, "actor_user"))
+    for lock in document.get("locks", []):
+        if not isinstance(lock["reason"], str) or not lock["reason"].strip():
+            raise ValueError(f"locks: the lock of {lock['field']} has no reason")
+        if not isinstance(lock["actor"], str) or not lock["actor"].strip() or len(lock["actor"]) > 255:
+            raise ValueError(f"locks: who locked {lock['field']} must be 1-255 characters")
+        if lock["actor_user"] is not None and not isinstance(lock["actor_user"], str):
+            raise ValueError(f"locks: actor_user of {lock['field']} must be a username or null")
+
+
+def _check_proposals(document: dict[str, Any]) -> None:
+    _check_rows(document, "proposals", PROPOSAL_FIELDS)
+    for proposal in document.get("proposals", []):
+        value, name = proposal["value"], proposal["field"]
+        # Shapes only: bounds are checked when an editor accepts it, as for a proposal made here.
+        fits = (isinstance(value, list) and all(isinstance(step, str) for step in value) if name in STEP_FIELDS
+                else isinstance(value, str))
+        if not fits:
+            raise ValueError(f"proposals: the value for {name} must be "
+                             f"{'a list of strings' if name in STEP_FIELDS else 'a string'}")
+
+
 def _check(document: Any) -> str:
     if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
         raise ValueError(f"not a session document (format must be {EXPORT_FORMAT!r})")
@@ -68,6 +130,11 @@ def _check(document: Any) -> str:
     validate_session_id(session_id)
     if document["session"]["mode"] not in Mode.values or document["session"]["status"] not in Status.values:
         raise ValueError("unknown mode or status")
+    # Documents exported before these parts existed have none of them: no settings, no locks, no proposals.
+    if "project_settings" in document:
+        _check_project_settings(document["project_settings"])
+    _check_locks(document)
+    _check_proposals(document)
     return session_id
 
 
@@ -78,8 +145,10 @@ def _people(names: set[str]) -> dict[str, Any]:
 
 def _create(document: dict[str, Any], project: Project) -> SessionContext:
     data = document["session"]
+    locks, proposals = document.get("locks", []), document.get("proposals", [])
     people = _people(({data.get("assignee")} | {m.get("author") for m in document["messages"]}
-                      | {r.get("actor_user") for r in document["revisions"]}) - {None})
+                      | {r.get("actor_user") for r in document["revisions"]}
+                      | {lock["actor_user"] for lock in locks}) - {None})
     fields = {k: data[k] for k in SESSION_FIELDS if k not in ("created_at", "updated_at")}
     fields["handoff_requested_at"] = _when(fields["handoff_requested_at"])
     # update_policy came after format 1's first documents: one without it gets the installation's policy ("").
@@ -93,12 +162,20 @@ def _create(document: dict[str, Any], project: Project) -> SessionContext:
     revisions = Revision.objects.bulk_create(
         Revision(session=session, actor_user=people.get(r.get("actor_user")),
                  **{k: r[k] for k in REVISION_FIELDS if k != "created_at"}) for r in document["revisions"])
+    # Like a revision's, a lock by someone unknown here keeps its actor label and is nobody's.
+    field_locks = FieldLock.objects.bulk_create(
+        FieldLock(session=session, actor_user=people.get(lock["actor_user"]),
+                  **{k: lock[k] for k in LOCK_FIELDS if k != "created_at"}) for lock in locks)
+    Proposal.objects.bulk_create(
+        Proposal(session=session, **{k: p[k] for k in PROPOSAL_FIELDS if k != "created_at"},
+                 created_at=_when(p["created_at"])) for p in proposals)
     # Creation stamps every row with now; the exported times are put back as they were.
-    for objs, rows in ((messages, document["messages"]), (revisions, document["revisions"])):
+    for objs, rows in ((messages, document["messages"]), (revisions, document["revisions"]), (field_locks, locks)):
         for obj, row in zip(objs, rows, strict=True):
             obj.created_at = _when(row["created_at"])
     Message.objects.bulk_update(messages, ["created_at"], batch_size=500)
     Revision.objects.bulk_update(revisions, ["created_at"], batch_size=500)
+    FieldLock.objects.bulk_update(field_locks, ["created_at"])
     SessionContext.objects.filter(pk=session.pk).update(created_at=_when(data["created_at"]),
                                                         updated_at=_when(data["updated_at"]))
     # An entry cached for an earlier session of this id (deleted since) must not outlive it.
@@ -107,11 +184,17 @@ def _create(document: dict[str, Any], project: Project) -> SessionContext:
 
 
 def _target(document: dict[str, Any], project: Project | None) -> Project:
-    """Where a document goes: the project given, else the one it was exported from (created here if need be)."""
+    """Where a document goes: the project given, else the one it was exported from (created here if need be,
+    with the exported settings; a project already here keeps its own)."""
     if project is not None:
         return project
-    target, _ = project_get_or_create(slug=document.get("project") or Project.DEFAULT_SLUG,
-                                      name=document.get("project_name") or "")
+    target, created = project_get_or_create(slug=document.get("project") or Project.DEFAULT_SLUG,
+                                            name=document.get("project_name") or "")
+    settings = document.get("project_settings") or {}
+    if created and any(settings.get(name) is not None for name in PROJECT_SETTINGS):
+        for name in PROJECT_SETTINGS:
+            setattr(target, name, settings.get(name))
+        target.save(update_fields=list(PROJECT_SETTINGS))
     return target
 
 
@@ -122,8 +205,9 @@ def session_import(*, document: Any, project: Project | None = None) -> ImportRe
     try:
         session_id = _check(document)
         wanted = _history(document)
-        target = _target(document, project)
         with transaction.atomic():
+            # In the transaction: a project created for a session that is then refused is not kept either.
+            target = _target(document, project)
             existing = SessionContext.objects.filter(project=target, session_id=session_id).first()
             if existing is not None:
                 if _history(session_document(existing)) == wanted:

@@ -9,6 +9,7 @@ import pytest
 from contexts import services
 from contexts.models import DataDeletion, Message, Revision, SessionContext
 from contexts.services import Actor
+from contexts.services.locks import locks_set, proposals_record
 from tests.api.conftest import assert_error
 from tests.factories import make_session
 
@@ -106,4 +107,21 @@ def test_the_schema_of_the_export_names_exactly_the_fields_of_the_document(reade
     for part in ("session", "runs"):
         assert set(fields[part].fields) == set(document[part]), part
     for part in ("messages", "revisions"):
+        assert set(fields[part].child.fields) == set(document[part][0]), part
+
+
+def test_the_schema_names_exactly_the_fields_of_the_project_settings_locks_and_proposals(reader):
+    from contexts.api.exports import SessionExportSerializer
+
+    session = _conversation("api-locked", "u-locked")
+    locks_set(session=session, fields=["plan"], reason="Agreed", actor=Actor.system("staff"))
+    proposals_record(session, withheld={"plan": ["Another"]}, run=None)
+    document = reader.get("/api/v1/sessions/api-locked/export").json()
+    assert document["project_settings"] == {"retention_days": None, "daily_token_budget": None}
+    assert [(lock["field"], lock["reason"], lock["actor"], lock["actor_user"]) for lock in document["locks"]] == [
+        ("plan", "Agreed", "staff", None)]
+    assert [(p["field"], p["value"]) for p in document["proposals"]] == [("plan", ["Another"])]
+    fields = SessionExportSerializer().fields
+    assert set(fields["project_settings"].fields) == set(document["project_settings"])
+    for part in ("locks", "proposals"):
         assert set(fields[part].child.fields) == set(document[part][0]), part

@@ -9,10 +9,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from contexts import services
-from contexts.models import Message, Revision, SessionContext
+from contexts.models import FieldLock, Message, Proposal, Revision, SessionContext
 from contexts.selectors.governance import session_document
 from contexts.services import Actor
 from contexts.services.exports import session_import
+from contexts.services.locks import locks_set, locks_withhold, proposals_record
 from tests.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
@@ -117,3 +118,121 @@ def test_people_unknown_here_are_imported_as_nobody_and_reimporting_still_matche
     session = SessionContext.objects.get(session_id="ex-2")
     assert session.assignee_id is None and session.messages.last().author_id is None
     assert session_import(document=document).outcome == "unchanged"
+
+
+# --- staff locks and pending proposals ----------------------------------------------------------------------------
+
+LOCK_COLUMNS = ["session__session_id", "field", "reason", "actor", "actor_user_id", "created_at"]
+PROPOSAL_COLUMNS = ["session__session_id", "field", "value", "created_at"]
+
+
+def _locked():
+    """ex-1 with its goal and plan locked by an editor and a pending proposal for the plan; ex-2 without locks."""
+    _conversations()
+    session = SessionContext.objects.get(session_id="ex-1")
+    editor = make_user("edna")
+    locks_set(session=session, fields=["goal", "plan"], reason="Agreed with the customer ✓",
+              actor=Actor.for_user(editor))
+    proposals_record(session, withheld={"plan": ["Dump", "Rewrite", "Load"]}, run=None)
+    return editor
+
+
+def _locks_stored() -> tuple[list, list]:
+    return (list(FieldLock.objects.order_by("session__session_id", "field").values_list(*LOCK_COLUMNS)),
+            list(Proposal.objects.order_by("session__session_id", "field").values_list(*PROPOSAL_COLUMNS)))
+
+
+def test_locks_and_pending_proposals_come_back_with_who_and_when_and_still_hold_back_the_model(tmp_path, capsys):
+    _locked()
+    before, locks_before = _stored(), _locks_stored()
+    assert len(locks_before[0]) == 2 and len(locks_before[1]) == 1
+    path = tmp_path / "sessions.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    SessionContext.objects.all().delete()
+    assert not FieldLock.objects.exists() and not Proposal.objects.exists()
+
+    call_command("import_sessions", str(path), "--no-progress")
+
+    assert "3 created, 0 unchanged (already here), 0 refused." in capsys.readouterr().out
+    assert _stored() == before and _locks_stored() == locks_before
+    # The next extraction may not write what staff locked: it would only propose.
+    session = SessionContext.objects.get(session_id="ex-1")
+    allowed, withheld = locks_withhold(session, values={"goal": "Another goal", "plan": ["Other"], "summary": "s"})
+    assert allowed == {"summary": "s"} and set(withheld) == {"goal", "plan"}
+    call_command("import_sessions", str(path), "--no-progress")  # again: nothing changes
+    assert "0 created, 3 unchanged (already here), 0 refused." in capsys.readouterr().out
+    assert _locks_stored() == locks_before
+
+
+def test_a_lock_by_a_person_unknown_here_keeps_its_label_and_is_nobodys():
+    _locked()
+    document = session_document(SessionContext.objects.get(session_id="ex-1"))
+    assert [(lock["field"], lock["actor"], lock["actor_user"]) for lock in document["locks"]] == [
+        ("goal", "user:edna", "edna"), ("plan", "user:edna", "edna")]
+    SessionContext.objects.all().delete()
+    document["locks"][0]["actor_user"] = "nobody-here"
+    assert session_import(document=document).outcome == "created"
+    goal, plan = FieldLock.objects.order_by("field")
+    assert (goal.actor, goal.actor_user_id) == ("user:edna", None)
+    assert plan.actor_user.get_username() == "edna"
+    assert session_import(document=document).outcome == "unchanged"
+
+
+def test_a_document_from_before_locks_were_exported_still_imports_without_locks():
+    _locked()
+    document = session_document(SessionContext.objects.get(session_id="ex-1"))
+    SessionContext.objects.all().delete()
+    del document["locks"], document["proposals"]
+    assert session_import(document=document).outcome == "created"
+    assert SessionContext.objects.filter(session_id="ex-1").exists()
+    assert not FieldLock.objects.exists() and not Proposal.objects.exists()
+
+
+def _lock(**changes):
+    return lambda d: d["locks"][0].update(changes)
+
+
+def _proposal(**changes):
+    return lambda d: d["proposals"][0].update(changes)
+
+
+BAD_LOCKS = {
+    "locks not a list": lambda d: d.update(locks={"field": "plan"}),
+    "a lock not an object": lambda d: d["locks"].append("plan"),
+    "a lock on a field that cannot be locked": _lock(field="handoff_note"),
+    "a lock on an unknown field": _lock(field="mood"),
+    "a field locked twice": lambda d: d["locks"].append(dict(d["locks"][0])),
+    "a lock without a reason": _lock(reason="  "),
+    "a lock with a reason not a string": _lock(reason=["agreed"]),
+    "a lock without its time": lambda d: d["locks"][0].pop("created_at"),
+    "a lock with a time without a zone": _lock(created_at="2024-05-01T10:00:00"),
+    "a lock without who": _lock(actor=""),
+    "a lock by a username not a string": _lock(actor_user=7),
+    "proposals not a list": lambda d: d.update(proposals="plan"),
+    "a proposal on an unknown field": _proposal(field="mood"),
+    "a proposal without a value": lambda d: d["proposals"][0].pop("value"),
+    "a plan proposal not a list of strings": _proposal(value="Dump then load"),
+    "a goal proposal not a string": lambda d: d["proposals"][0].update(field="goal", value=["x"]),
+    "a field proposed twice": lambda d: d["proposals"].append(dict(d["proposals"][0])),
+    "a proposal with a bad time": _proposal(created_at="yesterday"),
+}
+
+
+@pytest.mark.parametrize("damage", BAD_LOCKS.values(), ids=BAD_LOCKS.keys())
+def test_bad_locks_or_proposals_are_refused_and_nothing_of_the_session_is_kept(damage, tmp_path, capsys):
+    _locked()
+    document = session_document(SessionContext.objects.get(session_id="ex-1"))
+    SessionContext.objects.all().delete()
+    damage(document)
+
+    result = session_import(document=document)
+
+    assert result.outcome == "refused" and result.message.startswith("not a valid session document"), result
+    assert not SessionContext.objects.exists() and not FieldLock.objects.exists() and not Proposal.objects.exists()
+    assert not Message.objects.exists() and not Revision.objects.exists()
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(document) + "\n")
+    with pytest.raises(CommandError, match="1 session"):
+        call_command("import_sessions", str(path), "--no-progress")
+    assert "line 1: session ex-1 refused: not a valid session document" in capsys.readouterr().err
+    assert not SessionContext.objects.exists()

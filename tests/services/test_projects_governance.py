@@ -3,6 +3,7 @@ project, and export → import of whole projects (into an emptied database, into
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,9 @@ from django.utils import timezone
 from contexts import services
 from contexts.extraction.runs import extraction_request
 from contexts.models import DataDeletion, Message, Project, Revision, SessionContext
+from contexts.selectors.governance import session_document
 from contexts.services import Actor
+from contexts.services.exports import session_import
 from contexts.services.governance import sessions_purge, sessions_purge_by_setting, user_erase
 from contexts.tasks import purge_sessions
 from tests.factories import make_user
@@ -231,3 +234,92 @@ def test_import_with_project_puts_a_projects_export_into_that_project_and_reimpo
         call_command("import_sessions", str(path), "--project", "ex-b", "--no-progress")
     assert "0 created, 0 unchanged (already here), 3 refused." in capsys.readouterr().out
     assert stored(where={"project__slug": "ex-b"}) == b_before
+
+
+# --- a project's settings travel with its sessions --------------------------------------------------------------
+
+SETTINGS = ["slug", "name", "retention_days", "daily_token_budget"]
+
+
+def test_a_project_created_by_an_import_takes_the_exported_retention_and_budget(tmp_path, capsys, settings):
+    settings.SESSIONCTX_RETENTION_DAYS = 0  # the new instance has no period of its own
+    projects_data()
+    Project.objects.filter(slug="ex-a").update(retention_days=30, daily_token_budget=50_000)
+    Project.objects.filter(slug="ex-b").update(retention_days=0)  # kept for ever on purpose
+    before = list(Project.objects.order_by("slug").values_list(*SETTINGS))
+    path = tmp_path / "all.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    sessions_purge(older_than=timedelta(seconds=1), now=timezone.now() + timedelta(days=1),
+                   actor=Actor.system("test"))
+    Project.objects.all().delete()
+
+    call_command("import_sessions", str(path), "--no-progress")
+
+    assert "7 created, 0 unchanged (already here), 0 refused." in capsys.readouterr().out
+    assert list(Project.objects.order_by("slug").values_list(*SETTINGS)) == before
+    # So ex-a's sessions untouched for 31 days go, as they would have where they came from.
+    age(Project.objects.get(slug="ex-a"), ["chat-1"], 31)
+    assert sessions_purge_by_setting()["sessions"] == 1
+    assert ids(Project.objects.get(slug="ex-a")) == {"chat-2", "empty"}
+
+
+def test_an_import_never_changes_the_settings_of_a_project_that_is_already_here(tmp_path, capsys):
+    projects_data()
+    Project.objects.filter(slug="ex-a").update(retention_days=30, daily_token_budget=50_000)
+    path = tmp_path / "a.jsonl"
+    call_command("export_sessions", "--project", "ex-a", "--output", str(path), "--no-progress")
+    sessions_purge(older_than=timedelta(seconds=1), now=timezone.now() + timedelta(days=1),
+                   actor=Actor.system("test"), project=Project.objects.get(slug="ex-a"))
+    Project.objects.filter(slug="ex-a").update(name="Alpha here", retention_days=90, daily_token_budget=None)
+    project("ex-copy", retention_days=7)
+
+    call_command("import_sessions", str(path), "--no-progress")
+    call_command("import_sessions", str(path), "--project", "ex-copy", "--no-progress")
+    call_command("import_sessions", str(path), "--project", "ex-new", "--no-progress")  # made by the command
+
+    assert capsys.readouterr().out.count("3 created, 0 unchanged (already here), 0 refused.") == 3
+    assert list(Project.objects.filter(slug__in=["ex-a", "ex-copy", "ex-new"]).order_by("slug")
+                .values_list(*SETTINGS)) == [("ex-a", "Alpha here", 90, None), ("ex-copy", "ex-copy", 7, None),
+                                             ("ex-new", "ex-new", None, None)]
+
+
+def test_a_document_from_before_project_settings_were_exported_still_imports():
+    a = project("ex-a", name="Project Alpha", retention_days=30)
+    document = session_document(conversation(a, "chat-1"))
+    del document["project_settings"]
+    SessionContext.objects.all().delete()
+    a.delete()
+    assert session_import(document=document).outcome == "created"
+    assert list(Project.objects.filter(slug="ex-a").values_list(*SETTINGS)) == [
+        ("ex-a", "Project Alpha", None, None)]
+
+
+BAD_SETTINGS = {
+    "not an object": ["retention_days", 30],
+    "a negative period": {"retention_days": -1, "daily_token_budget": None},
+    "a period as text": {"retention_days": "30", "daily_token_budget": None},
+    "a period as a boolean": {"retention_days": True, "daily_token_budget": None},
+    "a fractional budget": {"retention_days": None, "daily_token_budget": 1.5},
+    "a period too large to store": {"retention_days": 2**31, "daily_token_budget": None},
+    "a budget too large to store": {"retention_days": None, "daily_token_budget": 2**63},
+}
+
+
+@pytest.mark.parametrize("bad", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
+def test_bad_project_settings_are_refused_and_create_no_project_and_no_session(bad, tmp_path, capsys):
+    a = project("ex-a", name="Project Alpha", retention_days=30)
+    document = session_document(conversation(a, "chat-1"))
+    SessionContext.objects.all().delete()
+    a.delete()
+    document["project_settings"] = bad
+
+    result = session_import(document=document)
+
+    assert result.outcome == "refused" and "project_settings" in result.message, result
+    assert not Project.objects.filter(slug="ex-a").exists() and not SessionContext.objects.exists()
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(document) + "\n")
+    with pytest.raises(CommandError, match="1 session"):
+        call_command("import_sessions", str(path), "--no-progress")
+    assert "line 1: session chat-1 refused: not a valid session document" in capsys.readouterr().err
+    assert not Project.objects.filter(slug="ex-a").exists()
