@@ -19,7 +19,8 @@ _REQUEST = re.compile(
     r"would you|please|how (do|can|should) i|i'm looking|looking to|we need|my goal|goal is|trying to|"
     r"i'?m planning|i am planning|we'?re (moving|migrating|planning|getting|thinking)|i'?m (moving|thinking|"
     r"organising|organizing|retiling)|quiero|necesito|me gustar[ií]a|ich (will|m[oö]chte|muss|brauche)|wir (wollen|"
-    r"m[uü]ssen|brauchen)|je (veux|voudrais|dois|cherche)|nous (voulons|devons|cherchons|d[eé]m[eé]nageons))\b",
+    r"m[uü]ssen|brauchen)|je (veux|voudrais|dois|cherche)|nous (voulons|devons|cherchons|d[eé]m[eé]nageons)|"
+    r"(asked|told) (me|us) to)\b|\b(goal|aim|objective|ziel|objetivo|objectif)\s*:",
     re.IGNORECASE,
 )
 _CONSTRAINT = re.compile(r"\b(budget|deadline|due|must|has to|have to|needs to|within|by (monday|tuesday|"
@@ -32,6 +33,14 @@ _GOAL_CHANGE = re.compile(
     r"i'?d rather|we'?d rather|en realidad|mejor|en (lugar|vez) de|cambio de planes|eigentlich|lieber|statt|"
     r"stattdessen|en fait|finalement|plut[oô]t|au lieu de)\b",
     re.IGNORECASE)
+# A sentence that opens on the change ("Actually, …", "Scratch that: …"); elsewhere a change word only changes the
+# goal with a wish after it ("we'd never actually paid anything", "Geysir instead of the Blue Lagoon" do not).
+_CHANGE_OPENS = re.compile(
+    r"^\W*(actually|instead|change of plans?|scratch that|new goal|forget (that|the)|(i'?ve |we'?ve )?changed (my|our) "
+    r"minds?|en realidad|cambio de planes|eigentlich|stattdessen|planwechsel|en fait|finalement|plut[oô]t)\b",
+    re.IGNORECASE)
+_WISH = re.compile(r"\b(let'?s|we'?ll|i'?ll|we'?d|i'?d|rather|prefer|vamos a|prefiero|preferimos|lass uns|lieber|on va|"
+                   r"je pr[ée]f[eè]re|on pr[ée]f[eè]re)\b", re.IGNORECASE)
 
 
 # Words that only talk about the conversation itself ("let's change the approach", "can you help me plan?").
@@ -47,6 +56,26 @@ def _content(sentence: str) -> set[str]:
     return {w for w in words(sentence) if w not in _META and not w.isdigit() or len(w) > 2 and w.isdigit()}
 
 
+# What a goal sentence adds after its point: a reason, an alternative turned down, an aside, a list of details.
+_ASIDE = re.compile(r"\s*\([^)]*\)|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|ya que|"
+                    r"en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
+_LABEL = re.compile(r"^\W*(goal|aim|objective|ziel|objetivo|objectif)\s*:\s*", re.IGNORECASE)
+# A request that points back at the sentence before ("I want to top it up"): that sentence says what "it" is.
+_ABOUT_HELP = re.compile(r"\b(a plan|help|advice|steps|ayuda|consejo|hilfe|rat|aide|conseils?)\b", re.IGNORECASE)
+_BACK = re.compile(r"\b(it|them|this|these|those)\b", re.IGNORECASE)
+
+
+def _point(sentence: str) -> str:
+    """A goal sentence without its asides: "I want to X (…) rather than Y" -> "I want to X"."""
+    sentence = _LABEL.sub("", sentence)
+    if re.search(r":\s+[^:]*,[^:]*,", sentence):  # "… from Manchester: me, my husband, our two kids"
+        sentence = sentence.split(":", 1)[0]
+    point = _ASIDE.sub("", sentence).strip(" ,;:")
+    if re.search(r"\brather\b.*\bthan\b", point):  # "I'd rather have a small car than faff about with a van"
+        point = point[: point.rindex(" than ")]
+    return point if len(_content(point)) >= 2 else sentence
+
+
 def goal_from(text: str) -> str | None:
     """What a user message asks for: its first sentences that carry content (questions only as a last resort)."""
     sentences = split_sentences(GREETING.sub("", clean(text)))
@@ -57,13 +86,22 @@ def goal_from(text: str) -> str | None:
         return None
     # A request sentence with the sentence before it (the context) or after it (a constraint).
     first = next((i for i, s in enumerate(kept) if _REQUEST.search(s)), 0)
-    goal = kept[first]
-    if first > 0 and len(goal) < 120:
-        goal = kept[first - 1] + " " + goal
-    elif first + 1 < len(kept) and len(goal) < 120 and (len(kept[first + 1]) < 90
+    goal = _point(kept[first])
+    if first > 0 and len(goal) < 120 and (_BACK.search(goal) or len(_content(goal)) < 4 or _ABOUT_HELP.search(goal)):
+        before = _point(kept[first - 1])
+        goal = before + ("" if before[-1:] in ".!" else ".") + " " + goal
+    elif first == 0 and first + 1 < len(kept) and len(goal) < 120 and (len(kept[first + 1]) < 90
                                                         or _CONSTRAINT.search(kept[first + 1])):
         goal += " " + kept[first + 1]
     return goal.strip()[: settings.SESSIONCTX_MAX_GOAL_CHARS]
+
+
+def _is_change(sentence: str) -> bool:
+    if _CHANGE_OPENS.match(sentence):
+        return True
+    after = sentence[_GOAL_CHANGE.search(sentence).start():]
+    return bool(_REQUEST.search(sentence) or _WISH.search(sentence)) if not after.lower().startswith(
+        "actually") else bool(_REQUEST.search(after) or _WISH.search(after))
 
 
 def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
@@ -71,7 +109,7 @@ def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
     if not _GOAL_CHANGE.search(text):
         return None
     statements = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
-    change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3]
+    change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3 and _is_change(s)]
     if not change:
         return None
     said = stems(" ".join(change))
@@ -79,7 +117,7 @@ def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
     about_plan = max((len(said & stems(step)) for step in plan), default=0)
     if about_goal == 0 or about_plan >= about_goal:
         return None  # it changes a step ("Porto instead of the Sintra day trip"), not what the user wants
-    new = " ".join(change)
+    new = " ".join(_point(sentence) for sentence in change)
     new = re.sub(r"^\W*(hmm+|wait|ok(ay)?|so|well|oh)\W+", "", new, flags=re.IGNORECASE)
     new = re.sub(r"^\W*(actually|change of plans?|scratch that|en realidad|eigentlich|en fait|finalement)\W+", "", new,
                  flags=re.IGNORECASE)
