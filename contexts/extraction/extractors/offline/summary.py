@@ -29,6 +29,7 @@ def _weight(sentence: str) -> float:
     tokens = body.split()
     score = 2.0 * sum(1 for t in tokens if _NUMBERISH.search(t))
     score += sum(1.0 for t in tokens[1:] if t[:1].isupper())
+    score += sum(1.0 for t in tokens if re.search(r"\w_\w|[a-z][A-Z]", t))  # request_id, ElastAlert
     score += 1.5 * len(_DECISION.findall(body))
     return score + 0.1 * len(words(body))
 
@@ -37,7 +38,8 @@ def bound_summary(units: list[tuple[str, str]], limit: int) -> str:
     """Render; past the limit drop the least informative sentence after the first (the request stays)."""
     units = list(units)
     while len(units) > 2 and len(_render(units)) > limit:
-        weakest = min(range(1, len(units)), key=lambda i: (_weight(units[i][1]), i))
+        # What a sentence tells per character it takes: long sentences with one fact go before short ones with two.
+        weakest = min(range(1, len(units)), key=lambda i: (_weight(units[i][1]) / len(units[i][1]), i))
         del units[weakest]
     text = _render(units)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
