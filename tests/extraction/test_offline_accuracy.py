@@ -16,10 +16,11 @@ from tests.fake_openai import answer, error
 pytestmark = pytest.mark.django_db
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conversations"
-# Measured on held-out (33 conversations) with the offline extractor: goal 0.91, plan F1 1.00, progress F1 0.80,
-# key facts 1.00 (docs/extraction.md). The floors sit just under; the targets for progress (0.85) are
-# not reached yet.
-HELD_OUT_FLOORS = {"goal": 0.9, "plan_f1": 0.98, "progress_f1": 0.8, "fact_recall": 0.98}
+# Measured on held-out (51 conversations: 33 by the author of the rules, 18 written blind by others) with the
+# offline extractor: goal 0.68, plan F1 0.97, progress F1 0.78, key facts 0.94 (docs/extraction.md). The floors sit
+# just under, so a rule that loses a conversation fails here; the targets (goal 0.9, progress 0.85) are
+# not reached.
+HELD_OUT_FLOORS = {"goal": 0.66, "plan_f1": 0.95, "progress_f1": 0.76, "fact_recall": 0.92}
 
 
 def _floors(floors):
@@ -30,7 +31,7 @@ def test_offline_extractor_on_the_held_out_set_reaches_the_measured_figures(tmp_
     report = tmp_path / "held-out.md"
     call_command("eval_extraction", "--split", "held-out", "--report", str(report), *_floors(HELD_OUT_FLOORS))
     text = report.read_text()
-    assert "| **all** | 33 |" in text and "offline" in text
+    assert "| **all** | 51 |" in text and "offline" in text
     assert capsys.readouterr().out == text
     # Replayed on a throwaway state: nothing is left behind.
     assert not SessionContext.objects.exists() and not ExtractionRun.objects.exists()
