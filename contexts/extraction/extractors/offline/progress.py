@@ -80,13 +80,23 @@ _NOT_DONE = re.compile(
     r"semana|morgen|n[äa]chste woche|demain|la semaine prochaine|not|n't|yet to|still need|still chasing|haven't|"
     r"hasn't|once|after you|when you|if you|before|will|going to|"
     r"next|should|let me know|can't|cannot|failed|fails|error|skip|skipped|skipping|forgot|forget|trouble|"
-    r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste)\b",
+    r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste|"
+    # an obligation still ahead ("tengo que presentar una reclamación"), a step half done or partly missing
+    r"have to|has to|need to|needs to|tengo que|tenemos que|hay que|muss|m[üu]ssen|il faut|je dois|on doit|"
+    r"half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|[àa] moiti[ée]|presque|"
+    r"en partie|missing|fehlen|fehlt|faltan|manque)\b",
     re.IGNORECASE)
 
 
 _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverted|undid|undone|isn't done after all|"
                      r"not done after all|(pull|pulled|take|took|tear|tore|rip|ripped) [\w ]{0,20}(off|out|down) "
                      r"again|had to redo|back to (square one|0%|zero))", re.IGNORECASE)
+
+
+# A step left out on purpose ("I skipped that", "so no dog flight", "nos saltamos la encuesta"): not done.
+_SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no need for|not doing|dropped|"
+                      r"so no|salt[eé]|saltamos|saltado|nos saltamos|sin hacer|[üu]bersprungen|lassen wir|weggelassen|"
+                      r"saut[ée]|on saute|laiss[ée] tomber)\b", re.IGNORECASE)
 
 
 _STEP_REF = re.compile(r"\b(?:steps?|pasos?|schritte?|[ée]tapes?)\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?"
@@ -169,6 +179,15 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
     if role == "assistant":  # the steps of a plan it lays out are not reports of them
         text = "\n".join(line for line in text.splitlines() if not LIST_ITEM.match(line))
     for clause in _clauses(clean(text)):
+        if role == "user" and _SKIPPED.search(clause):
+            steps = _referenced(clause, plan) or [s for s in [_match_step(_SKIPPED.sub(" ", clause), plan)] if s]
+            if not steps and focus and _ANAPHOR.search(_SKIPPED.sub(" ", clause).strip()):
+                steps = [focus]
+            # "we've decided against a battery" is the decision "Decide on a battery" asks for, made
+            decided = [step for step in steps if _CHOICE_STEP.match(step)]
+            found.extend(decided)
+            undone.extend(step for step in steps if step not in decided)
+            continue
         if role == "user" and _UNDONE.search(clause):
             # Matched without the words that undo it ("rolled back" is not about "Back up the database").
             steps = _referenced(clause, plan) or [s for s in [_match_step(_UNDONE.sub(" ", clause), plan)] if s]
@@ -200,7 +219,7 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
         if (not matched and role == "user" and focus and focus not in progress + found
                 and _ANAPHOR.search(clause)):
             found.append(focus)
-    return found, undone
+    return [step for step in found if step not in undone], undone
 
 
 def focus_step(units: list[tuple[str, str]], plan: list[str], progress: list[str]) -> str | None:
