@@ -90,13 +90,20 @@ _NOT_DONE = re.compile(
 
 _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverted|undid|undone|isn't done after all|"
                      r"not done after all|(pull|pulled|take|took|tear|tore|rip|ripped) [\w ]{0,20}(off|out|down) "
-                     r"again|had to redo|back to (square one|0%|zero))", re.IGNORECASE)
+                     r"again|had to redo|back to (square one|0%|zero)|(switched|turned|put|flipped) [\w ]{0,20}back on|"
+                     r"re-?enabled|wieder (eingeschaltet|aktiviert|angeschaltet)|zur[üu]ckgerollt|zur[üu]ckgesetzt|"
+                     r"revertido|reactivad[oa]|deshecho|r[ée]activ[ée]e?|annul[ée]e?|remis en place)", re.IGNORECASE)
 
 
 # A step left out on purpose ("I skipped that", "so no dog flight", "nos saltamos la encuesta"): not done.
 _SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no need for|not doing|dropped|"
                       r"so no|salt[eé]|saltamos|saltado|nos saltamos|sin hacer|[üu]bersprungen|lassen wir|weggelassen|"
                       r"saut[ée]|on saute|laiss[ée] tomber)\b", re.IGNORECASE)
+
+
+# What is still left of a step just reported ("Still hunting for nights 4 and 5", "die an die Rentner fehlen noch").
+_REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|fehlen noch|fehlt noch|noch offen|todav[ií]a|"
+                      r"faltan?|quedan|encore|il manque|il reste)\b", re.IGNORECASE)
 
 
 _STEP_REF = re.compile(r"\b(?:steps?|pasos?|schritte?|[ée]tapes?)\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?"
@@ -197,6 +204,10 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
             choices = [step for step in plan if _CHOICE_STEP.match(step) and step not in progress + found]
             if choices:
                 found.append(_match_step(clause, choices) or choices[0])
+        if (role == "user" and found and _REMAINS.search(clause)
+                and not _referenced(clause, plan) and _match_step(clause, plan) is None):
+            found.pop()  # the step just reported is only partly done
+            continue
         if not _reports_done(clause, role):
             continue
         if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",
