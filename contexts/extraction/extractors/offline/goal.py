@@ -39,6 +39,14 @@ _CHANGE_OPENS = re.compile(
     r"^\W*(actually|instead|change of plans?|scratch that|new goal|forget (that|the)|(i'?ve |we'?ve )?changed (my|our) "
     r"minds?|en realidad|cambio de planes|eigentlich|stattdessen|planwechsel|en fait|finalement|plut[oô]t)\b",
     re.IGNORECASE)
+# A message that says outright the goal is no longer what it was; its wish that follows is the new goal.
+_OUTRIGHT_CHANGE = re.compile(
+    r"\b(change of (direction|plans?)|plan ?[äa]nderung|planwechsel|cambio de (planes|rumbo)|changement de (plan|cap)|"
+    r"new goal|the (actual|real) (problem|goal|issue|question)|no longer|any ?more|nicht mehr|ya no|plus besoin|"
+    r"scratch that|forget (that|the)|changed (my|our) minds?|neues ziel|nuevo objectif|nouvel objectif)\b",
+    re.IGNORECASE)
+_TOLD = re.compile(r"\b(wants? us to|asked us to|told us to|(we|i) (should|must|need to)|wir sollen|ich soll|"
+                   r"debemos|tenemos que|on doit|nous devons)\b", re.IGNORECASE)
 _WISH = re.compile(r"\b(let'?s|we'?ll|i'?ll|we'?d|i'?d|rather|prefer|vamos a|prefiero|preferimos|lass uns|lieber|on va|"
                    r"je pr[ée]f[eè]re|on pr[ée]f[eè]re)\b", re.IGNORECASE)
 
@@ -104,22 +112,39 @@ def _is_change(sentence: str) -> bool:
         "actually") else bool(_REQUEST.search(after) or _WISH.search(after))
 
 
+# What opens a change before its content: "Hmm, actually, change of plans: …"
+_OPENER = re.compile(r"^(\W*(hmm+|wait|ok(ay)?|so|well|oh|actually|change of (plans?|direction)|scratch that|sorry|"
+                     r"en realidad|eigentlich|(kleine )?plan ?[äa]nderung|en fait|finalement)\b)+\W*", re.IGNORECASE)
+
+
+def _new_goal(text: str) -> list[str] | None:
+    """The sentences that state the new goal of a message that says outright that the goal changed ("Change of
+    direction, sorry. … She wants us to apply to the council's grant instead"), else None."""
+    sentences = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
+    start = next((i for i, s in enumerate(sentences) if _OUTRIGHT_CHANGE.search(s)), None)
+    if start is None:
+        return None
+    after = [s for s in sentences[start:] if len(_content(s)) >= 3]
+    wishes = [s for s in after if _REQUEST.search(s) or _WISH.search(s) or _TOLD.search(s)]
+    return wishes[:1] or after[:1] or None
+
+
 def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
     """The new goal when a user message changes it, else None (a question, a meta-remark, a plan detail)."""
-    if not _GOAL_CHANGE.search(text):
-        return None
-    statements = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
-    change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3 and _is_change(s)]
-    if not change:
-        return None
-    said = stems(" ".join(change))
-    about_goal = len(said & stems(goal))
-    about_plan = max((len(said & stems(step)) for step in plan), default=0)
-    if about_goal == 0 or about_plan >= about_goal:
-        return None  # it changes a step ("Porto instead of the Sintra day trip"), not what the user wants
+    change = _new_goal(text)
+    if change is None:
+        if not _GOAL_CHANGE.search(text):
+            return None
+        statements = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
+        change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3 and _is_change(s)]
+        if not change:
+            return None
+        said = stems(" ".join(change))
+        about_goal = len(said & stems(goal))
+        about_plan = max((len(said & stems(step)) for step in plan), default=0)
+        if about_goal == 0 or about_plan >= about_goal:
+            return None  # it changes a step ("Porto instead of the Sintra day trip"), not what the user wants
     new = " ".join(_point(sentence) for sentence in change)
-    new = re.sub(r"^\W*(hmm+|wait|ok(ay)?|so|well|oh)\W+", "", new, flags=re.IGNORECASE)
-    new = re.sub(r"^\W*(actually|change of plans?|scratch that|en realidad|eigentlich|en fait|finalement)\W+", "", new,
-                 flags=re.IGNORECASE)
+    new = _OPENER.sub("", new)
     earlier = goal.split(" (earlier: ", 1)[0]
     return f"{new[:1].upper()}{new[1:]} (earlier: {earlier})"[: settings.SESSIONCTX_MAX_GOAL_CHARS]
