@@ -42,7 +42,8 @@ _CHANGE_OPENS = re.compile(
 # A message that says outright the goal is no longer what it was; its wish that follows is the new goal.
 _OUTRIGHT_CHANGE = re.compile(
     r"\b(change of (direction|plans?)|plan ?[äa]nderung|planwechsel|cambio de (planes|rumbo)|changement de (plan|cap)|"
-    r"new goal|the (actual|real) (problem|goal|issue|question)|no longer|any ?more|nicht mehr|ya no|plus besoin|"
+    r"new goal|the (actual|real) (problem|goal|issue|question)|(don't|do not|no longer) (\w+ ){0,2}care|"
+    r"not interested any ?more|(ist|sind) (mir )?nicht mehr wichtig|ya no me importa|"
     r"scratch that|forget (that|the)|changed (my|our) minds?|neues ziel|nuevo objectif|nouvel objectif)\b",
     re.IGNORECASE)
 _TOLD = re.compile(r"\b(wants? us to|asked us to|told us to|(we|i) (should|must|need to)|wir sollen|ich soll|"
@@ -68,8 +69,12 @@ def _content(sentence: str) -> set[str]:
 _ASIDE = re.compile(r"\s*\([^)]*\)|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|ya que|"
                     r"en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
 _LABEL = re.compile(r"^\W*(goal|aim|objective|ziel|objetivo|objectif)\s*:\s*", re.IGNORECASE)
-# A request that points back at the sentence before ("I want to top it up"): that sentence says what "it" is.
+# A question that says what the user wants done: "How do I get the hold lifted?"
+_HOW = re.compile(r"^\W*(so,? |and )?how (do|can|should|would) (i|we)( best)? |"
+                  r"^\W*¿?c[oó]mo (puedo|podemos|hago para) |^\W*wie (kann|k[öo]nnen|bekomme|schaffe) (ich|wir) |"
+                  r"^\W*comment (puis-je|je peux|faire pour|on peut) ", re.IGNORECASE)
 _ABOUT_HELP = re.compile(r"\b(a plan|help|advice|steps|ayuda|consejo|hilfe|rat|aide|conseils?)\b", re.IGNORECASE)
+# A request that points back at the sentence before ("I want to top it up"): that sentence says what "it" is.
 _BACK = re.compile(r"\b(it|them|this|these|those)\b", re.IGNORECASE)
 
 
@@ -93,7 +98,12 @@ def goal_from(text: str) -> str | None:
     if not kept:
         return None
     # A request sentence with the sentence before it (the context) or after it (a constraint).
-    first = next((i for i, s in enumerate(kept) if _REQUEST.search(s)), 0)
+    first = next((i for i, s in enumerate(kept) if _REQUEST.search(s)), None)
+    asked = [_HOW.sub("", s).rstrip("?") for s in sentences if s.endswith("?") and _HOW.match(s)]
+    asked = [a for a in asked if len(_content(a)) >= 2]
+    if asked and (first is None or len(_content(kept[first])) < 5):
+        return asked[0][:1].upper() + asked[0][1:]  # "… I need that money. How do I get the hold lifted?"
+    first = first or 0
     goal = _point(kept[first])
     if first > 0 and len(goal) < 120 and (_BACK.search(goal) or len(_content(goal)) < 4 or _ABOUT_HELP.search(goal)):
         before = _point(kept[first - 1])
