@@ -25,7 +25,7 @@ from django.conf import settings
 from ...containment import OVERRIDE
 from ..base import Deadline, ExtractionResult, Extractor, PromptMessage, Usage
 from .goal import changed_goal, goal_from
-from .plan import carried, plan_from
+from .plan import carried, plan_from, replaces
 from .progress import focus_step, progress_from
 from .summary import bound_summary, parse_summary, summary_units
 
@@ -57,7 +57,7 @@ class OfflineExtractor(Extractor):
             proposed: list[str] | None = None
             if message.role == "assistant":
                 new_plan = plan_from(text)
-                if new_plan and new_plan != plan:
+                if new_plan and new_plan != plan and replaces(text, new_plan, plan):
                     progress = carried(progress, new_plan)
                     plan = proposed = new_plan
             if message.role in ("user", "assistant") and plan:

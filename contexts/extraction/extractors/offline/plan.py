@@ -43,6 +43,24 @@ def plan_from(text: str) -> list[str] | None:
     return steps[: settings.SESSIONCTX_MAX_PLAN_STEPS]
 
 
+# A reply that says it replaces the plan ("Revised plan:", "Let me redo it:", "Neuer Plan:").
+_REVISION = re.compile(
+    r"\b((updated|revised|new|adjusted|amended|changed|reworked|full|whole) plan|plan (redone|revised|updated|changes)|"
+    r"here'?s (a|the|my) (new |updated |revised )?plan|let me redo|redo the plan|the steps (shift|change)|"
+    r"let'?s (switch|change|pivot|refocus|move) to|neue[rn]? plan|"
+    r"plan angepasst|ge[äa]nderte[rn]? plan|nuevo plan|plan (revisado|actualizado|corregido)|nouveau plan|"
+    r"plan (mis [àa] jour|r[ée]vis[ée]|modifi[ée]))\b", re.IGNORECASE)
+
+
+def replaces(text: str, new_plan: list[str], plan: list[str]) -> bool:
+    """Whether a list in a reply replaces the plan: the first list does; a later one when the reply says it
+    revises the plan or the list keeps one of its steps. Otherwise it is a how-to ("1. Restore the previous
+    versions … 2. Run terraform plan …"), not a plan."""
+    if not plan:
+        return True
+    return bool(_REVISION.search(text)) or any(carried([step], new_plan) for step in plan)
+
+
 def carried(progress: list[str], plan: list[str]) -> list[str]:
     """Done steps that a revised plan still holds (reworded a little, or as they were)."""
     carried = []
