@@ -103,7 +103,8 @@ _SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no
 
 # What is still left of a step just reported ("Still hunting for nights 4 and 5", "die an die Rentner fehlen noch").
 _REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|fehlen noch|fehlt noch|noch offen|todav[ií]a|"
-                      r"faltan?|quedan|encore|il manque|il reste)\b", re.IGNORECASE)
+                      r"faltan?|quedan|encore|il manque|il reste|i'?ll|we'?ll|not yet|haven'?t|hasn'?t|half|"
+                      r"noch nicht|a[uú]n no|pas encore)\b", re.IGNORECASE)
 
 
 _STEP_REF = re.compile(r"\b(?:steps?|pasos?|schritte?|[ée]tapes?)\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?"
@@ -205,8 +206,8 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
             if choices:
                 found.append(_match_step(clause, choices) or choices[0])
         if (role == "user" and found and _REMAINS.search(clause)
-                and not _referenced(clause, plan) and _match_step(clause, plan) is None):
-            found.pop()  # the step just reported is only partly done
+                and not _referenced(clause, plan) and _match_step(clause, plan) in (None, found[-1])):
+            found.pop()  # the step just reported is only partly done ("Got the beds. Collar I'll get at the centre.")
             continue
         if not _reports_done(clause, role):
             continue
