@@ -60,7 +60,8 @@ class OfflineExtractor(Extractor):
                 if new_plan and new_plan != plan and replaces(text, new_plan, plan):
                     progress = carried(progress, new_plan)
                     plan = proposed = new_plan
-            if message.role in ("user", "assistant") and plan:
+            # A reply that lays out a plan does not report its steps done ("the timings are fixed by the venue").
+            if message.role in ("user", "assistant") and plan and not proposed:
                 focus = focus_step(summary, plan, progress) if message.role == "user" else None
                 done, undone = progress_from(text, message.role, plan, progress, focus)
                 progress = [step for step in progress if step not in undone]
