@@ -84,6 +84,7 @@ _NOT_DONE = re.compile(
     # an obligation still ahead ("tengo que presentar una reclamación"), a step half done or partly missing
     r"have to|has to|need to|needs to|tengo que|tenemos que|hay que|muss|m[üu]ssen|il faut|je dois|on doit|"
     r"half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|[àa] moiti[ée]|presque|"
+    r"started|starting|begun|began|angefangen|begonnen|empezado|empec[ée]|comenzado|commenc[ée]|"
     r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|\d+ (of|out of|von|de|sur) (the )?\d+)\b",
     re.IGNORECASE)
 
