@@ -98,6 +98,8 @@ _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverte
 
 # A step left out on purpose ("I skipped that", "so no dog flight", "nos saltamos la encuesta"): not done.
 _SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no need for|not doing|dropped|"
+                      r"didn'?t (even )?need to|did not need to|no need to|wasn'?t needed|not needed|nicht n[öo]tig|"
+                      r"no hizo falta|pas eu besoin|pas besoin|"
                       r"so no|salt[eé]|saltamos|saltado|nos saltamos|sin hacer|[üu]bersprungen|lassen wir|weggelassen|"
                       r"saut[ée]|on saute|laiss[ée] tomber)\b", re.IGNORECASE)
 
@@ -106,6 +108,13 @@ _SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no
 _REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|fehlen noch|fehlt noch|noch offen|todav[ií]a|"
                       r"faltan?|quedan|encore|il manque|il reste|i'?ll|we'?ll|not yet|haven'?t|hasn'?t|half|"
                       r"noch nicht|a[uú]n no|pas encore)\b", re.IGNORECASE)
+
+
+# A step said to be partly done, or not needed after all.
+_PARTLY = re.compile(r"\b(half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|"
+                     r"[àa] moiti[ée]|presque|en partie|(one|two|a) thirds?|\d+ (of|out of|von|de|sur) (the )?\d+|"
+                     r"still|the rest|remaining|not yet|noch nicht|a[uú]n no|todav[ií]a no|pas encore)\b",
+                     re.IGNORECASE)
 
 
 _STEP_REF = re.compile(r"\b(?:steps?|pasos?|schritte?|[ée]tapes?)\s+(\d{1,2})(?:\s*(?:-|–|to|through)\s*(\d{1,2}))?"
@@ -183,6 +192,7 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
     assistant talked about last, which a bare "that part's sorted" reports."""
     found: list[str] = []
     undone: list[str] = []
+    held: list[str] = []
     if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
         return list(plan), []
     if role == "assistant":  # the steps of a plan it lays out are not reports of them
@@ -211,6 +221,8 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
             found.pop()  # the step just reported is only partly done ("Got the beds. Collar I'll get at the centre.")
             continue
         if not _reports_done(clause, role):
+            if role == "user" and _PARTLY.search(clause):
+                held.extend(_referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s])
             continue
         if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",
                                                  clause, re.IGNORECASE):
@@ -232,7 +244,8 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
         if (not matched and role == "user" and focus and focus not in progress + found
                 and _ANAPHOR.search(clause)):
             found.append(focus)
-    return [step for step in found if step not in undone], undone
+    # What the message says is partly done ("tracking on 31 of the 38 orders") is not done, whatever else it says.
+    return [step for step in found if step not in undone and step not in held], undone
 
 
 def focus_step(units: list[tuple[str, str]], plan: list[str], progress: list[str]) -> str | None:
