@@ -85,6 +85,7 @@ _NOT_DONE = re.compile(
     r"have to|has to|need to|needs to|tengo que|tenemos que|hay que|muss|m[üu]ssen|il faut|je dois|on doit|"
     r"half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|[àa] moiti[ée]|presque|"
     r"started|starting|begun|began|angefangen|begonnen|empezado|empec[ée]|comenzado|commenc[ée]|"
+    r"'d have|would have|could have|h[äa]tten?|habr[ií]a|aurai(t|ent)|"
     r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|\d+ (of|out of|von|de|sur) (the )?\d+)\b",
     re.IGNORECASE)
 
@@ -97,8 +98,9 @@ _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverte
 
 
 # A step left out on purpose ("I skipped that", "so no dog flight", "nos saltamos la encuesta"): not done.
-_SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no need for|not doing|dropped|"
+_SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no need for|not doing|"
                       r"didn'?t (even )?need to|did not need to|no need to|wasn'?t needed|not needed|nicht n[öo]tig|"
+                      r"(don'?t|do not|doesn'?t|does not) need (our|my|a|an|to)|"
                       r"no hizo falta|pas eu besoin|pas besoin|"
                       r"so no|salt[eé]|saltamos|saltado|nos saltamos|sin hacer|[üu]bersprungen|lassen wir|weggelassen|"
                       r"saut[ée]|on saute|laiss[ée] tomber)\b", re.IGNORECASE)
