@@ -11,7 +11,7 @@ _DONE = re.compile(
     r"(✅|✔|☑|\b(done|finished|completed?|did|wrapped up|ticked off|sorted|worked|works now|is working|are working|"
     r"set up|installed|fixed|merged|deployed|sent|booked|submitted|passed|checked off|covered|handled|settled|"
     r"in place|live|ready|signed off|up and running|went out|is out|are out|is up|is in|are in|went through|"
-    r"came through|checks out|on there|running|works|active|activated|enabled|healthy|approved|accepted|arrived|"
+    r"came through|checks out|on there|running|works|active|activated|enabled|healthy|green|gr[üu]n|verde|approved|accepted|arrived|"
     r"delivered|landed|published|released|pointing|propagated|resolved|perfect|looks (good|great|right)|spot on|"
     r"qued[oó]|quedaron|lleg[oó]|llegaron|angekommen|geliefert|freigegeben|arriv[eé]e?s?|livr[eé]e?s?|"
     r"is on the|'s on the|are on the|points? (at|to)|yesterday|last night|ayer|anoche|gestern|hier soir|"
