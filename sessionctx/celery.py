@@ -6,7 +6,7 @@ from celery.signals import worker_ready
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sessionctx.settings")
 
 app = Celery("sessionctx")
-# Every CELERY_* Django setting configures the app (see settings.py).
+# Every CELERY_* Django setting configures the app (see settings/celery.py).
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

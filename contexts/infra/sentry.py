@@ -1,9 +1,9 @@
 """Optional error reports to Sentry (SENTRY_DSN; off while it is unset), from web processes and Celery workers.
 
-settings.py calls `init` once per process (web, worker and beat all load the settings). Each event carries the
-request id as the `request_id` tag: the API request's id in a web process, the id the task brought along in a
-worker (contexts/infra/requestid.py), so one id leads from the answer's `X-Request-ID` to the log lines, the run
-record and the error report alike.
+sessionctx/settings/observability.py calls `init` once per process (web, worker and beat all load the settings).
+Each event carries the request id as the `request_id` tag: the API request's id in a web process, the id the task
+brought along in a worker (contexts/infra/requestid.py), so one id leads from the answer's `X-Request-ID` to the log
+lines, the run record and the error report alike.
 
 What an event may hold is kept small on purpose: no personal data (`send_default_pii` off: no cookies, no
 Authorization header, no user or IP), no request bodies (they are conversations), and no local variables of the

@@ -29,7 +29,8 @@ class Status(models.TextChoices):
     CLOSED = "closed", "Closed"
 
 
-# The update policies (contexts.extraction.policy reads them; settings.py checks SESSIONCTX_UPDATE_POLICY the same way).
+# The update policies (contexts.extraction.policy reads them; sessionctx/settings/sessionctx.py checks
+# SESSIONCTX_UPDATE_POLICY the same way).
 UPDATE_POLICY_PATTERN = r"every_turn|every_n_turns:[1-9]\d{0,5}|idle:[1-9]\d{0,6}|tokens:[1-9]\d{0,7}"
 
 

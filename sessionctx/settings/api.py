@@ -1,0 +1,45 @@
+"""The REST API (Django REST framework) and its OpenAPI schema (drf-spectacular)."""
+
+from __future__ import annotations
+
+from .env import env, env_int
+
+__all__ = [
+    "REST_FRAMEWORK", "SPECTACULAR_SETTINGS",
+]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["contexts.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["contexts.api.auth.HasScope"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "contexts.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["contexts.api.throttle.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": env("API_THROTTLE_RATE", "6000/min")},
+    # Client IPs are read from X-Forwarded-For only behind this many trusted proxies.
+    # Unset means no proxy (0): DRF's own default (None) would trust any X-Forwarded-For a client sends.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "sessionctx API",
+    "DESCRIPTION": "Session context for LLM-agent conversations: snapshots, messages, history, handoff.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "contexts.api.openapi.strict_request_bodies"],
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "contexts.models.Status",
+        "RunStatusEnum": "contexts.api.serializers.RunStatus",
+    },
+    "PATH_CONVERTER_OVERRIDES": {
+        # contexts.snapshot.validate_session_id: not dots alone.
+        "session_id": {"type": "string", "pattern": r"^(?!\.+$)[A-Za-z0-9._:@-]{1,255}$", "maxLength": 255},
+    },
+}

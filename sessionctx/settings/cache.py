@@ -1,0 +1,24 @@
+"""The shared cache (CACHE_URL): throttle counters and the read cache."""
+
+from __future__ import annotations
+
+from .env import env, env_float
+
+__all__ = [
+    "CACHE_URL", "CACHE_SOCKET_TIMEOUT", "CACHE_CONNECT_TIMEOUT", "CACHES",
+]
+
+# Throttle counters and the read cache live here: give every web and worker process one shared cache (Redis) in
+# production. A Redis that does not answer within the timeouts costs a request that long, then it goes on
+# without the cache (reads from the database, throttle not counted).
+CACHE_URL = env("CACHE_URL")
+CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.5)
+CACHE_CONNECT_TIMEOUT = env_float("CACHE_CONNECT_TIMEOUT", 0.5)
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+         "OPTIONS": {"socket_timeout": CACHE_SOCKET_TIMEOUT, "socket_connect_timeout": CACHE_CONNECT_TIMEOUT}}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}

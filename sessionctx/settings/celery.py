@@ -1,0 +1,88 @@
+"""Celery: the broker, task limits (they follow the model's timeout), redelivery, and the periodic sweeps."""
+
+from __future__ import annotations
+
+import math
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env, env_int
+from .sessionctx import OPENAI_TIMEOUT
+
+__all__ = [
+    "CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "SESSIONCTX_INPROCESS_WORKERS", "CELERY_TASK_EAGER_PROPAGATES",
+    "CELERY_RESULT_BACKEND", "CELERY_TASK_IGNORE_RESULT", "CELERY_TASK_SERIALIZER", "CELERY_RESULT_SERIALIZER",
+    "CELERY_ACCEPT_CONTENT", "CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_ACKS_LATE", "CELERY_TASK_REJECT_ON_WORKER_LOST",
+    "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP",
+    "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS", "CELERY_TASK_SOFT_TIME_LIMIT",
+    "CELERY_TASK_TIME_LIMIT", "CELERY_BROKER_TRANSPORT_OPTIONS", "CELERY_WORKER_HIJACK_ROOT_LOGGER",
+    "CELERY_DB_REUSE_MAX", "SWEEP_INTERVAL", "CELERY_BEAT_SCHEDULE",
+]
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+# No broker: tasks run in-process (the embedded default), still after the transaction commits.
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# There, this many threads of each process run the tasks, so a request never waits for the model (0: the request
+# runs them itself after its commit, as the tests do).
+SESSIONCTX_INPROCESS_WORKERS = env_int("SESSIONCTX_INPROCESS_WORKERS", 2)
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "sessionctx")
+# A task is acknowledged after it ran, so a killed worker's task is redelivered to another.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task running when the broker connection is lost finishes its work (killing it would only redo it). Its ack
+# cannot reach Redis any more: contexts/infra/broker.py makes that a logged connection error rather than one that
+# stops the worker, and the message delivered again after the visibility timeout finds its run done.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "contexts.infra.broker:Transport"
+    __all__ += ["CELERY_BROKER_TRANSPORT"]
+# The model's timeout (OPENAI_TIMEOUT, sessionctx.py) sets the task limits (a slow local model gets a long
+# OPENAI_TIMEOUT and longer tasks with it): an extraction needs room for an answer and its repair, each perhaps after
+# one timed-out try. The extractor starts no call that could end past the soft limit, so a soft limit below one call
+# would fail every run at once.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", max(240, math.ceil(4 * OPENAI_TIMEOUT) + 30))
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", CELERY_TASK_SOFT_TIME_LIMIT + 60)
+if CELERY_TASK_SOFT_TIME_LIMIT <= OPENAI_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT} s) leaves no room for a model call of "
+        f"OPENAI_TIMEOUT ({OPENAI_TIMEOUT:g} s): every run would fail at once. Leave it unset to follow "
+        f"OPENAI_TIMEOUT, or set it to at least {math.ceil(4 * OPENAI_TIMEOUT) + 30} (an answer and its repair, each "
+        "perhaps tried twice)")
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be above CELERY_TASK_SOFT_TIME_LIMIT")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redis redelivers an unacknowledged task after this: above the hard limit plus backoff.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", max(900, CELERY_TASK_TIME_LIMIT + 120)),
+    # How often a worker looks for unacknowledged tasks past that timeout (a killed worker's).
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup otherwise closes the database connection before and after every task, so each
+# extraction paid for a new PostgreSQL backend; contexts/tasks.py closes only broken or expired ones
+# (CONN_MAX_AGE, health checks), as Django does around each request.
+CELERY_DB_REUSE_MAX = 1_000_000
+
+# The sweep is what gets a SIGKILLed worker's runs going again when no worker restarts, so it runs often (the README's
+# takeover bound); a sweep message older than one interval is dropped, as the next one is on its way.
+SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
+                          "options": {"expires": float(SWEEP_INTERVAL)}},
+    # Sessions under an idle:S policy whose conversation has gone quiet get their update, and so do sessions
+    # whose back-off after failed runs is over.
+    "sweep-idle-updates": {"task": "contexts.sweep_idle_updates", "schedule": float(SWEEP_INTERVAL),
+                           "options": {"expires": float(SWEEP_INTERVAL)}},
+    "purge-events": {"task": "contexts.purge_events", "schedule": 3600.0},
+    "purge-sessions": {"task": "contexts.purge_sessions", "schedule": 3600.0, "options": {"expires": 3600.0}},
+    # Retries due later than a countdown should wait in the broker, and deliveries a dead worker or broker lost.
+    "sweep-webhooks": {"task": "contexts.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
+}
