@@ -37,6 +37,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SessionStatusEnum": "contexts.models.Status",
         "RunStatusEnum": "contexts.api.serializers.RunStatus",
+        # The fields a lock names, in the locks API and in export documents alike.
+        "LockableFieldEnum": "contexts.services.locks.LOCKABLE_FIELDS",
     },
     "PATH_CONVERTER_OVERRIDES": {
         # contexts.snapshot.validate_session_id: not dots alone.
