@@ -65,3 +65,21 @@ def test_model_prices_that_are_not_two_numbers_per_model_are_a_clear_error():
     for bad in ('{"gpt-4o-mini": [0.15]}', '{"gpt-4o-mini": ["cheap", 1]}', "[0.15, 0.6]", "gpt-4o-mini=0.15"):
         result = _import_settings(DEBUG="true", SESSIONCTX_MODEL_PRICES=bad)
         assert result.returncode != 0 and "SESSIONCTX_MODEL_PRICES must be JSON like" in result.stderr, bad
+
+
+def test_every_setting_a_part_defines_reaches_the_settings_module():
+    # Each part of sessionctx/settings/ exports what __all__ names: a setting left out of it would vanish silently.
+    import importlib
+    import pkgutil
+
+    import sessionctx.settings as package
+
+    parts = [importlib.import_module(f"sessionctx.settings.{info.name}")
+             for info in pkgutil.iter_modules(package.__path__)]
+    exported = {name for part in parts for name in getattr(part, "__all__", ())}
+    defined = {name for part in parts for name in vars(part) if name.isupper() and not name.startswith("_")}
+    # Constants a part imports from a library (csp's NONCE, SELF) are not settings.
+    import csp.constants
+
+    assert defined - exported - set(vars(csp.constants)) == set()
+    assert all(hasattr(package, name) for name in exported)
