@@ -57,8 +57,8 @@ def role_allows(role: str | None, perm: str | None) -> bool:
 
 def working_project(request: HttpRequest) -> tuple[Any, str | None]:
     """(project, role) the signed-in person works in now: the project of the page an htmx request or a posted
-    form comes from, else `?project=SLUG` on a link (remembered), else the one chosen before, else their first. (None, None) for
-    someone in no project, or not (any more) in the project the page named."""
+    form comes from, else `?project=SLUG` on a link (remembered), else the one chosen before, else their first.
+    (None, None) for someone in no project, or not (any more) in the project the page named."""
     pinned = request.headers.get(PROJECT_HEADER) if request.htmx else request.POST.get(PROJECT_FIELD)
     wanted = pinned or request.GET.get("project") or request.session.get(PROJECT_SESSION_KEY)
     found = selectors.project_for_staff(request.user, wanted)

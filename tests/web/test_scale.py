@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.heavy]
 N = 100_000
 
 
-COLUMNS = ("project_id, session_id, user_id, agent_id, team_id, mode, summary, goal, plan, progress, handoff_note, status, "
-           "handoff_reason, version, last_message_seq, cursor_seq, created_at, updated_at")
+COLUMNS = ("project_id, session_id, user_id, agent_id, team_id, mode, summary, goal, plan, progress, handoff_note, "
+           "status, handoff_reason, version, last_message_seq, cursor_seq, created_at, updated_at")
 STATUS = ("CASE i % 100 WHEN 97 THEN 'handoff_requested' WHEN 98 THEN 'human' WHEN 99 THEN 'closed' "
           "ELSE 'active' END")
 POSTGRES = f"""

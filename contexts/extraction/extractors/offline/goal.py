@@ -44,7 +44,7 @@ _OUTRIGHT_CHANGE = re.compile(
     r"\b(change of (direction|plans?)|plan ?[äa]nderung|planwechsel|cambio de (planes|rumbo)|changement de (plan|cap)|"
     r"new goal|the (actual|real) (problem|goal|issue|question)|(don't|do not|no longer) (\w+ ){0,2}care|"
     r"not interested any ?more|(ist|sind) (mir )?nicht mehr wichtig|ya no me importa|"
-    r"scratch that|forget (that|the)|changed (my|our) minds?|neues ziel|nuevo objectif|nouvel objectif)\b",
+    r"scratch that|forget (that|the)|changed (my|our) minds?|neues ziel|nuevo objetivo|nouvel objectif)\b",
     re.IGNORECASE)
 _TOLD = re.compile(r"\b(wants? us to|asked us to|told us to|(we|i) (should|must|need to)|wir sollen|ich soll|"
                    r"debemos|tenemos que|on doit|nous devons)\b", re.IGNORECASE)
@@ -115,11 +115,13 @@ def goal_from(text: str) -> str | None:
 
 
 def _is_change(sentence: str) -> bool:
+    """Whether a sentence with a change word changes the goal: it opens on the change, or wishes for something
+    (after "actually", when that is the change word: "we'd never actually paid anything" wishes for nothing)."""
     if _CHANGE_OPENS.match(sentence):
         return True
     after = sentence[_GOAL_CHANGE.search(sentence).start():]
-    return bool(_REQUEST.search(sentence) or _WISH.search(sentence)) if not after.lower().startswith(
-        "actually") else bool(_REQUEST.search(after) or _WISH.search(after))
+    wishing = after if after.lower().startswith("actually") else sentence
+    return bool(_REQUEST.search(wishing) or _WISH.search(wishing))
 
 
 # What opens a change before its content: "Hmm, actually, change of plans: …"
