@@ -33,7 +33,7 @@ _PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|g
                    r"found|chose|chosen|picked|began|begun|drew|drawn|grabbed|signed|came|given|frozen|spoken|driven|"
                    r"sold|hung|laid|dug|held|kept|met|rode|shot|shut|spent|stood|taught|threw|won|fed|fought|flew|"
                    r"froze|grew|led|brought|caught|dealt|fell|gave|broke|drove|seen|shown|taken|thrown|"
-                   r"written|broken|torn|"
+                   r"written|broken|torn|read|"
                    r"hice|hizo|hicimos|puse|pusimos|tuve|tuvimos|fuimos|vino|vinieron|escrit[oa]s?|puest[oa]s?|"
                    r"abiert[oa]s?|vist[oa]s?|"
                    r"[a-záéíóú]{3,}(?:ado|ada|ados|adas|ido|ida|idos|idas)|[a-z]{3,}(?:é|í|ó)|"
@@ -79,7 +79,7 @@ _NOT_DONE = re.compile(
     r"\b(on hold|blocked|waiting|pending|in progress|currently|still \w+ing|gerade|warte|wartet|en curso|pendiente|"
     r"en cours|en attente|tomorrow|next week|later today|ma[ñn]ana|la semana que viene|la pr[oó]xima "
     r"semana|morgen|n[äa]chste woche|demain|la semaine prochaine|not|n't|yet to|still need|still chasing|haven't|"
-    r"hasn't|once|after you|when you|if you|before|will|going to|"
+    r"hasn't|once|after you|when you|if you|before|will|'ll|going to|"
     r"next|should|let me know|can't|cannot|failed|fails|error|skip|skipped|skipping|forgot|forget|trouble|"
     r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste|"
     # an obligation still ahead ("tengo que presentar una reclamación"), a step half done or partly missing
