@@ -75,6 +75,8 @@ _ANAPHOR = re.compile(r"^\W*(that|this|it|those|these|eso|esto|eso ya|das|dies|e
 
 # A state that holds since some time ("TTL has been at 300 since yesterday"): what a step set up.
 _SINCE = re.compile(r"\b(has|have)\s+been\b.*\bsince\b|\bdesde\b|\bseit\b|\bdepuis\b", re.IGNORECASE)
+# Some of a step's parts, not all: "31 of the 38 orders", "6 anuncios redactados de los 10".
+_SOME_OF = r"\d+ ([\w-]+ ){0,3}(of|out of|von|de|sur) (the |los |las |den |les )?\d+"
 _NOT_DONE = re.compile(
     r"\b(on hold|blocked|waiting|pending|in progress|currently|still \w+ing|gerade|warte|wartet|en curso|pendiente|"
     r"en cours|en attente|tomorrow|next week|later today|ma[ñn]ana|la semana que viene|la pr[oó]xima "
@@ -87,7 +89,7 @@ _NOT_DONE = re.compile(
     r"half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|[àa] moiti[ée]|presque|"
     r"started|starting|begun|began|angefangen|begonnen|empezado|empec[ée]|comenzado|commenc[ée]|"
     r"'d have|would have|could have|h[äa]tten?|habr[ií]a|aurai(t|ent)|"
-    r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|\d+ (of|out of|von|de|sur) (the )?\d+)\b",
+    r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|" + _SOME_OF + r")\b",
     re.IGNORECASE)
 
 
@@ -115,7 +117,7 @@ _REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|fehlen noch
 
 # A step said to be partly done, or not needed after all.
 _PARTLY = re.compile(r"\b(half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|"
-                     r"[àa] moiti[ée]|presque|en partie|(one|two|a) thirds?|\d+ (of|out of|von|de|sur) (the )?\d+|"
+                     r"[àa] moiti[ée]|presque|en partie|(one|two|a) thirds?|" + _SOME_OF + r"|"
                      r"still|the rest|remaining|not yet|noch nicht|a[uú]n no|todav[ií]a no|pas encore)\b",
                      re.IGNORECASE)
 
