@@ -20,7 +20,8 @@ _REQUEST = re.compile(
     r"i'?m planning|i am planning|we'?re (moving|migrating|planning|getting|thinking)|i'?m (moving|thinking|"
     r"organising|organizing|retiling)|quiero|necesito|me gustar[ií]a|ich (will|m[oö]chte|muss|brauche)|wir (wollen|"
     r"m[uü]ssen|brauchen)|je (veux|voudrais|dois|cherche)|nous (voulons|devons|cherchons|d[eé]m[eé]nageons)|"
-    r"(asked|told) (me|us) to)\b|\b(goal|aim|objective|ziel|objetivo|objectif)\s*:",
+    r"(asked|asking|told) (me|us) to|(i|we)'?d love to|me encantar[ií]a|ich w[üu]rde gern|j'aimerais)\b|"
+    r"\b(goal|aim|objective|ziel|objetivo|objectif)\s*:",
     re.IGNORECASE,
 )
 _CONSTRAINT = re.compile(r"\b(budget|deadline|due|must|has to|have to|needs to|within|by (monday|tuesday|"
@@ -66,8 +67,8 @@ def _content(sentence: str) -> set[str]:
 
 
 # What a goal sentence adds after its point: a reason, an alternative turned down, an aside, a list of details.
-_ASIDE = re.compile(r"\s*\([^)]*\)|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|ya que|"
-                    r"en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
+_ASIDE = re.compile(r"\s*\([^)]*\)|\s*;.*$|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|"
+                    r"ya que|en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
 _LABEL = re.compile(r"^\W*(goal|aim|objective|ziel|objetivo|objectif)\s*:\s*", re.IGNORECASE)
 # A question that says what the user wants done: "How do I get the hold lifted?"
 _HOW = re.compile(r"^\W*(so,? |and )?how (do|can|should|would) (i|we)( best)? |"
