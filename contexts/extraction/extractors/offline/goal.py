@@ -69,7 +69,8 @@ def _content(sentence: str) -> set[str]:
 # What a goal sentence adds after its point: a reason, an alternative turned down, an aside, a list of details.
 _ASIDE = re.compile(r"\s*\([^)]*\)|\s*;.*$|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|"
                     r"ya que|en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
-_LABEL = re.compile(r"^\W*(goal|aim|objective|ziel|objetivo|objectif)\s*:\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^\W*((my|our|the|mein|unser|das|mi|nuestro|el|mon|notre|l')\s*)?(goal|aim|objective|ziel|"
+                    r"objetivo|objectif)\s*:\s*", re.IGNORECASE)
 # A question that says what the user wants done: "How do I get the hold lifted?"
 _HOW = re.compile(r"^\W*(so,? |and )?how (do|can|should|would) (i|we)( best)? |"
                   r"^\W*¿?c[oó]mo (puedo|podemos|hago para) |^\W*wie (kann|k[öo]nnen|bekomme|schaffe) (ich|wir) |"

@@ -14,7 +14,11 @@ el la los las un una unos unas de del al y o en con por para mi mis tu su sus qu
 der die das den dem des ein eine einen einem einer und oder im mit von zu zum zur fur auf ich wir ist sind habe
 haben schon jetzt auch beim vom am ins
 le les une des du et ou dans avec pour sur je nous mon ma mes est sont ai a on c'est bon fait""".strip()))
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# A sentence ends at . ! or ?, but not at a day of the month ("am 4. Oktober" stays one sentence; "Grade 3. Can you
+# help?" is two).
+_MONTH = r"(?:jan|feb|m[äa]r|apr|mai|may|jun|jul|aug|sep|o[ck]t|nov|de[zc])\w*"
+_SENTENCE = re.compile(rf"(?<=[.!?])(?<!\b\d\.)(?<!\b\d\d\.)\s+|(?<=\b\d\.)\s+(?!{_MONTH})|"
+                       rf"(?<=\b\d\d\.)\s+(?!{_MONTH})", re.IGNORECASE)
 _MARKDOWN = re.compile(r"\*\*|__|[*`#>]+|(?<!\w)_|_(?!\w)")
 
 
