@@ -116,3 +116,60 @@ def test_a_choice_made_completes_the_step_that_asks_for_it(extract):
         ("We settled on 'Ramen Profitable', 30-minute interviews.", "Good name."),
     )
     assert session.progress == ["Choose a name and format"]
+
+
+def test_a_how_to_list_in_a_later_reply_is_not_a_new_plan_and_a_revised_plan_is(extract):
+    session = _replay(
+        extract,
+        ("We need to upgrade our reporting database to PostgreSQL 16.", PLAN),
+        ("Backed up the database last night, 40 GB dump.",
+         "Good. If the upgrade fails, recover like this:\n1. Stop the app\n2. Restore the dump with pg_restore -j 4\n"
+         "3. Start the app on the old cluster"),
+    )
+    assert session.plan[0] == "Back up the database" and len(session.plan) == 4  # instructions, not a plan
+    assert session.progress == ["Back up the database"]
+    post(session, ("user", "Our DBA says we must test on a replica first."),
+         ("assistant", "Revised plan:\n1. Back up the database\n2. Upgrade a replica and test it\n"
+                       "3. Upgrade PostgreSQL to 16\n4. Switch traffic over"))
+    extract(session)
+    assert session.plan[1] == "Upgrade a replica and test it" and session.progress == ["Back up the database"]
+
+
+def test_skipped_half_done_and_intended_steps_are_not_done(extract):
+    plan = ("Here's a plan:\n1. Find the hold notice and note the case number\n2. Upload proof of identity\n"
+            "3. Add tracking numbers to all open orders\n4. Ask for a partial release\n5. Order new packaging")
+    session = _replay(
+        extract,
+        ("Makerly has put my payouts on hold. How do I get the hold lifted?", plan),
+        ("I've put tracking on 31 of the 38 orders, the rest went without.", "The last 7 matter less."),
+        ("Didn't need to ask for the partial release, the hold was lifted this morning!", "Great news."),
+        ("I'll order the new packaging tomorrow.", "Good."),
+    )
+    assert session.progress == []  # 31 of 38, not needed, only intended
+    post(session, ("user", "Found the notice, case MKR-60214. Uploaded my passport too."), ("assistant", "Good."))
+    extract(session)
+    assert session.progress == ["Find the hold notice and note the case number", "Upload proof of identity"]
+
+
+def test_the_goal_is_the_wish_not_its_reason_nor_a_passing_actually(extract):
+    session = _replay(
+        extract,
+        ("Hi, I sell ceramics on Makerly. They put my payouts on hold and £2,340 is stuck there. I need that money "
+         "for clay and postage. How do I get the hold lifted?", PLAN),
+        ("Sent the documents, we'd never actually been asked for them before.", "Good."),
+    )
+    assert session.goal == "Get the hold lifted"
+    post(session, ("user", "Change of direction, sorry. The hold is gone. She wants us to move the shop to Etsy "
+                           "instead: fees, reviews, all of it."), ("assistant", "Understood."))
+    extract(session)
+    assert session.goal.startswith("She wants us to move the shop to Etsy")
+
+
+def test_a_day_of_the_month_does_not_end_a_sentence(extract):
+    session = _replay(
+        extract,
+        ("Wir ziehen nach Berlin und müssen die Wohnung in Köln kündigen.",
+         "So würde ich vorgehen:\n1. Die Wohnung kündigen\n2. Eine Umzugsfirma buchen"),
+        ("Die Kündigung ist am 4. Oktober raus.", "Gut, dann die Umzugsfirma."),
+    )
+    assert session.progress == ["Die Wohnung kündigen"]
