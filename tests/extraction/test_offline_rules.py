@@ -170,6 +170,6 @@ def test_a_day_of_the_month_does_not_end_a_sentence(extract):
         extract,
         ("Wir ziehen nach Berlin und müssen die Wohnung in Köln kündigen.",
          "So würde ich vorgehen:\n1. Die Wohnung kündigen\n2. Eine Umzugsfirma buchen"),
-        ("Die Kündigung ist am 4. Oktober raus.", "Gut, dann die Umzugsfirma."),
+        ("Kündigung am 4. Oktober verschickt.", "Gut, dann die Umzugsfirma."),
     )
     assert session.progress == ["Die Wohnung kündigen"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .plan import LIST_ITEM
-from .text import clean, overlap_count, stems
+from .text import clean, overlap_count, split_sentences, stems
 
 _DONE = re.compile(
     r"(✅|✔|☑|\b(done|finished|completed?|did|wrapped up|ticked off|sorted|worked|works now|is working|are working|"
@@ -137,7 +137,7 @@ _ALL_DONE = re.compile(r"\b(all|every)\s+(the\s+)?steps?\b.*\b(done|finished|com
 def _clauses(text: str) -> list[str]:
     """Statements (questions left out), split where a sentence joins two ("…, so step 3 is done")."""
     clauses = []
-    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):  # "iOS 6.2" is one sentence
+    for sentence in split_sentences(text):  # "iOS 6.2" and "am 4. Oktober" are in one sentence
         if not sentence.strip() or sentence.strip().endswith("?"):
             continue
         parts = re.split(r";|\bbut\b|\bthough\b|\bpero\b|\baber\b|\bmais\b|"
