@@ -9,6 +9,7 @@ from .plan import LIST_ITEM
 from .text import clean, split_sentences, words
 
 _NUMBERISH = re.compile(r"\d")
+_IDENTIFIER = re.compile(r"\w_\w|[a-z][A-Z]")  # request_id, ElastAlert: names, whatever their case
 _DECISION = re.compile(
     r"\b(decided|decision|going with|went with|chose|choose|agreed|approved|refunded|refund|opened|booked|signed|"
     r"confirmed|scheduled|will|won't|instead|fixed|found|because|cause|root cause|workaround|credit|deadline|"
@@ -29,7 +30,7 @@ def _weight(sentence: str) -> float:
     tokens = body.split()
     score = 2.0 * sum(1 for t in tokens if _NUMBERISH.search(t))
     score += sum(1.0 for t in tokens[1:] if t[:1].isupper())
-    score += sum(1.0 for t in tokens if re.search(r"\w_\w|[a-z][A-Z]", t))  # request_id, ElastAlert
+    score += sum(1.0 for t in tokens if _IDENTIFIER.search(t))
     score += 1.5 * len(_DECISION.findall(body))
     return score + 0.1 * len(words(body))
 
