@@ -173,3 +173,36 @@ def test_a_day_of_the_month_does_not_end_a_sentence(extract):
         ("Kündigung am 4. Oktober verschickt.", "Gut, dann die Umzugsfirma."),
     )
     assert session.progress == ["Die Wohnung kündigen"]
+
+
+def test_a_status_recap_in_a_later_reply_is_not_a_new_plan(extract):
+    session = _replay(
+        extract,
+        ("We need to upgrade our reporting database to PostgreSQL 16.", PLAN),
+        ("Backed up the database last night, 40 GB dump.",
+         "Where you are on the plan:\n- The database is backed up (40 GB).\n- The upgrade to PostgreSQL 16 is still "
+         "to do.\n- The test suite has not been run yet."),
+    )
+    assert session.plan == ["Back up the database", "Upgrade PostgreSQL to 16", "Run the test suite",
+                            "Switch traffic over"]
+    assert session.progress == ["Back up the database"]
+
+
+def test_the_english_he_is_not_a_spanish_report_of_done(extract):
+    session = _replay(
+        extract,
+        ("We're moving to Toronto with our dog Biscuit.",
+         "Here's the plan:\n1. Sell the car\n2. Book the flights\n3. Sort out Biscuit's travel"),
+        ("He's 11, he gets anxious in the car.", "Then flying may be hard on him."),
+    )
+    assert session.progress == []
+
+
+def test_an_ordinal_after_an_article_does_not_end_a_sentence(extract):
+    session = _replay(
+        extract,
+        ("Hallo! Ich studiere Biologie im 5. Semester an der Uni Göttingen und will im Wintersemester ein "
+         "Auslandssemester in Schweden machen, am liebsten in Lund. Kannst du mir helfen?",
+         "So würde ich vorgehen:\n1. Mit dem Erasmus-Büro sprechen\n2. Die Bewerbung abgeben"),
+    )
+    assert "Auslandssemester in Schweden" in session.goal

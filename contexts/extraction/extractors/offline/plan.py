@@ -13,6 +13,16 @@ _PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'?ll|let'?s|approach|roadm
                        r"pasos|plan|vorschlag|schritte|so würde|étapes|voici|plan)\b", re.IGNORECASE)
 
 
+# An item that reports where a step stands ("The spreadsheet is imported: 212 entries.", "2FA: 11 of 14. Tom still to
+# go."): a list of them recaps the plan, it is not one.
+_STATUS = re.compile(r"\b(is|are|was|were|has been|have been|done|still|ist|sind|est|sont|está|están|ya)\b.*\.$",
+                     re.IGNORECASE)
+
+
+def _recap(items: list[str]) -> bool:
+    return sum(bool(_STATUS.search(item.strip())) for item in items) * 2 > len(items)
+
+
 def plan_from(text: str) -> list[str] | None:
     """The last list of two or more steps in an assistant reply, or None."""
     lists: list[tuple[bool, list[str]]] = []
@@ -32,7 +42,8 @@ def plan_from(text: str) -> list[str] | None:
     if current:
         lists.append((numbered, current))
     cue = bool(_PLAN_CUE.search(text))
-    candidates = [items for is_numbered, items in lists if len(items) >= 2 and (is_numbered or cue)]
+    candidates = [items for is_numbered, items in lists
+                  if len(items) >= 2 and (is_numbered or cue) and not _recap(items)]
     if not candidates:
         return None
     steps = []

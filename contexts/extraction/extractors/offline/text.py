@@ -99,5 +99,16 @@ def clean(text: str) -> str:
     return " ".join(_MARKDOWN.sub("", text.replace("\u2019", "'")).split())
 
 
+# An ordinal after an article or preposition ("im 5. Semester", "der 3. Schritt") does not end a sentence either.
+_ORDINAL_END = re.compile(r"\b(im|am|zum|vom|beim|ins|zur|der|den|dem|des|die|das|ab|bis|seit|nach|vor|jedes?|"
+                          r"jeden|alle)\s\d{1,2}\.$", re.IGNORECASE)
+
+
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(clean(text)) if s.strip()]
+    sentences: list[str] = []
+    for part in (s.strip() for s in _SENTENCE.split(clean(text))):
+        if sentences and _ORDINAL_END.search(sentences[-1]):
+            sentences[-1] += " " + part
+        elif part:
+            sentences.append(part)
+    return [s for s in sentences if s]
