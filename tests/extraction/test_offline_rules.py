@@ -206,3 +206,31 @@ def test_an_ordinal_after_an_article_does_not_end_a_sentence(extract):
          "So würde ich vorgehen:\n1. Mit dem Erasmus-Büro sprechen\n2. Die Bewerbung abgeben"),
     )
     assert "Auslandssemester in Schweden" in session.goal
+
+
+VAN = ("Here's the plan:\n1. Strip out the cargo area\n2. Insulate with sheep wool\n3. Fit a diesel heater\n"
+       "4. Build a rock-and-roll bed\n5. Collect the money for the parts from everyone")
+
+
+def test_what_comes_next_is_under_way_or_is_all_but_done_is_not_done(extract):
+    session = _replay(
+        extract,
+        ("We're converting our van into a weekend camper.", VAN),
+        ("Cargo area is stripped.", "Great, you're now ready for the insulation."),
+        ("Sam found a rock-and-roll bed on Marketplace, we're collecting it Saturday.", "Nice find."),
+        ("Everyone has paid for the parts except Elena and Marta.", "Almost there."),
+    )
+    assert session.progress == ["Strip out the cargo area"]
+
+
+def test_a_step_taken_back_out_is_undone_and_works_well_is_not_we_will(extract):
+    session = _replay(
+        extract,
+        ("We're converting our van into a weekend camper.", VAN),
+        ("Fitted the diesel heater this weekend.", "Good. Fit a CO alarm too."),
+        ("The heater leaked fumes, so I've taken the whole heater back out.", "The right call."),
+    )
+    assert session.progress == []
+    post(session, ("user", "Cargo area is stripped."), ("assistant", "That covers the strip-out. Wool works well."))
+    extract(session)
+    assert session.progress == ["Strip out the cargo area"]

@@ -49,7 +49,7 @@ _OUTRIGHT_CHANGE = re.compile(
     re.IGNORECASE)
 _TOLD = re.compile(r"\b(wants? us to|asked us to|told us to|(we|i) (should|must|need to)|wir sollen|ich soll|"
                    r"debemos|tenemos que|on doit|nous devons)\b", re.IGNORECASE)
-_WISH = re.compile(r"\b(let'?s|we'?ll|i'?ll|we'?d|i'?d|rather|prefer|vamos a|prefiero|preferimos|lass uns|lieber|on va|"
+_WISH = re.compile(r"\b(let'?s|we'll|i'll|we'd|i'd|rather|prefer|vamos a|prefiero|preferimos|lass uns|lieber|on va|"
                    r"je pr[ée]f[eè]re|on pr[ée]f[eè]re)\b", re.IGNORECASE)
 
 

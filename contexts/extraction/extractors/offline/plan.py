@@ -9,7 +9,7 @@ from django.conf import settings
 from .text import clean, stems
 
 LIST_ITEM = re.compile(r"^\s*(?:(?:step\s*)?(\d{1,2})[.):]|[-*•])\s+(.+?)\s*$", re.IGNORECASE)
-_PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'?ll|let'?s|approach|roadmap|first|then|next|checklist|"
+_PLAN_CUE = re.compile(r"\b(plan|steps?|here'?s how|we'll|let'?s|approach|roadmap|first|then|next|checklist|"
                        r"pasos|plan|vorschlag|schritte|so würde|étapes|voici|plan)\b", re.IGNORECASE)
 
 

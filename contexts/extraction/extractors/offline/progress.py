@@ -90,15 +90,25 @@ _NOT_DONE = re.compile(
     r"half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|[àa] moiti[ée]|presque|"
     r"started|starting|begun|began|angefangen|begonnen|empezado|empec[ée]|comenzado|commenc[ée]|"
     r"'d have|would have|could have|h[äa]tten?|habr[ií]a|aurai(t|ent)|"
-    r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|" + _SOME_OF + r")\b",
+    r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|" + _SOME_OF + r"|"
+    # what comes next ("ready for insulation"), what is under way ("we're collecting it"), all but some
+    r"ready (for|to)|listos? para|bereit f[üu]r|pr[eê]te?s? (pour|[àa])|(i'?m|we'?re|i am|we are) \w+ing|"
+    r"except|all but|apart from|(todas|todos) menos|excepto|salvo|au[ßs]er|bis auf|sauf|"
+    r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst)\b",
     re.IGNORECASE)
 
 
 _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverted|undid|undone|isn't done after all|"
                      r"not done after all|(pull|pulled|take|took|tear|tore|rip|ripped) [\w ]{0,20}(off|out|down) "
-                     r"again|had to redo|back to (square one|0%|zero)|(switched|turned|put|flipped) [\w ]{0,20}back on|"
+                     r"again|(taken|took|pulled|ripped|torn|tore|had to take) [\w ]{0,20}back (out|off|down)|"
+                     r"had to redo|back to (square one|0%|zero)|(switched|turned|put|flipped) [\w ]{0,20}back on|"
                      r"re-?enabled|wieder (eingeschaltet|aktiviert|angeschaltet)|zur[üu]ckgerollt|zur[üu]ckgesetzt|"
                      r"revertido|reactivad[oa]|deshecho|r[ée]activ[ée]e?|annul[ée]e?|remis en place)", re.IGNORECASE)
+
+
+# The words of an undoing alone ("I've taken the whole heater back out" is about the heater).
+_UNDO_WORDS = re.compile(r"\b(rolled|roll|back|out|off|down|again|taken|took|take|pulled|pull|ripped|rip|torn|tore|"
+                         r"tear|switched|turned|put|flipped|on)\b", re.IGNORECASE)
 
 
 # A step left out on purpose ("I skipped that", "so no dog flight", "nos saltamos la encuesta"): not done.
@@ -111,13 +121,16 @@ _SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no
 
 
 # What is still left of a step just reported ("Still hunting for nights 4 and 5", "die an die Rentner fehlen noch").
-_REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|fehlen noch|fehlt noch|noch offen|todav[ií]a|"
-                      r"faltan?|quedan|encore|il manque|il reste|i'?ll|we'?ll|not yet|haven'?t|hasn'?t|half|"
+_REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|(aren'?t|isn'?t|are not|is not) (\w+ ){0,2}"
+                      r"(done|finished|ready|sorted|in)|waiting|esperamos|esperando|warten|attendons|"
+                      r"fehlen noch|fehlt noch|noch offen|todav[ií]a|"
+                      r"faltan?|quedan|encore|il manque|il reste|i'll|we'll|not yet|haven'?t|hasn'?t|half|"
                       r"noch nicht|a[uú]n no|pas encore)\b", re.IGNORECASE)
 
 
 # A step said to be partly done, or not needed after all.
 _PARTLY = re.compile(r"\b(half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|"
+                     r"except|all but|(todas|todos) menos|excepto|salvo|au[ßs]er|bis auf|sauf|"
                      r"[àa] moiti[ée]|presque|en partie|(one|two|a) thirds?|" + _SOME_OF + r"|"
                      r"still|the rest|remaining|not yet|noch nicht|a[uú]n no|todav[ií]a no|pas encore)\b",
                      re.IGNORECASE)
@@ -215,19 +228,20 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
             continue
         if role == "user" and _UNDONE.search(clause):
             # Matched without the words that undo it ("rolled back" is not about "Back up the database").
-            steps = _referenced(clause, plan) or [s for s in [_match_step(_UNDONE.sub(" ", clause), plan)] if s]
+            steps = _referenced(clause, plan) or [s for s in [_match_step(_UNDONE.sub(" ", clause), plan)
+                                                              or _match_step(_UNDO_WORDS.sub(" ", clause), plan)] if s]
             undone.extend(steps)
             continue
         if role == "user" and _DECIDED.search(clause) and not _NOT_DONE.search(clause):
             choices = [step for step in plan if _CHOICE_STEP.match(step) and step not in progress + found]
             if choices:
                 found.append(_match_step(clause, choices) or choices[0])
-        if (role == "user" and found and _REMAINS.search(clause)
+        if (found and _REMAINS.search(clause)
                 and not _referenced(clause, plan) and _match_step(clause, plan) in (None, found[-1])):
             found.pop()  # the step just reported is only partly done ("Got the beds. Collar I'll get at the centre.")
             continue
         if not _reports_done(clause, role):
-            if role == "user" and _PARTLY.search(clause):
+            if _PARTLY.search(clause):
                 held.extend(_referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s])
             continue
         if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",

@@ -9,7 +9,8 @@ _STOP = frozenset(re.split(r"\s+", """a an the to of for and or in on at by with
 is are be was were i
 we you me us do did done finish finished finishing complete completed step steps now just also so then have has
 had been all up out as its it's i've we've i'm please ok okay great thanks there here too yes got get
-they them their he him his she her who which each every some any if than but not no
+they them their he him his she her who which each every some any if than but not no everyone everybody
+everything todo todos toda todas alle tous toutes tout about
 el la los las un una unos unas de del al y o en con por para mi mis tu su sus que es ya lo le se he ha
 der die das den dem des ein eine einen einem einer und oder im mit von zu zum zur fur auf ich wir ist sind habe
 haben schon jetzt auch beim vom am ins
