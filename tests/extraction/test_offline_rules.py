@@ -98,6 +98,17 @@ def test_the_summary_keeps_names_numbers_and_decisions_and_stays_within_its_boun
     assert session.summary.startswith("User: I need to move the billing service off Heroku")
 
 
+def test_past_its_bound_the_summary_keeps_what_the_user_told_over_the_assistant_s_advice(extract):
+    turns = [("I need to move the billing service off Heroku.", "Fly.io or a Hetzner VM would both work.")]
+    turns += [(f"Our contact for region {i} is Dana Kowalski, ext {100 + i}, from Monday.",
+               f"On point {i}: Terraform 1.9 keeps State in S3 with a DynamoDB Lock Table.") for i in range(30)]
+    session = _replay(extract, *turns, mode="summary")
+    assert len(session.summary) <= settings.SESSIONCTX_SUMMARY_CHARS
+    told = session.summary.count("Dana Kowalski")
+    advised = session.summary.count("DynamoDB")
+    assert told > advised, session.summary
+
+
 def test_a_report_that_names_no_step_is_about_the_step_the_assistant_just_discussed(extract):
     session = _replay(
         extract,

@@ -24,6 +24,9 @@ _FILLER = re.compile(r"^(good|great|nice|perfect|excellent|sure|ok|okay|thanks|t
                      r"\b[^.!?]{0,25}[.!?]?$", re.IGNORECASE)
 
 
+_USER_WEIGHT = 2.0
+
+
 def _weight(sentence: str) -> float:
     """How much a summary sentence tells: names, numbers, identifiers and decisions count most."""
     body = sentence
@@ -39,8 +42,11 @@ def bound_summary(units: list[tuple[str, str]], limit: int) -> str:
     """Render; past the limit drop the least informative sentence after the first (the request stays)."""
     units = list(units)
     while len(units) > 2 and len(_render(units)) > limit:
-        # What a sentence tells per character it takes: long sentences with one fact go before short ones with two.
-        weakest = min(range(1, len(units)), key=lambda i: (_weight(units[i][1]) / len(units[i][1]), i))
+        # What a sentence tells per character it takes: long sentences with one fact go before short ones with two;
+        # the user's own sentences count double (they hold most of what a summary must keep: names, amounts,
+        # dates; the assistant's are mostly advice).
+        weakest = min(range(1, len(units)), key=lambda i: (
+            _weight(units[i][1]) / len(units[i][1]) * (_USER_WEIGHT if units[i][0] == "User" else 1.0), i))
         del units[weakest]
     text = _render(units)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
