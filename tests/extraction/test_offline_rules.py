@@ -245,3 +245,20 @@ def test_a_step_taken_back_out_is_undone_and_works_well_is_not_we_will(extract):
     post(session, ("user", "Cargo area is stripped."), ("assistant", "That covers the strip-out. Wool works well."))
     extract(session)
     assert session.progress == ["Strip out the cargo area"]
+
+
+def test_a_negated_contraction_or_a_date_ahead_is_not_a_report_of_done(extract):
+    session = _replay(
+        extract,
+        ("We're planning a street party in June.",
+         "Here's the plan:\n1. Book a bouncy castle\n2. Send the road closure form\n3. Turn on the street alert\n"
+         "4. Book a band"),
+        ("The bouncy castle firm wasn't insured, so it isn't booked any more.", "Better to know now."),
+        ("The road closure form gets sent in two weeks.", "Good."),
+        ("Turned on the street alert.", "Great."),
+    )
+    assert session.progress == ["Turn on the street alert"]
+    post(session, ("user", "Booked a band. The street alert spammed everyone, so I switched the alert off again."),
+         ("assistant", "While you wait, book the band's parking too."))
+    extract(session)
+    assert session.progress == ["Book a band"]

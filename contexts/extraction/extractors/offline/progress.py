@@ -53,8 +53,8 @@ _STATE_ONLY = re.compile(r"\b(done|finished|completed?|wrapped up|ticked off|che
 
 
 # An assistant's advice, not a confirmation: a condition, or a clause that opens on what it is about.
-_ADVICE = re.compile(r"\b(when|whenever|if|unless|until)\b|^\s*(for|to|cuando|si|para|wenn|falls|für|um|quand|pour)\b",
-                     re.IGNORECASE)
+_ADVICE = re.compile(r"\b(when|whenever|while|if|unless|until)\b|"
+                     r"^\s*(for|to|cuando|si|para|wenn|falls|für|um|quand|pour)\b", re.IGNORECASE)
 
 
 # A choice made ("we settled on 'Ramen Profitable'", "me quedo con Shopify"): a plan step that asks to choose,
@@ -81,7 +81,7 @@ _SOME_OF = r"\d+ ([\w-]+ ){0,3}(of|out of|von|de|sur) (the |los |las |den |les )
 _NOT_DONE = re.compile(
     r"\b(on hold|blocked|waiting|pending|in progress|currently|still \w+ing|gerade|warte|wartet|en curso|pendiente|"
     r"en cours|en attente|tomorrow|next week|later today|ma[ñn]ana|la semana que viene|la pr[oó]xima "
-    r"semana|morgen|n[äa]chste woche|demain|la semaine prochaine|not|n't|yet to|still need|still chasing|haven't|"
+    r"semana|morgen|n[äa]chste woche|demain|la semaine prochaine|not|\w*n't|yet to|still need|still chasing|haven't|"
     r"hasn't|once|after you|when you|if you|before|will|'ll|going to|"
     r"next|should|let me know|can't|cannot|failed|fails|error|skip|skipped|skipping|forgot|forget|trouble|"
     r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste|"
@@ -94,13 +94,16 @@ _NOT_DONE = re.compile(
     # what comes next ("ready for insulation"), what is under way ("we're collecting it"), all but some
     r"ready (for|to)|listos? para|bereit f[üu]r|pr[eê]te?s? (pour|[àa])|(i'?m|we'?re|i am|we are) \w+ing|"
     r"except|all but|apart from|(todas|todos) menos|excepto|salvo|au[ßs]er|bis auf|sauf|"
-    r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst)\b",
+    r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst|after that|from then on|danach|despu[eé]s de eso|"
+    r"apr[eè]s [çc]a|(in|within) (a|two|three|\d+) (days?|weeks?|months?)|in (zwei|drei|\d+) (tagen|wochen)|"
+    r"en (dos|tres|\d+) (d[ií]as|semanas)|dans (deux|trois|\d+) (jours|semaines))\b",
     re.IGNORECASE)
 
 
 _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverted|undid|undone|isn't done after all|"
                      r"not done after all|(pull|pulled|take|took|tear|tore|rip|ripped) [\w ]{0,20}(off|out|down) "
                      r"again|(taken|took|pulled|ripped|torn|tore|had to take) [\w ]{0,20}back (out|off|down)|"
+                     r"(switched|turned|flipped|put) [\w ]{0,20}(back )?off again|disabled (it|them) again|"
                      r"had to redo|back to (square one|0%|zero)|(switched|turned|put|flipped) [\w ]{0,20}back on|"
                      r"re-?enabled|wieder (eingeschaltet|aktiviert|angeschaltet)|zur[üu]ckgerollt|zur[üu]ckgesetzt|"
                      r"revertido|reactivad[oa]|deshecho|r[ée]activ[ée]e?|annul[ée]e?|remis en place)", re.IGNORECASE)
