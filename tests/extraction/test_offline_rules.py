@@ -262,3 +262,17 @@ def test_a_negated_contraction_or_a_date_ahead_is_not_a_report_of_done(extract):
          ("assistant", "While you wait, book the band's parking too."))
     extract(session)
     assert session.progress == ["Book a band"]
+
+
+def test_a_goal_is_never_a_bare_announcement_an_aside_or_a_two_word_opener(extract):
+    session = _replay(
+        extract,
+        ("urgent-ish. we got an email from a researcher saying our S3 bucket ll-exports is publicly readable.",
+         "Here's the plan:\n1. Block public access on the bucket\n2. List affected customers"),
+        ("The tree surgeon says build on posts. Kids don't care as long as there's a slide.", "Fine."),
+    )
+    assert session.goal.startswith("we got an email from a researcher"), session.goal
+    post(session, ("user", "Sooo slight change of direction. Our advisor thinks VCs are a stretch. "
+                           "So new target: £350k, angels + Crowdcube."), ("assistant", "Understood."))
+    extract(session)
+    assert session.goal.startswith("£350k, angels + Crowdcube."), session.goal

@@ -20,8 +20,8 @@ _REQUEST = re.compile(
     r"i'?m planning|i am planning|we'?re (moving|migrating|planning|getting|thinking)|i'?m (moving|thinking|"
     r"organising|organizing|retiling)|quiero|necesito|me gustar[ií]a|ich (will|m[oö]chte|muss|brauche)|wir (wollen|"
     r"m[uü]ssen|brauchen)|je (veux|voudrais|dois|cherche)|nous (voulons|devons|cherchons|d[eé]m[eé]nageons)|"
-    r"(asked|asking|told) (me|us) to|(i|we)'?d love to|me encantar[ií]a|ich w[üu]rde gern|j'aimerais)\b|"
-    r"\b(goal|aim|objective|ziel|objetivo|objectif)\s*:",
+    r"(asked|asking|told) (me|us) to|(i|we)'?d love to|wants|want us|me encantar[ií]a|ich w[üu]rde gern|j'aimerais)\b|"
+    r"\b(goal|aim|objective|target|ziel|objetivo|objectif)\s*:",
     re.IGNORECASE,
 )
 _CONSTRAINT = re.compile(r"\b(budget|deadline|due|must|has to|have to|needs to|within|by (monday|tuesday|"
@@ -43,7 +43,7 @@ _CHANGE_OPENS = re.compile(
 # A message that says outright the goal is no longer what it was; its wish that follows is the new goal.
 _OUTRIGHT_CHANGE = re.compile(
     r"\b(change of (direction|plans?)|plan ?[äa]nderung|planwechsel|cambio de (planes|rumbo)|changement de (plan|cap)|"
-    r"new goal|the (actual|real) (problem|goal|issue|question)|(don't|do not|no longer) (\w+ ){0,2}care|"
+    r"new goal|the (actual|real) (problem|goal|issue|question)|(i|we) (don't|do not|no longer) (\w+ ){0,2}care|"
     r"not interested any ?more|(ist|sind) (mir )?nicht mehr wichtig|ya no me importa|"
     r"scratch that|forget (that|the)|changed (my|our) minds?|neues ziel|nuevo objetivo|nouvel objectif)\b",
     re.IGNORECASE)
@@ -69,8 +69,8 @@ def _content(sentence: str) -> set[str]:
 # What a goal sentence adds after its point: a reason, an alternative turned down, an aside, a list of details.
 _ASIDE = re.compile(r"\s*\([^)]*\)|\s*;.*$|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|"
                     r"ya que|en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
-_LABEL = re.compile(r"^\W*((my|our|the|mein|unser|das|mi|nuestro|el|mon|notre|l')\s*)?(goal|aim|objective|ziel|"
-                    r"objetivo|objectif)\s*:\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^\W*(so,? )?((my|our|the|mein|unser|das|mi|nuestro|el|mon|notre|l')\s*)?(new |neues? |nuevo |"
+                    r"nouvel )?(goal|aim|objective|target|ziel|objetivo|objectif)\s*:\s*", re.IGNORECASE)
 # A question that says what the user wants done: "How do I get the hold lifted?"
 _HOW = re.compile(r"^\W*(so,? |and )?how (do|can|should|would) (i|we)( best)? |"
                   r"^\W*¿?c[oó]mo (puedo|podemos|hago para) |^\W*wie (kann|k[öo]nnen|bekomme|schaffe) (ich|wir) |"
@@ -105,7 +105,8 @@ def goal_from(text: str) -> str | None:
     asked = [a for a in asked if len(_content(a)) >= 2]
     if asked and (first is None or len(_content(kept[first])) < 5):
         return asked[0][:1].upper() + asked[0][1:]  # "… I need that money. How do I get the hold lifted?"
-    first = first or 0
+    if first is None:  # no request: the first sentence that says something ("urgent-ish." does not)
+        first = next((i for i, s in enumerate(kept) if len(_content(s)) >= 3), 0)
     goal = _point(kept[first])
     if first > 0 and len(goal) < 120 and (_BACK.search(goal) or len(_content(goal)) < 4 or _ABOUT_HELP.search(goal)):
         before = _point(kept[first - 1])
@@ -138,7 +139,7 @@ def _new_goal(text: str) -> list[str] | None:
     start = next((i for i, s in enumerate(sentences) if _OUTRIGHT_CHANGE.search(s)), None)
     if start is None:
         return None
-    after = [s for s in sentences[start:] if len(_content(s)) >= 3]
+    after = [s for s in sentences[start:] if len(_content(_OPENER.sub("", _OUTRIGHT_CHANGE.sub(" ", s)))) >= 3]
     wishes = [s for s in after if _REQUEST.search(s) or _WISH.search(s) or _TOLD.search(s)]
     return wishes[:1] or after[:1] or None
 
