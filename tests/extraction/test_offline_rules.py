@@ -276,3 +276,14 @@ def test_a_goal_is_never_a_bare_announcement_an_aside_or_a_two_word_opener(extra
                            "So new target: £350k, angels + Crowdcube."), ("assistant", "Understood."))
     extract(session)
     assert session.goal.startswith("£350k, angels + Crowdcube."), session.goal
+
+
+def test_past_its_bound_the_summary_shortens_sentences_before_it_drops_them_and_keeps_dates_whole(extract):
+    turns = [("Ich habe mich für den Köln-Halbmarathon am 4. Oktober angemeldet, mein Ziel sind unter 2 Stunden.",
+              "Gut, dann planen wir drei Läufe pro Woche.")]
+    turns += [(f"Lauf {i}: 8 km in Köln mit Jonas Berger, ganz locker, ohne große Lust, bei ziemlich viel Wind.",
+               "Weiter so.") for i in range(30)]
+    session = _replay(extract, *turns, mode="summary")
+    assert len(session.summary) <= settings.SESSIONCTX_SUMMARY_CHARS
+    assert "am 4. Oktober angemeldet" in session.summary, session.summary
+    assert session.summary.count("Jonas Berger") >= 8, session.summary  # the asides went first, not the runs

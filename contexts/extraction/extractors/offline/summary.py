@@ -47,9 +47,26 @@ def bound_summary(units: list[tuple[str, str]], limit: int) -> str:
         # dates; the assistant's are mostly advice).
         weakest = min(range(1, len(units)), key=lambda i: (
             _weight(units[i][1]) / len(units[i][1]) * (_USER_WEIGHT if units[i][0] == "User" else 1.0), i))
-        del units[weakest]
+        label, sentence = units[weakest]
+        shorter = _compressed(sentence)
+        if shorter != sentence:
+            units[weakest] = (label, shorter)
+        else:
+            del units[weakest]
     text = _render(units)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _compressed(sentence: str) -> str:
+    """A sentence without its comma-parts and asides that tell nothing (no name, number or decision), or as it is."""
+    parts = re.split(r"(?<=,)\s+|\s+(?=\()", sentence)
+    if len(parts) < 2:
+        return sentence
+    kept = [parts[0]] + [p for p in parts[1:] if _weight(p) >= 1]
+    if len(kept) == len(parts):
+        return sentence
+    text = " ".join(kept).rstrip(" ,")
+    return text + ("" if text[-1:] in ".!?…" else ".")
 
 
 def _render(units: list[tuple[str, str]]) -> str:
@@ -70,7 +87,8 @@ def parse_summary(summary: str) -> list[tuple[str, str]]:
     """A summary this extractor wrote, back into (who, sentence) units."""
     units: list[tuple[str, str]] = []
     label = "User"
-    for sentence in re.split(r"(?<=[.!?…])\s+", summary.strip()):
+    # The splitter that cut the sentences ("am 4. Oktober" stays one), and after a sentence cut short ("…").
+    for sentence in (part for chunk in re.split(r"(?<=…)\s+", summary) for part in split_sentences(chunk)):
         if not sentence:
             continue
         match = re.match(r"^(User|Assistant): ", sentence)
