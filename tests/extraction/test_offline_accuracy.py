@@ -16,10 +16,10 @@ from tests.fake_openai import answer, error
 pytestmark = pytest.mark.django_db
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conversations"
-# Measured on held-out (105 conversations, 72 of them written blind by other authors) with the offline extractor
-# (docs/extraction.md). The floors sit just under, so a rule that loses a conversation fails here; the issue's
-# targets (goal 0.9, progress 0.85) are not reached.
-HELD_OUT_FLOORS = {"goal": 0.45, "plan_f1": 0.92, "progress_f1": 0.71, "fact_recall": 0.82}
+# Measured on held-out (159 conversations, 126 of them written blind by other authors) with the offline extractor
+# (docs/extraction.md): goal 0.32, plan 0.97, progress 0.71, key facts 0.88. The floors sit just under, so a rule
+# that loses a conversation fails here; the targets (goal 0.9, progress 0.85) are not reached.
+HELD_OUT_FLOORS = {"goal": 0.30, "plan_f1": 0.95, "progress_f1": 0.69, "fact_recall": 0.86}
 
 
 def _floors(floors):
@@ -30,7 +30,7 @@ def test_offline_extractor_on_the_held_out_set_reaches_the_measured_figures(tmp_
     report = tmp_path / "held-out.md"
     call_command("eval_extraction", "--split", "held-out", "--report", str(report), *_floors(HELD_OUT_FLOORS))
     text = report.read_text()
-    assert "| **all** | 105 |" in text and "offline" in text
+    assert "| **all** | 159 |" in text and "offline" in text
     assert capsys.readouterr().out == text
     # Replayed on a throwaway state: nothing is left behind.
     assert not SessionContext.objects.exists() and not ExtractionRun.objects.exists()
