@@ -12,7 +12,8 @@ Rules for English, Spanish, German and French; tuned on the dev half of tests/da
   está", "ist erledigt", "c'est fait") or the assistant confirms, matched to plan steps by number or by
   words; a step reported undone ("rolled back", "had to pull them off again") leaves progress;
 - summary: who said what, extractive: the informative sentences of every turn (names, numbers, dates,
-  decisions score highest); past the bound the least informative go first, the opening request stays.
+  decisions score highest, the user's own sentences count double); past the bound the least informative lose
+  their asides first and then go, the opening request stays.
 """
 
 from __future__ import annotations

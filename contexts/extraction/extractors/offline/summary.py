@@ -39,7 +39,8 @@ def _weight(sentence: str) -> float:
 
 
 def bound_summary(units: list[tuple[str, str]], limit: int) -> str:
-    """Render; past the limit drop the least informative sentence after the first (the request stays)."""
+    """Render; past the limit shorten, then drop, the least informative sentence after the first (the request
+    stays)."""
     units = list(units)
     while len(units) > 2 and len(_render(units)) > limit:
         # What a sentence tells per character it takes: long sentences with one fact go before short ones with two;
