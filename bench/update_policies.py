@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-POLICIES = ["every_turn", "every_n_turns:3", "every_n_turns:5", "tokens:600", "tokens:1500", "idle:60"]
+POLICIES = ["every_turn", "every_n_turns:3", "every_n_turns:5", "tokens:600", "tokens:1500", "tokens:3000", "idle:60"]
 
 
 def setup(model_url: str | None) -> None:
