@@ -78,6 +78,8 @@ _ANAPHOR = re.compile(r"^\W*(that|this|it|those|these|eso|esto|eso ya|das|dies|e
 _SINCE = re.compile(r"\b(has|have)\s+been\b.*\bsince\b|\bdesde\b|\bseit\b|\bdepuis\b", re.IGNORECASE)
 # Some of a step's parts, not all: "31 of the 38 orders", "6 anuncios redactados de los 10".
 _SOME_OF = r"\d+ ([\w-]+ ){0,3}(of|out of|von|de|sur) (the |los |las |den |les )?\d+"
+# All but some: "everyone has paid except Elena and Marta", "todas menos dos".
+_ALL_BUT = r"except|all but|(todas|todos) menos|excepto|salvo|au[ßs]er|bis auf|sauf"
 _NOT_DONE = re.compile(
     r"\b(on hold|blocked|waiting|pending|in progress|currently|still \w+ing|gerade|warte|wartet|en curso|pendiente|"
     r"en cours|en attente|tomorrow|next week|later today|ma[ñn]ana|la semana que viene|la pr[oó]xima "
@@ -93,7 +95,7 @@ _NOT_DONE = re.compile(
     r"en partie|missing|fehlen|fehlt|faltan|manque|(one|two|a) thirds?|" + _SOME_OF + r"|"
     # what comes next ("ready for insulation"), what is under way ("we're collecting it"), all but some
     r"ready (for|to)|listos? para|bereit f[üu]r|pr[eê]te?s? (pour|[àa])|(i'?m|we'?re|i am|we are) \w+ing|"
-    r"except|all but|apart from|(todas|todos) menos|excepto|salvo|au[ßs]er|bis auf|sauf|"
+    r"apart from|" + _ALL_BUT + r"|"
     r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst|after that|from then on|danach|despu[eé]s de eso|"
     r"apr[eè]s [çc]a|(in|within) (a|two|three|\d+) (days?|weeks?|months?)|in (zwei|drei|\d+) (tagen|wochen)|"
     r"en (dos|tres|\d+) (d[ií]as|semanas)|dans (deux|trois|\d+) (jours|semaines))\b",
@@ -133,7 +135,7 @@ _REMAINS = re.compile(r"\b(still|stuck|the rest|remaining|left to do|(aren'?t|is
 
 # A step said to be partly done, or not needed after all.
 _PARTLY = re.compile(r"\b(half|halfway|partly|partially|mostly|almost|nearly|halb|teilweise|a medias|casi|"
-                     r"except|all but|(todas|todos) menos|excepto|salvo|au[ßs]er|bis auf|sauf|"
+                     + _ALL_BUT + r"|"
                      r"[àa] moiti[ée]|presque|en partie|(one|two|a) thirds?|" + _SOME_OF + r"|"
                      r"still|the rest|remaining|not yet|noch nicht|a[uú]n no|todav[ií]a no|pas encore)\b",
                      re.IGNORECASE)

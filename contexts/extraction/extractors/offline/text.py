@@ -108,8 +108,10 @@ _ORDINAL_END = re.compile(r"\b(im|am|zum|vom|beim|ins|zur|der|den|dem|des|die|da
 def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
     for part in (s.strip() for s in _SENTENCE.split(clean(text))):
+        if not part:
+            continue
         if sentences and _ORDINAL_END.search(sentences[-1]):
             sentences[-1] += " " + part
-        elif part:
+        else:
             sentences.append(part)
-    return [s for s in sentences if s]
+    return sentences
