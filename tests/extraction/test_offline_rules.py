@@ -287,3 +287,35 @@ def test_past_its_bound_the_summary_shortens_sentences_before_it_drops_them_and_
     assert len(session.summary) <= settings.SESSIONCTX_SUMMARY_CHARS
     assert "am 4. Oktober angemeldet" in session.summary, session.summary
     assert session.summary.count("Jonas Berger") >= 8, session.summary  # the asides went first, not the runs
+
+
+SHED = ("Here's the plan:\n1. Fix the roof leak\n2. Get an electrician to run a supply from the house\n"
+        "3. Buy a desk and a chair\n4. Furnish it and set up the desk\n5. Tell the neighbours about the work\n"
+        "6. Enrol on the woodwork course")
+
+
+def test_an_arrival_or_a_talk_only_does_a_step_that_gets_a_thing_or_talks_to_someone(extract):
+    session = _replay(
+        extract,
+        ("I'm turning the shed at the bottom of the garden into an office.", SHED),
+        ("The desk arrived today, it's in the hallway in a massive box.", "Good, assemble it in the shed."),
+        ("Talked to the woodwork tutor about the course dates.", "Sign up when you know."),
+    )
+    assert session.progress == ["Buy a desk and a chair"]  # not set up, not enrolled
+    post(session, ("user", "Spoke to the neighbours, they're fine with the noise."), ("assistant", "Good."))
+    extract(session)
+    assert session.progress == ["Buy a desk and a chair", "Tell the neighbours about the work"]
+
+
+def test_a_condition_not_met_or_an_attempt_is_not_done_and_a_later_full_report_wins(extract):
+    session = _replay(
+        extract,
+        ("I'm turning the shed at the bottom of the garden into an office.", SHED),
+        ("Nobody goes in there until the roof leak is fixed.", "Sensible."),
+        ("I tried to book an electrician, but the first two were full.", "Try a third."),
+    )
+    assert session.progress == []
+    post(session, ("user", "The roof leak was mostly from the felt. Fixed the roof leak completely now."),
+         ("assistant", "Good."))
+    extract(session)
+    assert session.progress == ["Fix the roof leak"]  # partly, then fully: the later words win

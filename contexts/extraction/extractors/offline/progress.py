@@ -14,7 +14,7 @@ _DONE = re.compile(
     r"came through|checks out|on there|running|works|active|activated|enabled|healthy|green|gr[üu]n|verde|approved|"
     r"accepted|arrived|"
     r"delivered|landed|published|released|pointing|propagated|resolved|perfect|looks (good|great|right)|spot on|"
-    r"qued[oó]|quedaron|lleg[oó]|llegaron|angekommen|geliefert|freigegeben|arriv[eé]e?s?|livr[eé]e?s?|"
+    r"qued[oó]|quedaron|lleg[oó]|llegaron|angekommen|geliefert|freigegeben|arriv[ée]e?s?|livr[ée]e?s?|"
     r"is on the|'s on the|are on the|points? (at|to)|yesterday|last night|ayer|anoche|gestern|hier soir|"
     r"taken care of|squared away|knocked out|crossed off|nailed|locked in|good to go|all set|sorted out|out of the way|"
     r"behind us|ticked|check(ed)? that off|matches|lines up|adds up|that covers|abgehakt|unter dach und fach|"
@@ -32,7 +32,7 @@ _DONE = re.compile(
 # A user reporting an action in the past tense ("I exported everything", "beds are built", "firmé", "gebucht").
 _PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|got|went|ran|sent|set|put|did|paid|"
                    r"found|chose|chosen|picked|began|begun|drew|drawn|grabbed|signed|came|given|frozen|spoken|driven|"
-                   r"sold|hung|laid|dug|held|kept|met|rode|shot|shut|spent|stood|taught|threw|won|fed|fought|flew|"
+                   r"sold|spoke|hung|laid|dug|held|kept|met|rode|shot|shut|spent|stood|taught|threw|won|fed|fought|flew|"
                    r"froze|grew|led|brought|caught|dealt|fell|gave|broke|drove|seen|shown|taken|thrown|"
                    r"written|broken|torn|read|"
                    r"hice|hizo|hicimos|puse|pusimos|tuve|tuvimos|fuimos|vino|vinieron|escrit[oa]s?|puest[oa]s?|"
@@ -96,6 +96,9 @@ _NOT_DONE = re.compile(
     # what comes next ("ready for insulation"), what is under way ("we're collecting it"), all but some
     r"ready (for|to)|listos? para|bereit f[üu]r|pr[eê]te?s? (pour|[àa])|(i'?m|we'?re|i am|we are) \w+ing|"
     r"apart from|" + _ALL_BUT + r"|"
+    # a condition not met yet ("until the railings are on"), an attempt, what was meant to happen
+    r"until|bis (dahin|zum|zur|die|der|das)|hasta que|jusqu'[àa]|jusqu'[àa] ce que|"
+    r"tried to|trying to|attempted|versucht|essay[ée]|intent[ée]|intentado|supposed to|was going to|sollte|"
     r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst|after that|from then on|danach|despu[eé]s de eso|"
     r"apr[eè]s [çc]a|(in|within) (a|two|three|\d+) (days?|weeks?|months?)|in (zwei|drei|\d+) (tagen|wochen)|"
     r"en (dos|tres|\d+) (d[ií]as|semanas)|dans (deux|trois|\d+) (jours|semaines))\b",
@@ -203,6 +206,22 @@ _NO_TROUBLE = re.compile(r"\b(without|with no|no|sin|ohne|sans)\s+(any\s+)?(erro
                          r"errores|problemas?|fehler|probleme?|erreurs?|probl[eè]mes?)\b", re.IGNORECASE)
 
 
+_ARRIVED = re.compile(r"\b(arrived|came( through| in)?|delivered|turned up|showed up|(is|are) here|"
+                      r"lleg[oó]|llegaron|ha llegado|han llegado|angekommen|geliefert|gekommen|"
+                      r"(est|sont) arriv[ée]e?s?|livr[ée]e?s?|re[çc]u)\b", re.IGNORECASE)
+_GETS = re.compile(r"^\W*(get|buy|order|receive|obtain|request|apply|collect|source|pick up|find|book|hire|arrange|"
+                   r"have|kaufen|bestellen|besorgen|holen|beantragen|anfordern|comprar|pedir|conseguir|solicitar|"
+                   r"encargar|recoger|acheter|commander|obtenir|demander|recevoir|r[ée]cup[ée]rer|faire venir)\b",
+                   re.IGNORECASE)
+_TALKED = re.compile(r"\b(talked|spoke|spoken|chatted|discussed|had (a |an )?(call|chat|meeting|coffee)|met( with)?|"
+                     r"habl[ée]|hablamos|hablado|gesprochen|telefoniert|geredet|parl[ée]|discut[ée])\b", re.IGNORECASE)
+_TALKS = re.compile(r"^\W*(talk|speak|ask|tell|discuss|call|phone|ring|contact|email|notify|inform|let|agree|check|"
+                    r"confirm|meet|consult|interview|brief|hablar|preguntar|llamar|avisar|contactar|consultar|"
+                    r"informar|confirmar|acordar|fragen|anrufen|sprechen|informieren|kontaktieren|kl[äa]ren|"
+                    r"abstimmen|besprechen|demander|appeler|contacter|pr[ée]venir|informer|parler|confirmer)\b",
+                    re.IGNORECASE)
+
+
 def _reports_done(clause: str, role: str) -> bool:
     clause = _NO_TROUBLE.sub(" ", clause)
     done = (_DONE.search(clause) or (role == "user" and (_PAST.search(clause) or _SINCE.search(clause)))
@@ -216,7 +235,6 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
     assistant talked about last, which a bare "that part's sorted" reports."""
     found: list[str] = []
     undone: list[str] = []
-    held: list[str] = []
     if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
         return list(plan), []
     if role == "assistant":  # the steps of a plan it lays out are not reports of them
@@ -247,7 +265,8 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
             continue
         if not _reports_done(clause, role):
             if _PARTLY.search(clause):
-                held.extend(_referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s])
+                partly = _referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s]
+                found = [step for step in found if step not in partly]
             continue
         if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",
                                                  clause, re.IGNORECASE):
@@ -258,19 +277,26 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
         if steps is not None:
             found.extend(steps)
             continue
+        # "The desk arrived" does not set it up, "talked to the kids" does not enrol them: a report that is only an
+        # arrival or a talk does only a step that gets a thing or talks to someone.
+        candidates = plan
+        for kind, steps_of_kind in ((_ARRIVED, _GETS), (_TALKED, _TALKS)):
+            if kind.search(clause) and not _reports_done(kind.sub(" ", clause), role):
+                candidates = [step for step in plan if steps_of_kind.match(step)]
         # "New cert issued and it's live on the load balancer": each part may report a step of its own.
         parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if not _NOT_DONE.search(p))]
         matched = False
         for part in parts:
-            step = _match_step(_STATE_ONLY.sub(" ", part), plan, progress + found)
+            step = _match_step(_STATE_ONLY.sub(" ", part), candidates, progress + found)
             if step is not None and step not in found:
                 found.append(step)
             matched = matched or step is not None
         if (not matched and role == "user" and focus and focus not in progress + found
                 and _ANAPHOR.search(clause)):
             found.append(focus)
-    # What the message says is partly done ("tracking on 31 of the 38 orders") is not done, whatever else it says.
-    return [step for step in found if step not in undone and step not in held], undone
+    # What the message says is partly done ("tracking on 31 of the 38 orders") is not done, unless it says later
+    # that it is ("mostly pytz.timezone(…) … Replaced everything").
+    return [step for step in found if step not in undone], undone
 
 
 def focus_step(units: list[tuple[str, str]], plan: list[str], progress: list[str]) -> str | None:
