@@ -319,3 +319,15 @@ def test_a_condition_not_met_or_an_attempt_is_not_done_and_a_later_full_report_w
          ("assistant", "Good."))
     extract(session)
     assert session.progress == ["Fix the roof leak"]  # partly, then fully: the later words win
+
+
+def test_a_goal_said_outright_in_a_later_message_is_the_goal(extract):
+    session = _replay(
+        extract,
+        ("I want to get rid of the price field in the June release.",
+         "Plan:\n1. Log which clients still query price\n2. Email the integrators\n3. Remove the field"),
+        ("June's off, the mobile apps can't update in time. Goal is to get every client onto priceMoney while keeping "
+         "price working for old app versions.", "Then we deprecate price instead of removing it."),
+    )
+    assert session.goal.startswith("Get every client onto priceMoney while keeping price working for old app versions")
+    assert "June release" in session.goal  # the earlier goal after it

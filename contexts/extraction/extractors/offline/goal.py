@@ -70,7 +70,8 @@ def _content(sentence: str) -> set[str]:
 _ASIDE = re.compile(r"\s*\([^)]*\)|\s*;.*$|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|"
                     r"ya que|en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
 _LABEL = re.compile(r"^\W*(so,? )?((my|our|the|mein|unser|das|mi|nuestro|el|mon|notre|l')\s*)?(new |neues? |nuevo |"
-                    r"nouvel )?(goal|aim|objective|target|ziel|objetivo|objectif)\s*:\s*", re.IGNORECASE)
+                    r"nouvel |real |actual )?(goal|aim|objective|target|ziel|objetivo|objectif)(\s*:|\s+(is|ist|es|est)\b)"
+                    r"\s*(to |that |de |d')?", re.IGNORECASE)
 # A question that says what the user wants done: "How do I get the hold lifted?"
 _HOW = re.compile(r"^\W*(so,? |and )?how (do|can|should|would) (i|we)( best)? |"
                   r"^\W*¿?c[oó]mo (puedo|podemos|hago para) |^\W*wie (kann|k[öo]nnen|bekomme|schaffe) (ich|wir) |"
@@ -146,7 +147,10 @@ def _new_goal(text: str) -> list[str] | None:
 
 def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
     """The new goal when a user message changes it, else None (a question, a meta-remark, a plan detail)."""
-    change = _new_goal(text)
+    # A goal said outright ("Goal is to get every client onto priceMoney …", "Unser Ziel ist …") is the goal now.
+    change = [s for s in split_sentences(GREETING.sub("", clean(text)))
+              if not s.endswith("?") and _LABEL.match(s) and len(_content(_LABEL.sub("", s))) >= 3][:1] or None
+    change = change or _new_goal(text)
     if change is None:
         if not _GOAL_CHANGE.search(text):
             return None
