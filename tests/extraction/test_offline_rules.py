@@ -331,3 +331,12 @@ def test_a_goal_said_outright_in_a_later_message_is_the_goal(extract):
     )
     assert session.goal.startswith("Get every client onto priceMoney while keeping price working for old app versions")
     assert "June release" in session.goal  # the earlier goal after it
+
+
+def test_what_is_done_for_now_is_not_done(extract):
+    session = _replay(
+        extract,
+        ("We need to upgrade our reporting database to PostgreSQL 16.", PLAN),
+        ("For now I've upgraded PostgreSQL on the replica only.", "Fine, the primary next."),
+    )
+    assert session.progress == []

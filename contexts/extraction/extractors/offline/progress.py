@@ -99,6 +99,9 @@ _NOT_DONE = re.compile(
     # a condition not met yet ("until the railings are on"), an attempt, what was meant to happen
     r"until|bis (dahin|zum|zur|die|der|das)|hasta que|jusqu'[àa]|jusqu'[àa] ce que|"
     r"tried to|trying to|attempted|versucht|essay[ée]|intent[ée]|intentado|supposed to|was going to|sollte|"
+    # for now: what is under way ("de momento he escrito el MERGE …", "der Job zieht vorerst noch das alte Image")
+    r"for now|vorerst|por ahora|de momento|por el momento|pour l'instant|"
+    r"pour le moment|"
     r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst|after that|from then on|danach|despu[eé]s de eso|"
     r"apr[eè]s [çc]a|(in|within) (a|two|three|\d+) (days?|weeks?|months?)|in (zwei|drei|\d+) (tagen|wochen)|"
     r"en (dos|tres|\d+) (d[ií]as|semanas)|dans (deux|trois|\d+) (jours|semaines))\b",
