@@ -340,3 +340,14 @@ def test_what_is_done_for_now_is_not_done(extract):
         ("For now I've upgraded PostgreSQL on the replica only.", "Fine, the primary next."),
     )
     assert session.progress == []
+
+
+def test_a_spanish_perfect_with_ha_or_han_reports_done(extract):
+    session = _replay(
+        extract,
+        ("Organizo la despedida de soltera de Lucía en Lisboa.",
+         "Plan:\n1. Confirmar la fecha del 23 al 25 de mayo con todas\n2. Reservar el apartamento\n"
+         "3. Reservar una cena con fado"),
+        ("Vale, todas han dicho que sí al 23-25 en el grupo.", "¡Genial!"),
+    )
+    assert session.progress == ["Confirmar la fecha del 23 al 25 de mayo con todas"]

@@ -23,7 +23,7 @@ _DONE = re.compile(
     r"funciona|funcionan|l[äa]uft|laufen|klappt|funktioniert|zeigt|ist durch|sind durch|"
     r"(ist|sind)\b[\w ]{0,15}\braus|marche|fonctionne|"
     r"hecho|listo|lista|listos|listas|terminad[oa]s?|ya|"
-    r"(he|hemos) [a-záéíóúñ]{2,}(ado|ada|ados|adas|ido|ida|idos|idas|to|ta|tos|tas|cho|cha)|est[aá] (hech|list|firmad)|"
+    r"(he|hemos|ha|han) [a-záéíóúñ]{2,}(ado|ada|ados|adas|ido|ida|idos|idas|to|ta|tos|tas|cho|cha)|est[aá] (hech|list|firmad)|"
     r"erledigt|fertig|geschafft|ist raus|steht|stehen|habe|haben|ist drin|sind drin|"
     r"fait|termin[eé]e?s?|c'est bon|r[eé]gl[eé]|j'ai|on a|nous avons|est pr[eê]te?)\b)",
     re.IGNORECASE)
