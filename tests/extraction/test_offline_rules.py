@@ -351,3 +351,13 @@ def test_a_spanish_perfect_with_ha_or_han_reports_done(extract):
         ("Vale, todas han dicho que sí al 23-25 en el grupo.", "¡Genial!"),
     )
     assert session.progress == ["Confirmar la fecha del 23 al 25 de mayo con todas"]
+
+
+def test_an_approval_reports_a_step_that_asks_for_permission(extract):
+    session = _replay(
+        extract,
+        ("We're organising a charity relay along the canal towpath.",
+         "Plan:\n1. Get permission from the Canal & River Trust\n2. Recruit marshals\n3. Set up team entries online"),
+        ("The approval letter came through today, with a marshal at each bridge.", "Brilliant."),
+    )
+    assert session.progress == ["Get permission from the Canal & River Trust"]

@@ -82,6 +82,8 @@ _SAME = [
     "pay paid payment bezahlen bezahlt pagar pagado payer payé",
     "photo photos picture pictures foto fotos bilder bild",
     "invite invites invitation invitations einladung einladungen invitación invitaciones invitations",
+    "permission approval approved permit consent licence license genehmigung genehmigt erlaubnis permiso "
+    "autorización aprobado autorisation autorisé",
 ]
 _CANONICAL: dict[str, str] = {}
 
