@@ -70,8 +70,8 @@ def _content(sentence: str) -> set[str]:
 _ASIDE = re.compile(r"\s*\([^)]*\)|\s*;.*$|[,;]?\s+\b(rather than|instead of|because|since|so that|weil|damit|porque|"
                     r"ya que|en lugar de|parce que|puisque|au lieu de)\b.*$", re.IGNORECASE)
 _LABEL = re.compile(r"^\W*(so,? )?((my|our|the|mein|unser|das|mi|nuestro|el|mon|notre|l')\s*)?(new |neues? |nuevo |"
-                    r"nouvel |real |actual )?(goal|aim|objective|target|ziel|objetivo|objectif)(\s*:|\s+(is|ist|es|est)\b)"
-                    r"\s*(to |that |de |d')?", re.IGNORECASE)
+                    r"nouvel |real |actual )?(goal|aim|objective|target|ziel|objetivo|objectif)"
+                    r"(\s*:|\s+(is|ist|es|est)\b)\s*(to |that |de |d')?", re.IGNORECASE)
 # A question that says what the user wants done: "How do I get the hold lifted?"
 _HOW = re.compile(r"^\W*(so,? |and )?how (do|can|should|would) (i|we)( best)? |"
                   r"^\W*¿?c[oó]mo (puedo|podemos|hago para) |^\W*wie (kann|k[öo]nnen|bekomme|schaffe) (ich|wir) |"

@@ -23,7 +23,8 @@ _DONE = re.compile(
     r"funciona|funcionan|l[äa]uft|laufen|klappt|funktioniert|zeigt|ist durch|sind durch|"
     r"(ist|sind)\b[\w ]{0,15}\braus|marche|fonctionne|"
     r"hecho|listo|lista|listos|listas|terminad[oa]s?|ya|"
-    r"(he|hemos|ha|han) [a-záéíóúñ]{2,}(ado|ada|ados|adas|ido|ida|idos|idas|to|ta|tos|tas|cho|cha)|est[aá] (hech|list|firmad)|"
+    r"(he|hemos|ha|han) [a-záéíóúñ]{2,}(ado|ada|ados|adas|ido|ida|idos|idas|to|ta|tos|tas|cho|cha)|"
+    r"est[aá] (hech|list|firmad)|"
     r"erledigt|fertig|geschafft|ist raus|steht|stehen|habe|haben|ist drin|sind drin|"
     r"fait|termin[eé]e?s?|c'est bon|r[eé]gl[eé]|j'ai|on a|nous avons|est pr[eê]te?)\b)",
     re.IGNORECASE)
@@ -100,8 +101,7 @@ _NOT_DONE = re.compile(
     r"until|bis (dahin|zum|zur|die|der|das)|hasta que|jusqu'[àa]|jusqu'[àa] ce que|"
     r"tried to|trying to|attempted|versucht|essay[ée]|intent[ée]|intentado|supposed to|was going to|sollte|"
     # for now: what is under way ("de momento he escrito el MERGE …", "der Job zieht vorerst noch das alte Image")
-    r"for now|vorerst|por ahora|de momento|por el momento|pour l'instant|"
-    r"pour le moment|"
+    r"for now|vorerst|por ahora|de momento|por el momento|pour l'instant|pour le moment|"
     r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst|after that|from then on|danach|despu[eé]s de eso|"
     r"apr[eè]s [çc]a|(in|within) (a|two|three|\d+) (days?|weeks?|months?)|in (zwei|drei|\d+) (tagen|wochen)|"
     r"en (dos|tres|\d+) (d[ií]as|semanas)|dans (deux|trois|\d+) (jours|semaines))\b",
@@ -209,6 +209,8 @@ _NO_TROUBLE = re.compile(r"\b(without|with no|no|sin|ohne|sans)\s+(any\s+)?(erro
                          r"errores|problemas?|fehler|probleme?|erreurs?|probl[eè]mes?)\b", re.IGNORECASE)
 
 
+# A report that is only an arrival ("the desk arrived") and the steps it can do (those that get a thing); a report
+# that is only a talk ("talked to the kids") and the steps it can do (those that talk to someone).
 _ARRIVED = re.compile(r"\b(arrived|came( through| in)?|delivered|turned up|showed up|(is|are) here|"
                       r"lleg[oó]|llegaron|ha llegado|han llegado|angekommen|geliefert|gekommen|"
                       r"(est|sont) arriv[ée]e?s?|livr[ée]e?s?|re[çc]u)\b", re.IGNORECASE)
