@@ -270,6 +270,8 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
             continue
         if not _reports_done(clause, role):
             if _PARTLY.search(clause):
+                # Partly done ("tracking on 31 of the 38 orders") is not done, unless a later clause says it is
+                # ("mostly pytz.timezone(…) … Replaced everything").
                 partly = _referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s]
                 found = [step for step in found if step not in partly]
             continue
@@ -299,8 +301,6 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
         if (not matched and role == "user" and focus and focus not in progress + found
                 and _ANAPHOR.search(clause)):
             found.append(focus)
-    # What the message says is partly done ("tracking on 31 of the 38 orders") is not done, unless it says later
-    # that it is ("mostly pytz.timezone(…) … Replaced everything").
     return [step for step in found if step not in undone], undone
 
 
