@@ -133,28 +133,26 @@ _OPENER = re.compile(r"^(\W*(hmm+|wait|ok(ay)?|so|well|oh|actually|change of (pl
                      r"en realidad|eigentlich|(kleine )?plan ?[äa]nderung|en fait|finalement)\b)+\W*", re.IGNORECASE)
 
 
-def _new_goal(text: str) -> list[str] | None:
+def _new_goal(statements: list[str]) -> list[str] | None:
     """The sentences that state the new goal of a message that says outright that the goal changed ("Change of
     direction, sorry. … She wants us to apply to the council's grant instead"), else None."""
-    sentences = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
-    start = next((i for i, s in enumerate(sentences) if _OUTRIGHT_CHANGE.search(s)), None)
+    start = next((i for i, s in enumerate(statements) if _OUTRIGHT_CHANGE.search(s)), None)
     if start is None:
         return None
-    after = [s for s in sentences[start:] if len(_content(_OPENER.sub("", _OUTRIGHT_CHANGE.sub(" ", s)))) >= 3]
+    after = [s for s in statements[start:] if len(_content(_OPENER.sub("", _OUTRIGHT_CHANGE.sub(" ", s)))) >= 3]
     wishes = [s for s in after if _REQUEST.search(s) or _WISH.search(s) or _TOLD.search(s)]
     return wishes[:1] or after[:1] or None
 
 
 def changed_goal(text: str, goal: str, plan: list[str]) -> str | None:
     """The new goal when a user message changes it, else None (a question, a meta-remark, a plan detail)."""
+    statements = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
     # A goal said outright ("Goal is to get every client onto priceMoney …", "Unser Ziel ist …") is the goal now.
-    change = [s for s in split_sentences(GREETING.sub("", clean(text)))
-              if not s.endswith("?") and _LABEL.match(s) and len(_content(_LABEL.sub("", s))) >= 3][:1] or None
-    change = change or _new_goal(text)
+    change = [s for s in statements if _LABEL.match(s) and len(_content(_LABEL.sub("", s))) >= 3][:1] or None
+    change = change or _new_goal(statements)
     if change is None:
         if not _GOAL_CHANGE.search(text):
             return None
-        statements = [s for s in split_sentences(GREETING.sub("", clean(text))) if not s.endswith("?")]
         change = [s for s in statements if _GOAL_CHANGE.search(s) and len(_content(s)) >= 3 and _is_change(s)]
         if not change:
             return None
