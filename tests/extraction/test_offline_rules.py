@@ -361,3 +361,51 @@ def test_an_approval_reports_a_step_that_asks_for_permission(extract):
         ("The approval letter came through today, with a marshal at each bridge.", "Brilliant."),
     )
     assert session.progress == ["Get permission from the Canal & River Trust"]
+
+
+def test_the_assistant_confirms_a_step_in_a_participle_or_a_recap_list_but_not_in_advice(extract):
+    session = _replay(
+        extract,
+        ("We need to upgrade our reporting database to PostgreSQL 16.", PLAN),
+        ("Snapshot taken, I checked the restore on a spare box.",
+         "Good, so the database backup is verified. The switch over is no longer needed if you keep one host."),
+    )
+    assert session.progress == ["Back up the database"]
+    post(session, ("user", "The PostgreSQL upgrade finished, no errors."),
+         ("assistant", "Where things stand:\n- Test suite: done on the new version\n- Traffic: still on 12"))
+    extract(session)
+    assert set(session.progress) == {"Back up the database", "Upgrade PostgreSQL to 16", "Run the test suite"}
+
+
+def test_a_step_confirmed_by_the_assistant_in_spanish(extract):
+    session = _replay(
+        extract,
+        ("Queremos abrir una cafetería en Granada.",
+         "Plan:\n1. Pedir la cédula urbanística\n2. Presentar la declaración responsable de obra\n"
+         "3. Solicitar la licencia de terraza"),
+        ("Marta lo tiene todo en marcha.",
+         "Resumiendo: la cédula urbanística y la declaración responsable de obra ya están hechas."),
+    )
+    assert set(session.progress) == {"Pedir la cédula urbanística", "Presentar la declaración responsable de obra"}
+
+
+def test_a_german_condition_in_the_assistant_reply_is_not_a_confirmation(extract):
+    session = _replay(
+        extract,
+        ("Wir ziehen von Jenkins auf GitLab CI um.",
+         "Plan:\n1. Runner installieren\n2. Pipeline für das Backend schreiben\n3. Jenkins abschalten"),
+        ("Runner ist installiert.", "Gut. Sobald die Pipeline für das Backend grün ist, ist Jenkins fertig."),
+    )
+    assert session.progress == ["Runner installieren"]
+
+
+def test_a_report_followed_by_what_someone_else_will_do_and_a_choice_gone_with(extract):
+    session = _replay(
+        extract,
+        ("I've bought a van that I'm turning into a food truck.",
+         "Plan:\n1. Choose a trading name\n2. Register the truck with the council\n3. Book a gas safety check"),
+        ("Done the registration on the council website tonight, they said an officer will be in touch.",
+         "Great, that starts the inspection clock."),
+        ("I've gone with Smokestack BBQ for the name.", "Good name."),
+    )
+    assert session.progress == ["Register the truck with the council", "Choose a trading name"]

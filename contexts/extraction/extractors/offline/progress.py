@@ -22,7 +22,7 @@ _DONE = re.compile(
     r"solucionad[oa]s?|tachad[oa]s?|va bien|boucl[eé]e?s?|valid[eé]e?s?|fini[es]?|"
     r"funciona|funcionan|l[äa]uft|laufen|klappt|funktioniert|zeigt|ist durch|sind durch|"
     r"(ist|sind)\b[\w ]{0,15}\braus|marche|fonctionne|"
-    r"hecho|listo|lista|listos|listas|terminad[oa]s?|ya|"
+    r"hech[oa]s?|listo|lista|listos|listas|terminad[oa]s?|ya|"
     r"(he|hemos|ha|han) [a-záéíóúñ]{2,}(ado|ada|ados|adas|ido|ida|idos|idas|to|ta|tos|tas|cho|cha)|"
     r"est[aá] (hech|list|firmad)|"
     r"erledigt|fertig|geschafft|ist raus|steht|stehen|habe|haben|ist drin|sind drin|"
@@ -50,17 +50,19 @@ _PAST = re.compile(r"\b([a-z]{3,}ed|built|bought|wrote|written|took|taken|made|g
 # finding which step a clause talks about ("the site's running" is not about "Keep Netlify running").
 _STATE_ONLY = re.compile(r"\b(done|finished|completed?|wrapped up|ticked off|checked off|sorted|working|works( now)?|"
                          r"running|in place|live|ready|up and running|handled|settled|covered|checks out|active|"
-                         r"healthy|green)\b", re.IGNORECASE)
+                         r"healthy|green|erledigt|fertig|abgeschlossen|l[äa]uft|hech[oa]s?|list[oa]s?|terminad[oa]s?|"
+                         r"fait|fini[es]?|termin[ée]e?s?)\b", re.IGNORECASE)
 
 
 # An assistant's advice, not a confirmation: a condition, or a clause that opens on what it is about.
-_ADVICE = re.compile(r"\b(when|whenever|while|if|unless|until)\b|"
+_ADVICE = re.compile(r"\b(when|whenever|while|if|unless|until|as soon as|once|sobald|en cuanto|una vez que|d[èe]s que|"
+                     r"lorsque)\b|"
                      r"^\s*(for|to|cuando|si|para|wenn|falls|für|um|quand|pour)\b", re.IGNORECASE)
 
 
 # A choice made ("we settled on 'Ramen Profitable'", "me quedo con Shopify"): a plan step that asks to choose,
 # pick or decide is done by it, even when the choice itself shares no word with the step.
-_DECIDED = re.compile(r"\b(settled on|going with|went with|decided|chose|picked|opted for|go with|"
+_DECIDED = re.compile(r"\b(settled on|going with|went with|gone with|decided|chose|picked|opted for|go with|"
                       r"it'?s our [\w ]+ then|me quedo con|nos quedamos con|elegimos|eleg[ií]|decidimos|decid[ií]|"
                       r"wir nehmen|ich nehme|"
                       r"entschieden|on (a choisi|prend)|nous avons choisi|j'ai choisi|on part sur)\b", re.IGNORECASE)
@@ -85,7 +87,7 @@ _NOT_DONE = re.compile(
     r"\b(on hold|blocked|waiting|pending|in progress|currently|still \w+ing|gerade|warte|wartet|en curso|pendiente|"
     r"en cours|en attente|tomorrow|next week|later today|ma[ñn]ana|la semana que viene|la pr[oó]xima "
     r"semana|morgen|n[äa]chste woche|demain|la semaine prochaine|not|\w*n't|yet to|still need|still chasing|haven't|"
-    r"hasn't|once|after you|when you|if you|before|will|'ll|going to|"
+    r"hasn't|once|after you|when you|if you|before|will|'ll|going to|no longer|"
     r"next|should|let me know|can't|cannot|failed|fails|error|skip|skipped|skipping|forgot|forget|trouble|"
     r"todav[ií]a no|a[uú]n no|no he|falta|noch nicht|nicht|kein|pas encore|pas|reste|il reste|"
     # an obligation still ahead ("tengo que presentar una reclamación"), a step half done or partly missing
@@ -120,6 +122,13 @@ _UNDONE = re.compile(r"\b(rolled back|roll(ed)? it back|auto-rolled back|reverte
 # The words of an undoing alone ("I've taken the whole heater back out" is about the heater).
 _UNDO_WORDS = re.compile(r"\b(rolled|roll|back|out|off|down|again|taken|took|take|pulled|pull|ripped|rip|torn|tore|"
                          r"tear|switched|turned|put|flipped|on)\b", re.IGNORECASE)
+
+
+# A recap item ("- Tables, chairs and gazebos: sorted, with 10 trestle tables …"): where a step stands.
+_RECAP_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+([^:]{3,80}):\s*(?:✅|✔|(?:done|sorted|booked|confirmed|"
+                         r"finished|complete|in place|paid|sent|signed|hecho|listo|erledigt|fertig|fait|"
+                         r"termin[ée]e?)\b)",
+                         re.IGNORECASE)
 
 
 # A step left out on purpose ("I skipped that", "so no dog flight", "nos saltamos la encuesta"): not done.
@@ -166,7 +175,7 @@ def _clauses(text: str) -> list[str]:
         if not sentence.strip() or sentence.strip().endswith("?"):
             continue
         parts = re.split(r";|\bbut\b|\bthough\b|\bpero\b|\baber\b|\bmais\b|"
-                         r",\s+(?=(?:so|and|then|now|which|y|und|et)\b)|\s+(?=✅)", sentence)
+                         r",\s+(?=(?:so|and|then|now|which|y|und|et|they|he|she)\b)|\s+(?=✅)", sentence)
         clauses.extend(p.strip(" .!") for p in parts if p.strip(" .!"))
     return clauses
 
@@ -227,10 +236,18 @@ _TALKS = re.compile(r"^\W*(talk|speak|ask|tell|discuss|call|phone|ring|contact|e
                     re.IGNORECASE)
 
 
+# What an assistant says a step now is ("the dev backfill is verified", "the badges are updated"), not what a thing
+# needs or is for ("is needed", "is based on").
+_CONFIRMED = re.compile(r"\b(is|are|has been|have been)\s+(now\s+|all\s+|already\s+)?(?!(?:need|requir|bas|suppos|"
+                        r"expect|call|nam|us|allow|locat|includ|limit|relat|design|intend|recommend|schedul|plann|"
+                        r"determin|interest|concern|involv|consider|permitt|meant|link|tied|attach|charg|mention|agre)ed\b)"
+                        r"[a-z]{3,}ed\b", re.IGNORECASE)
+
+
 def _reports_done(clause: str, role: str) -> bool:
     clause = _NO_TROUBLE.sub(" ", clause)
     done = (_DONE.search(clause) or (role == "user" and (_PAST.search(clause) or _SINCE.search(clause)))
-            or role == "user" and re.search(r"\b(is|are)\s+(now\s+|all\s+)?[a-z]{3,}ed\b", clause, re.IGNORECASE))
+            or _CONFIRMED.search(clause))
     return bool(done) and not _NOT_DONE.search(clause)
 
 
@@ -242,7 +259,13 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
     undone: list[str] = []
     if _ALL_DONE.search(text) and not re.search(r"\bnot\b|n't", text):
         return list(plan), []
-    if role == "assistant":  # the steps of a plan it lays out are not reports of them
+    if role == "assistant":
+        for line in text.splitlines():  # "- Test suite: done on the new version"
+            recap = _RECAP_ITEM.match(re.sub(r"\*\*|__", "", line))
+            step = recap and not _NOT_DONE.search(line) and _match_step(recap.group(1), plan, progress + found)
+            if step and step not in found:
+                found.append(step)
+        # The steps of a plan it lays out are not reports of them.
         text = "\n".join(line for line in text.splitlines() if not LIST_ITEM.match(line))
     for clause in _clauses(clean(text)):
         if role == "user" and _SKIPPED.search(clause):
@@ -275,7 +298,8 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
                 partly = _referenced(clause, plan) or [s for s in [_match_step(clause, plan)] if s]
                 found = [step for step in found if step not in partly]
             continue
-        if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then)\b",
+        if role == "assistant" and not re.search(r"\b(is|are|now|has been|have been|marked|as|so|covers|then|"
+                                                 r"est[aá]n?|ya|ist|sind|jetzt|bereits|d[ée]j[àa])\b",
                                                  clause, re.IGNORECASE):
             continue  # the assistant confirms ("step 2 is done"), it does not narrate instructions
         if role == "assistant" and _ADVICE.search(clause):
