@@ -409,3 +409,14 @@ def test_a_report_followed_by_what_someone_else_will_do_and_a_choice_gone_with(e
         ("I've gone with Smokestack BBQ for the name.", "Good name."),
     )
     assert session.progress == ["Register the truck with the council", "Choose a trading name"]
+
+
+def test_two_shared_words_pick_the_shorter_step_they_cover(extract):
+    session = _replay(
+        extract,
+        ("Our nightly copy of the orders table to BigQuery takes four hours.",
+         "Plan:\n1. Create a staging table in BigQuery\n2. Run a MERGE from the staging table into the final orders "
+         "table\n3. Schedule the load every hour"),
+        ("Staging table done.", "Good."),
+    )
+    assert session.progress == ["Create a staging table in BigQuery"]

@@ -185,18 +185,21 @@ def _match_step(phrase: str, plan: list[str], done: list[str] = ()) -> str | Non
     words = stems(phrase)
     if not words:
         return None
-    best, best_score = None, (0.0, 0, False)
+    best, best_score = None, (0.0, 0, 0.0, False)
     scores = []
     for step in plan:
         step_words = stems(step)
         if not step_words:
             continue
         overlap = overlap_count(words, step_words)
-        score = (overlap / min(len(step_words), 4), overlap, step not in done)
+        # two shared words of a short step over two of a long one ("la tabla de staging": "Crear una tabla de staging
+        # en BigQuery", not "Hacer un MERGE de staging a la tabla final"); one shared word decides nothing
+        share = overlap / len(step_words) if overlap > 1 else 0.0
+        score = (overlap / min(len(step_words), 4), overlap, share, step not in done)
         scores.append(score)
         if overlap and score > best_score:
             best, best_score = step, score
-    if best_score[2] and scores.count(best_score) > 1:
+    if best_score[3] and scores.count(best_score) > 1:
         return None  # as close to two steps not done yet ("the first four weeks" of four "Weeks …" steps): unsure
     return best if best_score[0] >= 0.25 else None
 
