@@ -420,3 +420,18 @@ def test_two_shared_words_pick_the_shorter_step_they_cover(extract):
         ("Staging table done.", "Good."),
     )
     assert session.progress == ["Create a staging table in BigQuery"]
+
+
+@pytest.mark.parametrize("report", [
+    "Le ferry, on le réservera une autre année.",
+    "El ferry lo reservaremos la semana del puente.",
+    "Die Fähre werde ich im Juni gleich nach der Prüfung gebucht haben.",
+])
+def test_a_step_in_the_future_tense_is_not_done(extract, report):
+    session = _replay(
+        extract,
+        ("We're planning a trek in Corsica.",
+         "Plan:\n1. Book the ferry to Calvi\n2. Book the refuges\n3. Do three training hikes"),
+        (report, "OK."),
+    )
+    assert session.progress == []

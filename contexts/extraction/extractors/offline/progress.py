@@ -104,6 +104,10 @@ _NOT_DONE = re.compile(
     r"tried to|trying to|attempted|versucht|essay[ée]|intent[ée]|intentado|supposed to|was going to|sollte|"
     # for now: what is under way ("de momento he escrito el MERGE …", "der Job zieht vorerst noch das alte Image")
     r"for now|vorerst|por ahora|de momento|por el momento|pour l'instant|pour le moment|"
+    # a future tense ("on le fera une autre année", "lo haremos en junio", "ich werde es einreichen")
+    r"werde|werden|wird|fera|ferai|ferons|feront|sera|serai|serons|seront|aura|aurai|aurons|auront|ira|irai|"
+    r"irons|iront|[a-z]{3,}(?:erai|erons|eront)|(on|il|elle|[çc]a) (le |la |les |l')?[a-zéèê]{3,}era|"
+    r"[a-z]{2,}(?:ar|er|ir)(?:é|á|emos|án)|har[ée]|haremos|har[áa]n|"
     r"erst (wenn|nachdem)|(kann|k[öo]nnen) (ich|wir) erst|after that|from then on|danach|despu[eé]s de eso|"
     r"apr[eè]s [çc]a|(in|within) (a|two|three|\d+) (days?|weeks?|months?)|in (zwei|drei|\d+) (tagen|wochen)|"
     r"en (dos|tres|\d+) (d[ií]as|semanas)|dans (deux|trois|\d+) (jours|semaines))\b",
