@@ -435,3 +435,18 @@ def test_a_step_in_the_future_tense_is_not_done(extract, report):
         (report, "OK."),
     )
     assert session.progress == []
+
+
+def test_a_meeting_or_a_phone_call_with_a_time_does_only_a_step_that_talks_to_someone(extract):
+    session = _replay(
+        extract,
+        ("We're bidding for a heritage grant to digitise the town's photo archive.",
+         "Plan:\n1. Get the trustees to sign off the bid\n2. Enrol two volunteers in the scanning course\n"
+         "3. Tell the local paper about the project"),
+        ("Had a trustees' meeting last night. I phoned the college about the scanning course this morning.",
+         "Good."),
+    )
+    assert session.progress == []
+    post(session, ("user", "Rang the local paper yesterday, they'll run a piece."), ("assistant", "Great."))
+    extract(session)
+    assert session.progress == ["Tell the local paper about the project"]

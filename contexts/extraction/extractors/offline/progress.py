@@ -234,7 +234,8 @@ _GETS = re.compile(r"^\W*(get|buy|order|receive|obtain|request|apply|collect|sou
                    r"have|kaufen|bestellen|besorgen|holen|beantragen|anfordern|comprar|pedir|conseguir|solicitar|"
                    r"encargar|recoger|acheter|commander|obtenir|demander|recevoir|r[ée]cup[ée]rer|faire venir)\b",
                    re.IGNORECASE)
-_TALKED = re.compile(r"\b(talked|spoke|spoken|chatted|discussed|had (a |an )?(call|chat|meeting|coffee)|met( with)?|"
+_TALKED = re.compile(r"\b(talked|spoke|spoken|chatted|discussed|phoned|rang|texted|messaged|"
+                     r"had (a |an |the )?([\w']+ ){0,2}(call|chat|meeting|coffee)|met( with)?|"
                      r"habl[ée]|hablamos|hablado|gesprochen|telefoniert|geredet|parl[ée]|discut[ée])\b", re.IGNORECASE)
 _TALKS = re.compile(r"^\W*(talk|speak|ask|tell|discuss|call|phone|ring|contact|email|notify|inform|let|agree|check|"
                     r"confirm|meet|consult|interview|brief|hablar|preguntar|llamar|avisar|contactar|consultar|"
@@ -249,6 +250,11 @@ _CONFIRMED = re.compile(r"\b(is|are|has been|have been)\s+(now\s+|all\s+|already
                         r"expect|call|nam|us|allow|locat|includ|limit|relat|design|intend|recommend|schedul|plann|"
                         r"determin|interest|concern|involv|consider|permitt|meant|link|tied|attach|charg|mention|agre)ed\b)"
                         r"[a-z]{3,}ed\b", re.IGNORECASE)
+
+
+# When it happened ("had a trustees' meeting last night"): says it happened, not what happened.
+_WHEN = re.compile(r"\b(yesterday|last night|this morning|today|on \w+day|ayer|anoche|esta ma[ñn]ana|hoy|gestern|"
+                   r"heute( morgen)?|hier( soir)?|ce matin|aujourd'hui)\b", re.IGNORECASE)
 
 
 def _reports_done(clause: str, role: str) -> bool:
@@ -319,7 +325,7 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
         # arrival or a talk does only a step that gets a thing or talks to someone.
         candidates = plan
         for kind, steps_of_kind in ((_ARRIVED, _GETS), (_TALKED, _TALKS)):
-            if kind.search(clause) and not _reports_done(kind.sub(" ", clause), role):
+            if kind.search(clause) and not _reports_done(_WHEN.sub(" ", kind.sub(" ", clause)), role):
                 candidates = [step for step in plan if steps_of_kind.match(step)]
         # "New cert issued and it's live on the load balancer": each part may report a step of its own.
         parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if not _NOT_DONE.search(p))]
