@@ -450,3 +450,25 @@ def test_a_meeting_or_a_phone_call_with_a_time_does_only_a_step_that_talks_to_so
     post(session, ("user", "Rang the local paper yesterday, they'll run a piece."), ("assistant", "Great."))
     extract(session)
     assert session.progress == ["Tell the local paper about the project"]
+
+
+def test_a_find_does_only_a_step_that_finds_gets_or_chooses(extract):
+    session = _replay(
+        extract,
+        ("My annual Framekit plan renewed and I want the difference back.",
+         "Plan:\n1. Email support asking for a refund\n2. Cancel auto-renew in the settings\n"
+         "3. Confirm the refund on your card statement"),
+        ("Found the email from support about the renewal.", "Good, keep it."),
+    )
+    assert session.progress == []
+
+
+def test_a_german_step_ends_on_its_verb(extract):
+    session = _replay(
+        extract,
+        ("Ich will den Sportbootführerschein See machen.",
+         "Plan:\n1. Eine Segelschule für den SBF See aussuchen\n2. Theorie für den SBF See lernen\n"
+         "3. Ärztliches Attest besorgen"),
+        ("Die Yachtschule Seewind in Lindau hab ich gefunden, die macht den SBF See.", "Super."),
+    )
+    assert session.progress == ["Eine Segelschule für den SBF See aussuchen"]

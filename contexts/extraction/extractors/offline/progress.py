@@ -227,10 +227,13 @@ _NO_TROUBLE = re.compile(r"\b(without|with no|no|sin|ohne|sans)\s+(any\s+)?(erro
 
 # A report that is only an arrival ("the desk arrived") and the steps it can do (those that get a thing); a report
 # that is only a talk ("talked to the kids") and the steps it can do (those that talk to someone).
-_ARRIVED = re.compile(r"\b(arrived|came( through| in)?|delivered|turned up|showed up|(is|are) here|"
+_ARRIVED = re.compile(r"\b(arrived|came( through| in)?|delivered|turned up|showed up|(is|are) here|found|"
+                      r"gefunden|encontr[ée]|encontramos|trouv[ée]|"
                       r"lleg[oó]|llegaron|ha llegado|han llegado|angekommen|geliefert|gekommen|"
                       r"(est|sont) arriv[ée]e?s?|livr[ée]e?s?|re[çc]u)\b", re.IGNORECASE)
 _GETS = re.compile(r"^\W*(get|buy|order|receive|obtain|request|apply|collect|source|pick up|find|book|hire|arrange|"
+                   r"locate|choose|pick|select|search|look for|track down|suchen|aussuchen|finden|ausw[äa]hlen|buscar|"
+                   r"encontrar|elegir|localizar|chercher|trouver|choisir|retrouver|"
                    r"have|kaufen|bestellen|besorgen|holen|beantragen|anfordern|comprar|pedir|conseguir|solicitar|"
                    r"encargar|recoger|acheter|commander|obtenir|demander|recevoir|r[ée]cup[ée]rer|faire venir)\b",
                    re.IGNORECASE)
@@ -326,7 +329,9 @@ def progress_from(text: str, role: str, plan: list[str], progress: list[str],
         candidates = plan
         for kind, steps_of_kind in ((_ARRIVED, _GETS), (_TALKED, _TALKS)):
             if kind.search(clause) and not _reports_done(_WHEN.sub(" ", kind.sub(" ", clause)), role):
-                candidates = [step for step in plan if steps_of_kind.match(step)]
+                # the verb opens a step, or in German ends it ("Ärztliches Attest besorgen")
+                candidates = [step for step in plan if steps_of_kind.match(step)
+                              or steps_of_kind.match(step.split()[-1])]
         # "New cert issued and it's live on the load balancer": each part may report a step of its own.
         parts = [clause, *(p for p in re.split(r",\s+|\s+(?:and|y|und|et)\s+", clause) if not _NOT_DONE.search(p))]
         matched = False
