@@ -472,3 +472,18 @@ def test_a_german_step_ends_on_its_verb(extract):
         ("Die Yachtschule Seewind in Lindau hab ich gefunden, die macht den SBF See.", "Super."),
     )
     assert session.progress == ["Eine Segelschule für den SBF See aussuchen"]
+
+
+@pytest.mark.parametrize("report", [
+    "La hoja de reclamaciones la he aparcado.",
+    "The complaint form at the consumer office: I've parked that.",
+])
+def test_a_step_parked_is_not_done(extract, report):
+    session = _replay(
+        extract,
+        ("My gym kept charging me after I cancelled.",
+         "Plan:\n1. Gather the cancellation receipt\n2. Write to the gym\n"
+         "3. Fill in the complaint form (hoja de reclamaciones) at the consumer office"),
+        (report, "OK."),
+    )
+    assert session.progress == []

@@ -26,7 +26,7 @@ _DONE = re.compile(
     r"(he|hemos|ha|han) [a-záéíóúñ]{2,}(ado|ada|ados|adas|ido|ida|idos|idas|to|ta|tos|tas|cho|cha)|"
     r"est[aá] (hech|list|firmad)|"
     r"erledigt|fertig|geschafft|ist raus|steht|stehen|habe|haben|ist drin|sind drin|"
-    r"fait|termin[eé]e?s?|c'est bon|r[eé]gl[eé]|j'ai|on a|nous avons|est pr[eê]te?)\b)",
+    r"(?<!au )fait|termin[eé]e?s?|c'est bon|r[eé]gl[eé]|j'ai|on a|nous avons|est pr[eê]te?)\b)",
     re.IGNORECASE)
 
 
@@ -101,6 +101,7 @@ _NOT_DONE = re.compile(
     r"apart from|" + _ALL_BUT + r"|"
     # a condition not met yet ("until the railings are on"), an attempt, what was meant to happen
     r"until|bis (dahin|zum|zur|die|der|das)|hasta que|jusqu'[àa]|jusqu'[àa] ce que|"
+    r"considering|thinking about|[üu]berleg\w*|denk\w* (noch )?dr[üu]ber nach|pensando|r[ée]fl[ée]chi\w*|"
     r"tried to|trying to|attempted|versucht|essay[ée]|intent[ée]|intentado|supposed to|was going to|sollte|"
     # for now: what is under way ("de momento he escrito el MERGE …", "der Job zieht vorerst noch das alte Image")
     r"for now|vorerst|por ahora|de momento|por el momento|pour l'instant|pour le moment|"
@@ -141,7 +142,8 @@ _SKIPPED = re.compile(r"\b(skip|skipped|skipping|ended up not|decided against|no
                       r"(don'?t|do not|doesn'?t|does not) need (our|my|a|an|to)|"
                       r"no hizo falta|pas eu besoin|pas besoin|"
                       r"so no|salt[eé]|saltamos|saltado|nos saltamos|sin hacer|[üu]bersprungen|lassen wir|weggelassen|"
-                      r"saut[ée]|on saute|laiss[ée] tomber)\b", re.IGNORECASE)
+                      r"saut[ée]|on saute|laiss[ée] tomber|parked|on ice|aparcad[oa]|zur[üu]ckgestellt|"
+                      r"mis de c[ôo]t[ée])\b", re.IGNORECASE)
 
 
 # What is still left of a step just reported ("Still hunting for nights 4 and 5", "die an die Rentner fehlen noch").
