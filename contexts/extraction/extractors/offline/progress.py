@@ -253,7 +253,7 @@ _TALKS = re.compile(r"^\W*(talk|speak|ask|tell|discuss|call|phone|ring|contact|e
 # needs or is for ("is needed", "is based on").
 _CONFIRMED = re.compile(r"\b(is|are|has been|have been)\s+(now\s+|all\s+|already\s+)?(?!(?:need|requir|bas|suppos|"
                         r"expect|call|nam|us|allow|locat|includ|limit|relat|design|intend|recommend|schedul|plann|"
-                        r"determin|interest|concern|involv|consider|permitt|meant|link|tied|attach|charg|mention|agre)ed\b)"
+                        r"determin|interest|concern|involv|consider|permitt|link|attach|charg|mention|agre)ed\b)"
                         r"[a-z]{3,}ed\b", re.IGNORECASE)
 
 
