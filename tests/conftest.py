@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
+from contexts.infra.inprocess import discard_delayed
 from tests.factories import make_api_key
+
+
+@pytest.fixture(autouse=True)
+def _delayed_work_ends_with_its_test():
+    """A countdown a test started (a webhook retry) never fires in the next test or after the database is gone."""
+    yield
+    discard_delayed()
 
 
 @pytest.fixture

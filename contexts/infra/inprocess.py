@@ -86,7 +86,22 @@ class _Timer:
                 logger.exception("in-process task %s%r not started", getattr(fn, "__name__", fn), args)
 
 
+    def discard(self) -> int:
+        with self.changed:
+            count = len(self.due)
+            self.due.clear()
+            self.changed.notify()
+        return count
+
+
 _timer = _Timer()
+
+
+def discard_delayed() -> int:
+    """Drop the work with a countdown that this process still holds, and say how many; what is running or due in
+    the pool goes on. For a test that ends: a webhook retry it left would otherwise fire in a later test (whose
+    rows may have the same ids) or after the test database is gone."""
+    return _timer.discard()
 
 
 def _after_fork_in_child() -> None:

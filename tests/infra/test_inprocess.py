@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from contexts.infra.inprocess import run_in_background
+from contexts.infra.inprocess import discard_delayed, run_in_background
 
 
 def _recorder():
@@ -61,3 +61,17 @@ def test_with_no_pool_threads_work_runs_in_the_caller_unless_the_caller_must_not
     assert finished.wait(5), done
     assert {name: thread != caller for name, _at, thread in done} == {"here": False, "elsewhere": True,
                                                                      "delayed": True}
+
+
+def test_delayed_work_can_be_dropped_and_what_is_added_after_still_runs(settings):
+    settings.SESSIONCTX_INPROCESS_WORKERS = 1
+    done, finished, record = _recorder()
+
+    run_in_background(record, "dropped", 1, countdown=0.2)
+    run_in_background(record, "dropped too", 1, countdown=0.3)
+    assert discard_delayed() == 2
+    run_in_background(record, "kept", 1, countdown=0.1)
+
+    assert finished.wait(5), done
+    time.sleep(0.4)  # past the dropped countdowns
+    assert [name for name, _at, _thread in done] == ["kept"]
