@@ -45,8 +45,10 @@ class LocksOutputSerializer(serializers.Serializer):
     proposals = ProposalSerializer(many=True)
 
 
-def _answer(session):
-    return LocksOutputSerializer({"locks": locks_for(session), "proposals": proposals_for(session)}).data
+def _answer(session, *, may_read: bool = True):
+    # A proposal is snapshot content (what the model would have written): a key that may not read gets none.
+    return LocksOutputSerializer({"locks": locks_for(session),
+                                  "proposals": proposals_for(session) if may_read else []}).data
 
 
 class LocksApi(ApiView):
@@ -61,10 +63,11 @@ class LocksApi(ApiView):
                    responses={200: LocksOutputSerializer, **errors(400, 404, 413, 415)},
                    description="Lock exactly these fields (`[]` unlocks all), with a reason. While a field is "
                                "locked, model-driven updates leave it as it is (what they would have written "
-                               "becomes its proposal) and a write of yours that would change it answers 423.")
+                               "becomes its proposal) and a write of yours that would change it answers 423. "
+                               "A key without the read scope gets the locks and no proposals.")
     def put(self, request, session_id: str):
         data = validated(LocksInputSerializer, request.data)
         session = selectors.session_get(session_id, project=request.auth.project_id)
         locks_set(session=session, fields=data["fields"], reason=data["reason"],
                   actor=services.Actor.for_api_key(request.auth))
-        return Response(_answer(session))
+        return Response(_answer(session, may_read=request.auth.has_scope("read")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import BasePagination, CursorPagination
 from rest_framework.response import Response
@@ -30,6 +31,16 @@ class NewestFirstPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def paginate_queryset(self, queryset, request, view=None):
+        if self.cursor_query_param not in request.query_params:
+            return super().paginate_queryset(queryset, request, view)
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (ValueError, TypeError, OverflowError, DjangoValidationError):
+            # A cursor that decodes but holds a position its ordering cannot take ("p=abc" for a version):
+            # the 404 DRF gives any other invalid cursor, not a 500.
+            raise NotFound(self.invalid_cursor_message) from None
 
     def get_page_size(self, request):
         return page_size(request.query_params.get(self.page_size_query_param), default=self.page_size,

@@ -57,11 +57,14 @@ def session_get_or_create(*, session_id: str, project: Project | int | None = No
     if update_policy is not None and session.update_policy != update_policy:
         missing["update_policy"] = update_policy
     if created or missing:
-        # A new session: an entry cached for an earlier session of this id (deleted since) must not outlive it.
-        readcache.context_changed(project_id, session_id)
-    if missing:
-        SessionContext.objects.filter(pk=session.pk).update(**missing)
-        session = SessionContext.objects.get(pk=session.pk)
+        # One transaction, so the cached answer is dropped once the owners are written (on commit), not before:
+        # a read landing in between would cache the old owners. A new session: an entry cached for an earlier
+        # session of this id (deleted since) must not outlive it.
+        with transaction.atomic():
+            if missing:
+                SessionContext.objects.filter(pk=session.pk).update(**missing)
+                session = SessionContext.objects.get(pk=session.pk)
+            readcache.context_changed(project_id, session_id)
     return session, created
 
 

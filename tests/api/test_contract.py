@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from contexts.services import Actor
+from contexts.services.locks import locks_set, proposals_record
 from tests.api.conftest import Agent, assert_error, counts
 from tests.factories import make_api_key, make_session
 
@@ -49,6 +51,20 @@ def test_a_write_only_key_gets_the_version_and_status_of_its_writes_but_never_th
         assert answer["version"] == secret_session.version and answer["status"] == secret_session.status
         assert response["ETag"] == f'"{secret_session.version}"'
     assert secret_session.version == first + 4 and secret_session.status == "handoff_requested"
+
+
+def test_a_write_only_key_sets_locks_but_never_sees_the_proposals_they_hold(secret_session, writer, agent):
+    locks_set(session=secret_session, fields=["goal"], reason="agreed", actor=Actor.system("staff"))
+    proposals_record(secret_session, withheld={"goal": "Proposed: " + SECRET}, run=None)
+    assert_error(writer.get("/api/v1/sessions/secret-1/locks"), 403, "permission_denied")
+
+    response = writer.put("/api/v1/sessions/secret-1/locks", {"fields": ["goal", "plan"], "reason": "both"})
+
+    assert response.status_code == 200 and SECRET.encode() not in response.content
+    assert [lock["field"] for lock in response.json()["locks"]] == ["goal", "plan"]
+    assert response.json()["proposals"] == []
+    # A key that may read gets the proposal.
+    assert agent.get("/api/v1/sessions/secret-1/locks").json()["proposals"][0]["value"] == "Proposed: " + SECRET
 
 
 def test_a_read_write_key_still_gets_the_whole_snapshot_back(secret_session, agent):
@@ -127,3 +143,18 @@ def test_session_ids_of_dots_only_are_refused(agent, session_id):
 @pytest.mark.parametrize("session_id", ["a.b", ".a", "a..", "._"])
 def test_session_ids_with_dots_and_more_are_still_fine(agent, session_id):
     assert agent.put(f"/api/v1/sessions/{session_id}", {}).status_code == 201
+
+
+# --- a cursor that decodes but names no position -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,position", [("revisions", "abc"), ("messages", "abc"), ("runs", "2026-13-45"),
+                                           ("runs", "9" * 40)])
+def test_a_tampered_list_cursor_is_a_json_404_like_any_invalid_cursor(agent, path, position):
+    import base64
+    from urllib.parse import quote
+
+    make_session("cur-1", content={"goal": "g"})
+    cursor = quote(base64.b64encode(f"p={position}".encode()).decode())
+    assert_error(agent.get(f"/api/v1/sessions/cur-1/{path}?cursor={cursor}"), 404, "not_found")
+    assert agent.get(f"/api/v1/sessions/cur-1/{path}").status_code == 200

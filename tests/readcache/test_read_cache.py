@@ -267,6 +267,23 @@ def test_a_read_that_raced_a_write_does_not_leave_the_old_answer_behind(agent, r
     assert readcache.lookup(Project.default().pk, "rc-race").version == 2
 
 
+def test_owners_filled_in_are_not_hidden_by_a_read_that_lands_while_they_are_written(agent, monkeypatch):
+    from contexts.services import sessions
+
+    assert agent.put("/api/v1/sessions/rc-owner", {}).status_code == 201
+    forget = readcache.context_changed
+
+    def forget_then_another_read(project_id, session_id):
+        forget(project_id, session_id)
+        _read(agent, session_id)  # another agent's read, between the drop of the entry and the owners' write
+
+    monkeypatch.setattr(sessions.readcache, "context_changed", forget_then_another_read)
+    assert agent.put("/api/v1/sessions/rc-owner", {"user_id": "u-7"}).json()["user_id"] == "u-7"
+    monkeypatch.undo()
+
+    assert _read(agent, "rc-owner").json()["user_id"] == "u-7"  # not the empty owner that read saw
+
+
 def test_a_fill_without_a_write_meanwhile_is_stored(r):
     make_session("rc-fill", content={"summary": "kept"})
     entry = readcache.fill(Project.default().pk, "rc-fill", lambda: _from_the_database("rc-fill"))
