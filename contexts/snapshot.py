@@ -42,6 +42,12 @@ def validate_session_id(session_id: Any) -> str:
     return session_id
 
 
+def _lines(text: str) -> str:
+    """Stripped, with one kind of line break: a browser posts a textarea's as CRLF, and a save that changed
+    nothing must not become a new version (nor put CRLF into the agents' prompts)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
 def _step_problem(value: Any) -> str | None:
     if not isinstance(value, list):
         return "Must be a list of strings."
@@ -50,7 +56,7 @@ def _step_problem(value: Any) -> str | None:
     for i, step in enumerate(value):
         if not isinstance(step, str) or not step.strip():
             return f"Step {i + 1} must be a non-empty string."
-        if len(step.strip()) > settings.SESSIONCTX_MAX_STEP_CHARS:
+        if len(_lines(step)) > settings.SESSIONCTX_MAX_STEP_CHARS:
             return f"Step {i + 1} is longer than {settings.SESSIONCTX_MAX_STEP_CHARS} characters."
     return None
 
@@ -58,8 +64,8 @@ def _step_problem(value: Any) -> str | None:
 def _text_problem(value: Any, limit: int) -> str | None:
     if not isinstance(value, str):
         return "Must be a string."
-    if len(value.strip()) > limit:
-        return f"Has {len(value.strip())} characters; compress it to at most {limit}."
+    if len(_lines(value)) > limit:
+        return f"Has {len(_lines(value))} characters; compress it to at most {limit}."
     return None
 
 
@@ -88,13 +94,15 @@ def validate_snapshot(changes: dict[str, Any]) -> dict[str, Any]:
     """Snapshot fields (and `mode`) checked against types and bounds: cleaned, or InvalidInput naming each."""
     found = problems(changes)
     if found:
-        raise InvalidInput("The context is not valid; see details.", details={"fields": found})
+        # Each problem in the message too: a staff page shows the message, not the details.
+        said = "; ".join(f"{name} {problem[0].lower()}{problem[1:]}" for name, problem in found.items())
+        raise InvalidInput(f"The context is not valid: {said}", details={"fields": found})
     cleaned: dict[str, Any] = {}
     for name, value in changes.items():
         if name in STEP_FIELDS:
-            cleaned[name] = [step.strip() for step in value]
+            cleaned[name] = [_lines(step) for step in value]
         elif name in TEXT_FIELDS:
-            cleaned[name] = (value or "").strip()
+            cleaned[name] = _lines(value or "")
         else:
             cleaned[name] = value
     return cleaned

@@ -14,7 +14,7 @@ from django.utils import timezone
 from ..exceptions import ApplicationError, InvalidInput, StateConflict
 from ..extraction.runs import extraction_request
 from ..models import Event, HandoffEvent, Message, Revision, SessionContext, Status
-from ..snapshot import NOTE_MAX_CHARS, validate_reason
+from ..snapshot import NOTE_MAX_CHARS, text_limit, validate_reason
 from .actors import Actor
 from .events import event_record
 from .messages import messages_append
@@ -154,7 +154,11 @@ def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> Sess
     note = (note or "").strip()
     who = actor.user.get_username() if actor.user else actor.label
     handoff_note = f"Handled by {who} ({timezone.now():%Y-%m-%d %H:%M} UTC)" + (f": {note}" if note else "")
-    handoff_note = handoff_note[: settings.SESSIONCTX_MAX_GOAL_CHARS]
+    if len(handoff_note) > text_limit("handoff_note"):
+        # Cut, the end of what the person wrote would never reach the agent.
+        room = text_limit("handoff_note") - (len(handoff_note) - len(note))
+        raise InvalidInput(f"The note has {len(note)} characters; with who handled it and when in front, at most "
+                           f"{room} fit.", details={"fields": {"note": f"At most {room} characters."}})
     released = _status_change(current, actor=actor, reason=note or "Handed back to the agent",
                               status=Status.ACTIVE, event=HandoffEvent.Kind.RELEASED,
                               values={"handoff_note": handoff_note},

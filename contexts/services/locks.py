@@ -7,12 +7,13 @@ change it is refused with 423 and changes nothing; a person (staff page, admin) 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from ..exceptions import ApplicationError, InvalidInput, NotFound
+from ..exceptions import ApplicationError, InvalidInput, NotFound, StateConflict
 from ..models import ExtractionRun, FieldLock, LockChange, Proposal, Revision, SessionContext
 from ..snapshot import EXTRACTED_FIELDS, validate_reason, validate_snapshot
 from . import snapshots
@@ -89,15 +90,26 @@ def proposals_record(current: SessionContext, *, withheld: dict[str, Any], run: 
                                           defaults={"value": value, "from_run": run, "created_at": now})
 
 
-@transaction.atomic
-def proposal_accept(*, session: SessionContext, field: str, expected_version: int, actor: Actor,
-                    source: str = Revision.Source.STAFF) -> SessionContext:
-    """Write the field's proposal exactly as proposed, as a revision by `actor`, if the snapshot is still at
-    `expected_version`; the proposal is used up."""
-    current = snapshots.session_locked(session)
-    proposal = Proposal.objects.filter(session_id=current.pk, field=field).first()
+def _proposal(session_pk: int, field: str, proposed_at: datetime | None) -> Proposal:
+    """The field's proposal, if it is still the one made at `proposed_at` (the one the person saw)."""
+    proposal = Proposal.objects.filter(session_id=session_pk, field=field).first()
     if proposal is None:
         raise NotFound(f"There is no proposal for {field!r}.", details={"field": field})
+    if proposed_at is not None and proposal.created_at != proposed_at:
+        raise StateConflict(f"A newer extraction replaced the proposed {field} since this page showed it: look at "
+                            "the new one before you accept or dismiss it.",
+                            details={"field": field, "proposed_at": proposal.created_at.isoformat()})
+    return proposal
+
+
+@transaction.atomic
+def proposal_accept(*, session: SessionContext, field: str, expected_version: int, actor: Actor,
+                    source: str = Revision.Source.STAFF, proposed_at: datetime | None = None) -> SessionContext:
+    """Write the field's proposal exactly as proposed, as a revision by `actor`, if the snapshot is still at
+    `expected_version` (and the proposal is still the one made at `proposed_at`, when given); the proposal is
+    used up."""
+    current = snapshots.session_locked(session)
+    proposal = _proposal(current.pk, field, proposed_at)
     validate_snapshot({field: proposal.value})
     updated = snapshots.snapshot_update(
         session=current, expected_version=expected_version, changes={field: proposal.value}, source=source,
@@ -107,7 +119,9 @@ def proposal_accept(*, session: SessionContext, field: str, expected_version: in
 
 
 @transaction.atomic
-def proposal_dismiss(*, session: SessionContext, field: str, actor: Actor) -> None:
-    """Drop the field's proposal; the snapshot stays as it is."""
+def proposal_dismiss(*, session: SessionContext, field: str, actor: Actor, proposed_at: datetime | None = None) -> None:
+    """Drop the field's proposal (if it is still the one made at `proposed_at`, when given); the snapshot stays
+    as it is."""
     snapshots.session_locked(session)
-    Proposal.objects.filter(session_id=session.pk, field=field).delete()
+    if Proposal.objects.filter(session_id=session.pk, field=field).exists():  # gone already: nothing to do
+        _proposal(session.pk, field, proposed_at).delete()

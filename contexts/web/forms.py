@@ -125,3 +125,5 @@ class LocksForm(forms.Form):
 class ProposalForm(forms.Form):
     field = forms.ChoiceField(choices=[(name, name) for name in LOCKABLE_FIELDS])
     expected_version = forms.IntegerField(min_value=0, required=False)
+    # When the proposal shown was made: a newer one (another extraction since) is not accepted unseen.
+    proposed_at = forms.DateTimeField(required=False)

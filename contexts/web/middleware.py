@@ -56,7 +56,7 @@ class ViewerTimeZoneMiddleware:
         name = "" if request.path.startswith("/api/") else request.COOKIES.get(TIME_ZONE_COOKIE, "")
         try:
             zone = zoneinfo.ZoneInfo(name) if name and len(name) <= 64 else None
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe")
             zone = None
         if zone is None:
             timezone.deactivate()

@@ -102,7 +102,7 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     # The person loaded earlier messages (the live check and a reply say from where): a re-render keeps them.
     start = request.GET.get("transcript_from") or request.POST.get("transcript_from", "")
     shown = context.get("transcript")
-    if shown and start.isdigit() and int(start) < shown[0].seq:
+    if shown and start.isascii() and start.isdigit() and int(start) < shown[0].seq:
         context["transcript"] = selectors.recent_messages(session, limit=TRANSCRIPT_MAX, from_seq=int(start))
     if (BODY in regions or "snapshot-panel" in regions) and session.is_empty:
         context["reset_revision"] = selectors.reset_revision(session)

@@ -201,3 +201,52 @@ def test_actions_on_a_missing_session_answer_404(editor):
 def test_get_is_not_allowed_on_actions(editor, waiting):
     assert editor.get("/sessions/h-1/take/").status_code == 405
     assert editor.get("/sessions/h-1/reset/").status_code == 405
+
+
+def test_saving_an_unchanged_multi_line_summary_as_a_browser_posts_it_is_not_a_new_version(editor):
+    session = make_session("crlf-1", content={"summary": "Line one\nLine two", "goal": "Refund\nthe order"})
+    # A browser posts a textarea's line breaks as CRLF.
+    response = editor.post("/sessions/crlf-1/edit/", {
+        "version": str(session.version), "summary": "Line one\r\nLine two", "goal": "Refund\r\nthe order",
+        "other_progress": "", "reason": "", "step_id": ["new"], "step_text": [""]}, **HTMX)
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert session.version == 1 and session.summary == "Line one\nLine two"
+    # A real change is saved with plain line breaks.
+    editor.post("/sessions/crlf-1/edit/", {
+        "version": "1", "summary": "Line one\r\nLine three", "goal": "Refund\r\nthe order", "other_progress": "",
+        "reason": "", "step_id": ["new"], "step_text": [""]}, **HTMX)
+    session.refresh_from_db()
+    assert (session.version, session.summary) == (2, "Line one\nLine three")
+    assert Revision.objects.get(session=session, version=2).changed_fields == ["summary"]
+
+
+def test_an_edit_over_a_limit_says_which_field_and_what_the_limit_is(editor, waiting, settings):
+    response = editor.post("/sessions/h-1/edit/", edit_data(waiting.version, goal="x" * 1001), **HTMX)
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "goal has 1001 characters; compress it to at most 1000" in html
+    waiting.refresh_from_db()
+    assert waiting.goal == ""
+
+
+def test_a_hand_back_note_too_long_to_keep_whole_is_refused_not_cut(support, support_user):
+    session = services.handoff_claim(session=make_session("hb-1", content={"summary": "orig"}),
+                                     actor=Actor.for_user(support_user))
+    note = ("word " * 200)[:995] + "END."
+    response = support.post("/sessions/hb-1/release/", {"note": note}, **HTMX)
+    assert response.status_code == 400 and "at most" in response.content.decode()
+    session.refresh_from_db()
+    assert session.status == "human" and session.handoff_note == ""
+
+    assert support.post("/sessions/hb-1/release/", {"note": note[-900:]}, **HTMX).status_code == 200
+    session.refresh_from_db()
+    assert session.status == "active" and session.handoff_note.endswith("END.")
+
+
+@pytest.mark.parametrize(("path", "query"), [("/sessions/u-1/", {"before": "²"}),
+                                             ("/sessions/u-1/live/", {"since": "x", "transcript_from": "²"})])
+def test_a_digit_int_cannot_read_in_a_page_address_is_ignored_not_a_500(editor, path, query):
+    session = make_session("u-1")
+    services.messages_append(session=session, messages=[{"role": "user", "content": "hi"}])
+    assert editor.get(path, query, **HTMX).status_code == 200

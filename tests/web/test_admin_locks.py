@@ -40,3 +40,15 @@ def test_locking_in_the_admin_without_a_reason_is_refused(superuser):
     response = superuser.post(url, data)
     assert response.status_code == 200 and "A reason is required to lock a field." in response.content.decode()
     assert not FieldLock.objects.exists() and not LockChange.objects.exists()
+
+
+def test_an_admin_save_that_only_locks_a_field_is_not_a_new_version_of_a_multi_line_summary(superuser):
+    session = make_session("adm-crlf", content={"summary": "Line one\nLine two", "plan": ["a"]})
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data["summary"] = [data["summary"][0].replace("\n", "\r\n")]  # what a browser posts
+    data.update(locked_fields=["plan"], lock_reason=["agreed"])
+    assert superuser.post(url, data).status_code == 302
+    session.refresh_from_db()
+    assert session.version == 1 and session.summary == "Line one\nLine two"
+    assert FieldLock.objects.filter(session=session, field="plan").exists()

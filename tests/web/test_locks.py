@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from contexts.models import ExtractionRun, FieldLock, LockChange, Proposal, Revision
@@ -101,3 +103,29 @@ def test_a_new_proposal_reaches_an_open_page_through_the_live_check(editor):
     html = live.content.decode()
     assert 'data-proposal="plan"' in html and "Only trains" in html
     assert 'name="fields_locked"' not in html  # the lock form, and a reason being typed in it, stay as they are
+
+
+def _posted_form(html: str, action: str) -> dict[str, str]:
+    """The hidden fields of the page's form for `action` ("accept-plan"), as the browser would post them."""
+    form = html.split(f'data-action="{action}"', 1)[0].rsplit("<form", 1)[1]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+
+
+@pytest.mark.parametrize("action", ["accept", "dismiss"])
+def test_a_proposal_replaced_after_the_page_showed_it_is_neither_accepted_nor_dismissed_unseen(editor, action):
+    session = _proposed("wl-8")
+    shown = _posted_form(editor.get("/sessions/wl-8/").content.decode(), f"{action}-plan")
+    proposals_record(session, withheld={"plan": ["Never shown to anyone"]}, run=None)  # a later extraction
+
+    response = editor.post(f"/sessions/wl-8/proposals/{action}/", shown, **HTMX)
+
+    assert response.status_code == 409 and "replaced the proposed plan" in response.content.decode()
+    session.refresh_from_db()
+    assert (session.plan, session.version) == (PLAN, 1)
+    assert Proposal.objects.get(session=session).value == ["Never shown to anyone"]
+    # The answer shows the new proposal; accepting that one, as shown, works.
+    again = _posted_form(editor.get("/sessions/wl-8/").content.decode(), f"{action}-plan")
+    assert editor.post(f"/sessions/wl-8/proposals/{action}/", again, **HTMX).status_code == 200
+    session.refresh_from_db()
+    assert not Proposal.objects.exists()
+    assert session.plan == (["Never shown to anyone"] if action == "accept" else PLAN)

@@ -122,3 +122,21 @@ def test_user_text_in_the_table_is_escaped(support):
     html = support.get("/").content.decode()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>u</b>" not in html
+
+
+@pytest.mark.parametrize("query", [{"q": "zzz" * 100}, {"status": "closedd"}, {"mode": "both"}])
+def test_a_search_or_filter_that_is_not_valid_lists_nothing_and_says_why(editor, query):
+    make_session("alpha-1", content={"summary": "apples"})
+    for headers in ({}, HTMX):
+        html = editor.get("/", query, **headers).content.decode()
+        assert "alpha-1" not in html and 'role="alert"' in html, headers
+    assert "at most 255 characters" in editor.get("/", {"q": "zzz" * 100}).content.decode()
+
+
+def test_back_to_a_list_page_htmx_did_not_keep_gets_the_whole_page(editor):
+    make_session("hr-1")
+    # htmx re-fetches such a page with both headers and swaps the answer into <body>.
+    html = editor.get("/", {"q": "hr-1"}, HTTP_HX_REQUEST="true",
+                      HTTP_HX_HISTORY_RESTORE_REQUEST="true").content.decode()
+    assert 'id="filters"' in html and "<title>" in html and "hr-1" in html
+    assert 'id="filters"' not in editor.get("/", {"q": "hr-1"}, **HTMX).content.decode()  # the table alone

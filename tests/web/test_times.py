@@ -87,3 +87,14 @@ def test_the_api_answers_in_utc_whatever_time_zone_cookie_a_browser_sends(client
     client.cookies["tz"] = "Europe/Berlin"
     context = client.get("/api/v1/sessions/tz-1/context", HTTP_AUTHORIZATION=f"Bearer {raw_key}").json()
     assert context["updated_at"].startswith("2026-01-15T13:05:09") and context["updated_at"].endswith("Z")
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Europe/", "../etc", "Nowhere/Else"])
+def test_a_time_zone_cookie_that_names_no_zone_shows_utc_on_every_page(support, zone):
+    from django.test import Client
+
+    support.cookies["tz"] = zone
+    assert support.get("/").status_code == 200
+    anonymous = Client()
+    anonymous.cookies["tz"] = zone
+    assert anonymous.get("/accounts/login/").status_code == 200

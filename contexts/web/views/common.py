@@ -39,7 +39,8 @@ def full_page(request: HttpRequest, template: str, context: dict[str, Any], stat
 
 
 def page_or_partial(request: HttpRequest, template: str, partial: str, context: dict[str, Any]) -> HttpResponse:
-    if request.htmx:
+    # htmx restoring a page it has not kept (Back after hx-push-url) swaps the answer into <body>: the whole page.
+    if request.htmx and not request.htmx.history_restore_request:
         return render(request, f"{template}#{partial}", context)
     return full_page(request, template, context)
 

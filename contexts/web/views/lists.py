@@ -20,7 +20,7 @@ from contexts.exceptions import ApplicationError
 
 from .. import regions
 from ..access import PROJECT_SESSION_KEY, report, staff_view
-from ..forms import SessionFilterForm
+from ..forms import SessionFilterForm, first_error
 from .common import full_page, page_or_partial
 
 PAGE_SIZE = 25
@@ -39,10 +39,12 @@ def session_list(request: HttpRequest) -> HttpResponse:
     valid = form.is_valid()
     data = form.cleaned_data if valid else {}
     sort = data.get("sort") or "-updated"
+    # A search or filter that is not valid (too long, an unknown status) lists nothing and says why: every
+    # session listed as if it matched would be a wrong answer.
     page = selectors.session_page(
         selectors.session_search(project=request.project, **form.filters()), sort=sort, after=data.get("after", ""),
         before=data.get("before", ""), size=PAGE_SIZE,
-    )
+    ) if valid else selectors.SessionPage(rows=[], next_cursor=None, prev_cursor=None)
     keep = {k: v for k, v in request.GET.items() if k not in ("after", "before") and v}
 
     def url(**params: str) -> str:
@@ -51,6 +53,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
 
     context = {
         "form": form,
+        "filter_error": "" if valid else first_error(form).message,
         "rows": [(s, selectors.plan_progress(s)) for s in page.rows],
         "sort": sort,
         "next_url": url(after=page.next_cursor) if page.next_cursor else "",

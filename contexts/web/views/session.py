@@ -31,7 +31,7 @@ from .common import answer, detail_page, done, session_action, session_or_404
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     session = session_or_404(request, session_id)
     before = request.GET.get("before", "")
-    if before.isdigit():
+    if before.isascii() and before.isdigit():  # "²" is a digit to isdigit(), not to int()
         response = regions.earlier_messages(request, session, int(before))
     elif request.htmx:
         # A link that refreshes one region names it as its hx-target; anything else gets the whole body.
@@ -142,7 +142,7 @@ def proposal_accept(request: HttpRequest, session_id: str) -> HttpResponse:
         if data["expected_version"] is None:
             raise InvalidInput("The page did not say which version it shows.")
         session = locks_proposal_accept(session=session, field=data["field"], actor=actor,
-                                        expected_version=data["expected_version"])
+                                        expected_version=data["expected_version"], proposed_at=data["proposed_at"])
         return session, f"Accepted the proposed {data['field']} (version {session.version})."
 
     return session_action(request, session_id, ProposalForm, accept, regions.PROPOSAL_ACCEPTED)
@@ -152,7 +152,7 @@ def proposal_accept(request: HttpRequest, session_id: str) -> HttpResponse:
 @staff_view(EDIT_PERM)
 def proposal_dismiss(request: HttpRequest, session_id: str) -> HttpResponse:
     def dismiss(session: SessionContext, data: dict[str, Any], actor: Actor) -> tuple[SessionContext, str]:
-        locks_proposal_dismiss(session=session, field=data["field"], actor=actor)
+        locks_proposal_dismiss(session=session, field=data["field"], actor=actor, proposed_at=data["proposed_at"])
         return session, f"Dismissed the proposed {data['field']}."
 
     return session_action(request, session_id, ProposalForm, dismiss, regions.PROPOSAL_DISMISSED)
