@@ -78,6 +78,8 @@ class SessionContextForm(forms.ModelForm):
         required=False, widget=forms.CheckboxSelectMultiple, choices=[(n, n.capitalize()) for n in LOCKABLE_FIELDS],
         help_text="Model updates leave a locked field alone and propose instead; agents' writes to it get 423.")
     lock_reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS, help_text="Required to lock a field.")
+    # The locks the page was loaded with: the boxes' starting state, and what a save checks is still so.
+    locks_loaded = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = SessionContext
@@ -87,7 +89,13 @@ class SessionContextForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None:
             self.fields["loaded_version"].initial = self.instance.version
-            self.fields["locked_fields"].initial = sorted(locked_fields(self.instance))
+            loaded = sorted(locked_fields(self.instance))
+            self.fields["locked_fields"].initial = loaded
+            self.fields["locks_loaded"].initial = ",".join(loaded)
+            if self.is_bound and "locks_loaded" in self.data:
+                # The boxes as the page showed them, not as the locks are now: what the person changed is
+                # what differs from that.
+                self.fields["locked_fields"].initial = [n for n in self.data["locks_loaded"].split(",") if n]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -98,6 +106,12 @@ class SessionContextForm(forms.ModelForm):
                 self.add_error(name if name in self.fields else None, text)
         if "locked_fields" in self.changed_data and cleaned.get("locked_fields") and not cleaned.get("lock_reason"):
             self.add_error("lock_reason", "A reason is required to lock a field.")
+        shown = {name for name in (cleaned.get("locks_loaded") or "").split(",") if name}
+        if "locks_loaded" in self.data and self.instance.pk is not None and shown != locked_fields(self.instance):
+            raise forms.ValidationError(
+                "Someone changed this context's locks while you edited it (locked now: "
+                f"{', '.join(sorted(locked_fields(self.instance))) or 'nothing'}). Nothing was saved; reload the "
+                "page and apply your change again.")
         loaded = cleaned.get("loaded_version")
         current = SessionContext.objects.filter(pk=self.instance.pk).values_list("version", flat=True).first()
         if loaded is not None and current is not None and loaded != current:
@@ -124,7 +138,7 @@ class SessionContextAdmin(UserErasureMixin, ProjectScopedAdmin):
         ("Snapshot (saved as a new revision)",
          {"fields": ("mode", "summary", "goal", "plan", "progress", "handoff_note", "reason", "loaded_version")}),
         ("Updates", {"fields": ("update_policy",)}),
-        ("Locks", {"fields": ("locked_fields", "lock_reason")}),
+        ("Locks", {"fields": ("locked_fields", "lock_reason", "locks_loaded")}),
         ("Bookkeeping", {"classes": ("collapse",),
                          "fields": ("handoff_reason", "last_message_seq", "cursor_seq", "created_at", "updated_at")}),
     )
@@ -151,8 +165,15 @@ class SessionContextAdmin(UserErasureMixin, ProjectScopedAdmin):
             # Not part of the snapshot: no revision, no version check.
             services.session_update_policy_set(session=obj, update_policy=form.cleaned_data["update_policy"])
         if "locked_fields" in form.changed_data:
-            locks_set(session=obj, fields=form.cleaned_data["locked_fields"], reason=form.cleaned_data["lock_reason"],
-                      actor=Actor.for_user(request.user))
+            shown = {name for name in form.cleaned_data.get("locks_loaded", "").split(",") if name}
+            try:
+                locks_set(session=obj, fields=form.cleaned_data["locked_fields"],
+                          reason=form.cleaned_data["lock_reason"], actor=Actor.for_user(request.user),
+                          shown=shown if "locks_loaded" in form.data else None)
+            except ApplicationError as exc:
+                # Raced between clean() and here: report it; the locks stay as the other editor left them.
+                self.message_user(request, exc.message, level=messages.ERROR)
+                return
         changes = {name: form.cleaned_data[name] for name in CONTENT_FIELDS if name in form.changed_data}
         if not changes:
             return

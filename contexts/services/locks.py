@@ -34,10 +34,13 @@ def locked_fields(session: SessionContext) -> set[str]:
 
 
 @transaction.atomic
-def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor: Actor) -> list[FieldLock]:
+def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor: Actor,
+              shown: set[str] | None = None) -> list[FieldLock]:
     """Make `fields` exactly the locked ones (an empty list unlocks all), with an audit row; returns the locks.
 
-    A reason is required whenever a field is locked; fields that stay locked keep their original reason."""
+    A reason is required whenever a field is locked; fields that stay locked keep their original reason.
+    `shown`: the locks the person's page showed; if someone changed them since, nothing changes (409), so a
+    stale page never silently unlocks a field another editor locked meanwhile."""
     unknown = sorted(set(fields) - set(LOCKABLE_FIELDS))
     if unknown:
         raise InvalidInput(f"Only {', '.join(LOCKABLE_FIELDS)} can be locked.",
@@ -46,6 +49,13 @@ def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor:
     reason = validate_reason(reason) if wanted else (reason or "").strip()
     current = snapshots.session_locked(session)  # serialises lock changes with the snapshot's writers
     before = locked_fields(current)
+    if shown is not None and shown != before:
+        def names(fields: set[str]) -> str:
+            return ", ".join(sorted(fields)) or "nothing"
+
+        raise StateConflict(f"Someone changed the locks since this page showed them (locked now: {names(before)}; "
+                            f"the page showed: {names(shown)}). Nothing was changed: look at them again.",
+                            details={"locked": sorted(before), "shown": sorted(shown)})
     if wanted == before:
         return list(FieldLock.objects.filter(session_id=current.pk))
     FieldLock.objects.filter(session_id=current.pk).exclude(field__in=wanted).delete()

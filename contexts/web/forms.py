@@ -120,6 +120,13 @@ class LocksForm(forms.Form):
     fields_locked = forms.MultipleChoiceField(required=False, label="Locked fields",
                                               choices=[(name, name.capitalize()) for name in LOCKABLE_FIELDS])
     reason = forms.CharField(required=False, max_length=REASON_MAX_CHARS)
+    # The locks the page showed ("plan,summary"; "" for none): a change by someone else since is not undone.
+    locks_shown = forms.CharField(required=False, max_length=100)
+
+    def clean_locks_shown(self) -> set[str] | None:
+        if "locks_shown" not in self.data:
+            return None
+        return {name for name in self.cleaned_data["locks_shown"].split(",") if name}
 
 
 class ProposalForm(forms.Form):

@@ -52,3 +52,28 @@ def test_an_admin_save_that_only_locks_a_field_is_not_a_new_version_of_a_multi_l
     session.refresh_from_db()
     assert session.version == 1 and session.summary == "Line one\nLine two"
     assert FieldLock.objects.filter(session=session, field="plan").exists()
+
+
+def test_an_admin_page_loaded_before_a_lock_was_set_cannot_silently_remove_it(superuser):
+    from contexts.services import Actor
+    from contexts.services.locks import locks_set
+    from tests.factories import make_user
+
+    session = make_session("adm-stale", content={"summary": "s", "plan": ["a", "b"]})
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())  # nothing locked when the page loaded
+    locks_set(session=session, fields=["plan"], reason="agreed with the customer",
+              actor=Actor.for_user(make_user("olga", role="editor")))
+    data["goal"] = ["A new goal"]  # an unrelated edit
+
+    response = superuser.post(url, data)
+
+    assert response.status_code == 200 and "changed this context&#x27;s locks" in response.content.decode()
+    session.refresh_from_db()
+    assert FieldLock.objects.filter(session=session, field="plan").exists() and session.goal == ""
+    # Reloaded, the same edit saves and keeps the lock.
+    data = form_of(superuser.get(url).content.decode())
+    data["goal"] = ["A new goal"]
+    assert superuser.post(url, data).status_code == 302
+    session.refresh_from_db()
+    assert session.goal == "A new goal" and FieldLock.objects.filter(session=session, field="plan").exists()

@@ -78,3 +78,15 @@ def test_diffs_use_human_labels_and_a_status_only_revision_offers_no_restore(edi
     assert "Restore" not in status_only
     first = history.split('id="v1"', 1)[1]
     assert "<dt>Summary</dt>" in first
+
+
+def test_taking_the_conversation_while_editing_says_what_you_did_not_another_tab(editor, planned):
+    editor.get("/sessions/c-1/edit/", **HTMX)  # the form opens at this version
+    assert editor.post("/sessions/c-1/take-over/", {}, **HTMX).status_code == 200
+
+    html = editor.post("/sessions/c-1/edit/", _stale_edit(planned.version), **HTMX).content.decode()
+
+    said = html.split('conflict" role="alert">', 1)[1].split("</p>", 1)[0]
+    assert "You changed this context while you were editing here" in said
+    assert "you: Taken over by a person" in said and "another tab" not in said
+    assert "My stale summary" in _unsaved(html)  # kept to apply again

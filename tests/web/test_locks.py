@@ -129,3 +129,44 @@ def test_a_proposal_replaced_after_the_page_showed_it_is_neither_accepted_nor_di
     session.refresh_from_db()
     assert not Proposal.objects.exists()
     assert session.plan == (["Never shown to anyone"] if action == "accept" else PLAN)
+
+
+def test_a_page_that_showed_no_lock_cannot_silently_unlock_one_set_since(editor):
+    session = make_session("wl-9", content={"plan": PLAN})
+    page = editor.get("/sessions/wl-9/").content.decode()
+    assert 'name="locks_shown" value=""' in page
+    locks_set(session=session, fields=["plan"], reason="Agreed with the customer",
+              actor=Actor.for_user(make_user("olga", role="editor")))
+
+    response = editor.post("/sessions/wl-9/locks/", {"fields_locked": ["goal"], "reason": "mine", "locks_shown": ""},
+                           **HTMX)
+
+    assert response.status_code == 409 and "Someone changed the locks" in response.content.decode()
+    assert set(FieldLock.objects.filter(session=session).values_list("field", flat=True)) == {"plan"}
+    # The answer shows the locks as they are; from there the change goes through.
+    assert 'name="locks_shown" value="plan"' in response.content.decode()
+    editor.post("/sessions/wl-9/locks/", {"fields_locked": ["goal", "plan"], "reason": "mine",
+                                          "locks_shown": "plan"}, **HTMX)
+    assert set(FieldLock.objects.filter(session=session).values_list("field", flat=True)) == {"goal", "plan"}
+
+
+def test_accepting_a_proposal_leaves_an_open_edit_form_as_it_is(editor):
+    session = _proposed("wl-10")
+    page = editor.get("/sessions/wl-10/").content.decode()
+    assert 'hx-include="#edit-form [name=version]"' in _posted_form_tag(page, "accept-plan")
+
+    # The edit form is open: its version comes along with the accept.
+    editing = editor.post("/sessions/wl-10/proposals/accept/", {"field": "plan", "expected_version": "1",
+                                                               "version": "1"}, **HTMX)
+    assert editing.status_code == 200 and 'id="snapshot-panel"' not in editing.content.decode()
+    session.refresh_from_db()
+    assert session.plan == ["Book flights", "Take the train"]
+
+    # Without an open form the panel shows the accepted plan at once.
+    proposals_record(session, withheld={"plan": ["Only trains"]}, run=None)
+    plain = editor.post("/sessions/wl-10/proposals/accept/", {"field": "plan", "expected_version": "2"}, **HTMX)
+    assert 'id="snapshot-panel"' in plain.content.decode() and "Only trains" in plain.content.decode()
+
+
+def _posted_form_tag(html: str, action: str) -> str:
+    return html.split(f'data-action="{action}"', 1)[0].rsplit("<form", 1)[1].split(">", 1)[0]

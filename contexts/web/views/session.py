@@ -128,7 +128,8 @@ def session_reset(request: HttpRequest, session_id: str) -> HttpResponse:
 @staff_view(EDIT_PERM)
 def session_locks(request: HttpRequest, session_id: str) -> HttpResponse:
     def set_locks(session: SessionContext, data: dict[str, Any], actor: Actor) -> tuple[SessionContext, str]:
-        locks = locks_set(session=session, fields=data["fields_locked"], reason=data["reason"], actor=actor)
+        locks = locks_set(session=session, fields=data["fields_locked"], reason=data["reason"], actor=actor,
+                          shown=data["locks_shown"])
         names = ", ".join(lock.field for lock in locks)
         return session, f"Locked: {names}." if names else "No field is locked now."
 
@@ -145,7 +146,10 @@ def proposal_accept(request: HttpRequest, session_id: str) -> HttpResponse:
                                         expected_version=data["expected_version"], proposed_at=data["proposed_at"])
         return session, f"Accepted the proposed {data['field']} (version {session.version})."
 
-    return session_action(request, session_id, ProposalForm, accept, regions.PROPOSAL_ACCEPTED)
+    # An open edit form (its version comes along) stays as the person left it; its save meets the conflict view.
+    editing = "version" in request.POST
+    changed = [name for name in regions.PROPOSAL_ACCEPTED if not (editing and name == "snapshot-panel")]
+    return session_action(request, session_id, ProposalForm, accept, changed)
 
 
 @require_POST
