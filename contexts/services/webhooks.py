@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -79,7 +80,12 @@ def webhook_url_check(url: str) -> Target:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookUrlRefused("A webhook URL must start with http:// or https:// and name a host.")
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        # An international name ("例え.jp") in its ASCII form, as DNS, the Host header and TLS (SNI) take it.
+        host = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise WebhookUrlRefused(f"The host {parts.hostname} is not a valid host name: {exc}.") from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise WebhookUrlRefused(f"The host {parts.hostname} does not resolve: {exc}.") from None
     addresses = [info[4][0] for info in infos]
@@ -95,7 +101,7 @@ def webhook_url_check(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += f"?{parts.query}"
-    return Target(scheme=parts.scheme, host=parts.hostname, port=port, address=addresses[0], path=path)
+    return Target(scheme=parts.scheme, host=host, port=port, address=addresses[0], path=path)
 
 
 @transaction.atomic
@@ -293,6 +299,11 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
     except urllib3.exceptions.HTTPError as exc:
         # Timeouts, refused connections, TLS and protocol errors: the receiver may be back later.
         error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        # Anything else is a defect of ours, but the delivery still follows its schedule to `failed`: escaping
+        # here would leave it pending, sent again by every sweep and never given up.
+        logger.exception("webhook delivery %s: unexpected error", delivery_id)
+        error = f"{type(exc).__name__}: {exc}"
     return _record(delivery, code=code, error=error[:2000], retry=retry, gone=code == GONE,
                    wait_at_least=wait_at_least)
 
@@ -319,7 +330,8 @@ def _post(target: Target, body: bytes, headers: dict[str, str]) -> tuple[int, fl
         try:
             retry_after = response.headers.get("retry-after", "")
             # Seconds only (an HTTP date is rare from webhook receivers), and never past the schedule's day.
-            wait = min(float(retry_after), 86400.0) if retry_after.strip().isdigit() else 0.0
+            seconds = retry_after.strip()
+            wait = min(float(seconds), 86400.0) if re.fullmatch(r"[0-9]{1,9}", seconds) else 0.0
             return response.status, wait
         finally:
             response.release_conn()

@@ -169,6 +169,65 @@ def test_a_longer_retry_after_than_the_schedules_wait_is_respected(
 
 
 @pytest.mark.django_db
+def test_a_retry_after_that_is_not_plain_seconds_falls_back_to_the_schedule_which_ends(
+        webhook_settings, django_capture_on_commit_callbacks):
+    webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.05]
+    # "²" is a digit to str.isdigit(), not a number to float().
+    with Receiver(default=("retry-after", "\u00b2", 503)) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-odd-retry", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        first = webhook_delivery_attempt(delivery_id=delivery.pk)
+        assert (first.status, first.response_code) == ("pending", 503)
+        last = _attempt_when_due(delivery)
+    assert (last.status, last.attempts, len(receiver.received)) == ("failed", 2, 2)
+
+
+@pytest.mark.django_db
+def test_an_international_host_name_is_sent_to_in_its_ascii_form(
+        webhook_settings, django_capture_on_commit_callbacks, monkeypatch):
+    import socket
+
+    resolve = socket.getaddrinfo
+    looked_up = []
+
+    def resolve_to_loopback(host, *args, **kwargs):  # "例え.jp" points at the receiver, for the test
+        looked_up.append(host)
+        return resolve("127.0.0.1" if host == "xn--r8jz45g.jp" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve_to_loopback)
+    with Receiver(204) as receiver:
+        port = receiver.server.server_address[1]
+        endpoint = webhook_endpoint_create(url=f"http://例え.jp:{port}/hook")
+        event = _handoff_event("hook-idn", django_capture_on_commit_callbacks)
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+    assert (result.status, result.response_code) == ("delivered", 204)
+    assert {k.lower(): v for k, v in receiver.received[0].headers.items()}["host"] == f"xn--r8jz45g.jp:{port}"
+    assert "xn--r8jz45g.jp" in looked_up and "例え.jp" not in looked_up
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_in_an_attempt_still_ends_the_delivery_on_schedule(
+        webhook_settings, django_capture_on_commit_callbacks, monkeypatch):
+    from contexts.services import webhooks
+
+    webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.05]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect of ours")
+
+    monkeypatch.setattr(webhooks, "_post", broken)
+    with Receiver(204) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-defect", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        first = webhook_delivery_attempt(delivery_id=delivery.pk)
+        last = _attempt_when_due(delivery)
+    assert first.status == "pending" and "RuntimeError: a defect of ours" in first.last_error
+    assert (last.status, last.attempts) == ("failed", 2)
+
+
+@pytest.mark.django_db
 def test_the_last_retry_failing_fails_the_delivery_and_a_run_of_failures_disables_the_endpoint(
         webhook_settings, django_capture_on_commit_callbacks):
     webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.05]
