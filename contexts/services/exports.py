@@ -29,7 +29,7 @@ from ..selectors.governance import (
     SESSION_FIELDS,
     session_document,
 )
-from ..snapshot import STEP_FIELDS, validate_session_id
+from ..snapshot import CONTENT_FIELDS, STEP_FIELDS, validate_session_id, validate_snapshot
 from .locks import LOCKABLE_FIELDS
 from .projects import project_get_or_create
 
@@ -120,12 +120,46 @@ def _check_proposals(document: dict[str, Any]) -> None:
                              f"{'a list of strings' if name in STEP_FIELDS else 'a string'}")
 
 
+def _numbers(rows: list[Any], key: str, part: str) -> list[int]:
+    numbers = [row[key] for row in rows]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise ValueError(f"{part}: each {key} must be a whole number of at least 0")
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{part}: a {key} appears twice")
+    return numbers
+
+
+def _check_consistent(document: dict[str, Any]) -> None:
+    """The snapshot and each revision hold what a write here may hold, and the counters are past every row, so
+    the session's next message or write does not collide with an imported one."""
+    session, messages, revisions = document["session"], document["messages"], document["revisions"]
+    if not isinstance(messages, list) or not isinstance(revisions, list):
+        raise ValueError("'messages' and 'revisions' must be lists")
+    validate_snapshot({name: session[name] for name in CONTENT_FIELDS})
+    for revision in revisions:
+        if not isinstance(revision.get("snapshot"), dict):
+            raise ValueError(f"revisions: the snapshot of version {revision.get('version')} must be an object")
+        validate_snapshot({name: value for name, value in revision["snapshot"].items() if name in CONTENT_FIELDS})
+    seqs, versions = _numbers(messages, "seq", "messages"), _numbers(revisions, "version", "revisions")
+    last, cursor, version = session["last_message_seq"], session["cursor_seq"], session["version"]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (last, cursor, version)):
+        raise ValueError("last_message_seq, cursor_seq and version must be whole numbers")
+    if seqs and max(seqs) > last:
+        raise ValueError(f"a message has seq {max(seqs)}, past last_message_seq {last}")
+    if cursor > last:
+        raise ValueError(f"cursor_seq {cursor} is past last_message_seq {last}")
+    if versions and max(versions) > version:
+        raise ValueError(f"a revision has version {max(versions)}, past the session's version {version}")
+
+
 def _check(document: Any) -> str:
     if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
         raise ValueError(f"not a session document (format must be {EXPORT_FORMAT!r})")
     for part in ("session", "messages", "revisions"):
         if part not in document:
             raise ValueError(f"{part!r} is missing")
+    if not isinstance(document["session"], dict):
+        raise ValueError("'session' must be an object")
     session_id = document["session"]["session_id"]
     validate_session_id(session_id)
     if document["session"]["mode"] not in Mode.values or document["session"]["status"] not in Status.values:
@@ -133,6 +167,7 @@ def _check(document: Any) -> str:
     # Documents exported before these parts existed have none of them: no settings, no locks, no proposals.
     if "project_settings" in document:
         _check_project_settings(document["project_settings"])
+    _check_consistent(document)
     _check_locks(document)
     _check_proposals(document)
     return session_id
@@ -201,7 +236,8 @@ def _target(document: dict[str, Any], project: Project | None) -> Project:
 def session_import(*, document: Any, project: Project | None = None) -> ImportResult:
     """Create the session a document describes, exactly, in `project` (default: the project it was exported
     from); the same one already there is left alone; a different one is refused with a sentence that says why."""
-    session_id = document.get("session", {}).get("session_id", "?") if isinstance(document, dict) else "?"
+    data = document.get("session") if isinstance(document, dict) else None
+    session_id = str(data.get("session_id", "?"))[:200] if isinstance(data, dict) else "?"
     try:
         session_id = _check(document)
         wanted = _history(document)
@@ -221,7 +257,8 @@ def session_import(*, document: Any, project: Project | None = None) -> ImportRe
             _create(document, target)
     except IntegrityError as exc:
         return ImportResult(session_id, "refused", f"could not be stored as it is ({exc}); nothing of it was kept")
-    except (KeyError, TypeError, ValueError, AttributeError, ValidationError, DataError, ApplicationError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, ValidationError, DataError,
+            ApplicationError) as exc:
         detail = exc.message_dict if isinstance(exc, ValidationError) and hasattr(exc, "error_dict") else exc
         return ImportResult(session_id, "refused", f"not a valid session document: {detail}")
     logger.debug("session %s imported", session_id)  # an import of many sessions would bury the log

@@ -236,3 +236,61 @@ def test_bad_locks_or_proposals_are_refused_and_nothing_of_the_session_is_kept(d
         call_command("import_sessions", str(path), "--no-progress")
     assert "line 1: session ex-1 refused: not a valid session document" in capsys.readouterr().err
     assert not SessionContext.objects.exists()
+
+
+def _set(part: str, **changes):
+    return lambda d: d[part].update(changes)
+
+
+def _revision_snapshot(value):
+    return lambda d: d["revisions"][0].update(snapshot=value)
+
+
+# Documents that contradict themselves or hold what no write here may hold: each was "created" before, and the
+# session then answered 500 on its next post, write or revert, or served a plan that is not a list of strings.
+BAD_DOCUMENTS = {
+    "messages past last_message_seq": _set("session", last_message_seq=0, cursor_seq=0),
+    "cursor past last_message_seq": _set("session", cursor_seq=99),
+    "revisions past the version": _set("session", version=0),
+    "a plan that is not a list": _set("session", plan={"a": 1}),
+    "plan steps that are not strings": _set("session", plan=[1, 2]),
+    "a goal over its bound": _set("session", goal="x" * 5000),
+    "a revision snapshot that is not an object": _revision_snapshot("x"),
+    "a revision plan that is a string": _revision_snapshot({"plan": "abc"}),
+    "a version twice": lambda d: d["revisions"].append(dict(d["revisions"][0])),
+    "a seq that is a string": lambda d: d["messages"][0].update(seq="1"),
+    "a seq too big to store": lambda d: (d["messages"][0].update(seq=2**70),
+                                         d["session"].update(last_message_seq=2**70)),
+}
+
+
+@pytest.mark.parametrize("damage", BAD_DOCUMENTS.values(), ids=BAD_DOCUMENTS.keys())
+def test_a_document_that_contradicts_itself_is_refused_and_nothing_of_it_is_kept(damage):
+    _conversations()
+    document = json.loads(json.dumps(session_document(SessionContext.objects.get(session_id="ex-1"))))
+    SessionContext.objects.all().delete()
+    damage(document)
+
+    result = session_import(document=document)
+
+    assert result.outcome == "refused" and result.message.startswith("not a valid session document"), result
+    assert not SessionContext.objects.exists() and not Message.objects.exists() and not Revision.objects.exists()
+
+
+def test_lines_that_are_not_a_session_object_or_not_utf8_are_refused_and_the_rest_imported(tmp_path, capsys):
+    _conversations()
+    good = session_document(SessionContext.objects.get(session_id="ex-1"))
+    SessionContext.objects.all().delete()
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"format": good["format"], "session": ["ex-x"], "messages": [], "revisions": []}).encode(),
+             '{"format": "caf\xe9"}'.encode("latin-1"), json.dumps(good).encode()]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    with pytest.raises(CommandError, match="2 session"):
+        call_command("import_sessions", str(path), "--no-progress")
+
+    captured = capsys.readouterr()
+    assert "line 1: session ? refused: not a valid session document: 'session' must be an object" in captured.err
+    assert "line 2: refused: not UTF-8" in captured.err
+    assert "1 created, 0 unchanged (already here), 2 refused." in captured.out
+    assert list(SessionContext.objects.values_list("session_id", flat=True)) == ["ex-1"]

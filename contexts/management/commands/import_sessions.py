@@ -31,16 +31,21 @@ class Command(BaseCommand):
     def handle(self, *args, file: str, no_progress=False, project=None, **options):
         target = project_option(project, create=True)
         try:
-            source = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+            # Bytes, decoded line by line: a line that is not UTF-8 is refused like one that is not JSON.
+            source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}") from None
         outcomes = {"created": 0, "unchanged": 0, "refused": 0}
         with source, tqdm(unit="session", disable=no_progress, file=sys.stderr) as bar:
-            for number, line in enumerate(source, start=1):
-                if not line.strip():
+            for number, raw in enumerate(source, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    document = json.loads(line)
+                    document = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    outcomes["refused"] += 1
+                    self.refuse(f"line {number}: refused: not UTF-8 ({exc})")
+                    continue
                 except ValueError as exc:
                     outcomes["refused"] += 1
                     self.refuse(f"line {number}: refused: not JSON ({exc})")
