@@ -21,6 +21,9 @@ class DeletedCountsSerializer(serializers.Serializer):
     handoff_events = serializers.IntegerField()
     events = serializers.IntegerField()
     webhook_deliveries = serializers.IntegerField()
+    locks = serializers.IntegerField()
+    lock_changes = serializers.IntegerField()
+    proposals = serializers.IntegerField()
 
 
 class UserErasureOutputSerializer(serializers.Serializer):

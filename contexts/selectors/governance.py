@@ -17,6 +17,7 @@ from ..models import (
     ExtractionRun,
     FieldLock,
     HandoffEvent,
+    LockChange,
     Message,
     Project,
     Proposal,
@@ -40,6 +41,7 @@ PROPOSAL_FIELDS = ("field", "value", "created_at")  # not from_run: runs do not 
 COUNTED = {
     SessionContext: "sessions", Message: "messages", Revision: "revisions", ExtractionRun: "runs",
     HandoffEvent: "handoff_events", Event: "events", WebhookDelivery: "webhook_deliveries",
+    FieldLock: "locks", LockChange: "lock_changes", Proposal: "proposals",
 }
 
 

@@ -128,6 +128,15 @@ def user_id_digest(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()
 
 
+def session_erase(*, session: SessionContext, actor: Actor) -> DataDeletion:
+    """Erase one session with everything it holds, recorded as an erasure with a SHA-256 of its session id."""
+    record = DataDeletion.objects.create(
+        kind=DataDeletion.Kind.ERASURE, project_id=session.project_id, actor=actor.label[:255], counts=zero_counts(),
+        criteria={"session_id_sha256": user_id_digest(session.session_id)})
+    return _delete_all(SessionContext.objects.filter(pk=session.pk), record=record, batch_size=1, skip_locked=False,
+                       progress=None)
+
+
 def user_erase(*, user_id: str, actor: Actor, project: Project | None = None,
                batch_size: int | None = None, progress: Progress | None = None) -> DataDeletion:
     """Erase every session of an end user in `project` (default: the `default` project) with its messages,

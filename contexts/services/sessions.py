@@ -84,7 +84,9 @@ def session_update_policy_set(*, session: SessionContext, update_policy: str) ->
 
 @transaction.atomic
 def session_delete(*, session: SessionContext, actor: Actor) -> None:
-    """Erase a session with its messages, revisions, runs and handoff events (right to erasure)."""
+    """Erase a session with its messages, revisions, runs and handoff events (right to erasure), recorded in
+    Data deletions like a user's erasure: the counts and a SHA-256 of the session id, never content."""
+    from .governance import session_erase  # governance deletes through the same batches for every kind
+
     logger.info("session %s deleted by %s", session.session_id, actor.label)
-    SessionContext.objects.filter(pk=session.pk).delete()
-    readcache.context_changed(session.project_id, session.session_id)
+    session_erase(session=session, actor=actor)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from contexts.models import ExtractionRun, HandoffEvent, Message, Revision, SessionContext
+from contexts.models import DataDeletion, ExtractionRun, HandoffEvent, Message, Revision, SessionContext
 from tests.api.conftest import assert_error, counts
 from tests.factories import make_session
 
@@ -92,6 +93,12 @@ def test_delete_erases_the_session_and_everything_in_it(agent):
         assert not model.objects.filter(session_id=session.pk).exists()
     assert Revision.objects.filter(session=keep).count() == 1
     assert_error(agent.get("/api/v1/sessions/erase-1/context"), 404, "not_found")
+    # Recorded like a user's erasure: who, the counts, a SHA-256 of the session id; no content.
+    record = DataDeletion.objects.get()
+    assert (record.kind, record.project_id) == ("erasure", session.project_id) and record.actor.startswith("key:")
+    assert record.criteria == {"session_id_sha256": hashlib.sha256(b"erase-1").hexdigest()}
+    assert record.counts["sessions"] == 1 and record.counts["messages"] == 1 and record.counts["runs"] >= 1
+    assert "secret" not in str(record.counts) + str(record.criteria)
 
 
 def test_delete_of_an_unknown_session_is_404(agent):

@@ -27,9 +27,11 @@ def _conversation(session_id: str, user_id: str) -> SessionContext:
 
 
 def test_erasing_a_user_answers_the_counts_and_a_second_call_answers_zeros(agent):
-    _conversation("api-er-1", "u-api")
+    locked = _conversation("api-er-1", "u-api")
     _conversation("api-er-2", "u-api")
     _conversation("api-keep", "u-other")
+    locks_set(session=locked, fields=["goal", "plan"], reason="agreed", actor=AGENT)
+    proposals_record(locked, withheld={"goal": "What the model would write"}, run=None)
 
     response = agent.delete("/api/v1/users/u-api")
 
@@ -37,8 +39,9 @@ def test_erasing_a_user_answers_the_counts_and_a_second_call_answers_zeros(agent
     body = response.json()
     assert body["user_id"] == "u-api"
     assert list(body["deleted"]) == ["sessions", "messages", "revisions", "runs", "handoff_events", "events",
-                                     "webhook_deliveries"]
+                                     "webhook_deliveries", "locks", "lock_changes", "proposals"]
     assert body["deleted"]["sessions"] == 2 and body["deleted"]["messages"] == 4 and body["deleted"]["revisions"] == 2
+    assert (body["deleted"]["locks"], body["deleted"]["lock_changes"], body["deleted"]["proposals"]) == (2, 1, 1)
     assert set(SessionContext.objects.values_list("session_id", flat=True)) == {"api-keep"}
     assert Message.objects.count() == 2 and Revision.objects.count() == 1
     again = agent.delete("/api/v1/users/u-api")

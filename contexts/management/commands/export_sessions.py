@@ -18,11 +18,13 @@ class Command(BaseCommand):
             "to --output FILE or standard output.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--user-id", help="Only this end user's sessions.")
+        parser.add_argument("--user-id", help="Only this end user's sessions, in --project (default: the `default` "
+                                              "project: user ids are each project's own).")
         parser.add_argument("--output", "-o", help="File to write (default: standard output).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
         add_project_argument(parser, default=None,
-                             what="Only this project (default: every project; each document names its project).")
+                             what="Only this project (default: every project, or with --user-id the `default` "
+                                  "project; each document names its project).")
 
     def handle(self, *args, user_id=None, output=None, no_progress=False, project=None, **options):
         try:
