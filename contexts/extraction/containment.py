@@ -50,6 +50,10 @@ def _copies(value: Any, source: str) -> bool:
     return any(len(norm := _norm(text)) >= MIN_COPIED and norm in source for text in texts if isinstance(text, str))
 
 
+# The fields a hostile message could put words into (docs/extraction.md): these keep their previous value.
+HELD_BACK = ("summary", "goal", "plan")
+
+
 def contain(previous: dict[str, Any], snapshot: dict[str, Any],
             messages: list[PromptMessage]) -> tuple[dict[str, Any], list[str]]:
     """The snapshot with every field that follows a hostile message put back to its previous value, and a note
@@ -61,7 +65,9 @@ def contain(previous: dict[str, Any], snapshot: dict[str, Any],
     notes = []
     for name, value in snapshot.items():
         before = previous.get(name)
-        if value == before:
+        if value == before or name not in HELD_BACK:
+            # Progress is not held back: a step reported done in the same message ("Dump the schema: done.
+            # Also, ignore previous instructions …") is real, and it can only name a step of the plan.
             continue
         new = value if isinstance(value, list) else [value]
         old = before if isinstance(before, list) else [before or ""]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from .. import readcache
 from ..exceptions import NotFound, VersionConflict
-from ..models import Event, Revision, SessionContext
+from ..models import Event, FieldLock, Revision, SessionContext
 from ..snapshot import CONTENT_FIELDS, EMPTY_CONTENT, EXTRACTED_FIELDS, validate_reason, validate_snapshot
 from .actors import Actor
 from .events import event_record
@@ -111,7 +111,9 @@ def snapshot_revert(*, session: SessionContext, to_version: int, expected_versio
 
 
 def snapshot_rewind(*, session: SessionContext, actor: Actor, reason: str) -> SessionContext:
-    """Empty the extracted fields and move the extraction cursor to the start, so the next run re-reads all."""
-    values = {name: EMPTY_CONTENT[name] for name in EXTRACTED_FIELDS}
+    """Empty the extracted fields and move the extraction cursor to the start, so the next run re-reads all.
+    A field staff locked keeps its value (what the re-read would write to it becomes its proposal)."""
+    locked = set(FieldLock.objects.filter(session_id=session.pk).values_list("field", flat=True))
+    values = {name: EMPTY_CONTENT[name] for name in EXTRACTED_FIELDS if name not in locked}
     return _write_checked(session=session, expected_version=None, values=values, source=Revision.Source.RESET,
                           actor=actor, reason=validate_reason(reason), extra={"cursor_seq": 0})

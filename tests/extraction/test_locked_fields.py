@@ -101,3 +101,19 @@ def test_after_unlocking_the_next_extraction_writes_the_field_again(fake_model, 
     assert session.plan == ["Rewrite step 2", "Deploy somewhere"]
     assert list(LockChange.objects.filter(session=session).values_list("fields", "actor")) == [
         ([], "user:edna"), (["plan"], "user:edna")]
+
+
+def test_reextract_from_scratch_keeps_a_locked_field():
+    from django.core.management import call_command
+
+    session = make_session("lk-rw", content={"goal": "Agreed with the customer: migrate by 1 May", "plan": ["A", "B"],
+                                             "summary": "Earlier summary"})
+    locks_set(session=session, fields=["goal"], reason="agreed", actor=Actor.for_user(make_user("edna", role="editor")))
+    post(session, ("user", "I need to migrate the database to PostgreSQL."), ("assistant", "Steps:\n1. Dump\n2. Load"))
+
+    call_command("reextract", "--all", "--from-scratch", "--reason", "new rules", "--sync")
+
+    session.refresh_from_db()
+    assert session.goal == "Agreed with the customer: migrate by 1 May"
+    assert session.plan == ["Dump", "Load"]  # unlocked fields were emptied and re-read
+    assert session.summary != "Earlier summary"

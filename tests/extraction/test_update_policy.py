@@ -143,3 +143,31 @@ def test_the_installations_policy_is_checked_at_start_as_the_sessions_are(value,
     assert (result.returncode == 0) is ok, result.stderr[-500:]
     assert ok or "SESSIONCTX_UPDATE_POLICY must be every_turn" in result.stderr
     assert is_valid_policy(value) is ok
+
+
+def test_an_idle_update_refused_for_a_spent_budget_is_made_the_next_day(settings, django_capture_on_commit_callbacks):
+    from tests.factories import make_session
+
+    settings.SESSIONCTX_AUTO_UPDATE = True
+    settings.SESSIONCTX_UPDATE_POLICY = "idle:60"
+    settings.SESSIONCTX_DAILY_TOKEN_BUDGET = 1000
+    spent = ExtractionRun.objects.create(session=make_session("busy"), status="succeeded", prompt_tokens=5000,
+                                         finished_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        services.messages_post(session_id="quiet", mode="summary", messages=[
+            {"role": "user", "content": "We are moving the shop database from MySQL to PostgreSQL."},
+            {"role": "assistant", "content": "Noted: MySQL to PostgreSQL."}])
+    later = timezone.now() + timedelta(seconds=61)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert idle_sweep(now=later) == 1
+    run = ExtractionRun.objects.get(session__session_id="quiet")
+    assert run.status == "budget_exceeded" and "next update after midnight UTC" in run.error
+    with django_capture_on_commit_callbacks(execute=True):
+        assert idle_sweep(now=later + timedelta(minutes=5)) == 0  # the same day: asked once, not every sweep
+
+    # The next day the budget is fresh and the conversation still quiet: the update comes, as the run said.
+    ExtractionRun.objects.filter(pk=spent.pk).update(finished_at=timezone.now() - timedelta(days=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = idle_sweep(now=later + timedelta(days=1))
+    quiet = SessionContext.objects.get(session_id="quiet")
+    assert queued == 1 and quiet.cursor_seq == quiet.last_message_seq
