@@ -46,7 +46,8 @@ FRESH_HEADER = OpenApiParameter(
 
 def _before_read(request, session_id: str) -> dict[str, str]:
     """What a read does before answering, by the update policy: with `fresh=true` it waits for an update of the
-    unseen messages; under an installation-wide idle:S policy it queues the update of a conversation gone quiet."""
+    unseen messages (and answers its X-Context-Fresh header, so the answer is then read from the database, not
+    the cache); under an installation-wide idle:S policy it queues the update of a conversation gone quiet."""
     if validated(ContextReadQuerySerializer, request.query_params)["fresh"]:
         freshness = context_refresh(session=selectors.session_get(session_id, project=request.auth.project_id))
         return {"X-Context-Fresh": "true" if freshness.fresh else "false"}
@@ -69,7 +70,7 @@ class ContextApi(ApiView):
     )
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
-        entry = context_of(request.auth.project_id, session_id)
+        entry = context_of(request.auth.project_id, session_id, cached=not freshness)
         headers = {"ETag": etag(entry.version), **freshness}
         if not_modified(request.headers.get("If-None-Match"), entry.version):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
@@ -118,7 +119,7 @@ class ContextPromptApi(ApiView):
     )
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
-        entry = context_of(request.auth.project_id, session_id)
+        entry = context_of(request.auth.project_id, session_id, cached=not freshness)
         headers = {"ETag": etag(entry.version), "Vary": "Accept", **freshness}
         # The block changes only with the version, so an agent re-reading it each turn pays a 304 while idle.
         if not_modified(request.headers.get("If-None-Match"), entry.version):

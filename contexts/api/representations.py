@@ -44,8 +44,11 @@ def row_of(session: SessionContext) -> dict:
     return row
 
 
-def context_of(project_id: int, session_id: str) -> readcache.Entry:
-    """The session's answers (version, context JSON, prompt): from the read cache, else the database."""
+def context_of(project_id: int, session_id: str, *, cached: bool = True) -> readcache.Entry:
+    """The session's answers (version, context JSON, prompt): from the read cache, else the database; with
+    `cached=False` from the database (a fresh read: the cache may not yet have dropped an update's old answer)."""
+    if not cached:
+        return _build(project_id, session_id)
     return (readcache.lookup(project_id, session_id)
             or readcache.fill(project_id, session_id, lambda: _build(project_id, session_id)))
 

@@ -284,6 +284,25 @@ def test_owners_filled_in_are_not_hidden_by_a_read_that_lands_while_they_are_wri
     assert _read(agent, "rc-owner").json()["user_id"] == "u-7"  # not the empty owner that read saw
 
 
+def test_a_fresh_read_answers_from_the_database_what_it_found_fresh(settings, agent, r):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_n_turns:5"  # the turn itself queues nothing
+    agent.post("/api/v1/sessions/rc-fresh/messages", {"mode": "summary", "messages": [
+        {"role": "user", "content": "We move the shop database to PostgreSQL next week."},
+        {"role": "assistant", "content": "Noted."}]})
+    assert _read(agent, "rc-fresh").json()["version"] == 0  # now cached
+    # A worker's update has committed, and its drop of the cached answer has not reached Redis yet.
+    SessionContext.objects.filter(session_id="rc-fresh").update(
+        summary="Moving the shop database to PostgreSQL.", version=F("version") + 1, cursor_seq=F("last_message_seq"))
+    assert r.exists(_entry("rc-fresh"))
+
+    fresh = agent.get("/api/v1/sessions/rc-fresh/context?fresh=true")
+    prompt = agent.get("/api/v1/sessions/rc-fresh/context/prompt?fresh=true")
+
+    assert fresh["X-Context-Fresh"] == "true" and fresh["ETag"] == '"1"'
+    assert fresh.json()["summary"] == "Moving the shop database to PostgreSQL."
+    assert prompt["X-Context-Fresh"] == "true" and "PostgreSQL" in prompt.content.decode()
+
+
 def test_a_fill_without_a_write_meanwhile_is_stored(r):
     make_session("rc-fill", content={"summary": "kept"})
     entry = readcache.fill(Project.default().pk, "rc-fill", lambda: _from_the_database("rc-fill"))
