@@ -97,11 +97,48 @@ class _Timer:
 _timer = _Timer()
 
 
+# Periodic work (run_every) of an earlier generation stops: discard_delayed starts a new one.
+_generation = 0
+
+
 def discard_delayed() -> int:
     """Drop the work with a countdown that this process still holds, and say how many; what is running or due in
-    the pool goes on. For a test that ends: a webhook retry it left would otherwise fire in a later test (whose
-    rows may have the same ids) or after the test database is gone."""
+    the pool goes on, and periodic work stops after its current round. For a test that ends: a webhook retry it
+    left would otherwise fire in a later test (whose rows may have the same ids) or after the test database is
+    gone."""
+    global _generation
+    _generation += 1
     return _timer.discard()
+
+
+def run_every(interval: float, fn: Callable[..., Any], *args: Any) -> None:
+    """Run `fn(*args)` in this process's pool every `interval` seconds, the first time one interval from now,
+    until discard_delayed(). A round that fails is logged; the next one still comes."""
+    _timer.add(interval, _periodic, (interval, fn, args, _generation))
+
+
+def _periodic(interval: float, fn: Callable[..., Any], args: tuple, generation: int) -> None:
+    if generation != _generation:
+        return
+    try:
+        fn(*args)
+    finally:
+        if generation == _generation:
+            _timer.add(interval, _periodic, (interval, fn, args, generation))
+
+
+def start_beat() -> list[str]:
+    """The embedded default's celery beat: every task of CELERY_BEAT_SCHEDULE (the sweeps that resend lost runs,
+    update quiet idle:S sessions and sessions whose back-off is over, resend due webhooks, and the purges) runs
+    in this process's pool at its interval. The web process calls it when there is no broker (sessionctx/wsgi.py);
+    with a broker, `celery beat` does this. Answers the tasks started."""
+    from celery import current_app
+
+    started = []
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        run_every(float(entry["schedule"]), current_app.tasks[entry["task"]])
+        started.append(entry["task"])
+    return started
 
 
 def _after_fork_in_child() -> None:

@@ -80,3 +80,30 @@ def test_the_answer_never_says_queued_for_a_run_that_already_finished(fake_model
     run = ExtractionRun.objects.get(pk=body["update"]["run_id"])
     assert run.status == "succeeded", run.error
     assert body["update"]["status"] == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_embedded_default_runs_the_periodic_sweeps_so_an_idle_session_is_updated(settings, client, write_key):
+    from contexts.infra.inprocess import start_beat
+
+    settings.SESSIONCTX_INPROCESS_WORKERS = 1
+    settings.CELERY_BEAT_SCHEDULE = {
+        "sweep-idle-updates": {"task": "contexts.sweep_idle_updates", "schedule": 0.2},
+        "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": 0.2}}
+    _key, raw_key = write_key
+    response = client.put("/api/v1/sessions/embedded-idle", data=json.dumps({"update_policy": "idle:1"}),
+                          content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    assert response.status_code == 201, response.content
+    body, _ = _post(client, raw_key, "embedded-idle")
+    assert body["update"] is None  # idle:1 waits for the conversation to go quiet
+
+    assert start_beat() == ["contexts.sweep_idle_updates", "contexts.sweep_extractions"]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        session = SessionContext.objects.get(session_id="embedded-idle")
+        if session.cursor_seq == session.last_message_seq:
+            break
+        time.sleep(0.1)
+    assert session.cursor_seq == session.last_message_seq == 2
+    assert "nginx" in session.summary and ExtractionRun.objects.get(session=session).trigger == "idle"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from contexts.infra.inprocess import discard_delayed, run_in_background
+from contexts.infra.inprocess import discard_delayed, run_every, run_in_background
 
 
 def _recorder():
@@ -75,3 +75,15 @@ def test_delayed_work_can_be_dropped_and_what_is_added_after_still_runs(settings
     assert finished.wait(5), done
     time.sleep(0.4)  # past the dropped countdowns
     assert [name for name, _at, _thread in done] == ["kept"]
+
+
+def test_periodic_work_runs_at_its_interval_until_delayed_work_is_dropped(settings):
+    settings.SESSIONCTX_INPROCESS_WORKERS = 1
+    done, finished, record = _recorder()
+
+    run_every(0.1, record, "tick", 3)
+    assert finished.wait(5), done
+    assert discard_delayed() == 1  # the next round
+    count = len(done)
+    time.sleep(0.4)
+    assert len(done) == count == 3 and all(name == "tick" for name, _at, _thread in done)
