@@ -68,14 +68,17 @@ def _unseen(session: SessionContext):
 
 
 def unseen_turns(session: SessionContext) -> int:
-    """Completed turns among the unseen messages: assistant messages that follow a non-assistant one."""
+    """Completed turns among the unseen messages: the first assistant message after each user message (the
+    unseen part may begin inside a turn). A tool-calling agent's [user, assistant, tool, assistant] is one turn."""
     roles = list(_unseen(session).order_by("seq").values_list("role", flat=True))
-    previous = None
+    opened = True
     turns = 0
     for role in roles:
-        if role == Message.Role.ASSISTANT and previous != Message.Role.ASSISTANT:
+        if role == Message.Role.USER:
+            opened = True
+        elif role == Message.Role.ASSISTANT and opened:
             turns += 1
-        previous = role
+            opened = False
     return turns
 
 

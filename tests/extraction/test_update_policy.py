@@ -171,3 +171,20 @@ def test_an_idle_update_refused_for_a_spent_budget_is_made_the_next_day(settings
         queued = idle_sweep(now=later + timedelta(days=1))
     quiet = SessionContext.objects.get(session_id="quiet")
     assert queued == 1 and quiet.cursor_seq == quiet.last_message_seq
+
+
+def test_a_tool_calling_turn_counts_once(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_n_turns:2"
+
+    def tool_turn(i: int) -> list[dict]:
+        return [{"role": "user", "content": f"What is the weather in city {i}?"},
+                {"role": "assistant", "content": f'{{"tool_call": "weather", "city": {i}}}'},
+                {"role": "tool", "content": f"City {i}: 18 degrees, cloudy."},
+                {"role": "assistant", "content": f"It is 18 degrees and cloudy in city {i}."}]
+
+    queued = []
+    for i in (1, 2, 3, 4):
+        with django_capture_on_commit_callbacks(execute=True):
+            posted = services.messages_post(session_id="p-tools", messages=tool_turn(i), mode="summary")
+        queued.append(posted.update is not None)
+    assert queued == [False, True, False, True]
