@@ -83,3 +83,41 @@ def test_every_setting_a_part_defines_reaches_the_settings_module():
 
     assert defined - exported - set(vars(csp.constants)) == set()
     assert all(hasattr(package, name) for name in exported)
+
+
+def test_a_lower_case_log_level_works_and_an_unknown_one_is_a_clear_error():
+    assert _import_settings(DEBUG="true", LOG_LEVEL="debug").returncode == 0
+    result = _import_settings(DEBUG="true", LOG_LEVEL="chatty")
+    assert result.returncode != 0 and "LOG_LEVEL must be DEBUG, INFO" in result.stderr
+
+
+def test_values_that_would_fail_later_or_deep_inside_a_library_name_their_variable():
+    for name, bad, said in [("API_THROTTLE_RATE", "100 per minute", "API_THROTTLE_RATE must be requests per period"),
+                            ("DATABASE_URL", "postgress://u:p@db.internal:5432/x", "DATABASE_URL is not a database URL"),
+                            ("SENTRY_DSN", "sentry.example.com/42", "SENTRY_DSN is not a Sentry DSN")]:
+        result = _import_settings(DEBUG="true", **{name: bad})
+        assert result.returncode != 0 and said in result.stderr.strip().splitlines()[-1], (name, result.stderr[-500:])
+    assert _import_settings(DEBUG="true", API_THROTTLE_RATE="50000/hour").returncode == 0
+
+
+def test_an_empty_prometheus_multiproc_dir_is_as_if_unset(tmp_path):
+    # `PROMETHEUS_MULTIPROC_DIR=` in an env file made prometheus-client write its files into the working directory.
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.test import Client; "
+                               "print(Client().get('/api/v1/health/live').status_code)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DEBUG": "true", "PROMETHEUS_MULTIPROC_DIR": "", "PYTHONPATH": str(ROOT),
+             "DJANGO_SETTINGS_MODULE": "sessionctx.settings", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+    assert result.returncode == 0 and result.stdout.strip().endswith("200"), result.stderr[-2000:]
+    assert not list(tmp_path.glob("*.db")), list(tmp_path.iterdir())
+
+
+def test_every_systemd_unit_never_gives_up_restarting_as_the_readme_says():
+    import configparser
+
+    for unit in sorted((ROOT / "deploy").glob("*.service")):
+        parsed = configparser.ConfigParser(strict=False, interpolation=None)
+        parsed.optionxform = str
+        parsed.read(unit)
+        assert parsed["Unit"].get("StartLimitIntervalSec") == "0", unit.name
+        assert parsed["Service"].get("Restart") in ("always", "on-failure"), unit.name

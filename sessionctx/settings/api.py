@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import env, env_int
 
 __all__ = [
-    "REST_FRAMEWORK", "SPECTACULAR_SETTINGS",
+    "API_THROTTLE_RATE", "REST_FRAMEWORK", "SPECTACULAR_SETTINGS",
 ]
+
+# Requests per key: DRF's "N/period" (s, m, h or d; "6000/min"). Checked here: DRF reads it only at the first
+# request, and a bad value would then make every authenticated call a 500.
+API_THROTTLE_RATE = env("API_THROTTLE_RATE", "6000/min")
+if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", API_THROTTLE_RATE):
+    raise ImproperlyConfigured(f"API_THROTTLE_RATE must be requests per period such as 6000/min, 100/s or "
+                               f"50000/hour, not {API_THROTTLE_RATE!r}")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["contexts.api.auth.ApiKeyAuthentication"],
@@ -16,7 +27,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "contexts.api.errors.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["contexts.api.throttle.ApiKeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api_key": env("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {"api_key": API_THROTTLE_RATE},
     # Client IPs are read from X-Forwarded-For only behind this many trusted proxies.
     # Unset means no proxy (0): DRF's own default (None) would trust any X-Forwarded-For a client sends.
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),

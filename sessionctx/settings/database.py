@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .core import BASE_DIR
 from .env import env, env_float, env_int
@@ -13,13 +14,17 @@ __all__ = [
     "DATABASES", "DB_STATEMENT_TIMEOUT",
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'sessionctx.sqlite3'}"),
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
-}
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'sessionctx.sqlite3'}"),
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+            conn_health_checks=True,
+        )
+    }
+except ValueError as exc:  # dj_database_url's UnknownSchemeError is one
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL ({exc}); e.g. "
+                               "postgres://user:password@host:5432/name or sqlite:////path/to/db.sqlite3") from None
 _db = DATABASES["default"]
 # PostgreSQL only. A hung database must cost a request a bounded wait, never a thread: in web processes the server
 # ends a statement after DB_STATEMENT_TIMEOUT (0: no limit) and contexts/infra/database.py ends a wait on a server
