@@ -93,7 +93,7 @@ def test_a_lower_case_log_level_works_and_an_unknown_one_is_a_clear_error():
 
 def test_values_that_would_fail_later_or_deep_inside_a_library_name_their_variable():
     for name, bad, said in [("API_THROTTLE_RATE", "100 per minute", "API_THROTTLE_RATE must be requests per period"),
-                            ("DATABASE_URL", "postgress://u:p@db.internal:5432/x", "DATABASE_URL is not a database URL"),
+                            ("DATABASE_URL", "postgress://u:p@db:5432/x", "DATABASE_URL is not a database URL"),
                             ("SENTRY_DSN", "sentry.example.com/42", "SENTRY_DSN is not a Sentry DSN")]:
         result = _import_settings(DEBUG="true", **{name: bad})
         assert result.returncode != 0 and said in result.stderr.strip().splitlines()[-1], (name, result.stderr[-500:])

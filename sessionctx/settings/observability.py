@@ -10,7 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from .env import env, env_float, env_int, env_secret
 
 __all__ = [
-    "METRICS_TOKEN", "WORKER_METRICS_PORT", "WORKER_METRICS_ADDRESS", "LOG_FORMAT", "LOG_LEVEL", "LOGGING", "SENTRY_DSN",
+    "METRICS_TOKEN", "WORKER_METRICS_PORT", "WORKER_METRICS_ADDRESS", "LOG_FORMAT", "LOG_LEVEL", "LOGGING",
+    "SENTRY_DSN",
 ]
 
 # /metrics (Prometheus text format) answers only with `Authorization: Bearer <METRICS_TOKEN>`; 404 while unset.
