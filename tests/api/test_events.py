@@ -62,7 +62,7 @@ def test_types_filter_and_the_transcript_names_the_replys_author(reader):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("query", ["types=handoff.bogus", "types=a,,b", "after=-1", "limit=0", "limit=501", "wait=31",
+@pytest.mark.parametrize("query", ["types=handoff.bogus", "types=a,,b", "after=-1", "limit=0", "limit=501", "wait=-1",
                                    "wait=abc", "session_id=a%20b", "after=x"])
 def test_bad_queries_are_400_in_the_error_shape(reader, query):
     assert_error(reader.get(f"/api/v1/events?{query}"), 400)
@@ -98,6 +98,16 @@ def test_a_long_poll_answers_as_soon_as_an_event_arrives():
     started = time.monotonic()
     page = Agent(raw).get(f"/api/v1/events?after={page['next_after']}&wait=0.5").json()
     assert page["events"] == [] and 0.45 < time.monotonic() - started < 2
+
+
+@pytest.mark.django_db
+def test_a_wait_above_the_servers_bound_waits_the_bound(settings, reader):
+    # The Python client's default is 25 s; a server configured to wait less must still answer it.
+    settings.SESSIONCTX_EVENTS_MAX_WAIT = 0.3
+    started = time.monotonic()
+    response = reader.get("/api/v1/events?after=999999&wait=25")
+    assert response.status_code == 200 and response.json()["events"] == []
+    assert 0.25 < time.monotonic() - started < 3
 
 
 @pytest.mark.django_db(transaction=True)

@@ -171,3 +171,68 @@ def test_a_304_the_client_holds_no_answer_for_is_asked_again_without_if_none_mat
         assert ctx.get_context("r-3") == {"session_id": "r-3", "version": 4}
         assert ctx.get_context("r-3") == {"session_id": "r-3", "version": 4}
     assert seen == [None, None, '"4"']
+
+
+def _mock_client(answer):
+    import httpx2 as httpx
+    from sessionctx_client import SessionCtxClient
+
+    return SessionCtxClient("http://sessionctx.test", "sck_test", transport=httpx.MockTransport(answer))
+
+
+def test_a_502_or_504_from_a_proxy_in_front_is_retried_and_then_an_outage():
+    import httpx2 as httpx
+
+    answers = [502, 504, 200]
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        status = answers.pop(0) if answers else 502
+        if status == 200:
+            return httpx.Response(200, json={"status": "ok"})
+        return httpx.Response(status, text=f"<html>{status} from nginx</html>", headers={"Retry-After": "0"})
+
+    with _mock_client(answer) as ctx:
+        assert ctx.health() == {"status": "ok"} and len(seen) == 3
+        with pytest.raises(ServiceUnavailableError) as caught:  # what the integrations treat as an outage
+            ctx.health()
+    assert caught.value.status == 502
+
+
+def test_a_batch_without_idempotency_keys_is_retried_under_the_same_keys():
+    import httpx2 as httpx
+
+    bodies = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        if len(bodies) == 1:  # stored, but the answer was lost: the API says 503
+            return httpx.Response(503, json={"error": {"code": "unavailable", "message": "x", "details": {}}},
+                                  headers={"Retry-After": "0"})
+        return httpx.Response(202, json={"stored": 0, "duplicates": 2, "update": None})
+
+    with _mock_client(answer) as ctx:
+        ctx.post_messages("keys-1", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello",
+                                                                          "idempotency_key": "mine"}])
+    first, retry = ([m["idempotency_key"] for m in body["messages"]] for body in bodies)
+    assert first == retry and first[1] == "mine" and first[0].startswith("auto-")
+
+
+def test_erasing_a_user_drops_every_cached_context():
+    import httpx2 as httpx
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.headers.get("If-None-Match")))
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"user_id": "u-9", "deleted": {}})
+        return httpx.Response(200, json={"session_id": "gdpr-1", "version": 1, "summary": "card 4242"},
+                              headers={"ETag": '"1"'})
+
+    with _mock_client(answer) as ctx:
+        ctx.get_context("gdpr-1")
+        ctx.erase_user("u-9")
+        ctx.get_context("gdpr-1")  # a new session of that id may be at version 1 too: no 304 for the old one
+    assert seen == [("GET", None), ("DELETE", None), ("GET", None)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from .types import NewMessage
 
 T = TypeVar("T")
 
-# Statuses that mean "not done, ask again later": the throttle (429) and a dependency that does not answer (503).
-RETRY_STATUSES = frozenset({429, 503})
+# Statuses that mean "not done, ask again later": the throttle (429), a dependency that does not answer (503), and
+# a proxy in front (nginx) whose upstream is down or restarting (502) or too slow (504).
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Call.forgets for a call that may erase any session (a user's erasure): every cached answer goes.
+EVERY_SESSION = "\x00every session"
 # Between polls of the event feed without a server-side wait, so a follow loop never spins.
 IDLE_POLL_SECONDS = 1.0
 
@@ -121,7 +125,7 @@ class Base:
             self._remember((call.writes_context, "context"), etag, result)
         if call.forgets is not None:
             with self._cache_lock:
-                for key in [key for key in self._cache if key[0] == call.forgets]:
+                for key in [key for key in self._cache if call.forgets in (key[0], EVERY_SESSION)]:
                     del self._cache[key]
         return result
 
@@ -232,8 +236,11 @@ def revert_context(session_id: str, to_version: int, *, expected_version: int, r
 
 def post_messages(session_id: str, messages: Sequence[NewMessage | Mapping[str, Any]], **extra: str | None
                   ) -> Call[Any]:
-    return Call("POST", f"{session_path(session_id)}/messages",
-                json={"messages": [dict(m) for m in messages], **without_none(**extra)})
+    # A message without an idempotency key gets one here, once: a retry of this call (after a 503 whose batch had
+    # in fact been stored, say) then stores nothing twice.
+    batch = [dict(m) if m.get("idempotency_key") else {**m, "idempotency_key": f"auto-{uuid.uuid4().hex}"}
+             for m in messages]
+    return Call("POST", f"{session_path(session_id)}/messages", json={"messages": batch, **without_none(**extra)})
 
 
 def list_messages(session_id: str, *, after_seq: int | None, limit: int | None, cursor: str | None) -> Call[Any]:
@@ -286,4 +293,5 @@ def export_user(user_id: str) -> Call[list[Any]]:
 
 
 def erase_user(user_id: str) -> Call[Any]:
-    return Call("DELETE", f"users/{quote(user_id, safe=':@')}")
+    # Which cached sessions were the user's is not known here: none of them may outlive the erasure.
+    return Call("DELETE", f"users/{quote(user_id, safe=':@')}", forgets=EVERY_SESSION)

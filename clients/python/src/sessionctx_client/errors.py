@@ -81,7 +81,8 @@ class RateLimitedError(_RetryAfterError):
 
 
 class ServiceUnavailableError(_RetryAfterError):
-    """503 (once the client's retries are spent): a dependency of the service does not answer."""
+    """503, or 502/504 from a proxy in front (once the client's retries are spent): the service or a dependency of
+    it does not answer."""
 
 
 _ERRORS: dict[int, type[SessionCtxError]] = {
@@ -92,7 +93,9 @@ _ERRORS: dict[int, type[SessionCtxError]] = {
     409: ConflictError,
     412: VersionConflictError,
     429: RateLimitedError,
+    502: ServiceUnavailableError,
     503: ServiceUnavailableError,
+    504: ServiceUnavailableError,
 }
 
 
