@@ -116,6 +116,16 @@ def test_the_transcript_pages_in_order(ctx):
     assert [m["seq"] for m in ctx.list_messages("c-msgs", after_seq=2)["results"]] == [3]
 
 
+def test_a_next_link_passed_alone_keeps_its_filters_and_limit(ctx):
+    for session_id, user in [("nl-1", "u-1"), ("nl-2", "u-2"), ("nl-3", "u-1"), ("nl-4", "u-1"), ("nl-5", "u-1")]:
+        ctx.create_session(session_id, user_id=user)
+    first = ctx.list_sessions(user_id="u-1", limit=2)
+    assert [s["session_id"] for s in first["results"]] == ["nl-5", "nl-4"]
+    # As the docs say: pass the page's `next` as `cursor`. u-2's session stays out, and pages stay 2 long.
+    second = ctx.list_sessions(cursor=first["next"])
+    assert [s["session_id"] for s in second["results"]] == ["nl-3", "nl-1"]
+
+
 def test_create_list_and_read_sessions(ctx):
     created = ctx.create_session("c-2", mode="planning", user_id="u-1", team_id="travel")
     assert created["session_id"] == "c-2" and created["version"] == 0

@@ -176,7 +176,12 @@ def cursor_value(cursor: str | None) -> str | None:
 
 
 def page_params(limit: int | None, cursor: str | None, **filters: Any) -> dict[str, Any]:
-    return without_none(limit=limit, cursor=cursor_value(cursor), **filters)
+    """The query of a list call. A `next`/`previous` link given as `cursor` brings its own filters and limit (the
+    cursor is only valid with them); arguments given here win over the link's."""
+    linked: dict[str, Any] = {}
+    if cursor is not None and "://" in cursor:
+        linked = {name: values[-1] for name, values in parse_qs(urlsplit(cursor).query).items() if name != "cursor"}
+    return {**linked, **without_none(limit=limit, cursor=cursor_value(cursor), **filters)}
 
 
 def health() -> Call[Any]:
