@@ -107,11 +107,12 @@ class SessionContextForm(forms.ModelForm):
         if "locked_fields" in self.changed_data and cleaned.get("locked_fields") and not cleaned.get("lock_reason"):
             self.add_error("lock_reason", "A reason is required to lock a field.")
         shown = {name for name in (cleaned.get("locks_loaded") or "").split(",") if name}
-        if "locks_loaded" in self.data and self.instance.pk is not None and shown != locked_fields(self.instance):
+        now_locked = locked_fields(self.instance) if self.instance.pk is not None else shown
+        if "locks_loaded" in self.data and shown != now_locked:
             raise forms.ValidationError(
                 "Someone changed this context's locks while you edited it (locked now: "
-                f"{', '.join(sorted(locked_fields(self.instance))) or 'nothing'}). Nothing was saved; reload the "
-                "page and apply your change again.")
+                f"{', '.join(sorted(now_locked)) or 'nothing'}). Nothing was saved; reload the page and apply "
+                "your change again.")
         loaded = cleaned.get("loaded_version")
         current = SessionContext.objects.filter(pk=self.instance.pk).values_list("version", flat=True).first()
         if loaded is not None and current is not None and loaded != current:

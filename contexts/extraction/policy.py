@@ -24,6 +24,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 
 from ..models import UPDATE_POLICY_PATTERN, ExtractionRun, Message, SessionContext, Status
+from ..selectors.usage import budget_day_start
 from .backoff import DECISIVE, backoff_of
 from .runs import extraction_request
 
@@ -98,10 +99,9 @@ def _idle_due(session: SessionContext, seconds: int, now: datetime) -> bool:
     # Once per quiet period: a run already asked for since the last message (pending, failed or no_change) is
     # not asked for again until the conversation moves on, or a failing model would be called every sweep. One
     # refused for a spent daily budget on an earlier day does not count: its run said "after midnight".
-    today = timezone.make_aware(datetime.combine(timezone.localdate(now, timezone.get_default_timezone()),
-                                                 datetime.min.time()), timezone.get_default_timezone())
     return not (ExtractionRun.objects.filter(session_id=session.pk, created_at__gte=newest)
-                .exclude(status=ExtractionRun.Status.BUDGET_EXCEEDED, created_at__lt=today).exists())
+                .exclude(status=ExtractionRun.Status.BUDGET_EXCEEDED, created_at__lt=budget_day_start(now))
+                .exists())
 
 
 def update_due(*, session: SessionContext, event: str, now: datetime | None = None) -> bool:

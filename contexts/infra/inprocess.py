@@ -85,7 +85,6 @@ class _Timer:
             except Exception:  # the timer outlives one bad hand-over
                 logger.exception("in-process task %s%r not started", getattr(fn, "__name__", fn), args)
 
-
     def discard(self) -> int:
         with self.changed:
             count = len(self.due)

@@ -59,11 +59,15 @@ def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min), timezone.get_default_timezone())
 
 
+def budget_day_start(now: datetime | None = None) -> datetime:
+    """When the day of the daily token budget that holds `now` (default: now) began (TIME_ZONE, UTC by default)."""
+    return _day_start(timezone.localdate(now, timezone=timezone.get_default_timezone()))
+
+
 def tokens_today(*, project: Project | int | None = None) -> int:
     """Input and output tokens of every run (of the project's sessions, if given) that finished today (TIME_ZONE,
     UTC by default)."""
-    today = timezone.localdate(timezone=timezone.get_default_timezone())
-    runs = ExtractionRun.objects.filter(finished_at__gte=_day_start(today))
+    runs = ExtractionRun.objects.filter(finished_at__gte=budget_day_start())
     if project is not None:
         runs = runs.filter(session__project=project)
     totals = runs.aggregate(

@@ -100,12 +100,11 @@ def proposals_record(current: SessionContext, *, withheld: dict[str, Any], run: 
                                           defaults={"value": value, "from_run": run, "created_at": now})
 
 
-def _proposal(session_pk: int, field: str, proposed_at: datetime | None) -> Proposal:
-    """The field's proposal, if it is still the one made at `proposed_at` (the one the person saw)."""
+def _proposal(session_pk: int, field: str, proposed_at: datetime | None) -> Proposal | None:
+    """The field's proposal (None when there is none), if it is still the one made at `proposed_at` (the one the
+    person saw)."""
     proposal = Proposal.objects.filter(session_id=session_pk, field=field).first()
-    if proposal is None:
-        raise NotFound(f"There is no proposal for {field!r}.", details={"field": field})
-    if proposed_at is not None and proposal.created_at != proposed_at:
+    if proposal is not None and proposed_at is not None and proposal.created_at != proposed_at:
         raise StateConflict(f"A newer extraction replaced the proposed {field} since this page showed it: look at "
                             "the new one before you accept or dismiss it.",
                             details={"field": field, "proposed_at": proposal.created_at.isoformat()})
@@ -120,6 +119,8 @@ def proposal_accept(*, session: SessionContext, field: str, expected_version: in
     used up."""
     current = snapshots.session_locked(session)
     proposal = _proposal(current.pk, field, proposed_at)
+    if proposal is None:
+        raise NotFound(f"There is no proposal for {field!r}.", details={"field": field})
     validate_snapshot({field: proposal.value})
     updated = snapshots.snapshot_update(
         session=current, expected_version=expected_version, changes={field: proposal.value}, source=source,
@@ -133,5 +134,6 @@ def proposal_dismiss(*, session: SessionContext, field: str, actor: Actor, propo
     """Drop the field's proposal (if it is still the one made at `proposed_at`, when given); the snapshot stays
     as it is."""
     snapshots.session_locked(session)
-    if Proposal.objects.filter(session_id=session.pk, field=field).exists():  # gone already: nothing to do
-        _proposal(session.pk, field, proposed_at).delete()
+    proposal = _proposal(session.pk, field, proposed_at)
+    if proposal is not None:  # gone already: nothing to do
+        proposal.delete()
