@@ -65,8 +65,13 @@ class WebhookEndpointAdmin(ProjectScopedAdmin):
 
     def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
         # The secret is generated on save: the add form asks only whose events, where and what to send.
-        return ("project", "url", "description", "event_types") if obj is None else (
-            "url", "description", "event_types", *self.readonly_fields)
+        if obj is None:
+            return ("project", "url", "description", "event_types")
+        # The secret signs what the project's receivers trust (a staff reply is relayed to the customer): only
+        # those who may change the endpoint (its project's editors) see it, not everyone who may view it.
+        shown = [name for name in self.readonly_fields
+                 if name != "secret" or self.has_change_permission(request, obj)]
+        return ("url", "description", "event_types", *shown)
 
     def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
         return () if obj is None else self.readonly_fields

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from contexts import services
 from contexts.models import ApiKey, DataDeletion, Project, ProjectMembership, SessionContext, WebhookEndpoint
+from contexts.services.webhooks import webhook_endpoint_create
 from tests.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
@@ -151,3 +152,16 @@ def test_the_default_project_is_preselected_for_a_superuser(superuser):
     services.project_get_or_create(slug="other")
     page = superuser.get("/admin/contexts/apikey/add/").content.decode()
     assert f'<option value="{default.pk}" selected>default</option>' in page
+
+
+def test_a_support_member_does_not_see_the_signing_secret_of_their_projects_endpoints(projects, settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    alpha, zeta = projects
+    client = _staff(projects, roles={"alpha": "support", "zeta": "editor"})
+    a_hook = webhook_endpoint_create(url="http://127.0.0.1:9/a", project=alpha)
+    z_hook = webhook_endpoint_create(url="http://127.0.0.1:9/z", project=zeta)
+    # Support in alpha: the endpoint's page, without the secret that signs what alpha's receivers trust.
+    page = client.get(f"/admin/contexts/webhookendpoint/{a_hook.pk}/change/").content.decode()
+    assert "http://127.0.0.1:9/a" in page and a_hook.secret not in page
+    # Editor in zeta: the secret, to put in the receiver.
+    assert z_hook.secret in client.get(f"/admin/contexts/webhookendpoint/{z_hook.pk}/change/").content.decode()
