@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from ..models import ApiKey
 from ..services import api_key_authenticate
-from ..services.api_keys import ApiKeyExpired
+from ..services.api_keys import ApiKeyExpired, api_key_recheck
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Query parameters people try for keys. Keys in URLs end up in logs and browser history, so a request carrying
@@ -37,17 +39,28 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        try:
-            key = api_key_authenticate(raw_key)
-        except ApiKeyExpired as expired:
-            raise KeyExpired(f"This API key expired at {expired.args[0].isoformat()}; ask an admin for a new "
-                             "one.") from None
-        if key is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        return (None, key)
+        return (None, _refused_unless_valid(lambda: api_key_authenticate(raw_key)))
 
     def authenticate_header(self, request):
         return f'{self.keyword} realm="api"'
+
+
+def _refused_unless_valid(check: Callable[[], ApiKey | None]) -> ApiKey:
+    """The key `check` finds, or the 401 of a revoked (unknown) or expired key."""
+    try:
+        key = check()
+    except ApiKeyExpired as expired:
+        raise KeyExpired(f"This API key expired at {expired.args[0].isoformat()}; ask an admin for a new "
+                         "one.") from None
+    if key is None:
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+    return key
+
+
+def still_authenticated(request) -> None:
+    """Refuse (401) a request whose key was revoked or expired since it was authenticated: a long poll asks
+    before it answers with what happened while it waited."""
+    _refused_unless_valid(lambda: api_key_recheck(request.auth))
 
 
 class HasScope(permissions.BasePermission):

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from .. import selectors
+from .auth import still_authenticated
 from .http import ApiView, validated
 from .openapi import errors
 from .serializers import EventFilterSerializer, EventListOutputSerializer
@@ -31,9 +32,14 @@ class EventListApi(ApiView):
                   "types": query.get("types", ()), "limit": query["limit"] + 1}
         deadline = time.monotonic() + query["wait"]
         events = selectors.events_after(**wanted)
+        waited = False
         while not events and time.monotonic() < deadline:
             time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+            waited = True
             events = selectors.events_after(**wanted)
+        if waited:
+            # The key was checked when the wait began; a key revoked or expired meanwhile gets nothing of it.
+            still_authenticated(request)
         has_more = len(events) > query["limit"]
         events = events[: query["limit"]]
         next_after = events[-1].id if events else query["after"]

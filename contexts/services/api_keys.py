@@ -90,6 +90,16 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     return key
 
 
+def api_key_recheck(key: ApiKey) -> ApiKey | None:
+    """The key authenticated earlier in this request, as the database has it now: None once revoked (or deleted);
+    raises ApiKeyExpired past its expires_at. For a request that held on (a long poll) before answering: what
+    happened while it waited is not for a key revoked or expired meanwhile."""
+    current = ApiKey.objects.filter(pk=key.pk, is_active=True).only(*REQUEST_COLUMNS).first()
+    if current is not None:
+        _check_expiry(current)
+    return current
+
+
 def _check_expiry(key: ApiKey) -> None:
     if key.expires_at is not None and key.expires_at <= timezone.now():
         raise ApiKeyExpired(key.expires_at)

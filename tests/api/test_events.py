@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
 
 from contexts import services
 from contexts.models import Event
@@ -98,6 +100,52 @@ def test_a_long_poll_answers_as_soon_as_an_event_arrives():
     started = time.monotonic()
     page = Agent(raw).get(f"/api/v1/events?after={page['next_after']}&wait=0.5").json()
     assert page["events"] == [] and 0.45 < time.monotonic() - started < 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_revoked_during_a_long_poll_gets_no_event_that_happens_after_its_revocation():
+    key, raw = make_api_key("read", "write")
+    session = make_session("ev-revoked")
+    after = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    def later():
+        time.sleep(0.3)
+        services.api_key_revoke(api_key=key)  # an admin revokes the leaked key ...
+        time.sleep(0.3)
+        services.handoff_request(session=session, reason="secret refund details", actor=AGENT)  # ... then this
+        close_old_connections()
+
+    agent = Agent(raw)
+    assert agent.get(f"/api/v1/events?after={after}").json()["events"] == []  # the key works
+    writer = threading.Thread(target=later)
+    writer.start()
+    response = agent.get(f"/api/v1/events?after={after}&wait=10")
+    writer.join()
+    assert b"secret refund details" not in response.content
+    assert_error(response, 401, "authentication_failed")
+    assert Event.objects.filter(id__gt=after, session__session_id="ev-revoked").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_that_expires_during_a_long_poll_is_401_key_expired():
+    key, raw = services.api_key_create(name="short-lived", scopes=["read"],
+                                       expires_at=timezone.now() + timedelta(seconds=1.5))
+    session = make_session("ev-expiring")
+    after = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    def later():
+        time.sleep(2.0)
+        services.handoff_request(session=session, reason="after the expiry", actor=AGENT)
+        close_old_connections()
+
+    agent = Agent(raw)
+    assert agent.get(f"/api/v1/events?after={after}").status_code == 200
+    writer = threading.Thread(target=later)
+    writer.start()
+    response = agent.get(f"/api/v1/events?after={after}&wait=10")
+    writer.join()
+    assert b"after the expiry" not in response.content
+    assert_error(response, 401, "key_expired")
 
 
 @pytest.mark.django_db
