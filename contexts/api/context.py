@@ -15,6 +15,7 @@ from .. import selectors, services
 from ..extraction.policy import READ, context_refresh, parse_policy, update_if_due
 from ..extraction.runs import extraction_request
 from ..models import Revision, SessionContext
+from .auth import still_authenticated
 from .http import ApiView, PlainTextRenderer, etag, expected_version, not_modified, validated
 from .openapi import ETAG_HEADER, IF_MATCH, IF_MATCH_OPTIONAL, errors
 from .representations import context_of, context_representation, row_of, write_receipt
@@ -50,6 +51,9 @@ def _before_read(request, session_id: str) -> dict[str, str]:
     the cache); under an installation-wide idle:S policy it queues the update of a conversation gone quiet."""
     if validated(ContextReadQuerySerializer, request.query_params)["fresh"]:
         freshness = context_refresh(session=selectors.session_get(session_id, project=request.auth.project_id))
+        if freshness.waited:
+            # The key was checked when the wait began; a key revoked or expired meanwhile gets nothing of it.
+            still_authenticated(request)
         return {"X-Context-Fresh": "true" if freshness.fresh else "false"}
     # Only when idle is the installation's policy: finding a session's own policy would cost every cached read a
     # database query; sessions with their own idle:S are the sweep's (within SWEEP_INTERVAL).

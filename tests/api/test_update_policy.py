@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import close_old_connections
 from django.utils import timezone
 
+from contexts import services
 from contexts.models import ExtractionRun, Message, SessionContext
-from tests.api.conftest import assert_error
+from contexts.services import Actor
+from tests.api.conftest import Agent, assert_error
 
 TURN = [{"role": "user", "content": "We fly to Lisbon on 12 May with Ana.", "idempotency_key": "t1-u"},
         {"role": "assistant", "content": "Noted: Lisbon, 12 May, with Ana. Hotel next.", "idempotency_key": "t1-a"}]
@@ -60,6 +65,33 @@ def test_a_fresh_read_waits_for_the_update_of_unseen_messages(agent, path):
     # Nothing unseen now: fresh at once, no further run.
     assert agent.get(f"/api/v1/sessions/up-3/{path}?fresh=true")["X-Context-Fresh"] == "true"
     assert ExtractionRun.objects.filter(session__session_id="up-3").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_revoked_while_its_fresh_read_waits_gets_401_not_the_update(agent):
+    key, raw = services.api_key_create(name="leaked", scopes=["read"])
+    agent.put("/api/v1/sessions/up-rev", {"update_policy": "every_n_turns:10"})
+    agent.post("/api/v1/sessions/up-rev/messages", {"messages": [{"role": "user", "content": "My card is 4111"}]})
+    session = SessionContext.objects.get(session_id="up-rev")
+    ExtractionRun.objects.create(session=session, status="queued", trigger="api")  # the update the read waits for
+    reader = Agent(raw)
+    assert reader.get("/api/v1/sessions/up-rev/context").status_code == 200  # the key works
+
+    def later():
+        time.sleep(0.4)
+        services.api_key_revoke(api_key=key)  # an admin revokes the leaked key ...
+        time.sleep(0.3)
+        services.snapshot_update(session=session, expected_version=session.version, source="extraction",
+                                 actor=Actor.system("model"), changes={"summary": "Card ending 4111 on file."},
+                                 cursor_seq=session.last_message_seq)  # ... then the update lands
+        close_old_connections()
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    response = reader.get("/api/v1/sessions/up-rev/context?fresh=true")
+    writer.join()
+    assert b"Card ending" not in response.content
+    assert_error(response, 401, "authentication_failed")
 
 
 @pytest.mark.django_db(transaction=True)
