@@ -389,3 +389,14 @@ def test_locks_usage_export_and_erasure_round_trip(ctx):
     assert erased["user_id"] == "u-gov" and erased["deleted"]["sessions"] == 2
     assert ctx.erase_user("u-gov")["deleted"]["sessions"] == 0
     assert not SessionContext.objects.filter(user_id="u-gov").exists()
+
+
+def test_create_session_sets_the_update_policy_and_changes_it_on_an_existing_session(ctx):
+    # docs/api.md: PUT /sessions/{id} sets the session's update policy ("" goes back to the server's), and unlike
+    # the owners a PUT changes it; create_session is the client's method for that operation.
+    ctx.create_session("c-policy", update_policy="every_n_turns:3")
+    assert ctx.list_sessions()["results"][0]["update_policy"] == "every_n_turns:3"
+    assert SessionContext.objects.get(session_id="c-policy").update_policy == "every_n_turns:3"
+
+    ctx.create_session("c-policy", update_policy="")
+    assert SessionContext.objects.get(session_id="c-policy").update_policy == ""

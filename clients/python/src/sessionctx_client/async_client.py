@@ -73,10 +73,13 @@ class AsyncSessionCtxClient(ops.Base):
                                            updated_after=updated_after, limit=limit, cursor=cursor))
 
     async def create_session(self, session_id: str, *, mode: Mode | None = None, user_id: str | None = None,
-                       agent_id: str | None = None, team_id: str | None = None) -> Context:
-        """Create the session, or get the existing one (idempotent); answers its context."""
+                       agent_id: str | None = None, team_id: str | None = None,
+                       update_policy: str | None = None) -> Context:
+        """Create the session, or get the existing one (idempotent); answers its context. `update_policy`
+        (`every_turn`, `every_n_turns:N`, `tokens:T`, `idle:S`; "" for the server's default) is set on an
+        existing session too, unlike the owners."""
         return await self._run(ops.create_session(session_id, mode=mode, user_id=user_id, agent_id=agent_id,
-                                            team_id=team_id))
+                                            team_id=team_id, update_policy=update_policy))
 
     async def delete_session(self, session_id: str) -> None:
         """Erase the session with its messages, revisions and runs."""
