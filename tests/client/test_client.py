@@ -10,6 +10,7 @@ import time
 
 import pytest
 import sessionctx_client
+import sessionctx_client.types
 from django.conf import settings as django_settings
 from sessionctx_client import (
     AsyncSessionCtxClient,
@@ -25,6 +26,7 @@ from sessionctx_client import (
 from contexts import services
 from contexts.models import Message, Revision, SessionContext
 from contexts.services import Actor
+from tests.api.conftest import Agent
 from tests.api.test_auth import api_operations
 from tests.factories import make_session, make_user
 
@@ -80,6 +82,24 @@ def test_every_api_operation_has_a_method_in_both_clients_with_the_same_signatur
         sync_method, async_method = getattr(SessionCtxClient, name), getattr(AsyncSessionCtxClient, name)
         assert inspect.signature(sync_method).parameters == inspect.signature(async_method).parameters, name
         assert inspect.iscoroutinefunction(async_method) or inspect.isasyncgenfunction(async_method), name
+
+
+# The client's TypedDicts and the schema's answers they type (docs/api.md: "Answers are dicts with the field names
+# above (typed as TypedDicts in sessionctx_client.types)").
+TYPED_ANSWERS = {
+    "Context": "ContextOutput", "Session": "SessionOutput", "Revision": "RevisionOutput", "Message": "MessageOutput",
+    "StoredMessage": "StoredMessage", "RunRef": "RunRef", "MessagesPosted": "MessagesPostOutput", "Run": "RunOutput",
+    "Event": "EventOutput", "EventPage": "EventListOutput",
+}
+
+
+@pytest.mark.django_db
+def test_every_typed_answer_has_the_fields_the_schema_says_the_api_answers():
+    components = Agent().get("/api/schema/?format=json").json()["components"]["schemas"]
+    for typed, component in TYPED_ANSWERS.items():
+        annotated = getattr(sessionctx_client.types, typed)
+        fields = annotated.__required_keys__ | annotated.__optional_keys__
+        assert fields == set(components[component]["properties"]), typed
 
 
 def test_the_package_version_is_the_api_version_it_speaks():

@@ -39,6 +39,7 @@ class Session(TypedDict):
     mode: str
     status: str
     version: int
+    update_policy: str
     created_at: str
     updated_at: str
 
@@ -103,6 +104,7 @@ class Run(TypedDict):
     completion_tokens: int
     prompt_chars: int
     latency_ms: int
+    model_calls: int
     attempts: int
     chunks: int
     error: str
@@ -111,6 +113,7 @@ class Run(TypedDict):
     from_version: int | None
     to_version: int | None
     superseded_by: str | None
+    request_id: str
     created_at: str
     started_at: str | None
     finished_at: str | None
