@@ -103,7 +103,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # Serve from the app folders too, so `collectstatic` is an optimisation, not a requirement.
 WHITENOISE_USE_FINDERS = True
-# After `collectstatic`: hashed names, gzip, and a cache lifetime of a year (WhiteNoise's manifest storage).
+# After `collectstatic`: hashed names, gzip, and a cache lifetime of ten years (WhiteNoise's manifest storage).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "contexts.infra.static.ManifestWhenCollected"},
