@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from .. import selectors
+from ..infra.database import pause_between_queries
 from .auth import still_authenticated
 from .http import ApiView, validated
 from .openapi import errors
@@ -34,7 +35,7 @@ class EventListApi(ApiView):
         events = selectors.events_after(**wanted)
         waited = False
         while not events and time.monotonic() < deadline:
-            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+            pause_between_queries(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
             waited = True
             events = selectors.events_after(**wanted)
         if waited:

@@ -23,6 +23,7 @@ from django.db.models import F, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from ..infra.database import pause_between_queries
 from ..models import UPDATE_POLICY_PATTERN, ExtractionRun, Message, SessionContext, Status
 from ..selectors.usage import budget_day_start
 from .backoff import DECISIVE, backoff_of
@@ -218,4 +219,4 @@ def context_refresh(*, session: SessionContext, wait: float | None = None) -> Fr
             continue
         if time.monotonic() - start >= wait:
             return Freshness(False, time.monotonic() - start)
-        time.sleep(FRESH_POLL_SECONDS)
+        pause_between_queries(FRESH_POLL_SECONDS)

@@ -33,6 +33,7 @@ class _Deadline:
     """
 
     def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.at = time.monotonic() + seconds
         self.expired = False
         self._sockets: list[socket.socket] = []
@@ -89,6 +90,13 @@ class _Watchdog:
         with self._changed:
             self._deadlines.discard(deadline)
 
+    def renew(self, deadline: _Deadline) -> None:
+        """Its whole length again from now, unless it has already passed. Later than before: the thread finds it
+        not yet due when it wakes at the old time, and waits on."""
+        with self._changed:
+            if deadline in self._deadlines and not deadline.expired:
+                deadline.at = time.monotonic() + deadline.seconds
+
     def _run(self) -> None:
         with self._changed:
             while True:
@@ -131,6 +139,17 @@ def database_deadline(seconds: float | None) -> Iterator[None]:
         _watchdog.discard(deadline)
         _current.deadline = outer
         deadline.close()
+
+
+def pause_between_queries(seconds: float) -> None:
+    """Sleep between two queries of a request that waits on purpose (a long-poll of the event feed, a fresh read),
+    then give its next queries this thread's whole database deadline again: the deadline bounds a wait on a
+    database that does not answer, not how long a request may choose to wait for news (up to
+    SESSIONCTX_EVENTS_MAX_WAIT or SESSIONCTX_FRESH_WAIT, well past DB_STATEMENT_TIMEOUT)."""
+    time.sleep(seconds)
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None:
+        _watchdog.renew(deadline)
 
 
 def deadline_passed() -> bool:

@@ -12,6 +12,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from contexts import services
+from contexts.infra import database
 from contexts.models import Event
 from contexts.services import Actor
 from tests.api.conftest import Agent, assert_error
@@ -156,6 +157,21 @@ def test_a_wait_above_the_servers_bound_waits_the_bound(settings, reader):
     response = reader.get("/api/v1/events?after=999999&wait=25")
     assert response.status_code == 200 and response.json()["events"] == []
     assert 0.25 < time.monotonic() - started < 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_outlasts_the_web_processes_database_deadline(on_postgres, monkeypatch):
+    """gunicorn's processes bound a request's database waits (DB_STATEMENT_TIMEOUT + 0.5 s, 5.5 s by default); a
+    long-poll waits up to SESSIONCTX_EVENTS_MAX_WAIT (30 s) between its queries, and must not be cut off (a 503)
+    once it has waited that long."""
+    if not on_postgres:
+        pytest.skip("the database deadline is for PostgreSQL")
+    monkeypatch.setattr(database, "_request_deadline", 0.5)  # what limit_web_database_waits() sets, shorter
+    _, raw = make_api_key("read")
+    started = time.monotonic()
+    response = Agent(raw).get("/api/v1/events?after=999999&wait=1.5")
+    assert response.status_code == 200, response.content
+    assert response.json()["events"] == [] and 1.4 < time.monotonic() - started < 4
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,6 +11,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from contexts import services
+from contexts.infra import database
 from contexts.models import ExtractionRun, Message, SessionContext
 from contexts.services import Actor
 from tests.api.conftest import Agent, assert_error
@@ -102,6 +103,24 @@ def test_a_fresh_read_says_so_when_no_update_can_come(agent, settings):
     assert response.status_code == 200 and response["X-Context-Fresh"] == "false"
     assert_error(agent.get("/api/v1/sessions/up-4/context?fresh=maybe"), 400)
     assert_error(agent.get("/api/v1/sessions/nobody/context?fresh=true"), 404)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fresh_read_outlasts_the_web_processes_database_deadline(agent, settings, on_postgres, monkeypatch):
+    """gunicorn's processes bound a request's database waits (DB_STATEMENT_TIMEOUT + 0.5 s, 5.5 s by default); a
+    fresh read waits up to SESSIONCTX_FRESH_WAIT (10 s) between its queries, and must answer, not a 503."""
+    if not on_postgres:
+        pytest.skip("the database deadline is for PostgreSQL")
+    agent.put("/api/v1/sessions/up-6", {"update_policy": "every_n_turns:10"})
+    agent.post("/api/v1/sessions/up-6/messages", {"messages": TURN})
+    # A run that is taking its time: the read waits for it until SESSIONCTX_FRESH_WAIT.
+    ExtractionRun.objects.create(session=SessionContext.objects.get(session_id="up-6"),
+                                 status=ExtractionRun.Status.RUNNING, started_at=timezone.now())
+    settings.SESSIONCTX_FRESH_WAIT = 1.5
+    monkeypatch.setattr(database, "_request_deadline", 0.5)  # what limit_web_database_waits() sets, shorter
+    response = agent.get("/api/v1/sessions/up-6/context?fresh=true")
+    assert response.status_code == 200, response.content
+    assert response["X-Context-Fresh"] == "false"
 
 
 @pytest.mark.django_db(transaction=True)
