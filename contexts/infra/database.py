@@ -147,6 +147,13 @@ def pause_between_queries(seconds: float) -> None:
     database that does not answer, not how long a request may choose to wait for news (up to
     SESSIONCTX_EVENTS_MAX_WAIT or SESSIONCTX_FRESH_WAIT, well past DB_STATEMENT_TIMEOUT)."""
     time.sleep(seconds)
+    renew_database_deadline()
+
+
+def renew_database_deadline() -> None:
+    """Give this thread's next queries its whole database deadline again, unless it has already passed: for a
+    request that works in short steps of its own (pause_between_queries, an erasure's batches), so that the
+    deadline bounds each step's wait on a database that does not answer rather than the request's length."""
     deadline = getattr(_current, "deadline", None)
     if deadline is not None:
         _watchdog.renew(deadline)

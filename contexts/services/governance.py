@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from .. import readcache
 from ..exceptions import InvalidInput
+from ..infra.database import renew_database_deadline
 from ..models import DataDeletion, Project, SessionContext
 from ..selectors.governance import (
     COUNTED,
@@ -68,6 +69,9 @@ def _delete_all(selected: QuerySet[SessionContext], *, record: DataDeletion, bat
         if not ids:
             break
         deleted = _delete_batch(ids, still_selected=selected, record=record, skip_locked=skip_locked)
+        # Each batch is short, the whole may not be (a user with thousands of sessions, erased by a web request):
+        # the web's database deadline bounds a batch, not the erasure.
+        renew_database_deadline()
         if progress is not None:
             progress(deleted)
         last = ids[-1]

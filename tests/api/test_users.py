@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from contexts import services
+from contexts.infra import database
 from contexts.models import DataDeletion, Message, Revision, SessionContext
-from contexts.services import Actor
+from contexts.services import Actor, governance
 from contexts.services.locks import locks_set, proposals_record
 from tests.api.conftest import assert_error
 from tests.factories import make_session
@@ -51,6 +53,33 @@ def test_erasing_a_user_answers_the_counts_and_a_second_call_answers_zeros(agent
 
 # Transactional: the read cache drops an entry when the deleting transaction commits (on_commit).
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)
+def test_erasing_a_user_with_many_sessions_outlasts_the_web_processes_database_deadline(agent, on_postgres, settings,
+                                                                                        monkeypatch):
+    """gunicorn's processes bound a request's database waits (DB_STATEMENT_TIMEOUT + 0.5 s, 5.5 s by default); an
+    erasure of many sessions takes longer in all, in short batches, and must answer its counts, not a 503 after
+    deleting some of them (10,000 sessions did, on PostgreSQL under gunicorn)."""
+    if not on_postgres:
+        pytest.skip("the database deadline is for PostgreSQL")
+    for n in range(4):
+        make_session(f"many-{n}", user_id="u-many")
+    settings.SESSIONCTX_DELETE_BATCH_SIZE = 1
+    original = governance._delete_batch
+
+    def slow_batch(*args, **kwargs):  # a batch of a large erasure: short, but they add up
+        time.sleep(0.25)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(governance, "_delete_batch", slow_batch)
+    monkeypatch.setattr(database, "_request_deadline", 0.5)  # what limit_web_database_waits() sets, shorter
+
+    response = agent.delete("/api/v1/users/u-many")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["deleted"]["sessions"] == 4
+    assert not SessionContext.objects.filter(user_id="u-many").exists()
+
+
 def test_an_erased_session_is_not_answered_from_the_read_cache(agent):
     _conversation("api-cached", "u-cached")
     assert agent.get("/api/v1/sessions/api-cached/context").status_code == 200  # now cached (when a cache is set)
