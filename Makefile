@@ -35,11 +35,15 @@ run: install
 
 # The production layout on one machine: gunicorn, a Celery worker and beat (Procfile) under honcho, against the
 # PostgreSQL and Redis you give (README, "The production layout on one machine"). Ctrl-C stops all three.
+# Settings come from the environment and ENV_FILE (honcho's .env, read if it exists), for the check, migrate and
+# collectstatic as for the three processes.
+ENV_FILE ?= .env
+HONCHO = $(VENV)/bin/honcho -e $(ENV_FILE)
 run-stack: install
-	@[ -n "$$DATABASE_URL" ] && [ -n "$$CELERY_BROKER_URL" ] || { echo "make run-stack needs DATABASE_URL and CELERY_BROKER_URL (and CACHE_URL, SECRET_KEY): see README"; exit 2; }
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput -v 0
-	BIND=$(HOST):$(PORT) PATH="$(abspath $(VENV))/bin:$$PATH" exec $(VENV)/bin/honcho -f Procfile start
+	@$(HONCHO) run sh -c '[ -n "$$DATABASE_URL" ] && [ -n "$$CELERY_BROKER_URL" ]' || { echo "make run-stack needs DATABASE_URL and CELERY_BROKER_URL (and CACHE_URL, SECRET_KEY), in the environment or $(ENV_FILE): see README"; exit 2; }
+	$(HONCHO) run $(PY) manage.py migrate --noinput
+	$(HONCHO) run $(PY) manage.py collectstatic --noinput -v 0
+	BIND=$(HOST):$(PORT) PATH="$(abspath $(VENV))/bin:$$PATH" exec $(HONCHO) -f Procfile start
 
 # The whole suite on SQLite, or on PostgreSQL when DATABASE_URL points at one.
 test: install-dev

@@ -128,3 +128,54 @@ def _succeeded(url: str, headers: dict[str, str]) -> dict | None:
     if body["status"] in ("failed", "budget_exceeded"):
         raise AssertionError(body)
     return body if body["status"] == "succeeded" else None
+
+
+def test_make_run_stack_takes_its_settings_from_an_env_file_too(fresh_database, tmp_path):
+    """README: the settings may be lines of a .env file (honcho's), for migrate and collectstatic as for the three
+    processes. make run-stack refused them ("needs DATABASE_URL and CELERY_BROKER_URL"): it checked and migrated
+    with the shell's environment alone."""
+    server = redis.Redis.from_url(REDIS_URL)
+    try:
+        server.ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = {"DATABASE_URL": fresh_database, "CELERY_BROKER_URL": REDIS_URL,
+                "CELERY_QUEUE": f"stack-{uuid.uuid4().hex[:8]}", "SECRET_KEY": "insecure-key-for-tests-only",
+                "DEBUG": "false", "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "false",
+                "STATIC_ROOT": str(tmp_path / "static"), "BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule"),
+                "WEB_CONCURRENCY": "1", "WORKER_CONCURRENCY": "1"}
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    # Nothing of these in the environment: the file alone gives them.
+    env = {name: value for name, value in os.environ.items()
+           if name not in settings and name not in ("CACHE_URL", "TEST_DATABASE_NAME")}
+    log = tmp_path / "stack.log"
+    with log.open("w") as out:
+        stack = subprocess.Popen(["make", "-s", "-o", f"{VENV}/.installed", f"VENV={VENV}", "HOST=127.0.0.1",
+                                  f"PORT={port}", f"ENV_FILE={env_file}", "run-stack"], cwd=ROOT, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: " ready." in log.read_text() or stack.poll() is not None, what="the worker to be ready",
+                   timeout=120)
+        assert stack.poll() is None, log.read_text()
+        wait_until(lambda: _answers(f"{base}/api/v1/health/live"), what="gunicorn to answer")
+        ready = requests.get(f"{base}/api/v1/health/ready", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["database"] == "ok" and ready.json()["checks"]["broker"] == "ok", ready.text
+        page = requests.get(f"{base}/accounts/login/", timeout=10).text
+        assert "/static/contexts/app." in page and "/static/contexts/app.css" not in page  # collectstatic ran
+    finally:
+        honcho = Path(f"/proc/{stack.pid}/task/{stack.pid}/children").read_text().split() \
+            if stack.poll() is None else []
+        for pid in honcho or [str(stack.pid)]:
+            os.kill(int(pid), signal.SIGTERM)
+        try:
+            stack.wait(60)
+        finally:
+            if stack.poll() is None:
+                os.killpg(stack.pid, signal.SIGKILL)
+            print(log.read_text())
