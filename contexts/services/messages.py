@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from ..exceptions import InvalidInput
+from ..exceptions import InvalidInput, NotFound
 from ..extraction.policy import TURN, update_if_due
 from ..models import ExtractionRun, Message, Project, SessionContext
 from .sessions import session_get_or_create
@@ -71,7 +71,9 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
     `author`: the staff member who wrote the batch (a reply on the handoff desk)."""
     batch = _validate_messages(messages)
     # The row lock serialises sequence numbers per session (SQLite: the IMMEDIATE transaction does).
-    locked = SessionContext.objects.select_for_update().only("id", "last_message_seq").get(pk=session.pk)
+    locked = SessionContext.objects.select_for_update().only("id", "last_message_seq").filter(pk=session.pk).first()
+    if locked is None:  # erased since the caller read it
+        raise NotFound(f"Session {session.session_id!r} does not exist.", details={"session_id": session.session_id})
     keys = [m["idempotency_key"] for m in batch if m["idempotency_key"]]
     existing = ({m.idempotency_key: m for m in Message.objects.filter(session_id=session.pk, idempotency_key__in=keys)}
                 if keys else {})
@@ -104,7 +106,13 @@ def messages_post(*, session_id: str, messages: list[dict[str, Any]], project: P
     One transaction: a refused batch leaves no session behind, and the update reaches the workers only once the
     messages are committed."""
     session, created = session_get_or_create(session_id=session_id, project=project, **owners)
-    appended = messages_append(session=session, messages=messages)
+    try:
+        appended = messages_append(session=session, messages=messages)
+    except NotFound:
+        # Erased (retention, a user's erasure) between finding it and locking it: the post waited for the erasure,
+        # so it comes after it and starts the session afresh, as a post to an unknown id does.
+        session, created = session_get_or_create(session_id=session_id, project=project, **owners)
+        appended = messages_append(session=session, messages=messages)
     update = None
     if appended.completes_turn:
         # The session's update policy decides (every turn, every N, past T tokens; idle ones wait for the sweep).

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from contexts import services
@@ -185,3 +188,73 @@ def test_a_post_to_an_existing_session_fills_in_unknown_owners_and_keeps_known_o
     assert not result.created
     assert (session.mode, session.user_id, session.agent_id) == ("planning", "u-1", "agent-9")
     assert (result.session.user_id, result.session.agent_id) == ("u-1", "agent-9")
+
+
+# Concurrency on PostgreSQL: another transaction holds the session's row while a post comes in.
+
+def _wait_until_blocked_on_a_lock(timeout: float = 5.0) -> None:
+    """Until some other connection waits for a row lock (the post under test, queued behind the holder)."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> "
+                           "pg_backend_pid()")
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError("the post never waited for the row lock")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_session(on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite has no row locks: a post's IMMEDIATE transaction cannot interleave with an erasure")
+    from django.db import connection, transaction
+
+    from contexts.services import Actor
+    from contexts.services.snapshots import session_locked
+
+    session = make_session("post-erased")
+    services.messages_append(session=session, messages=[{"role": "user", "content": "old"}])
+    held, erase = threading.Event(), threading.Event()
+
+    def eraser():
+        try:
+            with transaction.atomic():
+                session_locked(session)  # as any writer (here: the erasure) holding the row
+                held.set()
+                erase.wait(10)
+                services.session_delete(session=session, actor=Actor.system("test"))
+        finally:
+            connection.close()
+
+    outcome: dict = {}
+
+    def poster():
+        try:
+            outcome["result"] = services.messages_post(session_id="post-erased", messages=TURN)
+        except Exception as exc:  # noqa: BLE001 (the test reports it)
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    erasing = threading.Thread(target=eraser)
+    erasing.start()
+    assert held.wait(5)
+    posting = threading.Thread(target=poster)
+    posting.start()
+    try:
+        _wait_until_blocked_on_a_lock()
+    finally:
+        erase.set()
+        erasing.join(10)
+        posting.join(10)
+
+    # Ordered after the erasure, the post behaves as a post to an unknown session id: it creates one.
+    assert "error" not in outcome, repr(outcome.get("error"))
+    fresh = SessionContext.objects.get(session_id="post-erased")
+    assert fresh.pk != session.pk and outcome["result"].session.pk == fresh.pk
+    assert _stored(fresh) == [(1, "user", TURN[0]["content"], "t1-u"), (2, "assistant", TURN[1]["content"], "t1-a")]
+    assert fresh.last_message_seq == 2
