@@ -89,6 +89,9 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True, default="")
     # When the next attempt is due; while an attempt runs, when it is presumed lost (its worker died).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # While an attempt runs, when it is presumed lost: no other attempt starts before then, even if a "send again"
+    # made the delivery due meanwhile.
+    attempt_until = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

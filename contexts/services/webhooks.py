@@ -25,7 +25,7 @@ import urllib3
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -260,9 +260,12 @@ def _claim(delivery_id: int) -> bool:
     attempt's worst case (so a worker that dies mid-attempt leaves it to the sweep)."""
     now = timezone.now()
     lease = now + timedelta(seconds=2 * settings.SESSIONCTX_WEBHOOK_TIMEOUT + 30)
+    # attempt_until keeps a second attempt out while one is under way, even once a "send again" made the delivery
+    # due again (that one goes out when this one is recorded, see _record).
     return bool(WebhookDelivery.objects.filter(
+        Q(attempt_until__isnull=True) | Q(attempt_until__lte=now),
         pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__is_active=True,
-    ).update(next_attempt_at=lease, attempts=F("attempts") + 1))
+    ).update(next_attempt_at=lease, attempt_until=lease, attempts=F("attempts") + 1))
 
 
 def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
@@ -343,7 +346,11 @@ def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: b
     now = timezone.now()
     schedule = settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE
     endpoint_id = delivery.endpoint_id
-    fields = {"response_code": code, "last_error": error}
+    # A "send again" (or enabling the endpoint) during the attempt made it due without touching its lease.
+    row = (WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk)
+           .values_list("status", "next_attempt_at", "attempt_until").first())
+    asked_again = row is not None and row[0] == WebhookDelivery.Status.PENDING and row[1] != row[2]
+    fields = {"response_code": code, "last_error": error, "attempt_until": None}
     if not error:
         fields.update(status=WebhookDelivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None)
         WebhookEndpoint.objects.filter(pk=endpoint_id).update(consecutive_failures=0)
@@ -364,6 +371,8 @@ def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: b
             WebhookEndpoint.objects.filter(pk=endpoint_id, is_active=True).update(
                 is_active=False, disabled_at=now, disabled_reason=reason)
             logger.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
+    if asked_again:
+        fields.update(status=WebhookDelivery.Status.PENDING, next_attempt_at=now)  # sent by _schedule_next
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
     # None when the endpoint was deleted (its deliveries with it) during the attempt.
     return WebhookDelivery.objects.filter(pk=delivery.pk).first()

@@ -427,3 +427,29 @@ def test_the_receiver_in_docs_api_md_accepts_a_delivery_drops_its_retry_and_refu
     forged = request.body.replace(b"on its way", b"cancelled")
     assert namespace["receive"](forged, request.headers, relay) == 400
     assert relayed == [("hook-docs", "Your refund is on its way.")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_again_during_an_attempt_waits_for_it_and_then_sends_once_more(webhook_settings):
+    webhook_settings.SESSIONCTX_WEBHOOK_TIMEOUT = 3
+    with Receiver(("sleep", 1.0, 200), 200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url, event_types=["handoff.requested"])
+        session = services.handoff_request(session=make_session("hook-overlap"), reason="refund", actor=AGENT)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event__session_id=session.pk)
+        receiver.wait_for(1)  # the attempt the event sent is under way: the receiver holds it for a second
+        # An admin's "send again" while that attempt is in flight, and its task taken by another worker at once.
+        webhook_delivery_resend(delivery=delivery)
+        overlapping = webhook_delivery_attempt(delivery_id=delivery.pk)
+        in_flight = len(receiver.received)
+        # Once the first attempt has ended, the one asked for goes out.
+        first, second = receiver.wait_for(2)
+        deadline = time.monotonic() + 5
+        while WebhookDelivery.objects.get(pk=delivery.pk).attempts < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # nothing else follows
+
+    assert overlapping is None and in_flight == 1, "the delivery was POSTed twice at once"
+    assert second.at - first.at >= 1.0
+    final = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert (final.status, final.attempts, final.response_code) == ("delivered", 2, 200)
+    assert len(receiver.received) == 2
