@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ..exceptions import NotFound
 from ..infra.requestid import current_request_id
 from ..models import ExtractionRun, SessionContext
 from .backoff import backing_off, skip_reason
@@ -23,7 +24,9 @@ def extraction_request(*, session: SessionContext, trigger: str) -> ExtractionRu
     backs off after failed runs (backoff.py), the request ends at once as a skipped run that says until when.
     """
     # The session's row lock: two requests at once find or create one queued run between them.
-    SessionContext.objects.select_for_update().filter(pk=session.pk).exists()
+    if not SessionContext.objects.select_for_update().filter(pk=session.pk).exists():
+        # Erased since the caller read it: a run for it would fail its foreign key at commit (a 500).
+        raise NotFound(f"Session {session.session_id!r} does not exist.", details={"session_id": session.session_id})
     held = backing_off(session.pk, trigger=trigger)
     if held is not None:
         now = timezone.now()

@@ -50,3 +50,44 @@ def test_an_extraction_of_an_erased_session_ends_cleanly_without_recreating_it(f
     assert not SessionContext.objects.filter(session_id="er-run").exists()
     assert not ExtractionRun.objects.exists() and not Revision.objects.exists() and not Message.objects.exists()
     assert not Event.objects.exists()
+
+
+def test_an_update_asked_for_while_the_session_is_being_erased_answers_404_not_a_crash(on_postgres, write_key):
+    if not on_postgres:
+        pytest.skip("SQLite has no row locks: the request's IMMEDIATE transaction cannot interleave with an erasure")
+    from django.db import transaction
+
+    from contexts.services.snapshots import session_locked
+    from tests.api.conftest import Agent, assert_error
+
+    services.messages_post(session_id="er-ask", user_id="u-ask", messages=[{"role": "user", "content": "hello"}])
+    session = SessionContext.objects.get(session_id="er-ask")
+    held = threading.Event()
+
+    def eraser():  # the erasure holds the row when the request comes, and commits once the request waits for it
+        try:
+            with transaction.atomic():
+                session_locked(session)
+                held.set()
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND pid <> pg_backend_pid()")
+                        if cursor.fetchone()[0]:
+                            break
+                    time.sleep(0.02)
+                services.session_delete(session=session, actor=Actor.system("test"))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=eraser)
+    thread.start()
+    assert held.wait(5)
+    try:
+        response = Agent(write_key[1]).post("/api/v1/sessions/er-ask/context/update")
+    finally:
+        thread.join(10)
+
+    assert_error(response, 404, "not_found")
+    assert not SessionContext.objects.exists() and not ExtractionRun.objects.exists()
