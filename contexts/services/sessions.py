@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 
 from .. import readcache
 from ..exceptions import InvalidInput
@@ -62,7 +63,11 @@ def session_get_or_create(*, session_id: str, project: Project | int | None = No
         # session of this id (deleted since) must not outlive it.
         with transaction.atomic():
             if missing:
-                SessionContext.objects.filter(pk=session.pk).update(**missing)
+                # Each owner only where it is still unknown: another post may have filled it in since we read it.
+                SessionContext.objects.filter(pk=session.pk).update(**{
+                    name: value if name == "update_policy"
+                    else Case(When(**{name: ""}, then=Value(value)), default=F(name))
+                    for name, value in missing.items()})
                 session = SessionContext.objects.get(pk=session.pk)
             readcache.context_changed(project_id, session_id)
     return session, created

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connection, transaction
 
 from contexts import services
 from contexts.exceptions import InvalidInput
@@ -67,3 +71,50 @@ def test_a_deleted_sessions_id_starts_afresh():
     again, created = services.session_get_or_create(session_id="del-3")
 
     assert created and again.pk != session.pk and again.is_empty and again.version == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_of_two_posts_filling_in_an_unknown_owner_at_once_the_first_to_commit_keeps_it(on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite has no row locks: its IMMEDIATE transactions cannot interleave")
+    make_session("owners-race")
+    filled, commit = threading.Event(), threading.Event()
+
+    def first_post():
+        try:
+            with transaction.atomic():
+                services.session_get_or_create(session_id="owners-race", user_id="u-first")
+                filled.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    outcome: dict = {}
+
+    def second_post():  # read the owner as unknown before the first committed, then waits for its row
+        try:
+            outcome["session"], _ = services.session_get_or_create(session_id="owners-race", user_id="u-second")
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=first_post)
+    first.start()
+    assert filled.wait(5)
+    second = threading.Thread(target=second_post)
+    second.start()
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                               "AND pid <> pg_backend_pid()")
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(0.02)
+    finally:
+        commit.set()
+        first.join(10)
+        second.join(10)
+
+    assert SessionContext.objects.get(session_id="owners-race").user_id == "u-first"
+    assert outcome["session"].user_id == "u-first"
