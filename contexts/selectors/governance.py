@@ -6,12 +6,14 @@ Every selection is within one project (retention may look at all of them), so no
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet, Sum
 
-from ..exceptions import InvalidInput
+from ..exceptions import InvalidInput, NotFound
 from ..models import (
     Event,
     ExtractionRun,
@@ -105,12 +107,37 @@ def _row(obj, fields: tuple[str, ...]) -> dict[str, Any]:
     return {name: _time(v) if isinstance(v := getattr(obj, name), datetime) else v for name in fields}
 
 
+@contextmanager
+def _one_moment() -> Iterator[None]:
+    """Reads that all see the database at one moment: a transaction, REPEATABLE READ on PostgreSQL (SQLite's
+    transaction holds its lock); inside the caller's transaction, that one."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
 def session_document(session: SessionContext) -> dict[str, Any]:
     """One session as export and import know it: its project's settings, the snapshot, every message, every
     revision, the staff locks and pending proposals, a runs summary.
 
     People (assignee, staff authors, who locked) are named by username; content is never summarised or cut.
+    Everything is read at one moment, the session's row included: a message or a version committed between two
+    reads would give a document whose counters disagree with its rows, which the import refuses.
     """
+    with _one_moment():
+        found = SessionContext.objects.select_related("assignee", "project").filter(pk=session.pk).first()
+        if found is None:
+            raise NotFound(f"Session {session.session_id!r} does not exist.",
+                           details={"session_id": session.session_id})
+        return _document(found)
+
+
+def _document(session: SessionContext) -> dict[str, Any]:
     document = {"format": EXPORT_FORMAT, "project": session.project.slug, "project_name": session.project.name,
                 "project_settings": _row(session.project, PROJECT_SETTINGS),
                 "session": _row(session, SESSION_FIELDS)}
@@ -147,9 +174,13 @@ def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200) -
     while True:
         ids = list(sessions.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:chunk])
         for pk in ids:
-            session = SessionContext.objects.select_related("assignee", "project").filter(pk=pk).first()
-            if session is not None:  # deleted while the export ran
+            session = SessionContext.objects.filter(pk=pk).only("pk", "session_id").first()
+            if session is None:  # deleted while the export ran
+                continue
+            try:
                 yield session_document(session)
+            except NotFound:
+                continue  # deleted while the export ran
         if len(ids) < chunk:
             return
         last = ids[-1]

@@ -294,3 +294,49 @@ def test_lines_that_are_not_a_session_object_or_not_utf8_are_refused_and_the_res
     assert "line 2: refused: not UTF-8" in captured.err
     assert "1 created, 0 unchanged (already here), 2 refused." in captured.out
     assert list(SessionContext.objects.values_list("session_id", flat=True)) == ["ex-1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_taken_while_the_agent_posts_is_one_moment_of_the_session_and_imports(on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite: the export's transaction holds the write lock, so the post this test waits for would "
+                    "wait for the export")
+    import threading
+
+    from django.db import connection
+
+    from contexts.models import Project
+
+    services.messages_post(session_id="ex-live", user_id="u-live", messages=[
+        {"role": "user", "content": "Move us to PostgreSQL"}, {"role": "assistant", "content": "1. Dump 2. Load"}])
+    session = SessionContext.objects.get(session_id="ex-live")
+    posted = []
+
+    def post_once_before_the_messages_are_read(execute, sql, params, many, context):
+        if not posted and "contexts_message" in sql:
+            posted.append(True)
+
+            def post():  # another process: the agent's next turn commits meanwhile
+                try:
+                    services.messages_post(session_id="ex-live", messages=[{"role": "user", "content": "Go on"}])
+                    services.snapshot_update(session=SessionContext.objects.get(pk=session.pk),
+                                             expected_version=session.version, changes={"summary": "migrating"},
+                                             source="api", actor=AGENT)
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=post)
+            thread.start()
+            thread.join(10)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(post_once_before_the_messages_are_read):
+        document = session_document(session)
+
+    assert posted
+    session_part, seqs = document["session"], [m["seq"] for m in document["messages"]]
+    assert max(seqs) == session_part["last_message_seq"], (seqs, session_part["last_message_seq"])
+    assert [r["version"] for r in document["revisions"]][-1:] == ([session_part["version"]]
+                                                                  if session_part["version"] else [])
+    result = session_import(document=document, project=Project.objects.create(slug="copy", name="Copy"))
+    assert result.outcome == "created", result.message
