@@ -105,12 +105,12 @@ def messages_post(*, session_id: str, messages: list[dict[str, Any]], project: P
     the batch completes a turn and the update policy says so (SESSIONCTX_AUTO_UPDATE, contexts.extraction.policy).
     One transaction: a refused batch leaves no session behind, and the update reaches the workers only once the
     messages are committed."""
-    session, created = session_get_or_create(session_id=session_id, project=project, **owners)
     try:
+        session, created = session_get_or_create(session_id=session_id, project=project, **owners)
         appended = messages_append(session=session, messages=messages)
     except NotFound:
-        # Erased (retention, a user's erasure) between finding it and locking it: the post waited for the erasure,
-        # so it comes after it and starts the session afresh, as a post to an unknown id does.
+        # Erased (retention, a user's erasure) between finding it and writing to it: the erasure committed first,
+        # so the post comes after it and starts the session afresh, as a post to an unknown id does.
         session, created = session_get_or_create(session_id=session_id, project=project, **owners)
         appended = messages_append(session=session, messages=messages)
     update = None

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 
 from .. import readcache
-from ..exceptions import InvalidInput
+from ..exceptions import InvalidInput, NotFound
 from ..extraction.policy import is_valid_policy
 from ..models import Mode, Project, SessionContext
 from ..snapshot import validate_session_id
@@ -68,7 +68,10 @@ def session_get_or_create(*, session_id: str, project: Project | int | None = No
                     name: value if name == "update_policy"
                     else Case(When(**{name: ""}, then=Value(value)), default=F(name))
                     for name, value in missing.items()})
-                session = SessionContext.objects.get(pk=session.pk)
+                found = SessionContext.objects.filter(pk=session.pk).first()
+                if found is None:  # erased since it was read
+                    raise NotFound(f"Session {session_id!r} does not exist.", details={"session_id": session_id})
+                session = found
             readcache.context_changed(project_id, session_id)
     return session, created
 

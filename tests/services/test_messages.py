@@ -258,3 +258,38 @@ def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_sessio
     assert fresh.pk != session.pk and outcome["result"].session.pk == fresh.pk
     assert _stored(fresh) == [(1, "user", TURN[0]["content"], "t1-u"), (2, "assistant", TURN[1]["content"], "t1-a")]
     assert fresh.last_message_seq == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_post_filling_in_owners_of_a_session_erased_meanwhile_stores_its_batch_in_a_new_session(on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite: the post's IMMEDIATE transaction keeps the erasure out until it commits")
+    from django.db import connection
+
+    from contexts.services import Actor
+
+    session = make_session("post-erased-owners")
+    erased = []
+
+    def erase_before_the_owners_are_written(execute, sql, params, many, context):
+        if not erased and sql.startswith("UPDATE") and "contexts_sessioncontext" in sql and "user_id" in sql:
+            erased.append(True)
+
+            def erase():  # a user's erasure or retention, in another process
+                try:
+                    services.session_delete(session=session, actor=Actor.system("test"))
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=erase)
+            thread.start()
+            thread.join(10)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(erase_before_the_owners_are_written):
+        result = services.messages_post(session_id="post-erased-owners", messages=TURN, user_id="u-9")
+
+    assert erased
+    fresh = SessionContext.objects.get(session_id="post-erased-owners")
+    assert fresh.pk != session.pk and result.session.pk == fresh.pk and fresh.user_id == "u-9"
+    assert _stored(fresh) == [(1, "user", TURN[0]["content"], "t1-u"), (2, "assistant", TURN[1]["content"], "t1-a")]
