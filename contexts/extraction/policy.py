@@ -23,6 +23,7 @@ from django.db.models import F, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from ..exceptions import NotFound
 from ..infra.database import pause_between_queries
 from ..models import UPDATE_POLICY_PATTERN, ExtractionRun, Message, SessionContext, Status
 from ..selectors.usage import budget_day_start
@@ -143,6 +144,14 @@ def idle_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
     return queued + (backoff_sweep(now=now, limit=limit - queued) if queued < limit else 0)
 
 
+def _asked(*, session: SessionContext, event: str, trigger: str, now: datetime) -> bool:
+    """A sweep's update_if_due: a session erased since the sweep listed it is passed over, not the end of the sweep."""
+    try:
+        return update_if_due(session=session, event=event, trigger=trigger, now=now) is not None
+    except NotFound:
+        return False
+
+
 def _quiet_sweep(*, now: datetime, limit: int) -> int:
     idle = Q(update_policy__startswith="idle:")
     if parse_policy(settings.SESSIONCTX_UPDATE_POLICY).kind == "idle":
@@ -153,7 +162,7 @@ def _quiet_sweep(*, now: datetime, limit: int) -> int:
                   .exclude(runs__status__in=PENDING).distinct().order_by("pk"))
     queued = 0
     for session in candidates.iterator(chunk_size=limit):
-        if update_if_due(session=session, event=SWEEP, trigger="idle", now=now) is not None:
+        if _asked(session=session, event=SWEEP, trigger="idle", now=now):
             queued += 1
             if queued >= limit:
                 break
@@ -181,7 +190,7 @@ def backoff_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> i
             continue
         if ExtractionRun.objects.filter(session_id=session.pk, created_at__gte=held.until).exists():
             continue  # the wait is over and something asked already
-        if update_if_due(session=session, event=BACKOFF_OVER, trigger="backoff", now=now) is not None:
+        if _asked(session=session, event=BACKOFF_OVER, trigger="backoff", now=now):
             queued += 1
             if queued >= limit:
                 break

@@ -188,3 +188,45 @@ def test_a_tool_calling_turn_counts_once(settings, django_capture_on_commit_call
             posted = services.messages_post(session_id="p-tools", messages=tool_turn(i), mode="summary")
         queued.append(posted.update is not None)
     assert queued == [False, True, False, True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_erased_while_the_idle_sweep_runs_is_passed_over_and_the_others_still_queued(
+        settings, on_postgres, django_capture_on_commit_callbacks):
+    if not on_postgres:
+        pytest.skip("SQLite has no row locks: its IMMEDIATE transactions serialise the sweep's request and the erasure")
+    import threading
+
+    from django.db import connection
+
+    from contexts.services import Actor
+
+    settings.SESSIONCTX_UPDATE_POLICY = "idle:60"
+    for session_id in ("p-gone", "p-kept"):
+        services.messages_post(session_id=session_id, messages=_turn(1), mode="summary")
+    ExtractionRun.objects.all().delete()  # none asked for yet: both are the sweep's
+    gone = SessionContext.objects.get(session_id="p-gone")
+    erased = []
+
+    def erase_before_its_update_is_asked_for(execute, sql, params, many, context):
+        if not erased and "FOR UPDATE" in sql and "contexts_sessioncontext" in sql:
+            erased.append(True)
+
+            def erase():  # a user's erasure in another process
+                try:
+                    services.session_delete(session=gone, actor=Actor.system("test"))
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=erase)
+            thread.start()
+            thread.join(10)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(erase_before_its_update_is_asked_for), \
+            django_capture_on_commit_callbacks(execute=False):
+        queued = idle_sweep(now=timezone.now() + timedelta(seconds=61))
+
+    assert erased and queued == 1
+    assert not SessionContext.objects.filter(session_id="p-gone").exists()
+    assert _runs("p-kept") == 1
