@@ -111,6 +111,68 @@
     transcriptState = null;
   }
 
+  // The live check re-renders the regions whose data changed, and some hold small forms (restore a version, reset,
+  // locks) that must post the version now shown. A form the person opened there stays open, with what they typed
+  // or ticked and the focus: the same form (same action, same version to restore) in the new region gets them.
+  var liveSwap = false;
+  var liveFocus = null;
+
+  function formKey(form) {
+    var to = form.querySelector("[name=to_version]");
+    return form.getAttribute("action") + "|" + (to ? to.value : "");
+  }
+
+  function changedFields(form) {
+    var fields = [];
+    form.querySelectorAll("textarea, input[type=text], input[type=checkbox]").forEach(function (field) {
+      var box = field.type === "checkbox";
+      if (box ? field.checked === field.defaultChecked : field.value === field.defaultValue) return;
+      fields.push({name: field.name, value: field.value, box: box, checked: field.checked,
+        focused: field === document.activeElement, start: field.selectionStart, end: field.selectionEnd});
+    });
+    return fields;
+  }
+
+  function carryOver(oldForm, newForm) {
+    var details = oldForm.closest("details");
+    var newDetails = newForm.closest("details");
+    if (details && details.open && newDetails) newDetails.open = true;
+    changedFields(oldForm).forEach(function (kept) {
+      newForm.querySelectorAll("[name='" + kept.name + "']").forEach(function (field) {
+        if (kept.box) {
+          if (field.value === kept.value) field.checked = kept.checked;
+          return;
+        }
+        field.value = kept.value;
+        if (kept.focused) liveFocus = {field: field, start: kept.start, end: kept.end};
+      });
+    });
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var config = event.detail.requestConfig;
+    liveSwap = !!(config && config.elt && config.elt.id === "live");
+  });
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    if (!liveSwap || !event.detail.fragment) return;
+    var fresh = {};
+    event.detail.fragment.querySelectorAll("form[action]").forEach(function (form) { fresh[formKey(form)] = form; });
+    event.detail.target.querySelectorAll("form[action]").forEach(function (form) {
+      var newForm = fresh[formKey(form)];
+      if (newForm) carryOver(form, newForm);
+    });
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!liveFocus) return;
+    var kept = liveFocus;
+    liveFocus = null;
+    if (!document.body.contains(kept.field)) return;
+    kept.field.focus({preventScroll: true});
+    try { kept.field.setSelectionRange(kept.start, kept.end); } catch (e) { /* not a text field */ }
+  });
+
   document.addEventListener("htmx:beforeSwap", rememberTranscript);
   document.addEventListener("htmx:afterSettle", restoreTranscript);
   var openedList = transcriptList();

@@ -1,0 +1,63 @@
+"""What a person is typing on the session page survives the page's live updates (someone else changing the session)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from contexts import services
+from contexts.models import SessionContext
+from contexts.services import Actor
+from tests.browser.test_staff_flow import login
+from tests.factories import make_session, make_user
+from tests.roles import ensure_roles
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+SESSION = "billing-refund-42"
+
+
+@pytest.fixture
+def seeded(db):
+    ensure_roles()
+    make_session(SESSION, mode="planning", user_id="carol", content={
+        "summary": "Carol was charged twice and wants a refund.", "goal": "Refund the double charge",
+        "plan": ["Verify the charges", "Issue the refund"]})
+    agent_writes("Carol was charged twice; the agent checks the charges.")
+    make_user("eve", role="editor")
+    make_user("ed", role="editor")
+
+
+def agent_writes(summary: str) -> SessionContext:
+    session = SessionContext.objects.get(session_id=SESSION)
+    return services.snapshot_update(session=session, expected_version=session.version, changes={"summary": summary},
+                                    source="api", actor=Actor.system("agent"))
+
+
+def test_a_half_typed_reset_or_restore_reason_stays_when_the_agent_writes_a_version(live_server, new_page, seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    page.goto(live_server.url + f"/sessions/{SESSION}/")
+    first = page.locator("#history .rev").last
+    first.get_by_text("Restore this version…").click()
+    first.get_by_placeholder("Reason (required)").fill("back to what Carol first asked")
+    page.get_by_text("Reset context…").click()
+    page.get_by_label("Reason (required)").fill("Carol wants to start over")
+
+    written = agent_writes("The agent wrote a new version meanwhile.")
+    expect(page.locator(".session-head")).to_contain_text(f"version {written.version}", timeout=8_000)
+
+    # The regions came back with the new version, and the forms as the person left them.
+    expect(page.locator("#reset-panel details")).to_have_attribute("open", "")
+    expect(page.get_by_label("Reason (required)")).to_have_value("Carol wants to start over")
+    expect(page.get_by_label("Reason (required)")).to_be_focused()
+    restore = page.locator("#history .rev").last
+    expect(restore.locator("details")).to_have_attribute("open", "")
+    expect(restore.get_by_placeholder("Reason (required)")).to_have_value("back to what Carol first asked")
+
+    # The reset then goes through, against the version now shown.
+    page.get_by_label("I understand this empties the context").check()
+    page.get_by_role("button", name="Reset the context").click()
+    expect(page.locator(".messages")).to_contain_text("Context reset")
+    session = SessionContext.objects.get(session_id=SESSION)
+    assert session.version == written.version + 1 and session.summary == ""
