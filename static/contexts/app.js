@@ -114,6 +114,8 @@
   // The live check re-renders the regions whose data changed, and some hold small forms (restore a version, reset,
   // locks) that must post the version now shown. A form the person opened there stays open, with what they typed
   // or ticked and the focus: the same form (same action, same version to restore) in the new region gets them.
+  // A region whose new version no longer has a form someone is typing in (the reply box once another person took
+  // the conversation over) stays as it is: sending then meets the refusal, which says why and keeps the text.
   var liveSwap = false;
   var liveFocus = null;
 
@@ -158,7 +160,15 @@
     if (!liveSwap || !event.detail.fragment) return;
     var fresh = {};
     event.detail.fragment.querySelectorAll("form[action]").forEach(function (form) { fresh[formKey(form)] = form; });
-    event.detail.target.querySelectorAll("form[action]").forEach(function (form) {
+    var forms = event.detail.target.querySelectorAll("form[action]");
+    var stranded = Array.prototype.some.call(forms, function (form) {
+      return !fresh[formKey(form)] && changedFields(form).some(function (field) { return !field.box; });
+    });
+    if (stranded) {
+      event.detail.shouldSwap = false;
+      return;
+    }
+    forms.forEach(function (form) {
       var newForm = fresh[formKey(form)];
       if (newForm) carryOver(form, newForm);
     });

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
 from contexts import services
-from contexts.models import SessionContext
+from contexts.models import Message, SessionContext
 from contexts.services import Actor
 from tests.browser.test_staff_flow import login
 from tests.factories import make_session, make_user
@@ -15,6 +16,7 @@ from tests.roles import ensure_roles
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 SESSION = "billing-refund-42"
+User = get_user_model()
 
 
 @pytest.fixture
@@ -61,3 +63,25 @@ def test_a_half_typed_reset_or_restore_reason_stays_when_the_agent_writes_a_vers
     expect(page.locator(".messages")).to_contain_text("Context reset")
     session = SessionContext.objects.get(session_id=SESSION)
     assert session.version == written.version + 1 and session.summary == ""
+
+
+def test_a_reply_being_typed_stays_when_someone_takes_the_conversation_over(live_server, new_page, seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    page.goto(live_server.url + f"/sessions/{SESSION}/")
+    page.get_by_role("button", name="Take").click()
+    expect(page.locator(".session-head")).to_contain_text("eve (you)")
+    page.get_by_label("Reply to the customer").fill("Carol, the second charge is refunded: you will see it in")
+
+    session = SessionContext.objects.get(session_id=SESSION)
+    services.handoff_take_over(session=session, actor=Actor.for_user(User.objects.get(username="ed")),
+                               expected_owner="eve")
+    expect(page.locator("[data-field=owner]")).to_contain_text("ed owns this conversation", timeout=8_000)
+
+    # The half-typed reply did not vanish; sending it says why it was not sent and keeps it to copy.
+    reply = page.get_by_label("Reply to the customer")
+    expect(reply).to_have_value("Carol, the second charge is refunded: you will see it in")
+    page.get_by_role("button", name="Send reply").click()
+    expect(page.locator("[data-field=unsent-reply]")).to_have_text(
+        "Carol, the second charge is refunded: you will see it in")
+    assert not Message.objects.filter(session=session, author__isnull=False).exists()
