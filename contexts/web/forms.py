@@ -48,7 +48,8 @@ class ContextEditForm(forms.Form):
     """Summary, goal and extra progress as fields; plan rows come as parallel lists (see plan_from)."""
 
     version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
-    summary = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 5}))
+    # Opening the form (htmx swaps it in place of the link that had the focus) puts the keyboard in its first field.
+    summary = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 5, "autofocus": True}))
     goal = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     other_progress = forms.CharField(
         required=False, label="Other progress (one per line)", widget=forms.Textarea(attrs={"rows": 2})

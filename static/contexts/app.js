@@ -183,6 +183,24 @@
     try { kept.field.setSelectionRange(kept.start, kept.end); } catch (e) { /* not a text field */ }
   });
 
+  // An action that replaced the control with the focus (Save and Cancel swap the edit form they sit in) would leave
+  // the keyboard at the start of the page: it goes to the region that replaced it, its [autofocus] or first control.
+  var focusRegion = null;
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    focusRegion = target && target.id && target.contains(document.activeElement) ? target.id : null;
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!focusRegion) return;
+    var region = document.getElementById(focusRegion);
+    focusRegion = null;
+    if (!region || (document.activeElement && document.activeElement !== document.body)) return;
+    var control = region.querySelector("[autofocus], a[href], button, textarea, input:not([type=hidden]), select");
+    if (control) control.focus();
+  });
+
   document.addEventListener("htmx:beforeSwap", rememberTranscript);
   document.addEventListener("htmx:afterSettle", restoreTranscript);
   var openedList = transcriptList();

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
@@ -85,3 +87,29 @@ def test_a_reply_being_typed_stays_when_someone_takes_the_conversation_over(live
     expect(page.locator("[data-field=unsent-reply]")).to_have_text(
         "Carol, the second charge is refunded: you will see it in")
     assert not Message.objects.filter(session=session, author__isnull=False).exists()
+
+
+def test_the_keyboard_lands_in_the_form_after_edit_and_back_on_edit_after_save_or_cancel(live_server, new_page,
+                                                                                        seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    page.goto(live_server.url + f"/sessions/{SESSION}/")
+    edit = page.get_by_role("link", name="Edit context")
+    edit.focus()
+    page.keyboard.press("Enter")
+    summary = page.get_by_role("textbox", name="Summary")
+    expect(summary).to_be_focused()
+
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Refund issued on the 4th.")
+    page.get_by_role("button", name=re.compile(r"^Save \(version")).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".messages")).to_contain_text("Saved as version")
+    expect(edit).to_be_focused()
+
+    page.keyboard.press("Enter")
+    expect(summary).to_be_focused()
+    page.get_by_role("link", name="Cancel").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#edit-form")).to_have_count(0)
+    expect(edit).to_be_focused()
