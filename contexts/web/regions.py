@@ -162,7 +162,13 @@ def with_flash(request: HttpRequest, html: str, status: int = 200, **context: An
 
 def action_result(request: HttpRequest, session: SessionContext, regions: Sequence[str], status: int = 200,
                   **extra: Any) -> HttpResponse:
-    # The live check's token moves with the page, or its next poll would re-render (and empty) the forms just shown.
+    # The live check's token moves with the page, or its next poll would re-render (and empty) the forms just shown;
+    # so what changed before the action that the page had not shown yet (an agent's version, a message) comes along,
+    # or the moved token would hide it until the next change.
+    before = getattr(request, "live_before", None)
+    since = request.POST.get("live_since", "")
+    missed = live_changes(since, before, editing="version" in request.POST) if before and since != before else []
+    regions = [*regions, *(name for name in missed if name not in regions)]
     return with_flash(request, render_regions(request, session, [*regions, LIVE], **extra), status,
                       conflict=extra.get("conflict", False))
 

@@ -113,3 +113,23 @@ def test_the_keyboard_lands_in_the_form_after_edit_and_back_on_edit_after_save_o
     page.keyboard.press("Enter")
     expect(page.locator("#edit-form")).to_have_count(0)
     expect(edit).to_be_focused()
+
+
+def test_a_version_written_just_before_a_note_still_reaches_the_page(live_server, new_page, seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    page.goto(live_server.url + f"/sessions/{SESSION}/")
+    shown = SessionContext.objects.get(session_id=SESSION).version
+    expect(page.locator(".session-head")).to_contain_text(f"version {shown}")
+
+    # The agent writes a version, and before the page's next live check the person adds a note.
+    page.route(re.compile(r"/live/"), lambda route: route.fulfill(status=204))
+    written = agent_writes("Carol confirmed the card ending 4242.")
+    page.get_by_label("Add a note").fill("Called the bank.")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.locator(".timeline")).to_contain_text("Called the bank.")
+    page.unroute(re.compile(r"/live/"))
+
+    # The live check then brings the version the note's answer did not show.
+    expect(page.locator(".session-head")).to_contain_text(f"version {written.version}", timeout=8_000)
+    expect(page.locator("[data-field=summary]")).to_have_text("Carol confirmed the card ending 4242.")

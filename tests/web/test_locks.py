@@ -153,7 +153,7 @@ def test_a_page_that_showed_no_lock_cannot_silently_unlock_one_set_since(editor)
 def test_accepting_a_proposal_leaves_an_open_edit_form_as_it_is(editor):
     session = _proposed("wl-10")
     page = editor.get("/sessions/wl-10/").content.decode()
-    assert 'hx-include="#edit-form [name=version]"' in _posted_form_tag(page, "accept-plan")
+    assert 'hx-include="#edit-form [name=version], #live-since"' in _posted_form_tag(page, "accept-plan")
 
     # The edit form is open: its version comes along with the accept.
     editing = editor.post("/sessions/wl-10/proposals/accept/", {"field": "plan", "expected_version": "1",

@@ -28,9 +28,13 @@ def session_or_404(request: HttpRequest, session_id: str) -> SessionContext:
     not found."""
     try:
         # An id no session can have (a NUL byte, which PostgreSQL refuses in a query) is simply not found.
-        return selectors.session_get(validate_session_id(session_id), project=request.project)
+        session = selectors.session_get(validate_session_id(session_id), project=request.project)
     except (InvalidInput, NotFound) as exc:
         raise Http404(exc.message) from None
+    if request.method == "POST" and "live_since" in request.POST and not hasattr(request, "live_before"):
+        # The session as the action found it: what changed before, the page had not shown (regions.action_result).
+        request.live_before = regions.live_token(session)
+    return session
 
 
 def full_page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
