@@ -109,6 +109,9 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     context.update(extra)
     if context.get("editing") and "edit_form" not in context:
         context["edit_form"] = ContextEditForm.for_session(session, context.get("progress"))
+    if context.get("editing") and "plan_rows" not in context:
+        # A refused save passes the rows it posted, none if the person removed every step: never the old plan then.
+        context["plan_rows"] = (context.get("progress") or selectors.plan_progress(session)).steps
     return context
 
 

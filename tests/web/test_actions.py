@@ -155,6 +155,18 @@ def test_invalid_edit_keeps_the_input_and_changes_nothing(editor, waiting, setti
     assert waiting.version == version and waiting.summary == "Needs a refund"
 
 
+def test_a_refused_edit_that_removed_every_step_shows_no_steps_not_the_old_plan(editor, waiting, settings):
+    settings.SESSIONCTX_MAX_SUMMARY_CHARS = 10
+    data = edit_data(waiting.version, summary="far too long a summary", step_id=["new"], step_text=[""], step_done=[])
+    response = editor.post("/sessions/h-1/edit/", data, **HTMX)
+    html = response.content.decode()
+    assert response.status_code == 400 and "far too long a summary" in html
+    # The form shows the plan as the person left it (empty): "Check" and "Refund" back would be saved again.
+    assert 'value="Check"' not in html and 'value="Refund"' not in html
+    waiting.refresh_from_db()
+    assert waiting.plan == ["Check", "Refund"]
+
+
 def test_revert_restores_an_old_version_as_a_new_revision(editor, editor_user, waiting):
     waiting = services.snapshot_update(session=waiting, expected_version=waiting.version,
                                        changes={"summary": "Wrong"}, source="api", actor=Actor.system("agent"))
