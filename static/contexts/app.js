@@ -183,22 +183,33 @@
     try { kept.field.setSelectionRange(kept.start, kept.end); } catch (e) { /* not a text field */ }
   });
 
-  // An action that replaced the control with the focus (Save and Cancel swap the edit form they sit in) would leave
-  // the keyboard at the start of the page: it goes to the region that replaced it, its [autofocus] or first control.
-  var focusRegion = null;
+  // An action that replaced the control with the focus (Save and Cancel swap the edit form they sit in, Take and
+  // Hand back the buttons) would leave the keyboard at the start of the page: it goes to the nearest region (element
+  // with an id) around that control that is still there, onto its [autofocus] or first control.
+  var focusRegions = null;
 
   document.addEventListener("htmx:beforeSwap", function (event) {
-    var target = event.detail.target;
-    focusRegion = target && target.id && target.contains(document.activeElement) ? target.id : null;
+    focusRegions = [];
+    var main = document.getElementById("main");
+    for (var el = document.activeElement; el && el !== main && el !== document.body; el = el.parentElement) {
+      if (el.id) focusRegions.push(el.id);
+    }
   });
 
   document.addEventListener("htmx:afterSettle", function () {
-    if (!focusRegion) return;
-    var region = document.getElementById(focusRegion);
-    focusRegion = null;
-    if (!region || (document.activeElement && document.activeElement !== document.body)) return;
-    var control = region.querySelector("[autofocus], a[href], button, textarea, input:not([type=hidden]), select");
-    if (control) control.focus();
+    if (!focusRegions) return;
+    var ids = focusRegions;
+    focusRegions = null;
+    if (document.activeElement && document.activeElement !== document.body) return;
+    for (var i = 0; i < ids.length; i++) {
+      var region = document.getElementById(ids[i]);
+      var control = region && region.querySelector(
+        "[autofocus], a[href], button, textarea, input:not([type=hidden]), select");
+      if (control) {
+        control.focus();
+        return;
+      }
+    }
   });
 
   document.addEventListener("htmx:beforeSwap", rememberTranscript);

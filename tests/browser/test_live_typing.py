@@ -133,3 +133,19 @@ def test_a_version_written_just_before_a_note_still_reaches_the_page(live_server
     # The live check then brings the version the note's answer did not show.
     expect(page.locator(".session-head")).to_contain_text(f"version {written.version}", timeout=8_000)
     expect(page.locator("[data-field=summary]")).to_have_text("Carol confirmed the card ending 4242.")
+
+
+def test_the_keyboard_stays_in_the_actions_after_take_and_hand_back(live_server, new_page, seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    page.goto(live_server.url + f"/sessions/{SESSION}/")
+    page.get_by_role("button", name="Take").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".session-head")).to_contain_text("eve (you)")
+    note = page.get_by_placeholder("What you did, for the agent")
+    expect(note).to_be_focused()
+
+    page.keyboard.type("Refund issued.")
+    page.keyboard.press("Enter")
+    expect(page.locator(".session-head .badge")).to_have_text("Active")
+    expect(page.locator("#session-actions").get_by_role("button", name="Take")).to_be_focused()
