@@ -42,11 +42,37 @@ class LimitedJSONParser(JSONParser):
                                   details={"max_bytes": limit})
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
+            data = json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"The body is not valid JSON: {exc}") from None
         except RecursionError:
             raise drf_exceptions.ParseError("The body is nested too deeply.") from None
+        if _holds_lone_surrogate(data):
+            # An escaped lone surrogate ("\ud800") is JSON syntax but no Unicode text: no database stores it and
+            # no answer that echoes it (an unknown choice, an unknown field's name) can be encoded.
+            raise drf_exceptions.ParseError("The body is not valid JSON: it holds a lone surrogate (\\ud800-\\udfff "
+                                            "not in a pair), which is not Unicode text.")
+        return data
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_lone_surrogate(data) -> bool:
+    # json.loads joins the halves of a pair into one character, so any surrogate left is a lone one. A loop, not
+    # recursion: the body may be nested as deeply as the parser allows.
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _refuse_constant(name: str):

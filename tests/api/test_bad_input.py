@@ -111,3 +111,23 @@ def test_deeply_nested_json_is_400_in_the_error_shape_and_stores_nothing(agent):
                                  content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {agent.raw_key}")
     assert_error(response, 400, "parse_error")
     assert counts() == before
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("PUT", "/api/v1/sessions/lone-1", {"mode": "\ud800"}),
+    ("PATCH", "/api/v1/sessions/lone-1/context", {"mode": "\udfff", "version": 1}),
+    ("POST", "/api/v1/sessions/lone-1/messages", {"messages": [{"role": "\ud800", "content": "hi"}]}),
+    ("POST", "/api/v1/sessions/lone-1/messages", {"messages": [{"role": "user", "content": "hi", "\ud800": 1}]}),
+    ("POST", "/api/v1/sessions/lone-1/handoff", {"reason": "x", "\udbff": 1}),
+])
+def test_a_lone_surrogate_anywhere_in_the_body_is_400_in_the_error_shape_and_changes_nothing(agent, method, path,
+                                                                                             body):
+    # json.dumps writes "\\ud800" as a JSON escape: valid JSON syntax, but no Unicode text; an error that echoed it
+    # (an unknown choice, an unknown field's name) could not be encoded and answered a 500.
+    make_session("lone-1", content={"summary": "kept"})
+    before = counts()
+    response = agent.call(method, path, raw=json.dumps(body), headers={"If-Match": '"1"'})
+    assert "surrogate" in assert_error(response, 400, "parse_error")["message"]
+    assert counts() == before
+    session = SessionContext.objects.get(session_id="lone-1")
+    assert (session.mode, session.summary, session.version, session.status) == ("planning", "kept", 1, "active")
