@@ -56,6 +56,8 @@ def _step_problem(value: Any) -> str | None:
     for i, step in enumerate(value):
         if not isinstance(step, str) or not step.strip():
             return f"Step {i + 1} must be a non-empty string."
+        if "\x00" in step:
+            return f"Step {i + 1} holds a null character."
         if len(_lines(step)) > settings.SESSIONCTX_MAX_STEP_CHARS:
             return f"Step {i + 1} is longer than {settings.SESSIONCTX_MAX_STEP_CHARS} characters."
     return None
@@ -64,6 +66,8 @@ def _step_problem(value: Any) -> str | None:
 def _text_problem(value: Any, limit: int) -> str | None:
     if not isinstance(value, str):
         return "Must be a string."
+    if "\x00" in value:
+        return "Holds a null character."
     if len(_lines(value)) > limit:
         return f"Has {len(_lines(value))} characters; compress it to at most {limit}."
     return None
@@ -71,6 +75,9 @@ def _text_problem(value: Any, limit: int) -> str | None:
 
 def problems(values: dict[str, Any], *, summary_limit: int | None = None) -> dict[str, str]:
     """What is wrong with each snapshot field of `values` (types and bounds); empty when nothing is.
+
+    A null character is refused wherever the value came from (a page's plan rows, a model's answer, an import):
+    PostgreSQL stores none in text or jsonb, so it would be a 500 there and not on SQLite.
 
     `summary_limit`: a tighter bound on the summary than the hard one (extraction asks for less).
     """

@@ -242,6 +242,17 @@ def test_an_edit_over_a_limit_says_which_field_and_what_the_limit_is(editor, wai
     assert waiting.goal == ""
 
 
+
+def test_a_plan_step_with_a_null_character_is_a_form_error_and_changes_nothing(editor, waiting):
+    # The step rows are not form fields, so Django's own refusal of NUL never saw them; PostgreSQL refuses NUL in
+    # jsonb (a 500), SQLite stored it.
+    version = waiting.version
+    data = edit_data(version, step_id=["r1", "new"], step_text=["Refund", "Check\x00 twice"], step_done=[])
+    response = editor.post("/sessions/h-1/edit/", data, **HTMX)
+    assert response.status_code == 400 and "null character" in response.content.decode()
+    waiting.refresh_from_db()
+    assert (waiting.version, waiting.plan, waiting.summary) == (version, ["Check", "Refund"], "Needs a refund")
+
 def test_a_hand_back_note_too_long_to_keep_whole_is_refused_not_cut(support, support_user):
     session = services.handoff_claim(session=make_session("hb-1", content={"summary": "orig"}),
                                      actor=Actor.for_user(support_user))
