@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -61,6 +62,12 @@ def _when(value):
     parsed = parse_datetime(value) if isinstance(value, str) else None
     if parsed is None or parsed.tzinfo is None:
         raise ValueError(f"{value!r} is not an ISO 8601 time with a zone")
+    try:
+        # PostgreSQL would store a time that is past year 9999 (or before year 1) in UTC, and no read could load
+        # the row again.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is outside years 1-9999 in UTC") from None
     return parsed
 
 

@@ -246,6 +246,8 @@ def _revision_snapshot(value):
     return lambda d: d["revisions"][0].update(snapshot=value)
 
 
+PAST_9999_IN_UTC, BEFORE_1_IN_UTC = "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"
+
 # Documents that contradict themselves or hold what no write here may hold: each was "created" before, and the
 # session then answered 500 on its next post, write or revert, or served a plan that is not a list of strings.
 BAD_DOCUMENTS = {
@@ -261,6 +263,11 @@ BAD_DOCUMENTS = {
     "a seq that is a string": lambda d: d["messages"][0].update(seq="1"),
     "a seq too big to store": lambda d: (d["messages"][0].update(seq=2**70),
                                          d["session"].update(last_message_seq=2**70)),
+    # In UTC past year 9999 or before year 1: PostgreSQL stored them, and then no read of the rows could load them.
+    "a message time past year 9999 in UTC": lambda d: d["messages"][0].update(created_at=PAST_9999_IN_UTC),
+    "a revision time before year 1 in UTC": lambda d: d["revisions"][0].update(created_at=BEFORE_1_IN_UTC),
+    "a lock time past year 9999 in UTC": lambda d: d.update(locks=[
+        {"field": "summary", "reason": "r", "actor": "a", "actor_user": None, "created_at": PAST_9999_IN_UTC}]),
 }
 
 
