@@ -115,3 +115,14 @@ def test_reextract_filters_dry_runs_and_starts_from_scratch(capsys):
     sources = list(Revision.objects.filter(session=planning).order_by("version").values_list("source", flat=True))
     assert sources == ["api", "reset", "extraction"]
     assert "1 session(s): 1 succeeded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("when", ["2026-13-01", "2026-02-30", "2026-01-01T25:00:00Z", "0001-01-01T00:00:00+14:00",
+                                  "9999-12-31T23:59:59-14:00"])
+def test_reextract_with_an_impossible_updated_after_is_a_command_error_and_queues_nothing(when):
+    # Well formed but no time there is (month 13, 30 February): a traceback before; outside years 1-9999 in UTC a
+    # traceback on SQLite, and silently run on PostgreSQL.
+    make_session("re-3", mode="planning", content={"summary": "kept"})
+    with pytest.raises(CommandError, match="--updated-after"):
+        call_command("reextract", "--updated-after", when, "--from-scratch", "--reason", "r")
+    assert ExtractionRun.objects.count() == 0 and Revision.objects.count() == 1

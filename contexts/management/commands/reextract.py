@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
@@ -36,10 +37,18 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         updated_after = None
         if o["updated_after"]:
-            updated_after = parse_datetime(o["updated_after"]) or (
-                parse_datetime(o["updated_after"] + "T00:00:00+00:00") if parse_date(o["updated_after"]) else None)
+            try:
+                updated_after = parse_datetime(o["updated_after"]) or (
+                    parse_datetime(o["updated_after"] + "T00:00:00+00:00") if parse_date(o["updated_after"]) else None)
+                # Past year 9999 (or before year 1) in UTC: SQLite cannot compare it (a traceback), PostgreSQL does,
+                # so the same command would mean two things.
+                if updated_after is not None and updated_after.tzinfo is not None:
+                    updated_after.astimezone(UTC)
+            except (ValueError, OverflowError):
+                # Well formed but no time there is (month 13, 30 February).
+                updated_after = None
             if updated_after is None:
-                raise CommandError("--updated-after must be an ISO date or datetime.")
+                raise CommandError("--updated-after must be an ISO date or datetime (years 1-9999 in UTC).")
         filters = {"mode": o["mode"], "status": o["status"], "agent_id": o["agent_id"], "user_id": o["user_id"],
                    "updated_after": updated_after}
         if not o["all"] and not any(v is not None for v in filters.values()):
