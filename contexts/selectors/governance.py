@@ -55,8 +55,10 @@ def all_sessions(project: Project | int | None = None) -> QuerySet[SessionContex
 
 def check_user_id(user_id: str) -> str:
     """A user id erasure or export may name: never blank, since sessions without a user have user_id ""."""
-    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255 or "\x00" in user_id:
-        raise InvalidInput("user_id must be 1-255 characters, not blank, without null characters.",
+    # A lone surrogate: a command's argument in another encoding than UTF-8 (argv is read with surrogateescape).
+    if (not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255 or "\x00" in user_id
+            or not user_id.isascii() and any("\ud800" <= ch <= "\udfff" for ch in user_id)):
+        raise InvalidInput("user_id must be 1-255 characters of Unicode text, not blank, without null characters.",
                            details={"fields": {"user_id": "Invalid."}})
     return user_id
 

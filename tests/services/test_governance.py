@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import models
 from django.utils import timezone
 
@@ -181,6 +181,15 @@ def test_erase_user_command_prints_the_counts(capsys):
     out = capsys.readouterr().out
     assert "Deleted 1 sessions, 3 messages" in out
     assert not HandoffEvent.objects.exists() and not Revision.objects.exists()
+
+
+def test_erase_user_with_an_argument_that_is_not_utf8_is_a_command_error_and_deletes_nothing():
+    # A shell in another encoding passes caf\xe9; Python reads argv with surrogateescape, so the id holds a lone
+    # surrogate that no database can be asked about: a UnicodeEncodeError traceback before.
+    _plant("cmd-er2", "u-cmd2")
+    with pytest.raises(CommandError, match="user_id"):
+        call_command("erase_user", "caf\udce9")
+    assert SessionContext.objects.filter(session_id="cmd-er2").exists() and not DataDeletion.objects.exists()
 
 
 def test_a_purge_that_finds_nothing_writes_no_audit_row():
