@@ -75,6 +75,21 @@ def test_pending_with_broker_still_down_says_so_and_keeps_the_run(django_capture
     assert run.status == "queued" and run.error.startswith(UNSENT_NOTE)
 
 
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e400", "1e12"])
+def test_pending_with_an_age_that_is_no_number_of_seconds_is_a_command_error_and_keeps_the_run(
+        seconds, django_capture_on_commit_callbacks):
+    # NaN, infinity, or further back than any date: a ValueError or OverflowError traceback before.
+    session = make_session(mode="summary")
+    post(session, ("user", "hi"), ("assistant", "hello"))
+    run = _request_with_broker_down(session, django_capture_on_commit_callbacks)
+
+    with pytest.raises(CommandError, match="--older-than"):
+        call_command("update_context", "--pending", "--older-than", seconds)
+
+    run.refresh_from_db()
+    assert run.status == "queued" and run.error.startswith(UNSENT_NOTE)
+
 def test_update_context_command_runs_an_extraction(capsys):
     session = make_session("cmd-1", mode="planning")
     post(session, ("user", "I want to set up CI for my repo."),

@@ -12,6 +12,8 @@ from contexts.extraction.runs import extraction_request
 from contexts.management.projects import add_project_argument, project_option
 from contexts.models import ExtractionRun
 
+MAX_OLDER_THAN = 100 * 365 * 86400
+
 
 class Command(BaseCommand):
     help = ("Queue a context update for SESSION_ID (--sync: run it here and now). With --pending, send again "
@@ -28,6 +30,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, session_id=None, sync=False, pending=False, older_than=0.0, project=None, **options):
         if pending:
+            # Further back than a century is no run's age, and the cutoff must stay a date (and NaN none at all).
+            if not 0 <= older_than <= MAX_OLDER_THAN:
+                raise CommandError(f"--older-than must be a number of seconds from 0 to {MAX_OLDER_THAN}.")
             sent, failed = send_pending(older_than=older_than)
             self.stdout.write(f"{sent} run(s) sent to the workers, {failed} could not be sent.")
             if failed:
