@@ -487,3 +487,15 @@ def test_a_step_parked_is_not_done(extract, report):
         (report, "OK."),
     )
     assert session.progress == []
+
+
+@pytest.mark.parametrize("empty_item", ["1.  ", "1. **", "1. `` ", "- Step 1:"])
+def test_a_list_item_with_nothing_in_it_is_skipped_not_a_failed_run(extract, empty_item):
+    # An item of spaces or markdown alone cleaned to an empty step, which no snapshot may hold: the whole update
+    # failed ("invalid snapshot") and the context kept nothing of the conversation.
+    session = make_session("offline-empty-item")
+    post(session, ("user", "I need a trip to Lisbon in May."),
+         ("assistant", f"Here's the plan:\n{empty_item}\n2. Book the flights\n3. Book the hotel"))
+    run = extract(session)
+    assert (run.status, run.error) == ("succeeded", "")
+    assert session.plan == ["Book the flights", "Book the hotel"]

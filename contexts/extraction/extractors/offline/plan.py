@@ -50,8 +50,10 @@ def plan_from(text: str) -> list[str] | None:
     for item in max(candidates, key=len) if len(candidates) > 1 else candidates[0]:
         step = clean(item)
         step = re.sub(r"^\s*step\s*\d+\s*[:.)-]\s*", "", step, flags=re.IGNORECASE)
-        steps.append(step[: settings.SESSIONCTX_MAX_STEP_CHARS])
-    return steps[: settings.SESSIONCTX_MAX_PLAN_STEPS]
+        # An item of spaces or markdown alone ("1.  ", "2. **") is no step, and no snapshot may hold an empty one.
+        if step.strip():
+            steps.append(step[: settings.SESSIONCTX_MAX_STEP_CHARS])
+    return steps[: settings.SESSIONCTX_MAX_PLAN_STEPS] if len(steps) >= 2 else None
 
 
 # A reply that says it replaces the plan ("Revised plan:", "Let me redo it:", "Neuer Plan:").
