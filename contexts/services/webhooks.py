@@ -55,6 +55,10 @@ class WebhookUrlRefused(ApplicationError):
     status = 400
 
 
+class WebhookHostUnresolved(WebhookUrlRefused):
+    """The host did not resolve: refused at registration, but at send time DNS may answer again later."""
+
+
 # --- endpoints -------------------------------------------------------------------------------------
 
 
@@ -87,7 +91,7 @@ def webhook_url_check(url: str) -> Target:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise WebhookUrlRefused(f"The host {parts.hostname} does not resolve: {exc}.") from None
+        raise WebhookHostUnresolved(f"The host {parts.hostname} does not resolve: {exc}.") from None
     addresses = [info[4][0] for info in infos]
     if not settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE:
         for address in addresses:
@@ -297,6 +301,9 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
             retry, error = False, f"HTTP {code}: redirects are not followed"
         else:
             error = f"HTTP {code}"
+    except WebhookHostUnresolved as exc:
+        # A resolver's hiccup is like a refused connection: tried again on schedule, not failed at once.
+        error = exc.message
     except WebhookUrlRefused as exc:
         retry, error = False, exc.message
     except urllib3.exceptions.HTTPError as exc:

@@ -313,6 +313,39 @@ def test_an_address_that_became_private_after_registration_is_refused_at_send_ti
 
 
 @pytest.mark.django_db
+def test_a_name_that_does_not_resolve_for_a_moment_is_tried_again_not_failed(
+        webhook_settings, django_capture_on_commit_callbacks, monkeypatch):
+    import socket
+
+    resolve = socket.getaddrinfo
+    outage = {"lookups": 1}
+
+    def resolver_down_once(host, *args, **kwargs):  # the resolver hiccups once, as DNS does now and then
+        if host == "hooks.example.com":
+            if outage["lookups"]:
+                outage["lookups"] -= 1
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    with Receiver(204) as receiver:
+        port = receiver.server.server_address[1]
+        endpoint = webhook_endpoint_create(url=f"http://127.0.0.1:{port}/hook")
+        event = _handoff_event("hook-dns", django_capture_on_commit_callbacks)
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url=f"http://hooks.example.com:{port}/hook")
+        monkeypatch.setattr(socket, "getaddrinfo", resolver_down_once)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        first = webhook_delivery_attempt(delivery_id=delivery.pk)
+        assert (first.status, first.response_code) == ("pending", None), first.last_error
+        assert "resolve" in first.last_error
+        second = _attempt_when_due(delivery)
+    assert (second.status, second.attempts, second.response_code) == ("delivered", 2, 204)
+    assert len(receiver.received) == 1
+    endpoint.refresh_from_db()
+    assert endpoint.consecutive_failures == 0
+
+
+@pytest.mark.django_db
 def test_send_again_sends_a_delivered_or_failed_delivery_once_more(
         webhook_settings, django_capture_on_commit_callbacks):
     webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = []
