@@ -10,6 +10,8 @@ the sweep and a manual "send again" never POST one delivery twice at once. Recei
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import ipaddress
 import json
 import logging
@@ -22,6 +24,7 @@ from datetime import UTC, timedelta
 from urllib.parse import urlsplit
 
 import urllib3
+import urllib3.connection
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
@@ -306,7 +309,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
         error = exc.message
     except WebhookUrlRefused as exc:
         retry, error = False, exc.message
-    except urllib3.exceptions.HTTPError as exc:
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         # Timeouts, refused connections, TLS and protocol errors: the receiver may be back later.
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:
@@ -321,30 +324,53 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
 def _post(target: Target, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
     """POST to the checked address, naming the host in Host and (for TLS) in SNI and the certificate check; the
     status, and the seconds a Retry-After asks for (0 without one)."""
-    timeout = urllib3.Timeout(connect=settings.SESSIONCTX_WEBHOOK_TIMEOUT, read=settings.SESSIONCTX_WEBHOOK_TIMEOUT)
+    seconds = settings.SESSIONCTX_WEBHOOK_TIMEOUT
     default_port = 443 if target.scheme == "https" else 80
     host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
     if ":" in target.host and target.port == default_port:
         host_header = f"[{target.host}]"
     elif ":" in target.host:
         host_header = f"[{target.host}]:{target.port}"
-    options = {"timeout": timeout, "retries": False, "maxsize": 1}
     if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(target.address, target.port, server_hostname=target.host,
-                                           assert_hostname=target.host, **options)
+        conn = urllib3.connection.HTTPSConnection(target.address, target.port, timeout=seconds,
+                                                  server_hostname=target.host, assert_hostname=target.host)
     else:
-        pool = urllib3.HTTPConnectionPool(target.address, target.port, **options)
-    with pool:
-        response = pool.urlopen("POST", target.path, body=body, headers={**headers, "host": host_header},
-                                redirect=False, assert_same_host=False, preload_content=False)
+        conn = urllib3.connection.HTTPConnection(target.address, target.port, timeout=seconds)
+    # The timeout bounds each read, so a receiver that sends its answer a byte at a time would hold the attempt and
+    # its worker as long as it liked, past the lease that keeps a second attempt out (_claim): after a connect and
+    # a read's worth the socket is shut, which ends any read under way.
+    cut = threading.Event()
+    watchdog = threading.Timer(2 * seconds, _cut_off, args=(conn, cut))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
         try:
-            retry_after = response.headers.get("retry-after", "")
-            # Seconds only (an HTTP date is rare from webhook receivers), and never past the schedule's day.
-            seconds = retry_after.strip()
-            wait = min(float(seconds), 86400.0) if re.fullmatch(r"[0-9]{1,9}", seconds) else 0.0
-            return response.status, wait
+            # The answer's body is never read: only its status and Retry-After count.
+            conn.request("POST", target.path, body=body, headers={**headers, "host": host_header},
+                         preload_content=False)
+            response = conn.getresponse()
         finally:
-            response.release_conn()
+            watchdog.cancel()
+        # Cut off mid-answer, http.client takes the end of the stream for the end of the headers.
+        if cut.is_set():
+            raise TimeoutError(f"timed out: no whole answer within {2 * seconds:g} s")
+        retry_after = response.headers.get("retry-after", "")
+        # Seconds only (an HTTP date is rare from webhook receivers), and never past the schedule's day.
+        wait = retry_after.strip()
+        return response.status, min(float(wait), 86400.0) if re.fullmatch(r"[0-9]{1,9}", wait) else 0.0
+    except (OSError, http.client.HTTPException):
+        if cut.is_set():
+            raise TimeoutError(f"timed out: no whole answer within {2 * seconds:g} s") from None
+        raise
+    finally:
+        conn.close()
+
+
+def _cut_off(conn: urllib3.connection.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
+    if conn.sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 @transaction.atomic

@@ -140,6 +140,38 @@ def test_a_receiver_that_times_out_is_tried_again_and_the_log_says_why(
 
 
 @pytest.mark.django_db
+def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_like_one_that_times_out(
+        webhook_settings, django_capture_on_commit_callbacks):
+    # Each byte comes within the read timeout: bounding each read alone would hold the attempt (and its worker) as
+    # long as the receiver likes, past the lease that keeps a second attempt of the same delivery out.
+    with Receiver(("dribble", 8, 200), 200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-dribble", django_capture_on_commit_callbacks)
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint, event=event)
+        started = time.monotonic()
+        first = webhook_delivery_attempt(delivery_id=delivery.pk)
+        waited = time.monotonic() - started
+        assert waited < 3, f"the attempt took {waited:.1f} s with a 0.5 s timeout ({first.status}, {first.last_error})"
+        second = _attempt_when_due(delivery)
+
+    assert first.status == "pending" and first.response_code is None and "timed out" in first.last_error.lower()
+    assert (second.status, second.attempts) == ("delivered", 2)
+
+
+@pytest.mark.django_db
+def test_the_body_of_the_receivers_answer_is_not_read_however_large(
+        webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(("stream", 5, 200)) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url)
+        event = _handoff_event("hook-big-answer", django_capture_on_commit_callbacks)
+        started = time.monotonic()
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+        waited = time.monotonic() - started
+    assert (result.status, result.response_code, result.last_error) == ("delivered", 200, "")
+    assert waited < 0.9, f"the attempt read the answer's body for {waited:.1f} s"
+
+
+@pytest.mark.django_db
 def test_a_refusing_4xx_fails_at_once_and_a_429_is_retried(webhook_settings, django_capture_on_commit_callbacks):
     with Receiver(400, 429) as receiver:
         refused = webhook_endpoint_create(url=receiver.url)

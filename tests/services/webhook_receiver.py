@@ -17,8 +17,10 @@ class Received:
 
 
 class Receiver:
-    """`answers` is consumed one per request: a status code, ("sleep", seconds, status) or ("retry-after", seconds,
-    status); then `default`."""
+    """`answers` is consumed one per request: a status code, ("sleep", seconds, status), ("retry-after", seconds,
+    status), ("dribble", seconds, status) (the status line, then a byte of a header every 0.1 s for that long) or
+    ("stream", seconds, status) (whole headers, then a body of 1 GiB as fast as it is read, for that long); then
+    `default`."""
 
     def __init__(self, *answers, default: int = 200) -> None:
         self.answers = list(answers)
@@ -36,6 +38,12 @@ class Receiver:
                 headers = {}
                 if isinstance(answer, tuple):
                     kind, seconds, answer = answer
+                    if kind == "dribble":
+                        self._dribble(seconds, answer)
+                        return
+                    if kind == "stream":
+                        self._stream(seconds, answer)
+                        return
                     if kind == "sleep":
                         time.sleep(seconds)
                     else:
@@ -48,6 +56,28 @@ class Receiver:
                     self.end_headers()
                 except OSError:
                     pass  # the sender gave up waiting
+
+            def _dribble(self, seconds: float, status: int) -> None:
+                # Each byte comes well within any read timeout; the answer never ends while it lasts.
+                try:
+                    self.wfile.write(f"HTTP/1.1 {status} OK\r\nx-slow: ".encode())
+                    self.wfile.flush()
+                    deadline = time.monotonic() + seconds
+                    while time.monotonic() < deadline:
+                        time.sleep(0.1)
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the sender gave up waiting
+
+            def _stream(self, seconds: float, status: int) -> None:
+                try:
+                    self.wfile.write(f"HTTP/1.1 {status} OK\r\ncontent-length: {2 ** 30}\r\n\r\n".encode())
+                    deadline = time.monotonic() + seconds
+                    while time.monotonic() < deadline:
+                        self.wfile.write(b"x" * 65536)
+                except OSError:
+                    pass  # the sender stopped reading
 
             def log_message(self, *args) -> None:
                 pass
