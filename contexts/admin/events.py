@@ -181,9 +181,14 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
 
     @admin.action(description="Send the selected deliveries again", permissions=["send_again"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        count = 0
-        for delivery in self.editable(request, queryset):
+        count = waiting = 0
+        for delivery in self.editable(request, queryset).select_related("endpoint"):
             webhooks.webhook_delivery_resend(delivery=delivery)
             count += 1
-        self.message_user(request, f"{count} deliver{'y' if count == 1 else 'ies'} queued to be sent again.",
-                          level=messages.SUCCESS)
+            waiting += not delivery.endpoint.is_active
+        message = f"{count} deliver{'y' if count == 1 else 'ies'} queued to be sent again."
+        if waiting:
+            # Nothing is sent to a disabled endpoint: enabling it sends its pending deliveries, these among them.
+            message += (f" {waiting} of them wait{'s' if waiting == 1 else ''} because its endpoint is disabled: "
+                        "they are sent once it is enabled (action “Enable the selected endpoints again”).")
+        self.message_user(request, message, level=messages.WARNING if waiting else messages.SUCCESS)

@@ -9,8 +9,9 @@ from django.utils import timezone
 from contexts import services
 from contexts.models import Project, WebhookDelivery, WebhookEndpoint
 from contexts.services import Actor
-from contexts.services.webhooks import webhook_endpoint_create
+from contexts.services.webhooks import webhook_delivery_attempt, webhook_endpoint_create
 from tests.factories import make_session
+from tests.services.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +88,29 @@ def test_support_staff_cannot_see_or_register_webhook_endpoints(support, setting
     assert support.get("/admin/contexts/webhookendpoint/").status_code in (302, 403)
     support.post(ADD, {"url": "http://127.0.0.1:8080/hook", "event_types": []})
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_send_again_to_a_disabled_endpoint_says_it_waits_until_the_endpoint_is_enabled(
+        superuser, settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    with Receiver(200) as receiver:
+        endpoint = webhook_endpoint_create(url=receiver.url, event_types=["handoff.requested"])
+        with django_capture_on_commit_callbacks(execute=False):
+            services.handoff_request(session=make_session("admin-hook-off"), reason="refund",
+                                     actor=Actor.system("agent"))
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", response_code=500, attempts=8,
+                                                              last_error="HTTP 500", next_attempt_at=None)
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            is_active=False, disabled_at=timezone.now(), disabled_reason="10 deliveries in a row failed")
+
+        with django_capture_on_commit_callbacks(execute=False):
+            response = superuser.post("/admin/contexts/webhookdelivery/",
+                                      {"action": "send_again", "_selected_action": [delivery.pk]}, follow=True)
+        assert webhook_delivery_attempt(delivery_id=delivery.pk) is None  # nothing goes to a disabled endpoint
+        page = response.content.decode()
+        assert receiver.received == []
+    # Not "queued to be sent again" alone, as a success: nothing goes out until the endpoint is enabled.
+    assert "its endpoint is disabled" in page and "Enable the selected endpoints again" in page
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"  # enabling the endpoint sends it
