@@ -58,3 +58,15 @@ def test_forged_changed_or_stale_deliveries_are_refused(delivered):
         verify_webhook(request.headers, request.body, endpoint.secret, now=stamp + 301)
     assert json.loads(request.body)["id"] == verify_webhook(request.headers, request.body, endpoint.secret,
                                                             now=stamp + 299)["id"]
+
+
+def test_a_forged_signature_with_a_character_beyond_ascii_is_refused_not_a_crash(delivered):
+    # Header values reach a WSGI app as latin-1 text: anyone who can reach the receiver can send "é".
+    endpoint, _event, request = delivered
+    for signature in ("v1,\u00e9", "v1,abc\u00e9 v1,x", "v1,\udcff"):
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook({**request.headers, "webhook-signature": signature}, request.body, endpoint.secret)
+    # The real signature after a forged one still verifies.
+    genuine = request.headers["webhook-signature"]
+    assert verify_webhook({**request.headers, "webhook-signature": f"v1,\u00e9 {genuine}"}, request.body,
+                          endpoint.secret)["id"] == _event.pk

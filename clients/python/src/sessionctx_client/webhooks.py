@@ -46,6 +46,8 @@ def verify_webhook(headers: Mapping[str, str], body: bytes | str, secret: str, *
     expected = base64.b64encode(
         hmac.new(key, f"{msg_id}.{sent_at}.".encode() + raw, hashlib.sha256).digest()).decode()
     offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
-    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+    # As bytes: compare_digest refuses a str beyond ASCII with a TypeError, and a forged header may hold one.
+    if not any(hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "surrogatepass"))
+               for candidate in offered):
         raise WebhookVerificationError("no signature matches this secret")
     return json.loads(raw)
