@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import urllib3
 import urllib3.connection
@@ -105,9 +105,11 @@ def webhook_url_check(url: str) -> Target:
                     f"The host {parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved "
                     "address: webhooks are only sent to public addresses.",
                     details={"address": str(ip)})
-    path = parts.path or "/"
+    # A path or query beyond ASCII (an IRI, which the URL field accepts) goes out percent-encoded in UTF-8, as a
+    # browser sends it: http.client takes ASCII only. What is already encoded stays as it is.
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=")
     if parts.query:
-        path += f"?{parts.query}"
+        path += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=")
     return Target(scheme=parts.scheme, host=host, port=port, address=addresses[0], path=path)
 
 

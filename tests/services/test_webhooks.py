@@ -239,6 +239,18 @@ def test_an_international_host_name_is_sent_to_in_its_ascii_form(
 
 
 @pytest.mark.django_db
+def test_a_url_with_a_path_beyond_ascii_is_sent_to_percent_encoded_as_a_browser_would(
+        webhook_settings, django_capture_on_commit_callbacks):
+    with Receiver(204) as receiver:
+        port = receiver.server.server_address[1]
+        endpoint = webhook_endpoint_create(url=f"http://127.0.0.1:{port}/hooks/café?équipe=zürich")
+        event = _handoff_event("hook-iri", django_capture_on_commit_callbacks)
+        result = webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(endpoint=endpoint, event=event).pk)
+    assert (result.status, result.response_code) == ("delivered", 204), result.last_error
+    assert receiver.received[0].path == "/hooks/caf%C3%A9?%C3%A9quipe=z%C3%BCrich"
+
+
+@pytest.mark.django_db
 def test_an_unexpected_error_in_an_attempt_still_ends_the_delivery_on_schedule(
         webhook_settings, django_capture_on_commit_callbacks, monkeypatch):
     from contexts.services import webhooks
