@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -83,7 +83,10 @@ def _delete_all(selected: QuerySet[SessionContext], *, record: DataDeletion, bat
 def retention_cutoff(older_than: timedelta, *, now=None):
     if older_than <= timedelta(0):
         raise InvalidInput("The retention period must be longer than zero.")
-    return (now or timezone.now()) - older_than
+    try:
+        return (now or timezone.now()) - older_than
+    except OverflowError:  # a period kept "for ever" reaches past year 1: no session is that old
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def sessions_purge(*, older_than: timedelta, actor: Actor, project: Project | None = None,
@@ -121,7 +124,9 @@ def sessions_purge_by_setting(*, now=None) -> dict[str, int]:
         days = retention_days(project)
         if days <= 0:
             continue
-        counts, _ = sessions_purge(older_than=timedelta(days=days), actor=Actor.system("retention"),
+        # A period longer than timedelta holds (the column allows 2**31 - 1 days) is as long as the calendar.
+        counts, _ = sessions_purge(older_than=timedelta(days=min(days, timedelta.max.days)),
+                                   actor=Actor.system("retention"),
                                    project=project, now=now)
         for name, n in counts.items():
             total[name] += n

@@ -97,6 +97,33 @@ def test_retention_goes_by_each_projects_period_in_batches_with_an_audit_row_per
     assert sessions_purge_by_setting()["sessions"] == 0 and len(ids(b)) == 9
 
 
+def test_a_retention_period_longer_than_the_calendar_deletes_nothing_and_stops_no_other_projects_purge(settings):
+    # A project kept "for ever" (1,000,000 days, or the column's maximum) made the hourly purge stop with an
+    # OverflowError at that project, so the projects after it were never purged either.
+    settings.SESSIONCTX_RETENTION_DAYS = 0
+    forever = project("ret-forever", retention_days=1_000_000)
+    column_max = project("ret-column-max", retention_days=2**31 - 1)
+    short = project("ret-short", retention_days=30)
+    for p in (forever, column_max, short):
+        conversation(p, "old")
+        age(p, ["old"], 61)
+
+    assert purge_sessions() == 1
+
+    assert ids(forever) == ids(column_max) == {"old"} and ids(short) == set()
+    settings.SESSIONCTX_RETENTION_DAYS = 1_000_000
+    Project.objects.filter(pk=short.pk).update(retention_days=None)
+    assert sessions_purge_by_setting()["sessions"] == 0
+
+
+def test_the_purge_command_refuses_an_age_past_the_calendar_without_a_traceback():
+    conversation(project("default"), "cmd-old")
+    for older_than in ("3000000d", "99999999999d", "99999999999999999999s"):
+        with pytest.raises(CommandError, match="--older-than"):
+            call_command("purge_sessions", "--older-than", older_than, "--no-progress")
+    assert ids(project("default")) == {"cmd-old"}
+
+
 def test_a_purge_of_one_project_goes_in_batches_and_leaves_the_other_projects_old_sessions():
     a, b = project("ret-a"), project("ret-b")
     old = [f"old-{i}" for i in range(7)]

@@ -16,6 +16,8 @@ from contexts.services import Actor
 from contexts.services.governance import retention_cutoff, sessions_purge
 
 UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+# Further back than a century is no session's age (and past year 1 no date at all).
+MAX_PERIOD = timedelta(days=36500)
 
 
 def duration(text: str) -> timedelta:
@@ -23,7 +25,13 @@ def duration(text: str) -> timedelta:
     match = re.fullmatch(r"\s*(\d+)\s*([dhms]?)\s*", text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration like 90d, 12h, 30m or 45s")
-    return timedelta(**{UNITS[match.group(2) or "d"]: int(match.group(1))})
+    try:
+        period = timedelta(**{UNITS[match.group(2) or "d"]: int(match.group(1))})
+    except OverflowError:
+        period = MAX_PERIOD + timedelta(days=1)
+    if period > MAX_PERIOD:
+        raise ValueError(f"--older-than {text!r} is longer than a century (36500d)")
+    return period
 
 
 class Command(BaseCommand):
@@ -31,7 +39,8 @@ class Command(BaseCommand):
             "revisions, runs and events, in short batches; the counts are recorded (Data deletions in the admin).")
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", required=True, help="90d, 12h, 30m, 45s (a bare number: days).")
+        parser.add_argument("--older-than", required=True,
+                            help="90d, 12h, 30m, 45s (a bare number: days); at most a century.")
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
         parser.add_argument("--batch-size", type=int, default=None,
                             help=f"Sessions per transaction (default {settings.SESSIONCTX_DELETE_BATCH_SIZE}).")
