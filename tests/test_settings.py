@@ -121,3 +121,14 @@ def test_every_systemd_unit_never_gives_up_restarting_as_the_readme_says():
         parsed.read(unit)
         assert parsed["Unit"].get("StartLimitIntervalSec") == "0", unit.name
         assert parsed["Service"].get("Restart") in ("always", "on-failure"), unit.name
+
+
+def test_an_event_retention_that_would_empty_the_feed_or_stop_its_purge_is_a_clear_error():
+    # 0 (which SESSIONCTX_RETENTION_DAYS reads as "off") or a negative number made the hourly purge delete every
+    # event, with the webhook deliveries still pending for them; a period past the calendar made it stop with an
+    # OverflowError every hour.
+    for bad in ("0", "-1", "1000000"):
+        result = _import_settings(DEBUG="true", SESSIONCTX_EVENT_RETENTION_DAYS=bad)
+        assert result.returncode != 0, bad
+        assert "SESSIONCTX_EVENT_RETENTION_DAYS must be" in result.stderr.strip().splitlines()[-1], bad
+    assert _import_settings(DEBUG="true", SESSIONCTX_EVENT_RETENTION_DAYS="1").returncode == 0

@@ -129,6 +129,10 @@ SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", Fals
 # The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
 SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
 SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30)
+# There is no "off": 0 would have the hourly purge delete every event (and the webhook deliveries pending for them).
+if not 1 <= SESSIONCTX_EVENT_RETENTION_DAYS <= 36500:
+    raise ImproperlyConfigured("SESSIONCTX_EVENT_RETENTION_DAYS must be from 1 to 36500 (days), "
+                               f"got {SESSIONCTX_EVENT_RETENTION_DAYS}")
 # Retention: sessions untouched (no change, no message) for this many days are deleted by the periodic purge;
 # 0 keeps them forever. Deletions go this many sessions per transaction, so no lock is held for long.
 SESSIONCTX_RETENTION_DAYS = env_int("SESSIONCTX_RETENTION_DAYS", 0)
