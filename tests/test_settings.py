@@ -132,3 +132,13 @@ def test_an_event_retention_that_would_empty_the_feed_or_stop_its_purge_is_a_cle
         assert result.returncode != 0, bad
         assert "SESSIONCTX_EVENT_RETENTION_DAYS must be" in result.stderr.strip().splitlines()[-1], bad
     assert _import_settings(DEBUG="true", SESSIONCTX_EVENT_RETENTION_DAYS="1").returncode == 0
+
+
+def test_a_number_setting_that_is_not_finite_names_its_variable():
+    # OPENAI_TIMEOUT=inf (meant as "no timeout") or nan stopped with a bare OverflowError/ValueError from deep inside
+    # the Celery limits; other such settings were taken as they were.
+    for name in ("OPENAI_TIMEOUT", "SESSIONCTX_WEBHOOK_TIMEOUT", "CACHE_SOCKET_TIMEOUT"):
+        for bad in ("inf", "nan", "-Infinity"):
+            result = _import_settings(DEBUG="true", **{name: bad})
+            assert result.returncode != 0, (name, bad)
+            assert f"{name} must be a finite number" in result.stderr.strip().splitlines()[-1], (name, bad)
