@@ -142,3 +142,14 @@ def test_a_number_setting_that_is_not_finite_names_its_variable():
             result = _import_settings(DEBUG="true", **{name: bad})
             assert result.returncode != 0, (name, bad)
             assert f"{name} must be a finite number" in result.stderr.strip().splitlines()[-1], (name, bad)
+
+
+def test_a_cache_url_that_is_not_a_redis_url_is_a_clear_error():
+    # It used to pass start-up and `check`; readiness then said 200 "degraded" while every API request answered 500
+    # (redis-py's ValueError from the throttle and the key cache).
+    for bad in ("redis//cache.internal:6379/1", "memcached://cache.internal:11211", "cache.internal:6379"):
+        result = _import_settings(DEBUG="true", CACHE_URL=bad)
+        assert result.returncode != 0, bad
+        assert "CACHE_URL must be a Redis URL" in result.stderr.strip().splitlines()[-1], bad
+    for good in ("redis://cache.internal:6379/1", "rediss://:pw@cache.internal:6380/1", "unix:///run/redis.sock"):
+        assert _import_settings(DEBUG="true", CACHE_URL=good).returncode == 0, good

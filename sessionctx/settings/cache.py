@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import env, env_float
 
 __all__ = [
@@ -12,6 +14,10 @@ __all__ = [
 # production. A Redis that does not answer within the timeouts costs a request that long, then it goes on
 # without the cache (reads from the database, throttle not counted).
 CACHE_URL = env("CACHE_URL")
+# Any other URL passed start-up and made every API request fail (redis-py refuses it at the first call).
+if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    # Not echoed: it may hold a password.
+    raise ImproperlyConfigured("CACHE_URL must be a Redis URL: redis://host:6379/1, rediss://... or unix://...")
 CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.5)
 CACHE_CONNECT_TIMEOUT = env_float("CACHE_CONNECT_TIMEOUT", 0.5)
 CACHES = {
