@@ -68,6 +68,18 @@ def test_export_then_import_into_an_empty_database_reproduces_every_field(tmp_pa
     assert _stored() == before  # field by field: versions, seqs, times, snapshots, people
 
 
+def test_the_export_command_says_how_many_it_wrote_and_refuses_a_file_it_cannot_write(tmp_path, capsys):
+    # With --no-progress (as in cron and every script) it said "Exported 0 session(s)" after writing three, and an
+    # output path in a missing directory stopped with a FileNotFoundError traceback.
+    _conversations()
+    path = tmp_path / "sessions.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    assert f"Exported 3 session(s) to {path}." in capsys.readouterr().out
+    assert len(path.read_text().splitlines()) == 3
+    with pytest.raises(CommandError, match="Cannot write"):
+        call_command("export_sessions", "--output", str(tmp_path / "missing" / "sessions.jsonl"), "--no-progress")
+
+
 def test_importing_twice_changes_nothing(tmp_path, capsys):
     _conversations()
     path = tmp_path / "sessions.jsonl"

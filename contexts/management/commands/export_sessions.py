@@ -35,14 +35,20 @@ class Command(BaseCommand):
                 sessions = governance.all_sessions(scope)
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
-        out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115 (stdout stays open)
+        try:
+            out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115 (stdout stays open)
+        except OSError as exc:
+            raise CommandError(f"Cannot write {output}: {exc.strerror}") from None
+        # Counted here: a disabled progress bar (--no-progress) counts nothing.
+        written = 0
         try:
             with tqdm(total=sessions.count(), unit="session", disable=no_progress, file=sys.stderr) as bar:
                 for document in governance.session_documents(sessions):
                     out.write(json.dumps(document, ensure_ascii=False) + "\n")
+                    written += 1
                     bar.update(1)
         finally:
             if output:
                 out.close()
         if output:
-            self.stdout.write(f"Exported {bar.n} session(s) to {output}.")
+            self.stdout.write(f"Exported {written} session(s) to {output}.")
