@@ -95,6 +95,16 @@ def test_create_api_key_defaults_to_read_and_write_and_refuses_bad_scopes():
     assert ApiKey.objects.count() == 1
 
 
+def test_create_api_key_refuses_an_expiry_past_the_calendar_without_a_traceback():
+    # --expires-in-days 3000000 (meant as "practically never") stopped with an OverflowError traceback.
+    for days in ("3000000", "99999999999"):
+        with pytest.raises(CommandError, match="--expires-in-days"):
+            call_command("create_api_key", "agent", "--expires-in-days", days, stdout=StringIO())
+    assert ApiKey.objects.count() == 0
+    call_command("create_api_key", "agent", "--expires-in-days", "36500", stdout=StringIO())
+    assert ApiKey.objects.get(name="agent").expires_at is not None
+
+
 def test_seed_demo_prints_where_to_go_and_a_working_key_once():
     out = StringIO()
     call_command("seed_demo", "--url", "http://127.0.0.1:8011/", stdout=out)

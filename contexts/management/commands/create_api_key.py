@@ -22,13 +22,15 @@ class Command(BaseCommand):
         add_project_argument(parser, what="The project the key belongs to, created if it does not exist yet "
                                           "(default: default).")
         parser.add_argument("--expires-in-days", type=int, default=None,
-                            help="The key stops working after this many days (default: never).")
+                            help="The key stops working after this many days, at most 36500 (default: never).")
 
     def handle(self, *args, name: str, scopes: str, project: str, expires_in_days: int | None = None, **options):
         wanted = [s.strip() for s in scopes.split(",") if s.strip()]
         try:
-            if expires_in_days is not None and expires_in_days < 1:
-                raise CommandError("--expires-in-days must be at least 1.")
+            # Past a century the expiry soon leaves the calendar (an OverflowError); "never" is leaving it out.
+            if expires_in_days is not None and not 1 <= expires_in_days <= 36500:
+                raise CommandError("--expires-in-days must be from 1 to 36500 (leave it out for a key that never "
+                                   "expires).")
             expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
             key, raw_key = services.api_key_create(name=name, scopes=wanted, expires_at=expires_at,
                                                    project=project_option(project, create=True))
