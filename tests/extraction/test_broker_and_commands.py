@@ -132,6 +132,23 @@ def test_reextract_filters_dry_runs_and_starts_from_scratch(capsys):
     assert "1 session(s): 1 succeeded" in capsys.readouterr().out
 
 
+def test_reextract_sync_exits_non_zero_when_runs_failed(fake_model, settings, capsys):
+    # It printed "1 failed" and exited 0, so `reextract ... --sync && echo done` said done; update_context --sync
+    # already exits 1 on a failed run.
+    from tests.fake_openai import error
+
+    settings.SESSIONCTX_MODEL_RETRIES = 0
+    fake_model.default = lambda request: error(500, "model down")
+    session = make_session("re-f", mode="planning")
+    post(session, ("user", "I need to migrate the database."), ("assistant", "Steps:\n1. Dump\n2. Load"))
+
+    with pytest.raises(CommandError, match="1 run"):
+        call_command("reextract", "--mode", "planning", "--sync")
+
+    assert "1 session(s): 1 failed" in capsys.readouterr().out
+    assert ExtractionRun.objects.get(session=session).status == "failed"
+
+
 @pytest.mark.parametrize("when", ["2026-13-01", "2026-02-30", "2026-01-01T25:00:00Z", "0001-01-01T00:00:00+14:00",
                                   "9999-12-31T23:59:59-14:00"])
 def test_reextract_with_an_impossible_updated_after_is_a_command_error_and_queues_nothing(when):

@@ -13,13 +13,14 @@ from contexts import selectors, services
 from contexts.extraction.apply import extraction_run_now
 from contexts.extraction.runs import extraction_request
 from contexts.management.projects import add_project_argument, project_option
-from contexts.models import Mode, Status
+from contexts.models import ExtractionRun, Mode, Status
 from contexts.services import Actor
 
 
 class Command(BaseCommand):
     help = ("Queue a context update for every matching session (--sync: run them here). --from-scratch empties "
-            "the extracted fields first (a reset revision) so the update re-reads all messages.")
+            "the extracted fields first (a reset revision) so the update re-reads all messages. Exits 1 when a run "
+            "failed.")
 
     def add_arguments(self, parser):
         parser.add_argument("--mode", choices=Mode.values)
@@ -72,3 +73,7 @@ class Command(BaseCommand):
             outcomes[run.status] += 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())) or "nothing"
         self.stdout.write(f"{total} session(s): {summary}.")
+        # As update_context does: a script must see that runs failed (their messages stay unseen).
+        if outcomes[ExtractionRun.Status.FAILED]:
+            raise CommandError(f"{outcomes[ExtractionRun.Status.FAILED]} run(s) failed; see each run's error "
+                               "(admin, Extraction runs).")
