@@ -109,3 +109,13 @@ def test_key_facts_match_whole_words_with_accents_and_alternatives():
     summary = "User: Die Wohnung in Köln ist gekündigt; 1.200 Euro."
     assert evaluation.fact_recall(summary, ["koln", "1.200|1200", "Berlin"]) == pytest.approx(2 / 3)
     assert evaluation.fact_recall("Kölner", ["Köln"]) == 0.0
+
+
+def test_a_report_file_that_cannot_be_written_is_refused_before_the_model_is_asked(fake_model, tmp_path):
+    # It was found only after the whole replay (hours of model calls on a real set), as a FileNotFoundError
+    # traceback, and the figures were lost.
+    data, _ = _one_conversation(tmp_path)
+    with pytest.raises(CommandError, match="--report"):
+        call_command("eval_extraction", "--data", str(data), "--model", "fake-model",
+                     "--report", str(tmp_path / "missing" / "model.md"))
+    assert fake_model.requests == []

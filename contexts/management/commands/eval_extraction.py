@@ -44,6 +44,12 @@ class Command(BaseCommand):
         conversations = evaluation.load(o["data"], o["split"])
         if not conversations:
             raise CommandError(f"No labelled conversations in {o['data']} (split {o['split']}).")
+        if o["report"]:
+            # Before the replay, which may take hours of model calls: a path found unwritable after it loses them.
+            try:
+                o["report"].open("a", encoding="utf-8").close()
+            except OSError as exc:
+                raise CommandError(f"--report {o['report']}: {exc.strerror}") from None
         extractor = OpenAIExtractor(model=o["model"]) if o["model"] else OfflineExtractor()
         report = evaluation.evaluate(
             conversations, extractor=extractor,
