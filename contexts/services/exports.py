@@ -148,6 +148,14 @@ def _check_consistent(document: dict[str, Any]) -> None:
             raise ValueError(f"revisions: the snapshot of version {revision.get('version')} must be an object")
         validate_snapshot({name: value for name, value in revision["snapshot"].items() if name in CONTENT_FIELDS})
     seqs, versions = _numbers(messages, "seq", "messages"), _numbers(revisions, "version", "revisions")
+    # What the API lets into a message, checked here for every database alike: PostgreSQL alone refused a NUL, and
+    # neither refused a role that is none or content that is not text (bulk_create validates nothing).
+    for message in messages:
+        if message["role"] not in Message.Role.values:
+            raise ValueError(f"messages: seq {message['seq']} has the role {message['role']!r}, not one of "
+                             f"{', '.join(Message.Role.values)}")
+        if not isinstance(message["content"], str) or "\x00" in message["content"]:
+            raise ValueError(f"messages: the content of seq {message['seq']} must be text without NUL characters")
     last, cursor, version = session["last_message_seq"], session["cursor_seq"], session["version"]
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (last, cursor, version)):
         raise ValueError("last_message_seq, cursor_seq and version must be whole numbers")

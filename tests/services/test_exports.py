@@ -280,6 +280,11 @@ BAD_DOCUMENTS = {
     "a revision time before year 1 in UTC": lambda d: d["revisions"][0].update(created_at=BEFORE_1_IN_UTC),
     "a lock time past year 9999 in UTC": lambda d: d.update(locks=[
         {"field": "summary", "reason": "r", "actor": "a", "actor_user": None, "created_at": PAST_9999_IN_UTC}]),
+    # PostgreSQL refused these and SQLite stored them, so an export of that SQLite database did not import on
+    # PostgreSQL (and the API had never let such a message in).
+    "a NUL character in a message": lambda d: d["messages"][0].update(content="Move us\x00 to PostgreSQL"),
+    "a message role that is no role": lambda d: d["messages"][0].update(role="customer"),
+    "a message content that is not a string": lambda d: d["messages"][0].update(content=["Move us"]),
 }
 
 
