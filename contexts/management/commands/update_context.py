@@ -22,7 +22,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("session_id", nargs="?")
         parser.add_argument("--sync", action="store_true", help="Run the extraction in this process and wait.")
-        add_project_argument(parser)
+        add_project_argument(parser, what="The project of SESSION_ID (default: default). --pending sends the runs "
+                                          "of every project.")
         parser.add_argument("--pending", action="store_true",
                             help="Send again queued runs not sent yet (or for too long) and abandoned running runs.")
         parser.add_argument("--older-than", type=float, default=0.0,
