@@ -15,6 +15,7 @@ from contexts.extraction.runs import extraction_request
 from contexts.models import Event, ExtractionRun, Message, Revision, SessionContext
 from contexts.services import Actor
 from contexts.services.governance import user_erase
+from tests.concurrency import wait_until_blocked_on_a_lock
 from tests.fake_openai import answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,14 +70,7 @@ def test_an_update_asked_for_while_the_session_is_being_erased_answers_404_not_a
             with transaction.atomic():
                 session_locked(session)
                 held.set()
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                       "AND pid <> pg_backend_pid()")
-                        if cursor.fetchone()[0]:
-                            break
-                    time.sleep(0.02)
+                wait_until_blocked_on_a_lock()
                 services.session_delete(session=session, actor=Actor.system("test"))
         finally:
             connection.close()

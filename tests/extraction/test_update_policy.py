@@ -16,6 +16,7 @@ from contexts import services
 from contexts.extraction.policy import idle_sweep, is_valid_policy, parse_policy
 from contexts.models import ExtractionRun, Message, SessionContext
 from contexts.tasks import sweep_idle_updates
+from tests.concurrency import once_before
 
 pytestmark = pytest.mark.django_db
 
@@ -195,10 +196,6 @@ def test_a_session_erased_while_the_idle_sweep_runs_is_passed_over_and_the_other
         settings, on_postgres, django_capture_on_commit_callbacks):
     if not on_postgres:
         pytest.skip("SQLite has no row locks: its IMMEDIATE transactions serialise the sweep's request and the erasure")
-    import threading
-
-    from django.db import connection
-
     from contexts.services import Actor
 
     settings.SESSIONCTX_UPDATE_POLICY = "idle:60"
@@ -206,25 +203,14 @@ def test_a_session_erased_while_the_idle_sweep_runs_is_passed_over_and_the_other
         services.messages_post(session_id=session_id, messages=_turn(1), mode="summary")
     ExtractionRun.objects.all().delete()  # none asked for yet: both are the sweep's
     gone = SessionContext.objects.get(session_id="p-gone")
-    erased = []
 
-    def erase_before_its_update_is_asked_for(execute, sql, params, many, context):
-        if not erased and "FOR UPDATE" in sql and "contexts_sessioncontext" in sql:
-            erased.append(True)
+    def update_asked_for(sql: str) -> bool:  # the request locks the session's row
+        return "FOR UPDATE" in sql and "contexts_sessioncontext" in sql
 
-            def erase():  # a user's erasure in another process
-                try:
-                    services.session_delete(session=gone, actor=Actor.system("test"))
-                finally:
-                    connection.close()
+    def erase():  # a user's erasure in another process
+        services.session_delete(session=gone, actor=Actor.system("test"))
 
-            thread = threading.Thread(target=erase)
-            thread.start()
-            thread.join(10)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(erase_before_its_update_is_asked_for), \
-            django_capture_on_commit_callbacks(execute=False):
+    with once_before(update_asked_for, erase) as erased, django_capture_on_commit_callbacks(execute=False):
         queued = idle_sweep(now=timezone.now() + timedelta(seconds=61))
 
     assert erased and queued == 1

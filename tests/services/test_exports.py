@@ -14,6 +14,7 @@ from contexts.selectors.governance import session_document
 from contexts.services import Actor
 from contexts.services.exports import session_import
 from contexts.services.locks import locks_set, locks_withhold, proposals_record
+from tests.concurrency import once_before
 from tests.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
@@ -325,36 +326,19 @@ def test_an_export_taken_while_the_agent_posts_is_one_moment_of_the_session_and_
     if not on_postgres:
         pytest.skip("SQLite: the export's transaction holds the write lock, so the post this test waits for would "
                     "wait for the export")
-    import threading
-
-    from django.db import connection
-
     from contexts.models import Project
 
     services.messages_post(session_id="ex-live", user_id="u-live", messages=[
         {"role": "user", "content": "Move us to PostgreSQL"}, {"role": "assistant", "content": "1. Dump 2. Load"}])
     session = SessionContext.objects.get(session_id="ex-live")
-    posted = []
 
-    def post_once_before_the_messages_are_read(execute, sql, params, many, context):
-        if not posted and "contexts_message" in sql:
-            posted.append(True)
+    def post():  # another process: the agent's next turn commits meanwhile
+        services.messages_post(session_id="ex-live", messages=[{"role": "user", "content": "Go on"}])
+        services.snapshot_update(session=SessionContext.objects.get(pk=session.pk),
+                                 expected_version=session.version, changes={"summary": "migrating"},
+                                 source="api", actor=AGENT)
 
-            def post():  # another process: the agent's next turn commits meanwhile
-                try:
-                    services.messages_post(session_id="ex-live", messages=[{"role": "user", "content": "Go on"}])
-                    services.snapshot_update(session=SessionContext.objects.get(pk=session.pk),
-                                             expected_version=session.version, changes={"summary": "migrating"},
-                                             source="api", actor=AGENT)
-                finally:
-                    connection.close()
-
-            thread = threading.Thread(target=post)
-            thread.start()
-            thread.join(10)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(post_once_before_the_messages_are_read):
+    with once_before(lambda sql: "contexts_message" in sql, post) as posted:
         document = session_document(session)
 
     assert posted

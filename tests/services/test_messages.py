@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from contexts import services
 from contexts.exceptions import InvalidInput
 from contexts.models import ExtractionRun, Message, SessionContext
+from tests.concurrency import once_before, wait_until_blocked_on_a_lock
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -192,21 +192,6 @@ def test_a_post_to_an_existing_session_fills_in_unknown_owners_and_keeps_known_o
 
 # Concurrency on PostgreSQL: another transaction holds the session's row while a post comes in.
 
-def _wait_until_blocked_on_a_lock(timeout: float = 5.0) -> None:
-    """Until some other connection waits for a row lock (the post under test, queued behind the holder)."""
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> "
-                           "pg_backend_pid()")
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.02)
-    raise AssertionError("the post never waited for the row lock")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_session(on_postgres):
     if not on_postgres:
@@ -246,7 +231,7 @@ def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_sessio
     posting = threading.Thread(target=poster)
     posting.start()
     try:
-        _wait_until_blocked_on_a_lock()
+        wait_until_blocked_on_a_lock()
     finally:
         erase.set()
         erasing.join(10)
@@ -264,29 +249,17 @@ def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_sessio
 def test_a_post_filling_in_owners_of_a_session_erased_meanwhile_stores_its_batch_in_a_new_session(on_postgres):
     if not on_postgres:
         pytest.skip("SQLite: the post's IMMEDIATE transaction keeps the erasure out until it commits")
-    from django.db import connection
-
     from contexts.services import Actor
 
     session = make_session("post-erased-owners")
-    erased = []
 
-    def erase_before_the_owners_are_written(execute, sql, params, many, context):
-        if not erased and sql.startswith("UPDATE") and "contexts_sessioncontext" in sql and "user_id" in sql:
-            erased.append(True)
+    def owners_written(sql: str) -> bool:
+        return sql.startswith("UPDATE") and "contexts_sessioncontext" in sql and "user_id" in sql
 
-            def erase():  # a user's erasure or retention, in another process
-                try:
-                    services.session_delete(session=session, actor=Actor.system("test"))
-                finally:
-                    connection.close()
+    def erase():  # a user's erasure or retention, in another process
+        services.session_delete(session=session, actor=Actor.system("test"))
 
-            thread = threading.Thread(target=erase)
-            thread.start()
-            thread.join(10)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(erase_before_the_owners_are_written):
+    with once_before(owners_written, erase) as erased:
         result = services.messages_post(session_id="post-erased-owners", messages=TURN, user_id="u-9")
 
     assert erased

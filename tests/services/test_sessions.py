@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -12,6 +11,7 @@ from contexts import services
 from contexts.exceptions import InvalidInput
 from contexts.models import ExtractionRun, HandoffEvent, Message, Revision, SessionContext
 from contexts.services import Actor
+from tests.concurrency import wait_until_blocked_on_a_lock
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -102,15 +102,8 @@ def test_of_two_posts_filling_in_an_unknown_owner_at_once_the_first_to_commit_ke
     assert filled.wait(5)
     second = threading.Thread(target=second_post)
     second.start()
-    deadline = time.monotonic() + 5
     try:
-        while time.monotonic() < deadline:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                               "AND pid <> pg_backend_pid()")
-                if cursor.fetchone()[0]:
-                    break
-            time.sleep(0.02)
+        wait_until_blocked_on_a_lock()
     finally:
         commit.set()
         first.join(10)
