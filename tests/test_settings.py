@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -153,3 +155,21 @@ def test_a_cache_url_that_is_not_a_redis_url_is_a_clear_error():
         assert "CACHE_URL must be a Redis URL" in result.stderr.strip().splitlines()[-1], bad
     for good in ("redis://cache.internal:6379/1", "rediss://:pw@cache.internal:6380/1", "unix:///run/redis.sock"):
         assert _import_settings(DEBUG="true", CACHE_URL=good).returncode == 0, good
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("SWEEP_INTERVAL", "0", "SWEEP_INTERVAL must be at least 1"),  # celery beat would sweep without a pause
+    ("MAX_REQUEST_BYTES", "-1", "MAX_REQUEST_BYTES must be at least 1"),  # every body would be a 413
+    ("SESSIONCTX_MAX_PLAN_STEPS", "0", "SESSIONCTX_MAX_PLAN_STEPS must be at least 1"),  # every plan refused
+    ("SESSIONCTX_MAX_MESSAGE_CHARS", "0", "SESSIONCTX_MAX_MESSAGE_CHARS must be at least 1"),
+    ("SESSIONCTX_EVENTS_MAX_WAIT", "-5", "SESSIONCTX_EVENTS_MAX_WAIT must be at least 0"),
+    ("SESSIONCTX_MODEL_PRICES", '{"m": [-0.15, 0.6]}', "every price must be a number of USD, 0 or more"),
+    ("SESSIONCTX_MODEL_PRICES", '{"m": ["NaN", 0.6]}', "every price must be a number of USD, 0 or more"),
+])
+def test_a_size_interval_or_price_below_what_means_anything_is_a_named_error_at_start(name, value, says):
+    result = _import_settings(DEBUG="true", **{name: value})
+    assert result.returncode != 0 and says in result.stderr, result.stderr[-800:]
+
+
+def test_zero_is_a_meaningful_read_cache_ttl_and_events_wait():
+    assert _import_settings(DEBUG="true", SESSIONCTX_READ_CACHE_TTL="0", SESSIONCTX_EVENTS_MAX_WAIT="0").returncode == 0

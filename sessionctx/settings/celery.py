@@ -73,7 +73,7 @@ CELERY_DB_REUSE_MAX = 1_000_000
 
 # The sweep is what gets a SIGKILLed worker's runs going again when no worker restarts, so it runs often (the README's
 # takeover bound); a sweep message older than one interval is dropped, as the next one is on its way.
-SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10)
+SWEEP_INTERVAL = env_int("SWEEP_INTERVAL", 10, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-extractions": {"task": "contexts.sweep_extractions", "schedule": float(SWEEP_INTERVAL),
                           "options": {"expires": float(SWEEP_INTERVAL)}},

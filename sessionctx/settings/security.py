@@ -86,4 +86,4 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # Request bodies above this answer 413 (agents post message batches; see SESSIONCTX_MAX_*).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1_048_576, minimum=1)

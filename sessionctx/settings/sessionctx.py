@@ -61,23 +61,23 @@ SESSIONCTX_FRESH_WAIT = env_float("SESSIONCTX_FRESH_WAIT", 10.0)
 # entries expire after the TTL, which bounds how stale a read can be if a writer dies between its
 # commit and its cache delete (contexts/readcache.py).
 SESSIONCTX_READ_CACHE = env_bool("SESSIONCTX_READ_CACHE", True)
-SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30)
+SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30, minimum=0)
 # An active API key stays cached this long: the bound on honouring a deactivation made behind the service's
 # back (an SQL UPDATE, a deleted row). Revocations through contexts.services are refused at once.
 SESSIONCTX_API_KEY_CACHE_TTL = env_int("SESSIONCTX_API_KEY_CACHE_TTL", 60)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
-SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000)
+SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000, minimum=1)
 # The size extraction keeps the summary to (both extractors; the model is asked for it). The summary is
 # in every extraction prompt and in every agent's <session_context> block, so this is what a prompt costs
 # once a conversation is long; the hard bound above is for what agents and staff write themselves.
 SESSIONCTX_SUMMARY_CHARS = env_int("SESSIONCTX_SUMMARY_CHARS", 1200)
 if not 0 < SESSIONCTX_SUMMARY_CHARS <= SESSIONCTX_MAX_SUMMARY_CHARS:
     raise ImproperlyConfigured("SESSIONCTX_SUMMARY_CHARS must be between 1 and SESSIONCTX_MAX_SUMMARY_CHARS")
-SESSIONCTX_MAX_GOAL_CHARS = env_int("SESSIONCTX_MAX_GOAL_CHARS", 1000)
-SESSIONCTX_MAX_PLAN_STEPS = env_int("SESSIONCTX_MAX_PLAN_STEPS", 50)
-SESSIONCTX_MAX_STEP_CHARS = env_int("SESSIONCTX_MAX_STEP_CHARS", 500)
-SESSIONCTX_MAX_MESSAGES_PER_POST = env_int("SESSIONCTX_MAX_MESSAGES_PER_POST", 200)
-SESSIONCTX_MAX_MESSAGE_CHARS = env_int("SESSIONCTX_MAX_MESSAGE_CHARS", 100_000)
+SESSIONCTX_MAX_GOAL_CHARS = env_int("SESSIONCTX_MAX_GOAL_CHARS", 1000, minimum=1)
+SESSIONCTX_MAX_PLAN_STEPS = env_int("SESSIONCTX_MAX_PLAN_STEPS", 50, minimum=1)
+SESSIONCTX_MAX_STEP_CHARS = env_int("SESSIONCTX_MAX_STEP_CHARS", 500, minimum=1)
+SESSIONCTX_MAX_MESSAGES_PER_POST = env_int("SESSIONCTX_MAX_MESSAGES_PER_POST", 200, minimum=1)
+SESSIONCTX_MAX_MESSAGE_CHARS = env_int("SESSIONCTX_MAX_MESSAGE_CHARS", 100_000, minimum=1)
 # Unseen messages above this many characters are consumed in sequential chunks.
 SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_000)
 SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5)
@@ -111,6 +111,8 @@ try:
                                for name, (p_in, p_out) in json.loads(env("SESSIONCTX_MODEL_PRICES", "{}")).items()}
 except (ValueError, TypeError, AttributeError, ArithmeticError):
     raise ImproperlyConfigured('SESSIONCTX_MODEL_PRICES must be JSON like {"gpt-4o-mini": [0.15, 0.60]}') from None
+if any(not price.is_finite() or price < 0 for prices in SESSIONCTX_MODEL_PRICES.values() for price in prices):
+    raise ImproperlyConfigured("SESSIONCTX_MODEL_PRICES: every price must be a number of USD, 0 or more")
 # Tokens (input + output) all runs may use per day (UTC), 0 = no limit; once reached, a run ends budget_exceeded
 # without calling the model and its messages stay unseen for a run after midnight.
 SESSIONCTX_DAILY_TOKEN_BUDGET = env_int("SESSIONCTX_DAILY_TOKEN_BUDGET", 0)
@@ -128,7 +130,7 @@ SESSIONCTX_EXTRACTION_LIVENESS_LOCKS = env_bool("SESSIONCTX_EXTRACTION_LIVENESS_
 SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", False)
 # The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
 SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
-SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30)
+SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30, minimum=0)
 # There is no "off": 0 would have the hourly purge delete every event (and the webhook deliveries pending for them).
 if not 1 <= SESSIONCTX_EVENT_RETENTION_DAYS <= 36500:
     raise ImproperlyConfigured("SESSIONCTX_EVENT_RETENTION_DAYS must be from 1 to 36500 (days), "
