@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.extraction.workers import STARTUP_TIMEOUT
 from tests.reliability.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def test_gunicorn_logs_no_error_where_its_home_cannot_be_written(tmp_path):
         process = subprocess.Popen(["bash", "-c", f"exec {_procfile_web()}"], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             assert process.poll() is None, log.read_text()
             try:

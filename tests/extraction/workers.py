@@ -13,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
+# How long a test server or worker may take to start: seconds on an idle machine, more on a busy 2-core CI machine.
+STARTUP_TIMEOUT = 90.0
 
 
 def database_url(settings_dict: dict) -> str:
@@ -38,7 +40,9 @@ class Worker:
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Wait for the worker to say it is ready. One that does not is killed before the error is raised: left
+        running, it would take tasks and sweep the database of the tests that follow."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -46,7 +50,9 @@ class Worker:
             if " ready." in self.output():
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"worker {self.name} not ready:\n{self.output()}")
+        output = self.output()
+        self.kill()
+        raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f} s (killed):\n{output}")
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -89,7 +95,7 @@ class Beat(Worker):
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -97,7 +103,9 @@ class Beat(Worker):
             if "beat: Starting..." in self.output():
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"beat {self.name} not ready:\n{self.output()}")
+        output = self.output()
+        self.kill()
+        raise TimeoutError(f"beat {self.name} not ready after {timeout:.0f} s (killed):\n{output}")
 
     def stop(self) -> None:
         super().stop()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from tests.extraction.workers import database_url
+from tests.extraction.workers import STARTUP_TIMEOUT, database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,13 +54,20 @@ class Gunicorn:
         fd, self.log_path = tempfile.mkstemp(prefix="gunicorn-test-", suffix=".log")
         self.log = os.fdopen(fd, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "sessionctx.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+            # With the deployed settings file (deploy/gunicorn.conf.py): among others no control socket, which every
+            # gunicorn of the user would otherwise share ($HOME/.gunicorn/gunicorn.ctl), each new one unlinking the
+            # last one's.
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+             "sessionctx.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(workers), "--worker-class", "gthread" if threads > 1 else "sync",
              "--threads", str(threads), "--timeout", "30", "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 30) -> Gunicorn:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> Gunicorn:
+        """Wait for the health endpoint to answer. A server that does not is stopped before the error is raised:
+        left running, an embedded one would go on sweeping this test run's database with its own settings (its
+        in-process beat sends every pending run, of any later test, to its offline extractor)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -72,7 +79,9 @@ class Gunicorn:
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"gunicorn not ready:\n{self.output()}")
+        output = self.output()
+        self.stop()
+        raise TimeoutError(f"gunicorn not ready after {timeout:.0f} s (stopped):\n{output}")
 
     def output(self) -> str:
         return Path(self.log_path).read_text(errors="replace")

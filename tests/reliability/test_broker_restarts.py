@@ -118,6 +118,10 @@ def test_worker_survives_ten_broker_restarts_under_load_and_every_update_finishe
     wait_until(all_caught_up, timeout=40, what="every update to finish after the restarts")
     assert worker.process.poll() is None
     assert not ExtractionRun.objects.exclude(status__in=FINISHED).exists()
+    # Only this test's worker did the runs (a process left over from another test, sweeping the same database
+    # with other settings, once did some with the offline extractor).
+    others = ExtractionRun.objects.exclude(extractor__in=["", "openai"])
+    assert not others.exists(), list(others.values_list("session__session_id", "extractor", "status"))
     for session_id, count in posted.items():
         session = SessionContext.objects.get(session_id=session_id)
         assert count > 0 and Message.objects.filter(session=session).count() == count
