@@ -177,6 +177,20 @@ def test_one_repair_try_rescues_a_chatty_answer(fake_model, extract):
     assert run.model_calls == 2
 
 
+def test_an_unusable_answer_is_quoted_on_the_run_but_never_in_the_logs(fake_model, extract, caplog):
+    session = make_session(mode="summary")
+    post(session, ("user", "My card ending 4417 was charged twice."), ("assistant", "I will refund one charge."))
+    fake_model.push(prose("Sure! Your card ending 4417 was charged twice, I see."),
+                    prose("Again: card ending 4417, refund coming."))
+
+    with caplog.at_level("DEBUG"):
+        run = extract(session)
+
+    assert run.status == "failed" and "card ending 4417" in run.error
+    assert "asking once for a repair" in caplog.text
+    assert "4417" not in caplog.text
+
+
 def test_json_missing_required_keys_fails_the_run(fake_model, extract):
     session = make_session(mode="planning", content=PLANNING)
     _turn(session)

@@ -186,7 +186,9 @@ class OpenAIExtractor(Extractor):
             return ExtractionResult(snapshot=snapshot, usage=usage)
         # One repair try: the same prompt, with what was wrong and the schema (not the unusable answer, which
         # can be as long as the output limit: repeated back, it overflowed a small model's context).
-        logger.info("model answer unusable (%s); asking once for a repair", "; ".join(problems))
+        # The problems quote the answer, which quotes the conversation: they go on the run (erased with the
+        # session), not into logs that no erasure reaches.
+        logger.info("model answer unusable (%d problem(s), kept on the run); asking once for a repair", len(problems))
         first = problems
         repair = [*prompt, {"role": "user", "content": instructions.repair_prompt(problems, mode)}]
         completion = self._call(repair, mode, usage, deadline, max_tokens)
