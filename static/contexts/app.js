@@ -116,7 +116,10 @@
   // or ticked and the focus: the same form (same action, same version to restore) in the new region gets them.
   // A region whose new version no longer has a form someone is typing in (the reply box once another person took
   // the conversation over) stays as it is: sending then meets the refusal, which says why and keeps the text.
+  // A refused action (someone changed the session first: 409) re-renders the same regions with the state that won,
+  // and its forms keep what was typed the same way, so a reset or restore can be sent again without retyping.
   var liveSwap = false;
+  var refusedSwap = false;
   var liveFocus = null;
 
   function formKey(form) {
@@ -154,14 +157,15 @@
   document.addEventListener("htmx:beforeSwap", function (event) {
     var config = event.detail.requestConfig;
     liveSwap = !!(config && config.elt && config.elt.id === "live");
+    refusedSwap = !liveSwap && !!event.detail.xhr && event.detail.xhr.status >= 400;
   });
 
   document.addEventListener("htmx:oobBeforeSwap", function (event) {
-    if (!liveSwap || !event.detail.fragment) return;
+    if (!(liveSwap || refusedSwap) || !event.detail.fragment) return;
     var fresh = {};
     event.detail.fragment.querySelectorAll("form[action]").forEach(function (form) { fresh[formKey(form)] = form; });
     var forms = event.detail.target.querySelectorAll("form[action]");
-    var stranded = Array.prototype.some.call(forms, function (form) {
+    var stranded = liveSwap && Array.prototype.some.call(forms, function (form) {
       return !fresh[formKey(form)] && changedFields(form).some(function (field) { return !field.box; });
     });
     if (stranded) {

@@ -67,6 +67,32 @@ def test_a_half_typed_reset_or_restore_reason_stays_when_the_agent_writes_a_vers
     assert session.version == written.version + 1 and session.summary == ""
 
 
+def test_a_reset_refused_because_the_agent_wrote_first_keeps_its_reason_to_send_again(live_server, new_page, seeded):
+    page = new_page()
+    login(page, live_server.url, "eve")
+    page.goto(live_server.url + f"/sessions/{SESSION}/")
+    page.route(re.compile(r"/live/"), lambda route: route.fulfill(status=204))  # its next check has not come yet
+    page.get_by_text("Reset context…").click()
+    page.get_by_label("Reason (required)").fill("Carol wants to start over")
+    page.get_by_label("I understand this empties the context").check()
+    written = agent_writes("The agent wrote a new version meanwhile.")
+
+    page.get_by_role("button", name="Reset the context").click()
+
+    # Refused (the page showed an older version): the agent's version is shown, the reset form as it was left.
+    expect(page.locator(".messages")).to_contain_text(f"at version {written.version}, not")
+    expect(page.locator("#snapshot-panel")).to_contain_text("The agent wrote a new version meanwhile.")
+    expect(page.locator("#reset-panel details")).to_have_attribute("open", "")
+    expect(page.get_by_label("Reason (required)")).to_have_value("Carol wants to start over")
+    assert SessionContext.objects.get(session_id=SESSION).version == written.version
+
+    page.get_by_role("button", name="Reset the context").click()
+    expect(page.locator(".messages")).to_contain_text("Context reset")
+    session = SessionContext.objects.get(session_id=SESSION)
+    assert session.version == written.version + 1 and session.summary == ""
+    assert session.revisions.get(version=session.version).reason == "Carol wants to start over"
+
+
 def test_a_reply_being_typed_stays_when_someone_takes_the_conversation_over(live_server, new_page, seeded):
     page = new_page()
     login(page, live_server.url, "eve")
