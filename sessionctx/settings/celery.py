@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import ssl
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -41,9 +42,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # cannot reach Redis any more: contexts/infra/broker.py makes that a logged connection error rather than one that
 # stops the worker, and the message delivered again after the visibility timeout finds its run done.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("redis://"):
+if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT = "contexts.infra.broker:Transport"
     __all__ += ["CELERY_BROKER_TRANSPORT"]
+if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith("rediss://"):
+    # Redis over TLS checks the server's certificate against the system's CAs (kombu alone would take any
+    # certificate when the URL names no ssl_cert_reqs). The URL's own ssl_* options (ssl_ca_certs=/path/ca.pem for
+    # a private CA) replace these.
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    __all__ += ["CELERY_BROKER_USE_SSL"]
 # The model's timeout (OPENAI_TIMEOUT, sessionctx.py) sets the task limits (a slow local model gets a long
 # OPENAI_TIMEOUT and longer tasks with it): an extraction needs room for an answer and its repair, each perhaps after
 # one timed-out try. The extractor starts no call that could end past the soft limit, so a soft limit below one call

@@ -101,20 +101,35 @@ class Gunicorn:
 class RedisServer:
     """redis-server on a port of its own, that a test can kill (a crash), stop (SIGTERM, as a service manager does)
     and start again on the same port. `persistent`: an append-only file fsynced on every write, so queued tasks
-    survive a restart (connections never do)."""
+    survive a restart (connections never do). `tls`: TLS only (rediss://, as managed Redis services offer it), with
+    a certificate for 127.0.0.1 from a CA of the test's own; `url` names that CA (`untrusted_url` does not)."""
 
-    def __init__(self, *, persistent: bool = False) -> None:
+    def __init__(self, *, persistent: bool = False, tls: bool = False) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.persistent = persistent
         self.dir = tempfile.mkdtemp(prefix="redis-test-")
         self.process: subprocess.Popen | None = None
+        self.listen = ["--port", str(self.port)]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        if tls:
+            import trustme  # only the TLS tests need it
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            files = {name: str(Path(self.dir, f"{name}.pem")) for name in ("ca", "cert", "key")}
+            ca.cert_pem.write_to_path(files["ca"])
+            cert.cert_chain_pems[0].write_to_path(files["cert"])
+            cert.private_key_pem.write_to_path(files["key"])
+            self.listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", files["cert"],
+                           "--tls-key-file", files["key"], "--tls-ca-cert-file", files["ca"],
+                           "--tls-auth-clients", "no"]
+            self.untrusted_url = f"rediss://127.0.0.1:{self.port}/0"
+            self.url = f"{self.untrusted_url}?ssl_ca_certs={files['ca']}"
 
     def start(self) -> RedisServer:
         durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-             *durability],
+            ["redis-server", *self.listen, "--bind", "127.0.0.1", "--dir", self.dir, "--save", "", *durability],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

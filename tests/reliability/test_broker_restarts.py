@@ -1,6 +1,7 @@
 """Redis (the broker) restarts again and again while agents post messages and a worker extracts: the worker
 stays up, reconnects by itself every time, and every requested update ends done, skipped or taken over, with every
-message in its session's snapshot.
+message in its session's snapshot. Over plain TCP (redis://) and over TLS (rediss://, as managed Redis services
+offer it; fewer restarts, the same path).
 
 A real Redis of our own (restarting it disturbs nobody), a real gunicorn, a real Celery worker, the real
 openai client against the fake model.
@@ -29,13 +30,15 @@ from tests.reliability.servers import ROOT, Gunicorn, RedisServer, subprocess_en
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-RESTARTS = 10
+RESTARTS = {"redis": 10, "rediss": 4}
 SESSIONS = [f"restarts-{n}" for n in range(6)]
-@pytest.fixture
-def stack(postgres_only):
+
+
+@pytest.fixture(params=list(RESTARTS))
+def stack(request, postgres_only):
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server")
-    broker = RedisServer(persistent=True).start()
+    broker = RedisServer(persistent=True, tls=request.param == "rediss").start()
     queue = f"sessionctx-broker-restarts-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with FakeOpenAI(default=lambda request: _slow(echo_extraction(request))) as fake:
         env = subprocess_env(
@@ -50,11 +53,12 @@ def stack(postgres_only):
         try:
             worker.wait_ready()
             server.wait_ready()
-            yield broker, server, worker, env
+            yield broker, server, worker, env, RESTARTS[request.param]
         finally:
             if os.environ.get("ARTIFACTS_DIR"):  # whole logs, for a failure far from their tails
-                Path(os.environ["ARTIFACTS_DIR"], "broker-restarts-worker.log").write_text(worker.output())
-                Path(os.environ["ARTIFACTS_DIR"], "broker-restarts-gunicorn.log").write_text(server.output())
+                name = f"broker-restarts-{request.param}"
+                Path(os.environ["ARTIFACTS_DIR"], f"{name}-worker.log").write_text(worker.output())
+                Path(os.environ["ARTIFACTS_DIR"], f"{name}-gunicorn.log").write_text(server.output())
             print(f"--- gunicorn log (tail) ---\n{server.output()[-3000:]}")
             print(f"--- worker log (tail) ---\n{worker.output()[-6000:]}")
             server.stop()
@@ -68,8 +72,8 @@ def _slow(reply):
     return reply
 
 
-def test_worker_survives_ten_broker_restarts_under_load_and_every_update_finishes(stack):
-    broker, server, worker, env = stack
+def test_worker_survives_broker_restarts_under_load_and_every_update_finishes(stack):
+    broker, server, worker, env, restarts = stack
     _, key = make_api_key("read", "write")
     stop = threading.Event()
     posted: dict[str, int] = dict.fromkeys(SESSIONS, 0)
@@ -94,7 +98,7 @@ def test_worker_survives_ten_broker_restarts_under_load_and_every_update_finishe
     for thread in posters:
         thread.start()
     try:
-        for restart in range(RESTARTS):
+        for restart in range(restarts):
             wait_until(broker.has_consumer, timeout=20, what=f"the worker to consume again (before restart {restart})")
             time.sleep(1.0)  # up, under load: tasks queued, running, acknowledged
             broker.stop()
