@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -264,23 +264,25 @@ def event_payload(event: Event) -> dict:
             "data": event.data}
 
 
-def _claim(delivery_id: int) -> bool:
-    """Take the delivery for one attempt if it is due; until the attempt ends, it is due again only after the
-    attempt's worst case (so a worker that dies mid-attempt leaves it to the sweep)."""
+def _claim(delivery_id: int) -> datetime | None:
+    """Take the delivery for one attempt if it is due, and return the attempt's lease: until the attempt ends, it is
+    due again only after the attempt's worst case (so a worker that dies mid-attempt leaves it to the sweep)."""
     now = timezone.now()
     lease = now + timedelta(seconds=2 * settings.SESSIONCTX_WEBHOOK_TIMEOUT + 30)
     # attempt_until keeps a second attempt out while one is under way, even once a "send again" made the delivery
     # due again (that one goes out when this one is recorded, see _record).
-    return bool(WebhookDelivery.objects.filter(
+    taken = WebhookDelivery.objects.filter(
         Q(attempt_until__isnull=True) | Q(attempt_until__lte=now),
         pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__is_active=True,
-    ).update(next_attempt_at=lease, attempt_until=lease, attempts=F("attempts") + 1))
+    ).update(next_attempt_at=lease, attempt_until=lease, attempts=F("attempts") + 1)
+    return lease if taken else None
 
 
 def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
     """POST a due delivery once and record the answer; None when it was not due (delivered, failed, disabled, or
     being attempted elsewhere)."""
-    if not _claim(delivery_id):
+    lease = _claim(delivery_id)
+    if lease is None:
         return None
     delivery = WebhookDelivery.objects.select_related("endpoint", "event__session").get(pk=delivery_id)
     endpoint, event = delivery.endpoint, delivery.event
@@ -319,7 +321,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
         # here would leave it pending, sent again by every sweep and never given up.
         logger.exception("webhook delivery %s: unexpected error", delivery_id)
         error = f"{type(exc).__name__}: {exc}"
-    return _record(delivery, code=code, error=error[:2000], retry=retry, gone=code == GONE,
+    return _record(delivery, lease=lease, code=code, error=error[:2000], retry=retry, gone=code == GONE,
                    wait_at_least=wait_at_least)
 
 
@@ -376,7 +378,7 @@ def _cut_off(conn: urllib3.connection.HTTPConnection, cut: threading.Event) -> N
 
 
 @transaction.atomic
-def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: bool, gone: bool,
+def _record(delivery: WebhookDelivery, *, lease: datetime, code: int | None, error: str, retry: bool, gone: bool,
             wait_at_least: float = 0.0) -> WebhookDelivery | None:
     now = timezone.now()
     schedule = settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE
@@ -384,6 +386,12 @@ def _record(delivery: WebhookDelivery, *, code: int | None, error: str, retry: b
     # A "send again" (or enabling the endpoint) during the attempt made it due without touching its lease.
     row = (WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk)
            .values_list("status", "next_attempt_at", "attempt_until").first())
+    if row is not None and row[2] != lease:
+        # This attempt outlived its lease (a paused worker, a resolver that hung) and another attempt took the
+        # delivery meanwhile, or has already recorded its outcome: that newer outcome stands.
+        logger.warning("webhook delivery %s: an attempt that outlived its lease ended; its outcome is dropped",
+                       delivery.pk)
+        return WebhookDelivery.objects.filter(pk=delivery.pk).first()
     asked_again = row is not None and row[0] == WebhookDelivery.Status.PENDING and row[1] != row[2]
     fields = {"response_code": code, "last_error": error, "attempt_until": None}
     if not error:

@@ -530,3 +530,27 @@ def test_send_again_during_an_attempt_waits_for_it_and_then_sends_once_more(webh
     final = WebhookDelivery.objects.get(pk=delivery.pk)
     assert (final.status, final.attempts, final.response_code) == ("delivered", 2, 200)
     assert len(receiver.received) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_that_outlived_its_lease_does_not_overwrite_the_outcome_of_the_attempt_after_it(webhook_settings):
+    def lease_runs_out_and_another_attempt_delivers():
+        past = timezone.now() - timezone.timedelta(seconds=1)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(attempt_until=past, next_attempt_at=past)
+        assert webhook_delivery_attempt(delivery_id=delivery.pk).status == "delivered"
+
+    # The first attempt's answer (400) comes only after its lease ran out and a second attempt was answered 204.
+    with Receiver(("meanwhile", lease_runs_out_and_another_attempt_delivers, 400), 204) as receiver:
+        # The endpoint wants another type, so the event sends nothing by itself; its delivery is made here.
+        endpoint = webhook_endpoint_create(url=receiver.url, event_types=["handoff.released"])
+        session = services.handoff_request(session=make_session("hook-late"), reason="refund", actor=AGENT)
+        event = Event.objects.filter(session_id=session.pk).latest("id")
+        delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=timezone.now())
+        late = webhook_delivery_attempt(delivery_id=delivery.pk)
+
+    assert [r.headers["webhook-id"] for r in receiver.received] == [str(event.pk)] * 2
+    final = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert (final.status, final.response_code, final.last_error, final.attempts) == ("delivered", 204, "", 2)
+    assert late.status == "delivered"
+    endpoint.refresh_from_db()
+    assert endpoint.consecutive_failures == 0 and endpoint.is_active

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.concurrency import in_another_connection
+
 
 @dataclass
 class Received:
@@ -19,8 +21,8 @@ class Received:
 class Receiver:
     """`answers` is consumed one per request: a status code, ("sleep", seconds, status), ("retry-after", seconds,
     status), ("dribble", seconds, status) (the status line, then a byte of a header every 0.1 s for that long) or
-    ("stream", seconds, status) (whole headers, then a body of 1 GiB as fast as it is read, for that long); then
-    `default`."""
+    ("stream", seconds, status) (whole headers, then a body of 1 GiB as fast as it is read, for that long) or
+    ("meanwhile", work, status) (`work` done, as another process would, before the answer); then `default`."""
 
     def __init__(self, *answers, default: int = 200) -> None:
         self.answers = list(answers)
@@ -46,6 +48,8 @@ class Receiver:
                         return
                     if kind == "sleep":
                         time.sleep(seconds)
+                    elif kind == "meanwhile":
+                        in_another_connection(seconds)
                     else:
                         headers["retry-after"] = str(seconds)
                 try:
