@@ -248,6 +248,17 @@ def _target(document: dict[str, Any], project: Project | None) -> Project:
     return target
 
 
+def _compared(existing: SessionContext, document: dict[str, Any], wanted: dict[str, Any]) -> ImportResult:
+    """A document whose session is already here: unchanged when the histories are the same, else refused."""
+    session_id = existing.session_id
+    if _history(session_document(existing)) == wanted:
+        return ImportResult(session_id, "unchanged")
+    return ImportResult(session_id, "refused",
+                        f"exists here with a different history (here version {existing.version} and "
+                        f"{existing.last_message_seq} messages, in the file version "
+                        f"{document['session']['version']} and {len(document['messages'])} messages); not merged")
+
+
 def session_import(*, document: Any, project: Project | None = None) -> ImportResult:
     """Create the session a document describes, exactly, in `project` (default: the project it was exported
     from); the same one already there is left alone; a different one is refused with a sentence that says why."""
@@ -256,22 +267,22 @@ def session_import(*, document: Any, project: Project | None = None) -> ImportRe
     try:
         session_id = _check(document)
         wanted = _history(document)
-        with transaction.atomic():
-            # In the transaction: a project created for a session that is then refused is not kept either.
-            target = _target(document, project)
-            existing = SessionContext.objects.filter(project=target, session_id=session_id).first()
-            if existing is not None:
-                if _history(session_document(existing)) == wanted:
-                    return ImportResult(session_id, "unchanged")
-                here = existing.version
-                return ImportResult(session_id, "refused",
-                                    f"exists here with a different history (here version {here} and "
-                                    f"{existing.last_message_seq} messages, in the file version "
-                                    f"{document['session']['version']} and {len(document['messages'])} messages); "
-                                    f"not merged")
-            _create(document, target)
-    except IntegrityError as exc:
-        return ImportResult(session_id, "refused", f"could not be stored as it is ({exc}); nothing of it was kept")
+        for last_try in (False, True):
+            try:
+                with transaction.atomic():
+                    # In the transaction: a project created for a session that is then refused is not kept either.
+                    target = _target(document, project)
+                    existing = SessionContext.objects.filter(project=target, session_id=session_id).first()
+                    if existing is not None:
+                        return _compared(existing, document, wanted)
+                    _create(document, target)
+                break
+            except IntegrityError as exc:
+                # Another import (or an agent's first post) created the session meanwhile: compared with that one
+                # on the next try, as if it had been here first.
+                if last_try or not SessionContext.objects.filter(session_id=session_id).exists():
+                    return ImportResult(session_id, "refused",
+                                        f"could not be stored as it is ({exc}); nothing of it was kept")
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, ValidationError, DataError,
             ApplicationError) as exc:
         detail = exc.message_dict if isinstance(exc, ValidationError) and hasattr(exc, "error_dict") else exc

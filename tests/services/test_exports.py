@@ -12,7 +12,7 @@ from contexts import services
 from contexts.models import FieldLock, Message, Proposal, Revision, SessionContext
 from contexts.selectors.governance import session_document
 from contexts.services import Actor
-from contexts.services.exports import session_import
+from contexts.services.exports import ImportResult, session_import
 from contexts.services.locks import locks_set, locks_withhold, proposals_record
 from tests.concurrency import once_before
 from tests.factories import make_session, make_user
@@ -348,3 +348,26 @@ def test_an_export_taken_while_the_agent_posts_is_one_moment_of_the_session_and_
                                                                   if session_part["version"] else [])
     result = session_import(document=document, project=Project.objects.create(slug="copy", name="Copy"))
     assert result.outcome == "created", result.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_document_imported_twice_at_once_is_created_once_and_unchanged_once(on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite: the first import's transaction holds the write lock, so the second waits for it")
+    _conversations()
+    document = session_document(SessionContext.objects.get(session_id="ex-1"))
+    SessionContext.objects.all().delete()
+    other: list[ImportResult] = []
+
+    def import_elsewhere():  # the same file, imported by a second process
+        other.append(session_import(document=document))
+
+    def creating(sql: str) -> bool:
+        return sql.startswith('INSERT INTO "contexts_sessioncontext"')
+
+    with once_before(creating, import_elsewhere) as raced:
+        result = session_import(document=document)
+
+    assert raced and [r.outcome for r in other] == ["created"]
+    assert result.outcome == "unchanged", result.message
+    assert SessionContext.objects.filter(session_id="ex-1").count() == 1
