@@ -29,8 +29,10 @@ def run_get(run_id, *, project) -> ExtractionRun:
     return run
 
 
-def handoff_events_for(session: SessionContext) -> QuerySet[HandoffEvent]:
-    return HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
+def handoff_events_for(session: SessionContext, *, limit: int = 200) -> list[HandoffEvent]:
+    """The newest `limit` staff-timeline entries, oldest first (a long-lived conversation's newest note shows)."""
+    events = HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("-created_at", "-id")
+    return list(events[:limit])[::-1]
 
 
 def recent_messages(session: SessionContext, *, limit: int = 200, before_seq: int | None = None,

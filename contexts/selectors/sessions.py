@@ -215,12 +215,15 @@ def handoff_waiting_count(*, project: ProjectRef) -> int:
     return SessionContext.objects.filter(project=project, status=Status.HANDOFF_REQUESTED).count()
 
 
-def sessions_with_people(*, project: ProjectRef, limit: int = 50, assignee: Any = None) -> QuerySet[SessionContext]:
-    """Conversations a person has taken (by `assignee` alone, if given), longest-held first."""
+def sessions_with_people(*, project: ProjectRef, limit: int | None = 50,
+                         assignee: Any = None) -> QuerySet[SessionContext]:
+    """Conversations a person has taken (by `assignee` alone, if given), longest-held first; all when `limit` is
+    None."""
     taken = SessionContext.objects.filter(project=project, status=Status.HUMAN)
     if assignee is not None:
         taken = taken.filter(assignee=assignee)
-    return taken.select_related("assignee").order_by("updated_at", "id")[:limit]
+    taken = taken.select_related("assignee").order_by("updated_at", "id")
+    return taken if limit is None else taken[:limit]
 
 
 def handoff_desk_state(*, project: ProjectRef) -> tuple[int, int, float]:

@@ -34,6 +34,7 @@ REGIONS = frozenset({BODY, "session-head", "session-actions", "snapshot-panel", 
 
 TRANSCRIPT_PAGE = 200  # messages the transcript shows at once; "Load earlier messages" fetches the page before
 TRANSCRIPT_MAX = 2000  # messages a re-rendered transcript keeps of those the person loaded
+TIMELINE_MAX = 200  # the newest handoff-timeline entries the page shows
 
 # What each action leaves out of date; the first is the region its form targets. Every version bump dates the
 # head (version, status), the history (the new revision) and the reset form (the version it expects).
@@ -67,7 +68,7 @@ _LIVE_PARTS = (
 _LOADERS: dict[str, tuple[str, Callable[[SessionContext], Any]]] = {
     "snapshot-panel": ("progress", selectors.plan_progress),
     "transcript": ("transcript", lambda s: selectors.recent_messages(s, limit=TRANSCRIPT_PAGE)),
-    "handoff-timeline": ("events", lambda s: list(selectors.handoff_events_for(s)[:200])),
+    "handoff-timeline": ("events", lambda s: selectors.handoff_events_for(s, limit=TIMELINE_MAX)),
     "runs": ("runs", lambda s: list(selectors.runs_for(s)[:20])),
     "history": ("history", lambda s: selectors.revision_history(s, limit=50)),
     "locks-panel": ("locking", lock_panel),

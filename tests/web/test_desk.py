@@ -288,3 +288,30 @@ def test_a_poll_after_signing_out_stops_and_says_so_instead_of_leaving_the_page(
     # An action (not a poll) still goes to the login page.
     action = client.post("/sessions/desk-1/reply/", {"content": "hi"}, **HTMX)
     assert action["HX-Redirect"].startswith("/accounts/login/")
+
+
+def test_the_timeline_shows_the_note_just_added_on_a_long_lived_conversation(alice):
+    session = make_session("long-desk", content={"summary": "s"})
+    HandoffEvent.objects.bulk_create([
+        HandoffEvent(session_id=session.pk, kind=HandoffEvent.Kind.NOTE, actor="user:old", note=f"old note {i}")
+        for i in range(200)])
+    client = logged_in(alice)
+    response = client.post("/sessions/long-desk/note/", {"note": "the newest note"}, **HTMX)
+    html = response.content.decode()
+    assert response.status_code == 200 and "Note added." in html
+    assert "the newest note" in html, "the timeline the answer swaps in lacks the new note"
+    page = client.get("/sessions/long-desk/").content.decode()
+    assert "the newest note" in page and "old note 1<" in page and "old note 0<" not in page
+    assert "The newest 200 entries are shown." in page
+
+
+def test_the_with_a_person_count_says_how_many_not_the_first_100(alice, bob):
+    for i in range(101):
+        make_session(f"held-{i}")
+    SessionContext.objects.filter(session_id__startswith="held-").update(status="human", assignee=bob)
+    for page in (logged_in(alice).get("/handoffs/"), logged_in(bob).get("/handoffs/?mine=1")):
+        html = page.content.decode()
+        heading = html.split('id="taken-title"', 1)[1].split("</h2>", 1)[0]
+        assert ">101<" in heading, heading
+        assert "The 100 held longest are listed." in html
+    assert ">0<" in logged_in(alice).get("/handoffs/?mine=1").content.decode().split('id="taken-title"', 1)[1][:200]

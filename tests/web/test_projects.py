@@ -336,3 +336,19 @@ def test_a_member_of_a_cannot_act_on_b_rows_through_changelist_actions(world, pr
                                                     "post": "yes"})
     assert SessionContext.objects.filter(pk=zonly.pk).exists()
     assert not DataDeletion.objects.filter(project=zeta, actor__startswith="user:").exists()
+
+
+@pytest.mark.parametrize("url", ["/?project=a%00b", "/handoffs/?project=a%00b"])
+def test_a_project_named_with_a_nul_character_in_a_link_is_no_project_not_a_500(url):
+    support = make_user("nul-sam", role="support")
+    assert _client(support).get(url).status_code == 200  # their own project, as for any unknown name
+
+
+def test_a_page_project_or_a_switch_naming_a_nul_character_is_refused_not_a_500():
+    support = make_user("nul-sue", role="support")
+    make_session("nul-1", content={"summary": "s"})
+    client = _client(support)
+    assert client.post("/sessions/nul-1/note/", {"note": "n", "page_project": "a\x00b"}).status_code in (403, 404)
+    response = client.post("/projects/switch/", {"project": "a\x00b"}, follow=True)
+    assert response.status_code == 200 and "You are not a member of project" in response.content.decode()
+    assert not HandoffEvent.objects.exists()

@@ -25,6 +25,7 @@ from .common import full_page, page_or_partial
 
 PAGE_SIZE = 25
 QUEUE_ROWS = 200
+TAKEN_ROWS = 100  # conversations with a person the desk lists (longest-held first); the heading counts them all
 SESSIONS = "contexts/sessions.html"
 QUEUE = "contexts/handoffs.html"
 
@@ -98,13 +99,21 @@ def _queue_context(request: HttpRequest, *, mine: bool = False,
     project = request.project
     state = state or selectors.handoff_desk_state(project=project)
     waiting = [] if mine else list(selectors.handoff_queue(project=project).select_related("assignee")[:QUEUE_ROWS])
-    taken = selectors.sessions_with_people(project=project, limit=100, assignee=request.user if mine else None)
+    assignee = request.user if mine else None
+    taken = list(selectors.sessions_with_people(project=project, limit=TAKEN_ROWS, assignee=assignee))
+    if len(taken) < TAKEN_ROWS:
+        taken_count = len(taken)
+    elif mine:
+        taken_count = selectors.sessions_with_people(project=project, limit=None, assignee=assignee).count()
+    else:
+        taken_count = state[1]
     minutes = settings.SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES
     params = {"mine": "1"} if mine else {}
     return {
         "mine": mine,
         "waiting": waiting,
-        "taken": list(taken),
+        "taken": taken,
+        "taken_count": taken_count,
         # The badge counts the rows the table shows, so the two always agree.
         "waiting_count": len(waiting) if not mine and len(waiting) < QUEUE_ROWS else state[0],
         "warn_minutes": minutes,
