@@ -150,6 +150,9 @@ class FakeOpenAI:
                 raw = json.dumps(body).encode()
                 if reply.delay:
                     time.sleep(max(0.0, reply.delay - (time.monotonic() - arrived)))
+                if request.get("stream") and reply.status == 200 and reply.body is None:
+                    self._stream(body, reply.content or "")
+                    return
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")
@@ -160,6 +163,26 @@ class FakeOpenAI:
                     self.wfile.write(raw)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
+
+            def _stream(self, body, content):
+                # stream=true: the answer as server-sent events, a chunk per word, as OpenAI's API sends it.
+                words = re.findall(r"\S+\s*", content) or [""]
+                chunk = {key: body[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+                deltas = [{"role": "assistant", "content": words[0]}, *({"content": w} for w in words[1:])]
+                events = [chunk | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+                events.append(chunk | {"choices": [{"index": 0, "delta": {},
+                                                    "finish_reason": body["choices"][0]["finish_reason"]}]})
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("connection", "close")  # no length: the stream ends with the connection
+                    self.end_headers()
+                    self.close_connection = True
+                    for event in events:
+                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         class Server(ThreadingHTTPServer):
             # socketserver's default listen backlog is 5: 32 clients connecting at once overflowed it, and the

@@ -295,6 +295,16 @@ def test_refused_input_raises_invalid_request_with_the_api_details(ctx):
     assert not SessionContext.objects.filter(session_id="bad id").exists()
 
 
+def test_a_session_or_user_id_of_dots_alone_is_refused_as_invalid_not_sent_to_another_path(ctx):
+    for call in (lambda: ctx.post_messages(".", TURN), lambda: ctx.get_context(".."),
+                 lambda: ctx.create_session("..")):
+        with pytest.raises(InvalidRequestError) as caught:
+            call()
+        assert (caught.value.status, caught.value.code) == (400, "invalid_session_id")
+    assert not SessionContext.objects.exists()
+    assert ctx.erase_user("..")["user_id"] == ".."  # a user id may be dots: it reaches that user's route
+
+
 def test_a_base_url_ending_in_api_v1_works_too(connect, live_server):
     make_session("c-12")
     assert connect("read", base_url=f"{live_server.url}/api/v1/").get_context("c-12")["session_id"] == "c-12"

@@ -204,3 +204,30 @@ def test_the_agent_hands_off_and_a_persons_reply_comes_back_from_the_feed_and_in
         ("assistant", "Refund issued, 3-5 days."),
         ("user", "When will I see it?")]
     assert stored("lc-7")[-2:] == [("user", "When will I see it?"), ("assistant", "It takes 3-5 days.")]
+
+
+def test_a_streamed_reply_is_stored_as_the_assistants_turn_and_queues_the_update(live_server, key, fake):
+    fake.push(prose("Dump the schema first, then the data."))
+
+    with SessionCtxClient(live_server.url, key) as client:
+        chunks = list(chat_for(client, fake).stream({"question": "Where do I start?"},
+                                                    {"configurable": {"session_id": "lc-stream"}}))
+
+    assert "".join(chunk.content for chunk in chunks) == "Dump the schema first, then the data."
+    assert len(chunks) > 1 and fake.requests[0]["stream"] is True
+    assert stored("lc-stream") == [("user", "Where do I start?"),
+                                   ("assistant", "Dump the schema first, then the data.")]
+    session = SessionContext.objects.get(session_id="lc-stream")
+    assert session.runs.exists(), "the turn queued no update"
+
+
+def test_the_handoff_tool_tells_the_model_no_person_was_asked_when_the_service_does_not_answer(caplog):
+    # A port nothing listens on: every call to the service fails to connect.
+    with SessionCtxClient("http://127.0.0.1:9", "sck_x", timeout=2) as client:
+        answer = request_human_tool(client).invoke(
+            {"type": "tool_call", "id": "call_1", "name": "request_human", "args": {"reason": "Wants a person"}},
+            {"configurable": {"session_id": "lc-down"}})
+
+    assert answer.tool_call_id == "call_1" and "No person could be asked" in answer.content
+    assert any("no person asked for lc-down" in r.getMessage() for r in caplog.records
+               if r.name == "sessionctx_client.langchain")

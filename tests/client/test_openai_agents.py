@@ -186,3 +186,19 @@ def test_the_agent_keeps_working_when_the_service_does_not_answer(fake, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.name == "sessionctx_client.openai_agents"]
     assert any("without history" in w for w in warnings) and any("without the context" in w for w in warnings)
     assert any("not stored" in w for w in warnings)
+
+
+def test_a_later_tool_call_under_a_reused_call_id_is_kept(live_server, key, fake):
+    # Some OpenAI-compatible servers answer every tool call with the same id (this fake: call_1).
+    fake.push(tool_call("request_human", {"reason": "Refund for order A-1"}), prose("Asked a colleague about A-1."),
+              tool_call("request_human", {"reason": "Refund for order B-2"}), prose("Asked a colleague about B-2."))
+
+    run(live_server, key, fake, "oa-ids", "Refund A-1 please", "And refund B-2")
+
+    async def items() -> list:
+        async with AsyncSessionCtxClient(live_server.url, key) as client:
+            return await SessionCtxSession("oa-ids", client).get_items()
+
+    calls = [json.loads(item["arguments"])["reason"] for item in asyncio.run(items())
+             if item.get("type") == "function_call"]
+    assert calls == ["Refund for order A-1", "Refund for order B-2"]

@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sessionctx_client import RateLimitedError, ServiceUnavailableError
+from sessionctx_client import RateLimitedError, ServiceUnavailableError, SessionCtxError
 
 from tests.client.conftest import open_client
 from tests.factories import make_session
@@ -236,3 +236,38 @@ def test_erasing_a_user_drops_every_cached_context():
         ctx.erase_user("u-9")
         ctx.get_context("gdpr-1")  # a new session of that id may be at version 1 too: no 304 for the old one
     assert seen == [("GET", None), ("DELETE", None), ("GET", None)]
+
+
+@pytest.fixture
+def redirecting():
+    """A local server that answers every request 301 to https://, as a proxy does for an http:// address."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(301)
+            self.send_header("Location", f"https://ctx.example.com{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_raises_naming_where_to_instead_of_passing_for_an_answer(redirecting, client_of):
+    ctx = client_of(redirecting)
+    for call in (lambda: ctx.post_messages("r-301", [{"role": "user", "content": "hi"}]),
+                 lambda: ctx.get_context("r-301")):
+        with pytest.raises(SessionCtxError) as caught:
+            call()
+        assert (caught.value.status, caught.value.code) == (301, "redirect")
+        assert caught.value.details["location"].startswith("https://ctx.example.com/api/v1/sessions/r-301/")
+        assert caught.value.details["location"] in caught.value.message

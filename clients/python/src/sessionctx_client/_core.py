@@ -116,6 +116,14 @@ class Base:
                 return Retry(delay)
         if response.status_code >= 400:
             raise SessionCtxError.from_response(response)
+        if response.status_code >= 300:
+            # No redirect is followed (a write is not sent on to another address unseen), and none is an answer:
+            # most often an http:// base URL that the service sends to https://.
+            location = response.headers.get("Location", "")
+            raise SessionCtxError(response.status_code, "redirect",
+                                  f"The service answered with a redirect to {location or 'another address'}; "
+                                  "nothing was done there. Use that address as the client's base URL.",
+                                  {"location": location}, headers=response.headers)
         result = call.parse(response)
         etag = response.headers.get("ETag")
         if call.cached is not None and etag:
@@ -148,9 +156,17 @@ def _version() -> str:
 # --- the operations: one function each, shared by both clients --------------------------------------
 
 
+def path_segment(value: str) -> str:
+    """A session or user id as one path segment: quoted, so an id with a slash or space, or of dots alone (which an
+    HTTP client resolves as "this" or "the parent" segment), reaches the API (and is refused there) instead of
+    another path."""
+    if value and value.strip(".") == "":
+        return "%2E" * len(value)
+    return quote(value, safe=":@")
+
+
 def session_path(session_id: str) -> str:
-    # Quoted so an id with a slash or space reaches the API (and is refused there) instead of another path.
-    return f"sessions/{quote(session_id, safe=':@')}"
+    return f"sessions/{path_segment(session_id)}"
 
 
 def without_none(**values: Any) -> dict[str, Any]:
@@ -293,10 +309,10 @@ def _json_lines(response: httpx.Response) -> list[Any]:
 
 
 def export_user(user_id: str) -> Call[list[Any]]:
-    return Call("GET", f"users/{quote(user_id, safe=':@')}/export", parse=_json_lines,
+    return Call("GET", f"users/{path_segment(user_id)}/export", parse=_json_lines,
                 headers={"Accept": "application/x-ndjson"})
 
 
 def erase_user(user_id: str) -> Call[Any]:
     # Which cached sessions were the user's is not known here: none of them may outlive the erasure.
-    return Call("DELETE", f"users/{quote(user_id, safe=':@')}", forgets=EVERY_SESSION)
+    return Call("DELETE", f"users/{path_segment(user_id)}", forgets=EVERY_SESSION)

@@ -19,6 +19,8 @@ OUTAGES = (httpx.TransportError, ServiceUnavailableError)
 HANDOFF_DESCRIPTION = ("Hand the conversation to a human support agent. Use it when the user asks for a person or "
                        "when you cannot help; give the reason in one sentence.")
 ALREADY_OWNED = "A person already owns this conversation; they will answer the user here."
+UNREACHABLE = ("No person could be asked: the support desk does not answer right now. Tell the user so, and to ask "
+               "again in a few minutes.")
 
 
 class keep_working:  # noqa: N801 - used like contextlib.suppress
@@ -57,26 +59,32 @@ def handoff_requested(context: dict[str, Any]) -> str:
             "here shortly.")
 
 
-def ask_for_human(client: SessionCtxClient, session_id: str, reason: str, **session: Any) -> str:
+def ask_for_human(client: SessionCtxClient, session_id: str, reason: str, *, logger: logging.Logger,
+                  **session: Any) -> str:
     """Request the handoff (creating the session, with `session`'s mode/user_id/agent_id, if it is new); what the
-    handoff tool tells the model."""
-    try:
-        context = client.request_handoff(session_id, reason)
-    except NotFoundError:
-        client.create_session(session_id, **session)
-        context = client.request_handoff(session_id, reason)
-    except ConflictError:
-        return ALREADY_OWNED
-    return handoff_requested(context)
+    handoff tool tells the model. When sessionctx does not answer, the model is told so (and the agent goes on)."""
+    with keep_working(logger, "no person asked for %s", session_id):
+        try:
+            context = client.request_handoff(session_id, reason)
+        except NotFoundError:
+            client.create_session(session_id, **session)
+            context = client.request_handoff(session_id, reason)
+        except ConflictError:
+            return ALREADY_OWNED
+        return handoff_requested(context)
+    return UNREACHABLE
 
 
-async def aask_for_human(client: AsyncSessionCtxClient, session_id: str, reason: str, **session: Any) -> str:
+async def aask_for_human(client: AsyncSessionCtxClient, session_id: str, reason: str, *, logger: logging.Logger,
+                         **session: Any) -> str:
     """ask_for_human with the async client."""
-    try:
-        context = await client.request_handoff(session_id, reason)
-    except NotFoundError:
-        await client.create_session(session_id, **session)
-        context = await client.request_handoff(session_id, reason)
-    except ConflictError:
-        return ALREADY_OWNED
-    return handoff_requested(context)
+    with keep_working(logger, "no person asked for %s", session_id):
+        try:
+            context = await client.request_handoff(session_id, reason)
+        except NotFoundError:
+            await client.create_session(session_id, **session)
+            context = await client.request_handoff(session_id, reason)
+        except ConflictError:
+            return ALREADY_OWNED
+        return handoff_requested(context)
+    return UNREACHABLE

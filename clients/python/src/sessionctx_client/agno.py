@@ -207,7 +207,8 @@ class SessionCtxStore:
             Args:
                 reason: Why, in one sentence.
             """
-            return ask_for_human(client, session_id, reason, mode=mode, user_id=user_id, agent_id=agent_id)
+            return ask_for_human(client, session_id, reason, logger=logger, mode=mode, user_id=user_id,
+                                 agent_id=agent_id)
 
         return [update_session_context, request_human]
 

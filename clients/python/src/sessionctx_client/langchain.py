@@ -31,6 +31,7 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
     convert_to_messages,
 )
 from langchain_core.prompt_values import PromptValue
@@ -47,7 +48,7 @@ __all__ = ["SessionCtxChatMessageHistory", "prepend_session_context", "request_h
 logger = logging.getLogger("sessionctx_client.langchain")
 
 _PAGE = 500  # the transcript's largest page
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+_ROLES = ((HumanMessage, "user"), (AIMessage, "assistant"), (SystemMessage, "system"), (ToolMessage, "tool"))
 
 
 class SessionCtxChatMessageHistory(BaseChatMessageHistory):
@@ -94,7 +95,8 @@ class SessionCtxChatMessageHistory(BaseChatMessageHistory):
 
 def new_message(message: BaseMessage) -> NewMessage:
     """A messages-API message for a LangChain message."""
-    role = _ROLES.get(message.type, "system")
+    # By class, not `type`: a streamed reply is an AIMessageChunk (type "AIMessageChunk"), and is the AI's turn.
+    role = next((role for kind, role in _ROLES if isinstance(message, kind)), "system")
     content = message.text if not isinstance(message.content, str) else message.content
     posted: NewMessage = {"role": role, "content": content}  # type: ignore[typeddict-item]
     # A model's message carries the provider's id: a retried add stores it once. The content is part of the key
@@ -152,7 +154,7 @@ def request_human_tool(client: SessionCtxClient, session_id: str | None = None, 
         session = session_id or (config.get("configurable") or {}).get("session_id")
         if not session:
             raise ValueError("request_human_tool needs a session_id, or configurable['session_id'] in the run")
-        return ask_for_human(client, session, reason, mode=mode, user_id=user_id, agent_id=agent_id)
+        return ask_for_human(client, session, reason, logger=logger, mode=mode, user_id=user_id, agent_id=agent_id)
 
     async def arequest_human(reason: str, config: RunnableConfig) -> str:
         return await asyncio.to_thread(request_human, reason, config)  # the client is the blocking one

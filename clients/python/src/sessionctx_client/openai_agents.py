@@ -102,10 +102,13 @@ def message_of(item: TResponseInputItem | dict[str, Any]) -> NewMessage:
         message = {"role": "tool", "content": json.dumps(item, sort_keys=True, ensure_ascii=False)}
     # Model outputs carry an id (a tool call and its output, its call_id): a retried run stores them once. User
     # input has none to go by, nor has a Chat Completions model's output, which the SDK gives a placeholder id.
+    # The content is part of the key, as an OpenAI-compatible server need not make call ids unique (some answer
+    # every call with the same one): a later call under a reused id is another message.
     item_id = item.get("id") if item.get("id") != FAKE_RESPONSES_ID else None
     item_id = item_id or item.get("call_id")
     if isinstance(item_id, str) and item_id:
-        digest = hashlib.sha256(f"{item.get('type', 'message')}:{item_id}".encode()).hexdigest()[:40]
+        key = f"{item.get('type', 'message')}:{item_id}:{message['content']}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:40]
         message["idempotency_key"] = f"oa:{digest}"
     return message
 
@@ -164,7 +167,7 @@ def request_human_tool(session: SessionCtxSession, *, name: str = "request_human
     """A tool the model calls to hand the conversation to a person (the service's handoff)."""
 
     async def request_human(reason: str) -> str:
-        return await aask_for_human(session.client, session.session_id, reason, mode=session.mode,
+        return await aask_for_human(session.client, session.session_id, reason, logger=logger, mode=session.mode,
                                     user_id=session.user_id, agent_id=session.agent_id)
 
     return function_tool(request_human, name_override=name, description_override=description or HANDOFF_DESCRIPTION)
