@@ -16,6 +16,7 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from ..exceptions import ApplicationError, NotFound, PayloadTooLarge
+from ..infra.middleware import RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,17 @@ def api_exception_handler(exc, context):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         exc = PayloadTooLarge(f"The request body is larger than {limit} bytes.", details={"max_bytes": limit})
     if isinstance(exc, ApplicationError):
-        return Response(exc.as_dict(), status=exc.status)
+        body = exc.as_dict()
+        fields = body["error"]["details"].get("fields")
+        if isinstance(fields, dict):
+            # One shape whichever layer refused a field: DRF's serializers give {name: [messages]}, a service one
+            # sentence, which goes in a list too.
+            body["error"]["details"] = {**body["error"]["details"], "fields": {
+                name: [value] if isinstance(value, str) else value for name, value in fields.items()}}
+        # Unavailable for a moment (the database, the read cache): when to try again, as for any call that meets a
+        # database outage (contexts.infra.middleware).
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+        return Response(body, status=exc.status, headers=headers)
     if isinstance(exc, Http404):
         exc = drf.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

@@ -223,7 +223,8 @@ class RevisionOutputSerializer(serializers.ModelSerializer):
 class MessageInputSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=Message.Role.choices)
     content = StrictCharField(allow_blank=True, trim_whitespace=False)
-    idempotency_key = StrictCharField(required=False, allow_null=True, max_length=255,
+    # Kept as sent: "k" and "k " are two keys, and trimming one into the other would drop its message.
+    idempotency_key = StrictCharField(required=False, allow_null=True, max_length=255, trim_whitespace=False,
                                       help_text="A retried message with the same key is stored once.")
 
 

@@ -222,8 +222,10 @@ def test_health_needs_no_key_and_shows_no_data():
 
 def test_health_is_503_in_the_error_shape_when_the_broker_does_not_answer(settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"  # the discard port: nothing listens
-    error = assert_error(Agent().get("/api/v1/health"), 503, "unavailable")
+    response = Agent().get("/api/v1/health")
+    error = assert_error(response, 503, "unavailable")
     assert set(error["details"]["failed"]) == {"broker"}
+    assert response["Retry-After"] == "1"  # as every 503 unavailable says when to try again
 
 
 def test_health_checks_a_configured_broker(settings):

@@ -131,3 +131,16 @@ def test_a_lone_surrogate_anywhere_in_the_body_is_400_in_the_error_shape_and_cha
     assert counts() == before
     session = SessionContext.objects.get(session_id="lone-1")
     assert (session.mode, session.summary, session.version, session.status) == ("planning", "kept", 1, "active")
+
+
+def test_a_refused_field_has_one_shape_whichever_layer_refuses_it(agent, settings):
+    settings.SESSIONCTX_MAX_GOAL_CHARS = 10
+    make_session("shape-1")
+    wrong_type = assert_error(agent.patch("/api/v1/sessions/shape-1/context", {"goal": 5},
+                                          headers={"If-Match": '"0"'}), 400, "invalid")
+    too_long = assert_error(agent.patch("/api/v1/sessions/shape-1/context", {"goal": "x" * 50},
+                                        headers={"If-Match": '"0"'}), 400, "invalid")
+
+    assert wrong_type["details"]["fields"]["goal"] == ["Must be a string."]
+    assert too_long["details"]["fields"]["goal"] == ["Has 50 characters; compress it to at most 10."]
+    assert SessionContext.objects.get(session_id="shape-1").version == 0

@@ -128,3 +128,18 @@ def test_a_bad_batch_to_an_existing_session_changes_nothing(agent):
                             {"messages": [{"role": "user", "content": "fine"}, {"role": "x", "content": "bad"}]}),
                  400)
     assert counts() == before
+
+
+def test_idempotency_keys_are_kept_as_sent_and_keys_differing_in_spaces_store_both_messages(agent):
+    response = agent.post("/api/v1/sessions/idem-1/messages", {"messages": [
+        {"role": "user", "content": "Plan my trip", "idempotency_key": "k"},
+        {"role": "assistant", "content": "1. Flights 2. Hotel", "idempotency_key": "k "},
+    ]})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert [(m["seq"], m["idempotency_key"]) for m in body["stored"]] == [(1, "k"), (2, "k ")]
+    assert list(Message.objects.filter(session__session_id="idem-1").order_by("seq")
+                .values_list("content", "idempotency_key")) == [("Plan my trip", "k"), ("1. Flights 2. Hotel", "k ")]
+    assert ExtractionRun.objects.filter(session__session_id="idem-1").exists()  # the turn ends with the reply
+    assert_error(agent.post("/api/v1/sessions/idem-1/messages", {"messages": [
+        {"role": "user", "content": "x", "idempotency_key": "   "}]}), 400)
