@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 from rest_framework.throttling import BaseThrottle
@@ -40,6 +41,17 @@ PROJECT_HEADER = "X-Sessionctx-Project"
 PROJECT_FIELD = "page_project"
 NO_PROJECT = "You are not a member of any project yet: ask an admin to add you to one."
 SIGNED_OUT = "You are signed out, so this page stopped updating: sign in again to go on (your typing is still here)."
+
+
+def session_url(request: HttpRequest, session_id: str) -> str:
+    """Where an action done on a session's page sends the browser: that session's page in the project the action
+    was done in, named in the address when the person has since switched to another project in a second tab (the
+    same session id can exist in both)."""
+    url = reverse("session_detail", args=[session_id])
+    project = getattr(request, "project", None)
+    if project is not None and request.session.get(PROJECT_SESSION_KEY, project.slug) != project.slug:
+        url += "?" + urlencode({"project": project.slug})
+    return url
 
 
 def report(request: HttpRequest, exc: ApplicationError) -> int:

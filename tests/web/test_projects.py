@@ -193,10 +193,29 @@ def test_a_form_of_a_posted_without_javascript_after_another_tab_switched_to_b_a
     world["a42"].refresh_from_db()
     world["b42"].refresh_from_db()
     assert world["a42"].summary == "Alpha without JavaScript" and world["b42"].summary == "Zeta summary"
+    # Done, the browser goes back to A's chat-42 (not B's, which the remembered project would name).
+    assert response["Location"] == "/sessions/chat-42/?project=alpha"
+    landed = client.get(response["Location"]).content.decode()
+    assert "Alpha without JavaScript" in landed and "Zeta summary" not in landed
     refused = client.post("/sessions/chat-42/edit/", {**_edit(world["b42"].version, "x"), "page_project": "nope"})
     assert refused.status_code == 403
     world["b42"].refresh_from_db()
     assert world["b42"].summary == "Zeta summary"
+
+
+def test_take_from_a_queue_lands_on_that_session_after_another_tab_switched_to_b(world, projects):
+    alpha, zeta = projects
+    both = make_user("queue-bo", role="support", project=alpha)
+    services.membership_set(project=zeta, user=both, role="support")
+    client = _client(both)
+    assert "chat-42" in client.get("/handoffs/").content.decode()
+    client.post("/projects/switch/", {"project": B_MARK})  # the other tab
+    response = client.post("/sessions/chat-42/take/", {"from": "queue", "page_project": "alpha"}, follow=True)
+    html = response.content.decode()
+    assert response.status_code == 200 and "Alpha summary" in html and "Zeta summary" not in html
+    world["a42"].refresh_from_db()
+    world["b42"].refresh_from_db()
+    assert (world["a42"].status, world["b42"].status) == ("human", "active")
 
 
 def test_the_switcher_moves_a_member_of_two_projects_and_a_member_of_one_sees_only_the_name(world, projects, amy):

@@ -19,7 +19,7 @@ from contexts.services import Actor
 from contexts.snapshot import validate_session_id
 
 from .. import regions
-from ..access import report
+from ..access import report, session_url
 from ..forms import first_error
 
 
@@ -64,7 +64,7 @@ def answer(request: HttpRequest, session: SessionContext, changed: Sequence[str]
 def done(request: HttpRequest, session: SessionContext, changed: Sequence[str]) -> HttpResponse:
     """Success on a plain form post redirects (so reload does not repeat it); htmx gets the changed regions."""
     if not request.htmx:
-        return redirect("session_detail", session_id=session.session_id)
+        return redirect(session_url(request, session.session_id))
     return regions.action_result(request, session, changed)
 
 

@@ -7,7 +7,6 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -17,7 +16,7 @@ from contexts.models import SessionContext
 from contexts.services import Actor
 
 from .. import regions
-from ..access import EDIT_PERM, HANDOFF_PERM, report, staff_view
+from ..access import EDIT_PERM, HANDOFF_PERM, report, session_url, staff_view
 from ..forms import NoteForm, OptionalNoteForm, ReplyForm, first_error
 from .common import answer, done, refused, session_action, session_or_404
 from .lists import queue_refused
@@ -36,7 +35,7 @@ def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
         return refused(request, session_id, exc, regions.STATUS_CHANGED)
     messages.success(request, "You have taken this conversation; the agent waits until you hand it back.")
     if from_queue:
-        target = reverse("session_detail", args=[session.session_id])
+        target = session_url(request, session.session_id)
         return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
     return done(request, session, regions.STATUS_CHANGED)
 
