@@ -10,6 +10,7 @@ from .events import event_record, events_purge
 from .handoff import (
     handoff_add_note,
     handoff_claim,
+    handoff_note_room,
     handoff_release,
     handoff_reply,
     handoff_request,
@@ -31,7 +32,7 @@ from .snapshots import (
 __all__ = [
     "Actor", "AppendResult", "PostResult", "api_key_authenticate", "api_key_create", "api_key_hash",
     "api_key_revoke", "api_key_touch", "event_record", "events_purge", "handoff_add_note", "handoff_claim",
-    "handoff_release", "handoff_reply", "handoff_request", "handoff_take_over",
+    "handoff_note_room", "handoff_release", "handoff_reply", "handoff_request", "handoff_take_over",
     "membership_set", "messages_append", "messages_post", "project_get_or_create", "session_close",
     "session_delete", "session_get_or_create",
     "session_update_policy_set",

@@ -143,6 +143,16 @@ def handoff_add_note(*, session: SessionContext, note: str, actor: Actor) -> Han
     return _event(session_locked(session), HandoffEvent.Kind.NOTE, actor, note.strip())
 
 
+def _handled_by(actor: Actor) -> str:
+    who = actor.user.get_username() if actor.user else actor.label
+    return f"Handled by {who} ({timezone.now():%Y-%m-%d %H:%M} UTC)"
+
+
+def handoff_note_room(actor: Actor) -> int:
+    """How long a hand-back note by `actor` may be: the snapshot's handoff note also says who handled it and when."""
+    return text_limit("handoff_note") - len(_handled_by(actor)) - len(": ")
+
+
 @transaction.atomic
 def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> SessionContext:
     """Hand the conversation back to the agent, with a note in the snapshot saying what was done."""
@@ -152,11 +162,9 @@ def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> Sess
                             details={"status": current.status})
     _owner_only(current, actor, "hand it back")
     note = (note or "").strip()
-    who = actor.user.get_username() if actor.user else actor.label
-    handoff_note = f"Handled by {who} ({timezone.now():%Y-%m-%d %H:%M} UTC)" + (f": {note}" if note else "")
-    if len(handoff_note) > text_limit("handoff_note"):
+    handoff_note = _handled_by(actor) + (f": {note}" if note else "")
+    if len(note) > (room := handoff_note_room(actor)):
         # Cut, the end of what the person wrote would never reach the agent.
-        room = text_limit("handoff_note") - (len(handoff_note) - len(note))
         raise InvalidInput(f"The note has {len(note)} characters; with who handled it and when in front, at most "
                            f"{room} fit.", details={"fields": {"note": f"At most {room} characters."}})
     released = _status_change(current, actor=actor, reason=note or "Handed back to the agent",

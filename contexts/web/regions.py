@@ -18,6 +18,7 @@ from contexts import selectors
 from contexts.models import SessionContext, Status
 from contexts.selectors.locks import lock_panel, locks_token
 from contexts.selectors.usage import session_usage
+from contexts.services import Actor, handoff_note_room
 from contexts.services.locks import LOCKABLE_FIELDS
 from contexts.snapshot import NOTE_MAX_CHARS, REASON_MAX_CHARS
 
@@ -92,6 +93,8 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
         "note_max_chars": NOTE_MAX_CHARS,
         "lockable": LOCKABLE_FIELDS,
     }
+    if context["is_mine"]:  # the hand-back form: what fits after who handled it and when
+        context["release_note_room"] = handoff_note_room(Actor.for_user(user))
     context["can_close"] = session.status != Status.CLOSED and (session.status != Status.HUMAN or context["is_mine"])
     if BODY in regions or LIVE in regions:
         context["live_token"] = live_token(session)

@@ -315,3 +315,20 @@ def test_the_with_a_person_count_says_how_many_not_the_first_100(alice, bob):
         assert ">101<" in heading, heading
         assert "The 100 held longest are listed." in html
     assert ">0<" in logged_in(alice).get("/handoffs/?mine=1").content.decode().split('id="taken-title"', 1)[1][:200]
+
+
+def test_the_hand_back_note_box_takes_no_more_than_fits_after_who_and_when(alice, waiting, settings):
+    settings.SESSIONCTX_MAX_GOAL_CHARS = 1000  # the handoff note's bound
+    services.handoff_claim(session=waiting, actor=Actor.for_user(alice))
+    client = logged_in(alice)
+    page = client.get("/sessions/desk-1/").content.decode()
+    room = int(re.search(r'maxlength="(\d+)"[^>]*data-field="release-note"', page).group(1))
+    prefix = f"Handled by alice ({timezone.now():%Y-%m-%d %H:%M} UTC): "
+    assert room == 1000 - len(prefix)  # not the 1000 a browser would let through and the service then refuse
+
+    too_long = client.post("/sessions/desk-1/release/", {"note": "x" * (room + 1)})
+    assert too_long.status_code == 400 and f"at most {room} fit" in too_long.content.decode()
+    assert client.post("/sessions/desk-1/release/", {"note": "y" * room}).status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.status == "active" and len(waiting.handoff_note) == 1000
+    assert waiting.handoff_note.startswith("Handled by alice (") and waiting.handoff_note.endswith(": " + "y" * room)
