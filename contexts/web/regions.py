@@ -149,16 +149,16 @@ def render_regions(request: HttpRequest, session: SessionContext, regions: Seque
     return "".join(html)
 
 
-def earlier_messages(request: HttpRequest, session: SessionContext, before_seq: int) -> HttpResponse:
-    """The page of messages before `before_seq`, as the list items that replace the "Load earlier" link (htmx),
-    or the whole page with them in its transcript."""
-    transcript = selectors.recent_messages(session, limit=TRANSCRIPT_PAGE, before_seq=before_seq)
-    if request.htmx:
-        context = {"session": session, "transcript": transcript, "from_oob": True}
-        return HttpResponse(render_to_string(f"{DETAIL}#transcript-items", context, request)
-                            + render_to_string(f"{DETAIL}#transcript-from", context, request))
-    context = detail_context(request, session, transcript=transcript)
-    return HttpResponse(render_to_string(DETAIL, context, request))
+def earlier_messages(session: SessionContext, before_seq: int) -> list:
+    """The page of messages before `before_seq` ("Load earlier messages")."""
+    return selectors.recent_messages(session, limit=TRANSCRIPT_PAGE, before_seq=before_seq)
+
+
+def earlier_items(request: HttpRequest, session: SessionContext, transcript: list) -> HttpResponse:
+    """Those messages as the list items that replace the "Load earlier" link (htmx)."""
+    context = {"session": session, "transcript": transcript, "from_oob": True}
+    return HttpResponse(render_to_string(f"{DETAIL}#transcript-items", context, request)
+                        + render_to_string(f"{DETAIL}#transcript-from", context, request))
 
 
 def with_flash(request: HttpRequest, html: str, status: int = 200, **context: Any) -> HttpResponse:

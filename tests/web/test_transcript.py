@@ -40,8 +40,10 @@ def test_the_page_opens_with_the_newest_messages_and_loads_every_earlier_one(sup
 
 
 def test_without_javascript_the_link_shows_the_earlier_messages_in_the_page(support, long_conversation):
+    services.handoff_request(session=make_session("t-waiting"), reason="help", actor=services.Actor.system("agent"))
     html = support.get("/sessions/t-long/?before=61").content.decode()
     assert "<html" in html and _seqs(html) == list(range(1, 61))
+    assert 'data-waiting="1"' in html  # the menu still counts who waits, as on every page
 
 
 def test_a_50_kb_message_shows_its_start_and_a_show_all(support):

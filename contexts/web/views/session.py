@@ -32,7 +32,10 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     session = session_or_404(request, session_id)
     before = request.GET.get("before", "")
     if before.isascii() and before.isdigit():  # "²" is a digit to isdigit(), not to int()
-        response = regions.earlier_messages(request, session, int(before))
+        transcript = regions.earlier_messages(session, int(before))
+        # Without JavaScript, the whole page (its menu's waiting count too) with those messages in its transcript.
+        response = (regions.earlier_items(request, session, transcript) if request.htmx
+                    else detail_page(request, session, transcript=transcript))
     elif request.htmx:
         # A link that refreshes one region names it as its hx-target; anything else gets the whole body.
         target = request.htmx.target if request.htmx.target in regions.REGIONS else regions.BODY
