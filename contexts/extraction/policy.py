@@ -188,8 +188,11 @@ def backoff_sweep(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> i
         held = backoff_of(session.pk)
         if held is None or held.until > now:
             continue
-        if ExtractionRun.objects.filter(session_id=session.pk, created_at__gte=held.until).exists():
-            continue  # the wait is over and something asked already
+        # The wait is over and something asked already; one refused for a spent daily budget on an earlier day
+        # does not count (its run said "after midnight"), as for the idle sweep.
+        if (ExtractionRun.objects.filter(session_id=session.pk, created_at__gte=held.until)
+                .exclude(status=ExtractionRun.Status.BUDGET_EXCEEDED, created_at__lt=budget_day_start(now)).exists()):
+            continue
         if _asked(session=session, event=BACKOFF_OVER, trigger="backoff", now=now):
             queued += 1
             if queued >= limit:

@@ -123,3 +123,40 @@ def test_an_operator_can_run_an_update_during_the_wait(failing_model, django_cap
 
     session.refresh_from_db()
     assert session.summary == "m1 m2" and len(failing_model.requests) == 1
+
+
+def test_a_retry_after_the_wait_refused_for_a_spent_budget_is_made_the_next_day(
+        settings, django_capture_on_commit_callbacks):
+    from django.utils import timezone
+
+    from contexts import services
+
+    settings.SESSIONCTX_MODEL = ""  # the offline extractor: this is about when the sweep asks
+    settings.SESSIONCTX_BACKOFF_AFTER_FAILURES = 2
+    settings.SESSIONCTX_BACKOFF_BASE = 60
+    settings.SESSIONCTX_DAILY_TOKEN_BUDGET = 1000
+    session = make_session("bo-budget", mode="summary")
+    services.messages_append(session=session, messages=[
+        {"role": "user", "content": "We are moving the shop database from MySQL to PostgreSQL."},
+        {"role": "assistant", "content": "Noted: MySQL to PostgreSQL."}])
+    now = timezone.now()
+    failed_at = now - timedelta(seconds=61)  # two failures in a row; their 60 s wait is over
+    for _ in range(2):
+        ExtractionRun.objects.create(session=session, status="failed", trigger="auto", finished_at=failed_at)
+    ExtractionRun.objects.filter(session=session).update(created_at=failed_at)
+    spent = ExtractionRun.objects.create(session=make_session("busy"), status="succeeded", prompt_tokens=5000,
+                                         finished_at=now)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert idle_sweep() == 1  # the wait is over, but today's budget is spent
+    run = ExtractionRun.objects.filter(session=session).first()
+    assert (run.trigger, run.status) == ("backoff", "budget_exceeded")
+    assert "next update after midnight UTC" in run.error
+    assert idle_sweep() == 0  # not asked again the same day
+
+    # The next day the budget is fresh and the messages still unseen: the update the run promised comes.
+    ExtractionRun.objects.filter(pk=spent.pk).update(finished_at=now - timedelta(days=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert idle_sweep(now=now + timedelta(days=1)) == 1
+    session.refresh_from_db()
+    assert session.cursor_seq == session.last_message_seq == 2
