@@ -146,6 +146,30 @@ def test_a_number_setting_that_is_not_finite_names_its_variable():
             assert f"{name} must be a finite number" in result.stderr.strip().splitlines()[-1], (name, bad)
 
 
+@pytest.mark.parametrize("name", ["OPENAI_TIMEOUT", "SESSIONCTX_WEBHOOK_TIMEOUT", "CACHE_SOCKET_TIMEOUT",
+                                  "CACHE_CONNECT_TIMEOUT"])
+def test_a_timeout_of_zero_or_below_is_a_named_error_at_start(name):
+    # 0 or -1 (meant as "no timeout") passed: OPENAI_TIMEOUT=0 failed every run as "cannot reach the model API"
+    # without a request made; a negative cache timeout made every API request a 500 while readiness said 200.
+    for bad in ("0", "-1"):
+        result = _import_settings(DEBUG="true", **{name: bad})
+        assert result.returncode != 0, (name, bad)
+        assert f"{name} must be more than 0" in result.stderr.strip().splitlines()[-1], (name, bad)
+    assert _import_settings(DEBUG="true", **{name: "0.5"}).returncode == 0
+
+
+def test_a_worker_metrics_port_or_retry_schedule_that_cannot_work_is_a_named_error_at_start():
+    # WORKER_METRICS_PORT=98080 (for 9808) let the worker run without its /metrics, one unnamed ERROR line in its log;
+    # a retry step of inf failed the delivery's scheduling.
+    for name, bad, says in (("WORKER_METRICS_PORT", "98080", "WORKER_METRICS_PORT must be at most 65535"),
+                            ("WORKER_METRICS_PORT", "-1", "WORKER_METRICS_PORT must be at least 0"),
+                            ("SESSIONCTX_WEBHOOK_RETRY_SCHEDULE", "5,inf", "each 0 or more"),
+                            ("SESSIONCTX_WEBHOOK_RETRY_SCHEDULE", "5,-1", "each 0 or more")):
+        result = _import_settings(DEBUG="true", METRICS_TOKEN="t" * 32, **{name: bad})
+        assert result.returncode != 0 and says in result.stderr.strip().splitlines()[-1], (name, bad)
+    assert _import_settings(DEBUG="true", METRICS_TOKEN="t" * 32, WORKER_METRICS_PORT="9808").returncode == 0
+
+
 def test_a_cache_url_that_is_not_a_redis_url_is_a_clear_error():
     # It used to pass start-up and `check`; readiness then said 200 "degraded" while every API request answered 500
     # (redis-py's ValueError from the throttle and the key cache).

@@ -26,8 +26,9 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    """`minimum`: the least value that means anything (a size, an interval), so a 0 or a negative one is refused."""
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`minimum`: the least value that means anything (a size, an interval), so a 0 or a negative one is refused;
+    `maximum`: the largest (a port)."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -37,10 +38,13 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {raw!r}")
     return value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, positive: bool = False) -> float:
+    """`positive`: only a value above 0 means anything (a timeout: 0 or below is no wait at all, not "no limit")."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -51,6 +55,8 @@ def env_float(name: str, default: float) -> float:
     # float() also reads inf and nan, which no timeout or backoff can be (and int() of them fails far from here).
     if not math.isfinite(value):
         raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    if positive and value <= 0:
+        raise ImproperlyConfigured(f"{name} must be more than 0 (seconds), got {raw!r}")
     return value
 
 

@@ -17,7 +17,7 @@ __all__ = [
 # /metrics (Prometheus text format) answers only with `Authorization: Bearer <METRICS_TOKEN>`; 404 while unset.
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 # A Celery worker's own figures (the model call latency), on a port of its own (0: none), behind the same token.
-WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)  # 0: none
 WORKER_METRICS_ADDRESS = env("WORKER_METRICS_ADDRESS", "127.0.0.1")
 if WORKER_METRICS_PORT and not METRICS_TOKEN:
     raise ImproperlyConfigured("WORKER_METRICS_PORT needs METRICS_TOKEN (the port answers only with that token)")

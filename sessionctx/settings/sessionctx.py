@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 
@@ -31,7 +32,7 @@ __all__ = [
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
 OPENAI_BASE_URL = env("OPENAI_BASE_URL")
 # The Celery task limits follow it (celery.py): a slow local model gets a long OPENAI_TIMEOUT and longer tasks with it.
-OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0)
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0, positive=True)
 # The client retries nothing itself: SESSIONCTX_MODEL_RETRIES does, where every try is counted in the run record.
 if env_int("OPENAI_MAX_RETRIES", 0):
     raise ImproperlyConfigured("OPENAI_MAX_RETRIES is gone: the client's own retries were invisible in the run "
@@ -150,6 +151,8 @@ try:
                                                                     "5,300,1800,7200,18000,36000,36000")]
 except ValueError:
     raise ImproperlyConfigured("SESSIONCTX_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from None
-SESSIONCTX_WEBHOOK_TIMEOUT = env_float("SESSIONCTX_WEBHOOK_TIMEOUT", 10.0)
+if not all(math.isfinite(step) and step >= 0 for step in SESSIONCTX_WEBHOOK_RETRY_SCHEDULE):
+    raise ImproperlyConfigured("SESSIONCTX_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, each 0 or more")
+SESSIONCTX_WEBHOOK_TIMEOUT = env_float("SESSIONCTX_WEBHOOK_TIMEOUT", 10.0, positive=True)
 SESSIONCTX_WEBHOOK_DISABLE_AFTER = env_int("SESSIONCTX_WEBHOOK_DISABLE_AFTER", 10)
 SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = env_bool("SESSIONCTX_WEBHOOK_ALLOW_PRIVATE", False)
