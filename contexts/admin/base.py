@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 
 from contexts.models import Project, ProjectRole
-from contexts.selectors.projects import project_role, projects_editable_by, projects_for_user
+from contexts.selectors.projects import is_project_slug, project_role, projects_editable_by, projects_for_user
 
 
 class ReadOnlyAdminMixin:
@@ -41,6 +41,9 @@ class ProjectFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value():
+            # A name no project can have (a NUL, which PostgreSQL refuses in a query) is no project: nothing.
+            if not is_project_slug(self.value()):
+                return queryset.none()
             return queryset.filter(**{f"{self.project_path}__slug": self.value()})
         return queryset
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -18,6 +19,8 @@ from contexts.models import ApiKey
 
 from .base import ProjectScopedAdmin
 
+MAX_LIFETIME = timedelta(days=36500)  # as create_api_key's --expires-in-days
+
 
 class ApiKeyCreateForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
@@ -31,6 +34,11 @@ class ApiKeyCreateForm(forms.ModelForm):
         expires_at = self.cleaned_data.get("expires_at")
         if expires_at is not None and expires_at <= timezone.now():
             raise forms.ValidationError("The expiry must be in the future.")
+        # As create_api_key's bound: a date at the calendar's end (9999-12-31 for "never") cannot be stored from a
+        # zone west of UTC, nor shown in one east of it. Leave it empty for a key that never expires.
+        if expires_at is not None and expires_at - timezone.now() > MAX_LIFETIME:
+            raise forms.ValidationError("The expiry must be within 100 years; leave it empty for a key that never "
+                                        "expires.")
         return expires_at
 
 

@@ -10,7 +10,7 @@ from ..exceptions import NotFound
 from ..models import Project, ProjectMembership, ProjectRole, project_slug_validator
 
 
-def _is_slug(slug: str) -> bool:
+def is_project_slug(slug: str) -> bool:
     # What no project can be called is not looked up: PostgreSQL refuses a NUL in a query as an error (a 500).
     try:
         project_slug_validator(slug)
@@ -20,7 +20,7 @@ def _is_slug(slug: str) -> bool:
 
 
 def project_by_slug(slug: str) -> Project:
-    project = Project.objects.filter(slug=slug).first() if _is_slug(slug) else None
+    project = Project.objects.filter(slug=slug).first() if is_project_slug(slug) else None
     if project is None:
         raise NotFound(f"Project {slug!r} does not exist.", details={"project": slug})
     return project
@@ -50,7 +50,7 @@ def project_for_staff(user: AbstractBaseUser, slug: str | None = None) -> tuple[
     (a superuser: any), else their first by slug; None for someone who is in no project."""
     if not user.is_authenticated or not user.is_active:
         return None
-    slug = slug if slug and _is_slug(slug) else None
+    slug = slug if slug and is_project_slug(slug) else None
     if user.is_superuser:
         project = (Project.objects.filter(slug=slug).first() if slug else None) or Project.objects.first()
         return (project or Project.default(), ProjectRole.EDITOR)

@@ -165,3 +165,21 @@ def test_a_support_member_does_not_see_the_signing_secret_of_their_projects_endp
     assert "http://127.0.0.1:9/a" in page and a_hook.secret not in page
     # Editor in zeta: the secret, to put in the receiver.
     assert z_hook.secret in client.get(f"/admin/contexts/webhookendpoint/{z_hook.pk}/change/").content.decode()
+
+
+def test_a_project_filter_naming_no_possible_project_lists_nothing_not_a_500(superuser, projects):
+    make_session("nul-1", project=projects[0])
+    for path in ("/admin/contexts/sessioncontext/", "/admin/contexts/apikey/"):
+        response = superuser.get(path + "?project=a%00b")
+        assert response.status_code == 200, path  # a 500 on PostgreSQL, which refuses NUL in a query
+    assert "nul-1" not in superuser.get("/admin/contexts/sessioncontext/?project=a%00b").content.decode()
+    assert "nul-1" in superuser.get("/admin/contexts/sessioncontext/?project=alpha").content.decode()
+
+
+def test_a_key_expiring_past_a_century_is_a_form_error_not_a_500(superuser, projects):
+    superuser.cookies["tz"] = "America/New_York"  # 9999-12-31 23:00 here is past the calendar in UTC
+    response = superuser.post("/admin/contexts/apikey/add/", {
+        "project": projects[0].pk, "name": "forever", "scopes": ["read"],
+        "expires_at_0": "9999-12-31", "expires_at_1": "23:00:00"})
+    assert response.status_code == 200 and "The expiry must be within 100 years" in response.content.decode()
+    assert not ApiKey.objects.filter(name="forever").exists()
