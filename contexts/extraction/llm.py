@@ -55,6 +55,17 @@ def worst_call_seconds() -> float:
     return float(settings.OPENAI_TIMEOUT)
 
 
+def _text_of(content: Any) -> str | None:
+    """An answer's text: a string, or the text parts of a list of content parts (as some servers and gateways
+    answer); anything else as text, which the answer's checks then refuse with the reason."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text") or "") for part in content
+                       if isinstance(part, dict) and part.get("type") in ("text", "output_text"))
+    return str(content)
+
+
 @dataclass(frozen=True)
 class Completion:
     content: str | None
@@ -129,7 +140,7 @@ def chat_json(*, messages: list[dict[str, str]], schema_name: str, schema: dict[
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None
     usage = response.usage
-    content = getattr(message, "content", None)
+    content = _text_of(getattr(message, "content", None))
     calls = getattr(message, "tool_calls", None) or []
     if way == "tools" and calls:
         content = calls[0].function.arguments

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -284,3 +285,21 @@ def test_an_emptied_plan_goal_or_summary_is_refused_unless_the_messages_ask_for_
     run = extract(session)
     assert run.status == "succeeded", run.error
     assert (session.plan, session.goal, session.cursor_seq) == ([], "", 4)
+
+
+def test_an_answer_given_as_content_parts_is_read_as_its_text(fake_model, extract):
+    # Some OpenAI-compatible servers and gateways answer message.content as a list of parts, not a string.
+    session = make_session("parts-answer", mode="summary")
+    post(session, ("user", "The shop database moves from MySQL to PostgreSQL."), ("assistant", "Noted."))
+    fake_model.push(Reply(body={
+        "id": "x", "object": "chat.completion", "created": int(time.time()), "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": [
+            {"type": "text", "text": '{"summary": "The shop database moves '},
+            {"type": "text", "text": 'from MySQL to PostgreSQL."}'}]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}))
+
+    run = extract(session)
+
+    assert run.status == "succeeded", run.error
+    assert session.summary == "The shop database moves from MySQL to PostgreSQL."
+    assert (run.model_calls, run.prompt_tokens, run.completion_tokens) == (1, 100, 20)
