@@ -71,10 +71,15 @@ def _unseen(session: SessionContext):
 
 
 def unseen_turns(session: SessionContext) -> int:
-    """Completed turns among the unseen messages: the first assistant message after each user message (the
-    unseen part may begin inside a turn). A tool-calling agent's [user, assistant, tool, assistant] is one turn."""
+    """Completed turns among the unseen messages: the first assistant message after each user message. A
+    tool-calling agent's [user, assistant, tool, assistant] is one turn; an agent's greeting before the user said
+    anything is none."""
     roles = list(_unseen(session).order_by("seq").values_list("role", flat=True))
-    opened = True
+    # The unseen part may begin inside a turn: one whose user message was seen and not yet answered then.
+    last_seen = (Message.objects.filter(session_id=session.pk, seq__lte=session.cursor_seq,
+                                        role__in=[Message.Role.USER, Message.Role.ASSISTANT])
+                 .order_by("-seq").values_list("role", flat=True).first())
+    opened = last_seen == Message.Role.USER
     turns = 0
     for role in roles:
         if role == Message.Role.USER:

@@ -191,6 +191,26 @@ def test_a_tool_calling_turn_counts_once(settings, django_capture_on_commit_call
     assert queued == [False, True, False, True]
 
 
+def test_an_agents_greeting_before_the_user_speaks_is_no_turn(settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_UPDATE_POLICY = "every_n_turns:2"
+
+    def post(*messages):
+        with django_capture_on_commit_callbacks(execute=True):
+            return services.messages_post(session_id="p-greeting", mode="summary", messages=[
+                m if isinstance(m, dict) else {"role": m[0], "content": m[1]} for m in messages])
+
+    assert post(("assistant", "Hi! I can help you plan your move. What are you working on?")).update is None
+    assert post(*_turn(1)).update is None  # one turn: a user message and the reply after it
+    assert post(*_turn(2)).update is not None  # the second
+    # A reply posted alone to a question already taken in completes that turn; an extra message after it does not.
+    assert post(("user", "And the boxes?")).update is None
+    session = SessionContext.objects.get(session_id="p-greeting")
+    session.cursor_seq = session.last_message_seq  # as if an update had just taken the question in
+    session.save(update_fields=["cursor_seq"])
+    assert post(("assistant", "Boxes come on Monday."), ("assistant", "Anything else?")).update is None
+    assert post(*_turn(3)).update is not None  # the boxes turn and turn 3
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_session_erased_while_the_idle_sweep_runs_is_passed_over_and_the_others_still_queued(
         settings, on_postgres, django_capture_on_commit_callbacks):
