@@ -183,3 +183,32 @@ def test_a_key_expiring_past_a_century_is_a_form_error_not_a_500(superuser, proj
         "expires_at_0": "9999-12-31", "expires_at_1": "23:00:00"})
     assert response.status_code == 200 and "The expiry must be within 100 years" in response.content.decode()
     assert not ApiKey.objects.filter(name="forever").exists()
+
+
+def test_delete_selected_across_projects_confirms_says_and_logs_only_what_it_deletes(projects):
+    from django.contrib.admin.models import DELETION, LogEntry
+
+    alpha, zeta = projects
+    mine = make_session("a-1", project=alpha)
+    theirs = make_session("z-1", project=zeta)
+    client = _staff(projects, roles={"alpha": "editor", "zeta": "support"})
+    picked = {"action": "delete_selected", "_selected_action": [mine.pk, theirs.pk]}
+
+    confirm = client.post("/admin/contexts/sessioncontext/", picked).content.decode()
+    assert f'name="_selected_action" value="{mine.pk}"' in confirm and "1 selected session(s) left out" in confirm
+    assert f'name="_selected_action" value="{theirs.pk}"' not in confirm and "z-1" not in confirm
+    done = client.post("/admin/contexts/sessioncontext/", {**picked, "_selected_action": [mine.pk], "post": "yes"},
+                       follow=True).content.decode()
+
+    assert "Successfully deleted 1 session context" in done and "Successfully deleted 2" not in done
+    assert not SessionContext.objects.filter(pk=mine.pk).exists()
+    assert SessionContext.objects.filter(pk=theirs.pk).exists()
+    logged = sorted(LogEntry.objects.filter(action_flag=DELETION).values_list("object_repr", flat=True))
+    assert logged == ["a-1"]
+    # Both picked again and confirmed as is: still only hers, the other named as left out.
+    again = make_session("a-2", project=alpha)
+    client.post("/admin/contexts/sessioncontext/", {**picked, "_selected_action": [again.pk, theirs.pk],
+                                                    "post": "yes"})
+    assert not SessionContext.objects.filter(pk=again.pk).exists()
+    assert SessionContext.objects.filter(pk=theirs.pk).exists()
+    assert sorted(LogEntry.objects.filter(action_flag=DELETION).values_list("object_repr", flat=True)) == ["a-1", "a-2"]
