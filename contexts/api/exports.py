@@ -11,7 +11,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 
 from .. import selectors
-from ..models import Message, Mode, Revision, Status
+from ..models import HandoffEvent, Message, Mode, Revision, Status
 from ..selectors import governance
 from ..services.locks import LOCKABLE_FIELDS
 from .http import ApiView
@@ -101,6 +101,14 @@ class ExportedProposalSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class ExportedHandoffEventSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=HandoffEvent.Kind.choices)
+    actor = serializers.CharField(help_text="Who acted, as revisions name their actor.")
+    actor_user = serializers.CharField(allow_null=True, help_text="Username of the staff member who acted.")
+    note = serializers.CharField(allow_blank=True, help_text="The staff note or hand-back note, if any.")
+    created_at = serializers.DateTimeField()
+
+
 class ExportedRunsSerializer(serializers.Serializer):
     by_status = serializers.DictField(child=serializers.IntegerField(), help_text="Runs per status.")
     prompt_tokens = serializers.IntegerField()
@@ -120,6 +128,8 @@ class SessionExportSerializer(serializers.Serializer):
     revisions = ExportedRevisionSerializer(many=True, help_text="Every revision, oldest first.")
     locks = ExportedLockSerializer(many=True, help_text="The fields staff locked, by field.")
     proposals = ExportedProposalSerializer(many=True, help_text="Pending proposals for locked fields, by field.")
+    handoff_events = ExportedHandoffEventSerializer(
+        many=True, help_text="The handoff timeline (requests, takes, hand-backs, closes, staff notes), oldest first.")
     runs = ExportedRunsSerializer(help_text="A summary of the model-driven updates (not imported).")
 
 

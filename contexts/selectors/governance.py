@@ -39,6 +39,7 @@ REVISION_FIELDS = ("version", "source", "actor", "reason", "snapshot", "changed_
 PROJECT_SETTINGS = ("retention_days", "daily_token_budget")
 LOCK_FIELDS = ("field", "reason", "actor", "created_at")  # and actor_user, by username
 PROPOSAL_FIELDS = ("field", "value", "created_at")  # not from_run: runs do not travel
+HANDOFF_EVENT_FIELDS = ("kind", "actor", "note", "created_at")  # and actor_user, by username
 # What a deletion counts, by the model it removes rows of; every answer names all of them, zeros included.
 COUNTED = {
     SessionContext: "sessions", Message: "messages", Revision: "revisions", ExtractionRun: "runs",
@@ -125,7 +126,7 @@ def _one_moment() -> Iterator[None]:
 
 def session_document(session: SessionContext) -> dict[str, Any]:
     """One session as export and import know it: its project's settings, the snapshot, every message, every
-    revision, the staff locks and pending proposals, a runs summary.
+    revision, the staff locks and pending proposals, the handoff timeline, a runs summary.
 
     People (assignee, staff authors, who locked) are named by username; content is never summarised or cut.
     Everything is read at one moment, the session's row included: a message or a version committed between two
@@ -160,6 +161,11 @@ def _document(session: SessionContext) -> dict[str, Any]:
     ]
     document["proposals"] = [_row(p, PROPOSAL_FIELDS)
                              for p in Proposal.objects.filter(session=session).order_by("field")]
+    # The staff timeline (requested, taken, handed back, closed, the staff's own notes), oldest first.
+    document["handoff_events"] = [
+        {**_row(e, HANDOFF_EVENT_FIELDS), "actor_user": e.actor_user.get_username() if e.actor_user_id else None}
+        for e in HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
+    ]
     runs = ExtractionRun.objects.filter(session=session)
     totals = runs.aggregate(prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"))
     document["runs"] = {

@@ -1,6 +1,7 @@
 """Import of exported sessions (selectors.governance.session_document): whole sessions, exactly as exported.
 
-A session is created with its versions, revisions, message seqs, staff locks and pending proposals as they were;
+A session is created with its versions, revisions, message seqs, staff locks, pending proposals and handoff
+timeline as they were;
 importing the same document again changes nothing; a session that exists here with a different history is refused,
 never merged. A project the import creates takes the exported project's settings; one already here keeps its own.
 """
@@ -19,9 +20,10 @@ from django.utils.dateparse import parse_datetime
 
 from .. import readcache
 from ..exceptions import ApplicationError
-from ..models import FieldLock, Message, Mode, Project, Proposal, Revision, SessionContext, Status
+from ..models import FieldLock, HandoffEvent, Message, Mode, Project, Proposal, Revision, SessionContext, Status
 from ..selectors.governance import (
     EXPORT_FORMAT,
+    HANDOFF_EVENT_FIELDS,
     LOCK_FIELDS,
     MESSAGE_FIELDS,
     PROJECT_SETTINGS,
@@ -127,6 +129,27 @@ def _check_proposals(document: dict[str, Any]) -> None:
                              f"{'a list of strings' if name in STEP_FIELDS else 'a string'}")
 
 
+def _check_handoff_events(document: dict[str, Any]) -> None:
+    events = document.get("handoff_events", [])
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        raise ValueError("'handoff_events' must be a list of objects")
+    for n, event in enumerate(events, 1):
+        missing = [key for key in (*HANDOFF_EVENT_FIELDS, "actor_user") if key not in event]
+        if missing:
+            raise ValueError(f"handoff_events: entry {n} lacks {', '.join(missing)}")
+        if event["kind"] not in HandoffEvent.Kind.values:
+            raise ValueError(f"handoff_events: entry {n} has the kind {event['kind']!r}, not one of "
+                             f"{', '.join(HandoffEvent.Kind.values)}")
+        if not isinstance(event["actor"], str) or not event["actor"].strip() or len(event["actor"]) > 255:
+            raise ValueError(f"handoff_events: who acted in entry {n} must be 1-255 characters")
+        if not isinstance(event["note"], str) or "\x00" in event["note"]:
+            raise ValueError(f"handoff_events: the note of entry {n} must be text without NUL characters")
+        if event["actor_user"] is not None and not isinstance(event["actor_user"], str):
+            raise ValueError(f"handoff_events: actor_user of entry {n} must be a username or null")
+        if _when(event["created_at"]) is None:
+            raise ValueError(f"handoff_events: entry {n} has no created_at")
+
+
 def _numbers(rows: list[Any], key: str, part: str) -> list[int]:
     numbers = [row[key] for row in rows]
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
@@ -185,6 +208,7 @@ def _check(document: Any) -> str:
     _check_consistent(document)
     _check_locks(document)
     _check_proposals(document)
+    _check_handoff_events(document)
     return session_id
 
 
@@ -196,9 +220,10 @@ def _people(names: set[str]) -> dict[str, Any]:
 def _create(document: dict[str, Any], project: Project) -> SessionContext:
     data = document["session"]
     locks, proposals = document.get("locks", []), document.get("proposals", [])
+    timeline = document.get("handoff_events", [])  # none in documents exported before it travelled
     people = _people(({data.get("assignee")} | {m.get("author") for m in document["messages"]}
                       | {r.get("actor_user") for r in document["revisions"]}
-                      | {lock["actor_user"] for lock in locks}) - {None})
+                      | {lock["actor_user"] for lock in locks} | {e["actor_user"] for e in timeline}) - {None})
     fields = {k: data[k] for k in SESSION_FIELDS if k not in ("created_at", "updated_at")}
     fields["handoff_requested_at"] = _when(fields["handoff_requested_at"])
     # update_policy came after format 1's first documents: one without it gets the installation's policy ("").
@@ -219,13 +244,18 @@ def _create(document: dict[str, Any], project: Project) -> SessionContext:
     Proposal.objects.bulk_create(
         Proposal(session=session, **{k: p[k] for k in PROPOSAL_FIELDS if k != "created_at"},
                  created_at=_when(p["created_at"])) for p in proposals)
+    events = HandoffEvent.objects.bulk_create(
+        HandoffEvent(session=session, actor_user=people.get(e["actor_user"]),
+                     **{k: e[k] for k in HANDOFF_EVENT_FIELDS if k != "created_at"}) for e in timeline)
     # Creation stamps every row with now; the exported times are put back as they were.
-    for objs, rows in ((messages, document["messages"]), (revisions, document["revisions"]), (field_locks, locks)):
+    for objs, rows in ((messages, document["messages"]), (revisions, document["revisions"]), (field_locks, locks),
+                       (events, timeline)):
         for obj, row in zip(objs, rows, strict=True):
             obj.created_at = _when(row["created_at"])
     Message.objects.bulk_update(messages, ["created_at"], batch_size=500)
     Revision.objects.bulk_update(revisions, ["created_at"], batch_size=500)
     FieldLock.objects.bulk_update(field_locks, ["created_at"])
+    HandoffEvent.objects.bulk_update(events, ["created_at"], batch_size=500)
     SessionContext.objects.filter(pk=session.pk).update(created_at=_when(data["created_at"]),
                                                         updated_at=_when(data["updated_at"]))
     # An entry cached for an earlier session of this id (deleted since) must not outlive it.

@@ -286,6 +286,12 @@ BAD_DOCUMENTS = {
     "a NUL character in a message": lambda d: d["messages"][0].update(content="Move us\x00 to PostgreSQL"),
     "a message role that is no role": lambda d: d["messages"][0].update(role="customer"),
     "a message content that is not a string": lambda d: d["messages"][0].update(content=["Move us"]),
+    "a handoff event of no kind": lambda d: d.update(handoff_events=[
+        {"kind": "escalated", "actor": "a", "actor_user": None, "note": "", "created_at": "2026-01-01T00:00:00Z"}]),
+    "a handoff note with a NUL": lambda d: d.update(handoff_events=[
+        {"kind": "note", "actor": "a", "actor_user": None, "note": "x\x00", "created_at": "2026-01-01T00:00:00Z"}]),
+    "a handoff event without a time": lambda d: d.update(handoff_events=[
+        {"kind": "note", "actor": "a", "actor_user": None, "note": "n", "created_at": None}]),
 }
 
 
@@ -371,3 +377,28 @@ def test_the_same_document_imported_twice_at_once_is_created_once_and_unchanged_
     assert raced and [r.outcome for r in other] == ["created"]
     assert result.outcome == "unchanged", result.message
     assert SessionContext.objects.filter(session_id="ex-1").count() == 1
+
+
+def test_export_and_import_keep_the_handoff_timeline_and_its_staff_notes(tmp_path, capsys):
+    from contexts.models import HandoffEvent
+
+    staff = make_user("carol")
+    session = make_session("hx-1", content={"summary": "Refund for a blender"}, user_id="u-2")
+    session = services.handoff_request(session=session, reason="refund", actor=AGENT)
+    session = services.handoff_claim(session=session, actor=Actor.for_user(staff))
+    services.handoff_add_note(session=session, note="Customer is angry; refund approved by Dana.",
+                              actor=Actor.for_user(staff))
+    columns = ("kind", "actor", "actor_user__username", "note", "created_at")
+    before = list(HandoffEvent.objects.filter(session__session_id="hx-1").order_by("id").values_list(*columns))
+    assert len(before) == 3
+    path = tmp_path / "sessions.jsonl"
+    call_command("export_sessions", "--output", str(path), "--no-progress")
+    SessionContext.objects.all().delete()
+
+    call_command("import_sessions", str(path), "--no-progress")
+
+    after = list(HandoffEvent.objects.filter(session__session_id="hx-1").order_by("id").values_list(*columns))
+    assert after == before  # kinds, who (the staff member by username), notes and times as they were
+    call_command("import_sessions", str(path), "--no-progress")  # again: the same session, nothing added
+    assert "0 created, 1 unchanged" in capsys.readouterr().out
+    assert HandoffEvent.objects.filter(session__session_id="hx-1").count() == 3
