@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import after_setup_logger, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sessionctx.settings")
 
@@ -17,6 +17,16 @@ def _in_process_transport(sender, **kwargs):
     # for each call, whose connection would default to an AMQP URL with no host (and log a warning about it).
     if not sender.conf.broker_url:
         sender.conf.broker_url = "memory://"
+
+
+@after_setup_logger.connect
+def _log_level_from_settings(logger=None, **kwargs):
+    # Celery sets the root logger to its own -l level (the Procfile's and the unit's "info"): a worker logs at
+    # LOG_LEVEL, as the web does (docs/operations.md).
+    from django.conf import settings
+
+    if logger is not None:
+        logger.setLevel(settings.LOG_LEVEL)
 
 
 @worker_ready.connect

@@ -29,11 +29,12 @@ class Worker:
     """`celery -A sessionctx worker` in its own process group, so SIGKILL takes the whole worker."""
 
     def __init__(self, name: str, *, queue: str, env: dict[str, str], pool: str = "prefork",
-                 concurrency: int = 1) -> None:
+                 concurrency: int = 1, log_level: str = "INFO") -> None:
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f"celery-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        # INFO unless a test says otherwise: the " ready." line (INFO) is how wait_ready knows it is up.
         full_env = {**os.environ, "SECRET_KEY": "insecure-key-for-tests-only", "DEBUG": "false",
-                    "CELERY_QUEUE": queue, **env}
+                    "CELERY_QUEUE": queue, **env, "LOG_LEVEL": log_level}
         self.process = subprocess.Popen(
             [CELERY, "-A", "sessionctx", "worker", "-Q", queue, "-n", f"{name}-{os.getpid()}@%h", "--pool", pool,
              "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
@@ -88,8 +89,9 @@ class Beat(Worker):
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f"celery-{name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.schedule = Path(tempfile.mkdtemp(prefix="celery-beat-")) / "schedule"
+        # INFO at least: its "beat: Starting..." line says it is up.
         full_env = {**os.environ, "SECRET_KEY": "insecure-key-for-tests-only", "DEBUG": "false",
-                    "CELERY_QUEUE": queue, **env}
+                    "CELERY_QUEUE": queue, **env, "LOG_LEVEL": "INFO"}
         self.process = subprocess.Popen(
             [CELERY, "-A", "sessionctx", "beat", "-s", str(self.schedule), "--pidfile=", "-l", "info"],
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
