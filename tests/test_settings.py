@@ -187,6 +187,9 @@ def test_a_cache_url_that_is_not_a_redis_url_is_a_clear_error():
     ("SESSIONCTX_MAX_PLAN_STEPS", "0", "SESSIONCTX_MAX_PLAN_STEPS must be at least 1"),  # every plan refused
     ("SESSIONCTX_MAX_MESSAGE_CHARS", "0", "SESSIONCTX_MAX_MESSAGE_CHARS must be at least 1"),
     ("SESSIONCTX_EVENTS_MAX_WAIT", "-5", "SESSIONCTX_EVENTS_MAX_WAIT must be at least 0"),
+    ("SESSIONCTX_MAX_CHUNKS_PER_RUN", "0", "SESSIONCTX_MAX_CHUNKS_PER_RUN must be at least 1"),  # no run takes any
+    ("SESSIONCTX_PROMPT_BUDGET_CHARS", "0", "SESSIONCTX_PROMPT_BUDGET_CHARS must be at least 1"),
+    ("NUM_PROXIES", "-1", "NUM_PROXIES must be at least 0"),  # DRF would index the forwarded-for list from the end
     ("SESSIONCTX_MODEL_PRICES", '{"m": [-0.15, 0.6]}', "every price must be a number of USD, 0 or more"),
     ("SESSIONCTX_MODEL_PRICES", '{"m": ["NaN", 0.6]}', "every price must be a number of USD, 0 or more"),
 ])

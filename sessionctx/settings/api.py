@@ -30,7 +30,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"api_key": API_THROTTLE_RATE},
     # Client IPs are read from X-Forwarded-For only behind this many trusted proxies.
     # Unset means no proxy (0): DRF's own default (None) would trust any X-Forwarded-For a client sends.
-    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -80,7 +80,7 @@ SESSIONCTX_MAX_STEP_CHARS = env_int("SESSIONCTX_MAX_STEP_CHARS", 500, minimum=1)
 SESSIONCTX_MAX_MESSAGES_PER_POST = env_int("SESSIONCTX_MAX_MESSAGES_PER_POST", 200, minimum=1)
 SESSIONCTX_MAX_MESSAGE_CHARS = env_int("SESSIONCTX_MAX_MESSAGE_CHARS", 100_000, minimum=1)
 # Unseen messages above this many characters are consumed in sequential chunks.
-SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_000)
+SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_000, minimum=1)
 SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5)
 # Transient model errors (429, 5xx, timeouts) are retried this many times inside one attempt, with
 # exponential backoff and jitter (a call that timed out twice is not tried again). Worst case per model call:
@@ -118,7 +118,7 @@ if any(not price.is_finite() or price < 0 for prices in SESSIONCTX_MODEL_PRICES.
 # without calling the model and its messages stay unseen for a run after midnight.
 SESSIONCTX_DAILY_TOKEN_BUDGET = env_int("SESSIONCTX_DAILY_TOKEN_BUDGET", 0)
 # A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
-SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4)
+SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4, minimum=1)
 # A queued run not picked up this long after it was sent is sent again (by the next request for
 # the session, the periodic sweep, a worker starting, or `manage.py update_context --pending`).
 SESSIONCTX_EXTRACTION_RESEND_AFTER = env_int("SESSIONCTX_EXTRACTION_RESEND_AFTER", 120)
