@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest
 
 from contexts.models import Project, ProjectRole
@@ -55,6 +56,14 @@ class ProjectScopedAdmin(admin.ModelAdmin):
 
     # The lookup from the model to its Project ("project", "session__project", ...).
     project_path = "project"
+    # Fields no page shows (a signing secret, a key's hash): no filter in the address may name them either, or a
+    # list showing a row or not would answer guesses at them a character at a time (?secret__regex=^whsec_a).
+    hidden_fields: frozenset[str] = frozenset()
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if self.hidden_fields & set(lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         qs = super().get_queryset(request)

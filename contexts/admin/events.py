@@ -56,6 +56,7 @@ class WebhookEndpointForm(forms.ModelForm):
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(ProjectScopedAdmin):
     form = WebhookEndpointForm
+    hidden_fields = frozenset({"secret"})
     list_display = ("url", "description", "types", "is_active", "consecutive_failures", "disabled_at", "created_at")
     list_filter = ("is_active",)
     search_fields = ("url", "description")
@@ -163,6 +164,7 @@ class EndpointFilter(admin.SimpleListFilter):
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     project_path = "endpoint__project"
+    hidden_fields = frozenset({"secret"})  # the endpoint's, through endpoint__secret
     list_display = ("event_id", "event_type", "endpoint", "status", "response_code", "attempts", "next_attempt_at",
                     "delivered_at", "last_error", "created_at")
     list_filter = ("status", EndpointFilter)

@@ -44,6 +44,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ProjectScopedAdmin):
+    hidden_fields = frozenset({"key_hash"})
     list_display = ("name", "prefix", "scopes", "is_active", "created_by", "created_at", "last_used_at", "expires_at",
                     "revoked_at")
     list_filter = ("is_active",)

@@ -212,3 +212,24 @@ def test_delete_selected_across_projects_confirms_says_and_logs_only_what_it_del
     assert not SessionContext.objects.filter(pk=again.pk).exists()
     assert SessionContext.objects.filter(pk=theirs.pk).exists()
     assert sorted(LogEntry.objects.filter(action_flag=DELETION).values_list("object_repr", flat=True)) == ["a-1", "a-2"]
+
+
+def test_no_admin_list_answers_guesses_at_a_signing_secret_or_a_keys_hash(projects, settings):
+    # A support member may view the endpoints and keys of their project, never the secret or the hash; a list that
+    # showed a row or not for ?secret__regex=^whsec_a would let them read either a character at a time.
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    alpha, _zeta = projects
+    hook = webhook_endpoint_create(url="http://127.0.0.1:9/alpha-hook", project=alpha)
+    key, _raw = services.api_key_create(name="agent-a", scopes=["read"], project=alpha)
+    client = _staff(projects, roles={"alpha": "support"})
+    client.raise_request_exception = False
+    guesses = (f"/admin/contexts/webhookendpoint/?secret__regex=^{hook.secret[:8]}",
+               f"/admin/contexts/webhookendpoint/?secret__startswith={hook.secret[:8]}",
+               f"/admin/contexts/webhookdelivery/?endpoint__secret__startswith={hook.secret[:8]}",
+               f"/admin/contexts/apikey/?key_hash__regex=^{key.key_hash[:4]}",
+               f"/admin/contexts/apikey/?key_hash={key.key_hash}")
+    for url in guesses:
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.status_code)
+        assert "alpha-hook" not in response.content.decode() and "agent-a" not in response.content.decode()
+    assert "alpha-hook" in client.get("/admin/contexts/webhookendpoint/?is_active__exact=1").content.decode()
