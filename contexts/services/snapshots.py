@@ -39,6 +39,11 @@ def snapshot_write(current: SessionContext, *, values: dict[str, Any], source: s
         before = current.snapshot()
         after = {**before, **values}
         changed = [name for name in after if before.get(name) != after[name]]
+        new_owner = (extra or {}).get("assignee", current.assignee_id)
+        if not changed and getattr(new_owner, "pk", new_owner) != current.assignee_id:
+            # Who owns the conversation is in the context's answer (and its ETag is the version): a new owner alone
+            # (a take-over) is a new version too, or a client holding the old answer would be told 304.
+            changed = ["assignee"]
         columns = {**values, **(extra or {}), "updated_at": timezone.now()}
         if changed:
             columns["version"] = current.version + 1

@@ -80,10 +80,17 @@ def test_an_editor_takes_over_from_the_owner_and_the_feed_and_timeline_say_from_
     session = _taken_by(alice)
     with pytest.raises(StateConflict):
         services.handoff_claim(session=session, actor=Actor.for_user(erin))  # a plain Take still refuses
+    version = session.version
     session = services.handoff_take_over(session=session, actor=Actor.for_user(erin))
     assert session.assignee == erin and session.status == "human"
-    event = Event.objects.filter(session_id=session.pk).order_by("-id").first()
-    assert event.type == Event.Type.HANDOFF_TAKEN_OVER
+    # The context's answer names its owner, so a new owner is a new version (a client's ETag of alice's answer
+    # must not get a 304), with its revision and its context.updated event.
+    assert session.version == version + 1
+    assert Revision.objects.get(session_id=session.pk, version=session.version).changed_fields == ["assignee"]
+    updated, event = Event.objects.filter(session_id=session.pk).order_by("-id")[:2][::-1]
+    assert (updated.type, updated.data["version"], updated.data["changed_fields"]) == (
+        Event.Type.CONTEXT_UPDATED, session.version, ["assignee"])
+    assert event.type == Event.Type.HANDOFF_TAKEN_OVER and event.data["version"] == session.version
     assert (event.data["previous_assignee"], event.data["assignee"]) == ("alice", "erin")
     last = HandoffEvent.objects.filter(session_id=session.pk).order_by("-id").first()
     assert (last.actor, last.note) == ("user:erin", "Taken over from alice")
