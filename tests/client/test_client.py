@@ -382,6 +382,25 @@ def test_following_the_feed_long_polls_until_an_event_arrives(ctx, live_server):
     assert 0.9 <= waited < 5, waited
 
 
+def test_following_the_feed_pauses_between_polls_when_the_server_waits_less_than_asked(connect, live_server,
+                                                                                       recording, settings):
+    settings.SESSIONCTX_EVENTS_MAX_WAIT = 0  # long polls off (each holds a web thread): a wait of 25 waits 0
+    created = make_session("c-nowait")
+    ctx = connect("read", transport=recording)
+    writer = SessionCtxClient(live_server.url, _write_key())
+    thread = threading.Timer(2.5, lambda: writer.update_context("c-nowait", expected_version=created.version,
+                                                                goal="arrived"))
+    thread.start()
+    try:
+        event = next(iter(ctx.events(session_id="c-nowait", wait=25)))
+    finally:
+        thread.join()
+        writer.close()
+    assert event["type"] == "context.updated"
+    polls = [seen for seen in recording.seen if seen[1] == "events"]
+    assert 2 <= len(polls) <= 5, f"{len(polls)} polls in 2.5 s"  # a pause between empty pages, not a spin
+
+
 def _write_key() -> str:
     from tests.factories import make_api_key
 

@@ -28,6 +28,13 @@ EVERY_SESSION = "\x00every session"
 IDLE_POLL_SECONDS = 1.0
 
 
+def pause_before_next_poll(*, empty: bool, wait: float, took: float) -> float:
+    """Seconds a follow loop waits before its next poll: none after news or a page that waited, IDLE_POLL_SECONDS
+    after an empty page that came back well before the asked-for `wait` (no wait asked, or a server configured to
+    wait less: SESSIONCTX_EVENTS_MAX_WAIT), so the loop never spins."""
+    return IDLE_POLL_SECONDS if empty and (not wait or took < wait / 2) else 0.0
+
+
 def _json(response: httpx.Response) -> Any:
     if response.status_code == 204 or not response.content:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -196,6 +197,7 @@ class AsyncSessionCtxClient(ops.Base):
         """Every event after `after`, following `next_after`; with follow, long-polls for new ones forever
         (resume later from the last event's `id`), else stops when none are left."""
         while True:
+            started = time.monotonic()
             page = await self.list_events(after=after, session_id=session_id, types=types, limit=limit,
                                     wait=wait if follow else None)
             for event in page["events"]:
@@ -205,5 +207,7 @@ class AsyncSessionCtxClient(ops.Base):
                 continue
             if not follow:
                 return
-            if not page["events"] and not wait:
-                await asyncio.sleep(ops.IDLE_POLL_SECONDS)
+            pause = ops.pause_before_next_poll(empty=not page["events"], wait=wait,
+                                               took=time.monotonic() - started)
+            if pause:
+                await asyncio.sleep(pause)

@@ -198,6 +198,7 @@ class SessionCtxClient(ops.Base):
         """Every event after `after`, following `next_after`; with follow, long-polls for new ones forever
         (resume later from the last event's `id`), else stops when none are left."""
         while True:
+            started = time.monotonic()
             page = self.list_events(after=after, session_id=session_id, types=types, limit=limit,
                                     wait=wait if follow else None)
             yield from page["events"]
@@ -206,5 +207,7 @@ class SessionCtxClient(ops.Base):
                 continue
             if not follow:
                 return
-            if not page["events"] and not wait:
-                time.sleep(ops.IDLE_POLL_SECONDS)
+            pause = ops.pause_before_next_poll(empty=not page["events"], wait=wait,
+                                               took=time.monotonic() - started)
+            if pause:
+                time.sleep(pause)
