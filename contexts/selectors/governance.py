@@ -124,9 +124,11 @@ def _one_moment() -> Iterator[None]:
         yield
 
 
-def session_document(session: SessionContext) -> dict[str, Any]:
+def session_document(session: SessionContext, *, staff_notes: bool = False) -> dict[str, Any]:
     """One session as export and import know it: its project's settings, the snapshot, every message, every
-    revision, the staff locks and pending proposals, the handoff timeline, a runs summary.
+    revision, the staff locks and pending proposals, the handoff timeline, a runs summary. The staff's own notes
+    in the timeline are for staff only: only an operator's export (`staff_notes`, export_sessions) carries them,
+    never an API answer, which any agent's read key may ask for.
 
     People (assignee, staff authors, who locked) are named by username; content is never summarised or cut.
     Everything is read at one moment, the session's row included: a message or a version committed between two
@@ -137,10 +139,10 @@ def session_document(session: SessionContext) -> dict[str, Any]:
         if found is None:
             raise NotFound(f"Session {session.session_id!r} does not exist.",
                            details={"session_id": session.session_id})
-        return _document(found)
+        return _document(found, staff_notes=staff_notes)
 
 
-def _document(session: SessionContext) -> dict[str, Any]:
+def _document(session: SessionContext, *, staff_notes: bool) -> dict[str, Any]:
     document = {"format": EXPORT_FORMAT, "project": session.project.slug, "project_name": session.project.name,
                 "project_settings": _row(session.project, PROJECT_SETTINGS),
                 "session": _row(session, SESSION_FIELDS)}
@@ -162,9 +164,12 @@ def _document(session: SessionContext) -> dict[str, Any]:
     document["proposals"] = [_row(p, PROPOSAL_FIELDS)
                              for p in Proposal.objects.filter(session=session).order_by("field")]
     # The staff timeline (requested, taken, handed back, closed, the staff's own notes), oldest first.
+    timeline = HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
+    if not staff_notes:
+        timeline = timeline.exclude(kind=HandoffEvent.Kind.NOTE)
     document["handoff_events"] = [
         {**_row(e, HANDOFF_EVENT_FIELDS), "actor_user": e.actor_user.get_username() if e.actor_user_id else None}
-        for e in HandoffEvent.objects.filter(session=session).select_related("actor_user").order_by("created_at", "id")
+        for e in timeline
     ]
     runs = ExtractionRun.objects.filter(session=session)
     totals = runs.aggregate(prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"))
@@ -176,7 +181,8 @@ def _document(session: SessionContext) -> dict[str, Any]:
     return document
 
 
-def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200) -> Iterator[dict[str, Any]]:
+def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200,
+                      staff_notes: bool = False) -> Iterator[dict[str, Any]]:
     """session_document for each session, oldest first, read a chunk of ids at a time (no long-held cursor)."""
     last = 0
     while True:
@@ -186,7 +192,7 @@ def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200) -
             if session is None:  # deleted while the export ran
                 continue
             try:
-                yield session_document(session)
+                yield session_document(session, staff_notes=staff_notes)
             except NotFound:
                 continue  # deleted while the export ran
         if len(ids) < chunk:

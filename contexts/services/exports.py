@@ -140,11 +140,13 @@ def _check_handoff_events(document: dict[str, Any]) -> None:
         if event["kind"] not in HandoffEvent.Kind.values:
             raise ValueError(f"handoff_events: entry {n} has the kind {event['kind']!r}, not one of "
                              f"{', '.join(HandoffEvent.Kind.values)}")
-        if not isinstance(event["actor"], str) or not event["actor"].strip() or len(event["actor"]) > 255:
-            raise ValueError(f"handoff_events: who acted in entry {n} must be 1-255 characters")
+        if (not isinstance(event["actor"], str) or not event["actor"].strip() or len(event["actor"]) > 255
+                or "\x00" in event["actor"]):
+            raise ValueError(f"handoff_events: who acted in entry {n} must be 1-255 characters without NUL")
         if not isinstance(event["note"], str) or "\x00" in event["note"]:
             raise ValueError(f"handoff_events: the note of entry {n} must be text without NUL characters")
-        if event["actor_user"] is not None and not isinstance(event["actor_user"], str):
+        user = event["actor_user"]
+        if user is not None and (not isinstance(user, str) or "\x00" in user):
             raise ValueError(f"handoff_events: actor_user of entry {n} must be a username or null")
         if _when(event["created_at"]) is None:
             raise ValueError(f"handoff_events: entry {n} has no created_at")

@@ -292,6 +292,10 @@ BAD_DOCUMENTS = {
         {"kind": "note", "actor": "a", "actor_user": None, "note": "x\x00", "created_at": "2026-01-01T00:00:00Z"}]),
     "a handoff event without a time": lambda d: d.update(handoff_events=[
         {"kind": "note", "actor": "a", "actor_user": None, "note": "n", "created_at": None}]),
+    # Stored on SQLite, refused by PostgreSQL: a file must import on every database alike.
+    "a handoff actor with a NUL": lambda d: d.update(handoff_events=[
+        {"kind": "note", "actor": "user:a\x00b", "actor_user": None, "note": "n",
+         "created_at": "2026-01-01T00:00:00Z"}]),
 }
 
 
@@ -402,3 +406,24 @@ def test_export_and_import_keep_the_handoff_timeline_and_its_staff_notes(tmp_pat
     call_command("import_sessions", str(path), "--no-progress")  # again: the same session, nothing added
     assert "0 created, 1 unchanged" in capsys.readouterr().out
     assert HandoffEvent.objects.filter(session__session_id="hx-1").count() == 3
+
+
+def test_an_agents_read_key_never_gets_the_staffs_own_notes_from_the_export_api():
+    from django.test import Client
+
+    from tests.factories import make_api_key
+
+    staff = make_user("carol")
+    session = services.handoff_request(session=make_session("note-private", user_id="u-9"), reason="refund",
+                                       actor=AGENT)
+    services.handoff_add_note(session=session, note="INTERNAL: flagged for fraud review", actor=Actor.for_user(staff))
+    _, raw = make_api_key("read", name="agent")
+    client = Client(headers={"Authorization": f"Bearer {raw}"})
+
+    one = client.get("/api/v1/sessions/note-private/export")
+    users = client.get("/api/v1/users/u-9/export")
+
+    assert one.status_code == users.status_code == 200
+    assert [e["kind"] for e in one.json()["handoff_events"]] == ["requested"]  # the rest of the timeline stays
+    assert "fraud review" not in one.content.decode()
+    assert "fraud review" not in b"".join(users.streaming_content).decode()

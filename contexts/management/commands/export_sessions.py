@@ -43,7 +43,7 @@ class Command(BaseCommand):
         written = 0
         try:
             with tqdm(total=sessions.count(), unit="session", disable=no_progress, file=sys.stderr) as bar:
-                for document in governance.session_documents(sessions):
+                for document in governance.session_documents(sessions, staff_notes=True):
                     out.write(json.dumps(document, ensure_ascii=False) + "\n")
                     written += 1
                     bar.update(1)
