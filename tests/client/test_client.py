@@ -303,6 +303,9 @@ def test_a_session_or_user_id_of_dots_alone_is_refused_as_invalid_not_sent_to_an
         assert (caught.value.status, caught.value.code) == (400, "invalid_session_id")
     assert not SessionContext.objects.exists()
     assert ctx.erase_user("..")["user_id"] == ".."  # a user id may be dots: it reaches that user's route
+    with pytest.raises(NotFoundError) as caught:
+        ctx.get_run("..")
+    assert "/api/v1/runs/" in caught.value.message  # it asked under /runs/, not at another path
 
 
 def test_a_base_url_ending_in_api_v1_works_too(connect, live_server):

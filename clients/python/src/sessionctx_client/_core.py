@@ -284,7 +284,7 @@ def list_runs(session_id: str, *, limit: int | None, cursor: str | None) -> Call
 
 
 def get_run(run_id: str) -> Call[Any]:
-    return Call("GET", f"runs/{quote(str(run_id), safe='')}")
+    return Call("GET", f"runs/{path_segment(str(run_id))}")
 
 
 def list_events(*, after: int, session_id: str | None, types: Sequence[str] | str | None, limit: int | None,
