@@ -92,6 +92,7 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
         "reason_max_chars": REASON_MAX_CHARS,
         "note_max_chars": NOTE_MAX_CHARS,
         "lockable": LOCKABLE_FIELDS,
+        "timeline_max": TIMELINE_MAX,
     }
     if context["is_mine"]:  # the hand-back form: what fits after who handled it and when
         context["release_note_room"] = handoff_note_room(Actor.for_user(user))
