@@ -43,6 +43,10 @@ class LimitedJSONParser(JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             data = json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
+        except LookupError:
+            # Django takes any charset Python knows, binary codecs too ("base64", "zlib"), which decode no text.
+            raise drf_exceptions.ParseError(f"The body is not valid JSON: its charset ({encoding[:40]}) is not a "
+                                            "text encoding; send UTF-8.") from None
         except ValueError as exc:
             raise drf_exceptions.ParseError(f"The body is not valid JSON: {exc}") from None
         except RecursionError:

@@ -51,6 +51,18 @@ def test_malformed_json_is_400_parse_error_and_changes_nothing(agent, raw):
     assert SessionContext.objects.get(session_id="json-1").summary == "kept"
 
 
+@pytest.mark.parametrize("charset", ["base64", "rot13", "zlib", "hex"])
+def test_a_charset_that_is_not_a_text_encoding_is_400_parse_error_and_changes_nothing(agent, charset):
+    make_session("json-3", content={"summary": "kept"})
+    before = counts()
+    response = agent.patch("/api/v1/sessions/json-3/context", raw='{"summary": "x"}',
+                           content_type=f"application/json; charset={charset}", headers={"If-Match": '"1"'})
+    error = assert_error(response, 400, "parse_error")
+    assert charset in error["message"]
+    assert counts() == before
+    assert SessionContext.objects.get(session_id="json-3").summary == "kept"
+
+
 def test_a_json_body_that_is_not_an_object_is_400(agent):
     make_session("json-2")
     for raw in ("[]", '"text"', "3", "null"):
