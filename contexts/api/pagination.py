@@ -18,9 +18,11 @@ def page_size(asked: str | None, *, default: int, maximum: int) -> int:
     default page size silently: the caller asked for something."""
     if asked is None:
         return default
-    if not re.fullmatch(r"[0-9]+", asked) or int(asked) < 1:
+    digits = asked.lstrip("0")
+    if not re.fullmatch(r"[0-9]+", asked) or not digits:
         raise ValidationError({"limit": ["A whole number of at least 1."]})
-    return min(int(asked), maximum)
+    # Compared by length first: int() refuses a string of more than 4300 digits, which is still just a big limit.
+    return maximum if len(digits) > len(str(maximum)) else min(int(digits), maximum)
 
 
 LIMIT_SCHEMA = {"type": "integer", "minimum": 1}

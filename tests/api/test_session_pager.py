@@ -53,3 +53,24 @@ def test_limit_is_bounded(agent):
         make_session(f"limit-{i}")
     response = agent.get("/api/v1/sessions?limit=100000")
     assert response.status_code == 200 and len(response.json()["results"]) == 3
+
+
+def test_a_limit_of_more_digits_than_python_converts_still_gets_the_largest_page(agent):
+    # Python refuses to turn a string of more than 4300 digits into an int (ValueError): that is still a limit
+    # above the maximum, on every list, first page or one a cursor names.
+    for i in range(2):
+        make_session(f"huge-{i}", content={"summary": f"one {i}"})
+    agent.post("/api/v1/sessions/huge-0/messages", {"messages": [{"role": "user", "content": "hi"}]})
+    huge = "9" * 5000
+    for path, rows in (("/api/v1/sessions", 2), ("/api/v1/sessions/huge-0/messages", 1),
+                       ("/api/v1/sessions/huge-0/revisions", 1), ("/api/v1/sessions/huge-0/runs", 0)):
+        response = agent.get(f"{path}?limit={huge}")
+        assert response.status_code == 200, (path, response.content[:300])
+        assert len(response.json()["results"]) == rows
+    agent.patch("/api/v1/sessions/huge-0/context", {"summary": "two", "version": 1})
+    for path in ("/api/v1/sessions", "/api/v1/sessions/huge-0/revisions"):
+        second_page = agent.get(f"{path}?limit=1").json()["next"].replace("limit=1", f"limit={huge}")
+        response = agent.get(second_page)
+        assert response.status_code == 200, (path, response.content[:300])
+        assert len(response.json()["results"]) == 1
+    assert_error(agent.get(f"/api/v1/sessions?limit={'0' * 5000}"), 400, "invalid")
