@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
@@ -38,6 +38,12 @@ def api_exception_handler(exc, context):
         # database outage (contexts.infra.middleware).
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
         return Response(body, status=exc.status, headers=headers)
+    if isinstance(exc, SuspiciousOperation):
+        # What Django answers 400 before a view runs, met inside one (more than DATA_UPLOAD_MAX_NUMBER_FIELDS query
+        # parameters, read by the first look at them): a 400 here too, logged as Django logs it, not a 500.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").warning("%s", exc)
+        return Response({"error": {"code": "bad_request", "message": f"The request could not be understood: {exc}",
+                                   "details": {}}}, status=400)
     if isinstance(exc, Http404):
         exc = drf.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

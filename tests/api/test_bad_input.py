@@ -63,6 +63,22 @@ def test_a_charset_that_is_not_a_text_encoding_is_400_parse_error_and_changes_no
     assert SessionContext.objects.get(session_id="json-3").summary == "kept"
 
 
+def test_more_query_parameters_than_django_reads_is_400_in_the_error_shape_and_changes_nothing(agent, settings):
+    # Django refuses to parse a query string of more than DATA_UPLOAD_MAX_NUMBER_FIELDS parameters (1000); outside
+    # the API that is its 400 page.
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 20
+    make_session("many-1", content={"summary": "kept"})
+    before = counts()
+    query = "&".join(f"p{i}=1" for i in range(21))
+    for method, path, body in (("GET", "/api/v1/sessions", None), ("GET", "/api/v1/events", None),
+                               ("GET", "/api/v1/sessions/many-1/context", None),
+                               ("PATCH", "/api/v1/sessions/many-1/context", {"summary": "x", "version": 1}),
+                               ("PUT", "/api/v1/sessions/many-2", {})):
+        assert_error(agent.call(method, f"{path}?{query}", body), 400, "bad_request")
+    assert counts() == before
+    assert SessionContext.objects.get(session_id="many-1").summary == "kept"
+
+
 def test_a_json_body_that_is_not_an_object_is_400(agent):
     make_session("json-2")
     for raw in ("[]", '"text"', "3", "null"):
