@@ -136,7 +136,7 @@ class ContextPromptApi(ApiView):
 
 class ContextResetApi(ApiView):
     @extend_schema(tags=["context"], operation_id="context_reset", request=ResetInputSerializer,
-                   parameters=[IF_MATCH_OPTIONAL],
+                   parameters=[IF_MATCH_OPTIONAL, ETAG_HEADER],
                    responses={200: ContextWriteOutputSerializer, **errors(400, 404, 412, 413, 415, 423)},
                    description="Empty the snapshot (a new version; the history keeps the old ones).")
     def post(self, request, session_id: str):

@@ -28,7 +28,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]) for code in wanted}
 
 
-ETAG_HEADER = OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200],
+# On every answer that carries the context or stands for it (a create's 201, a conditional read's 304).
+ETAG_HEADER = OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200, 201, 304],
                                description='The snapshot version as an entity tag, e.g. `"3"`.')
 # An ETag this API sent (the quotes may be left out): a strong one, as a weak W/"3" never matches a write (RFC 9110).
 ETAG_PATTERN = r'^"?[0-9]{1,10}"?$'

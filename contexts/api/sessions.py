@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from .. import selectors, services
 from .context import context_response
 from .http import ApiListView, ApiView, validated
-from .openapi import errors
+from .openapi import ETAG_HEADER, errors
 from .pagination import SessionPagination
 from .serializers import (
     ContextWriteOutputSerializer,
@@ -36,6 +36,7 @@ class SessionListApi(ApiListView):
 
 class SessionApi(ApiView):
     @extend_schema(tags=["sessions"], operation_id="session_create", request=SessionCreateInputSerializer,
+                   parameters=[ETAG_HEADER],
                    responses={200: ContextWriteOutputSerializer, 201: ContextWriteOutputSerializer,
                               **errors(400, 413, 415)},
                    description="Create the session (201), or answer the existing one (200): idempotent. "

@@ -67,6 +67,34 @@ def test_the_schema_describes_bearer_auth_and_the_error_responses(schema):
     assert any(p["name"] == "If-Match" and p["in"] == "header" for p in patch["parameters"])
 
 
+def test_every_answer_that_carries_an_etag_says_so_in_the_schema(schema, agent):
+    # A write answers the context with its ETag (docs/api.md), and so does a 304: a client generated from the
+    # schema only reads the headers the schema names.
+    s = "/api/v1/sessions/{session_id}"
+    calls = [
+        ("put", s, "", {}, {}),  # 201: created
+        ("put", s, "", {}, {}),  # 200: there already
+        ("patch", f"{s}/context", "/context", {"summary": "a", "version": 0}, {}),
+        ("put", f"{s}/context", "/context", {"summary": "b", "version": 1}, {}),
+        ("post", f"{s}/revisions/{{version}}/revert", "/revisions/1/revert", {"reason": "back", "version": 2}, {}),
+        ("post", f"{s}/context/reset", "/context/reset", {"reason": "over"}, {}),
+        ("post", f"{s}/handoff", "/handoff", {"reason": "help"}, {}),
+        ("get", f"{s}/context", "/context", None, {}),
+        ("get", f"{s}/context", "/context", None, {"If-None-Match": '"5"'}),  # 304
+        ("get", f"{s}/context/prompt", "/context/prompt", None, {}),
+        ("get", f"{s}/context/prompt", "/context/prompt", None, {"If-None-Match": '"5"'}),  # 304
+    ]
+    answered = set()
+    for method, path, suffix, body, headers in calls:
+        response = agent.call(method, f"/api/v1/sessions/etag-1{suffix}", body, headers=headers)
+        assert response.status_code < 400, (method, path, response.content[:300])
+        assert response.has_header("ETag"), (method, path, response.status_code)
+        answered.add((method, path, str(response.status_code)))
+        documented = schema["paths"][path][method]["responses"][str(response.status_code)].get("headers", {})
+        assert "ETag" in documented, (method.upper(), path, response.status_code)
+    assert ("put", s, "201") in answered and ("get", f"{s}/context", "304") in answered
+
+
 def test_the_docs_page_loads_swagger_ui_from_this_server():
     response = Agent().get("/api/docs/")
     assert response.status_code == 200
