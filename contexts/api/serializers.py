@@ -245,7 +245,8 @@ class MessagesPostOutputSerializer(serializers.Serializer):
     session_id = serializers.CharField()
     created = serializers.BooleanField(help_text="True when this post created the session.")
     stored = StoredMessageSerializer(many=True)
-    duplicates = serializers.IntegerField(help_text="Messages whose idempotency key was already stored.")
+    duplicates = serializers.IntegerField(
+        help_text="Messages whose idempotency key was already stored or came earlier in the batch.")
     update = RunRefSerializer(allow_null=True, help_text="The queued context update, when this batch queued one.")
 
 

@@ -78,7 +78,7 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
     existing = ({m.idempotency_key: m for m in Message.objects.filter(session_id=session.pk, idempotency_key__in=keys)}
                 if keys else {})
     result = AppendResult()
-    seen: set[str] = set()
+    seen: dict[str, Message] = {}
     to_store = []
     seq = locked.last_message_seq
     for m in batch:
@@ -87,11 +87,14 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
             result.duplicates.append(existing[key])
             continue
         if key in seen:
-            continue  # the same key twice in one batch: stored once
-        if key:
-            seen.add(key)
+            # The same key twice in one batch: stored once, and the copy counted, so stored + duplicates is the batch.
+            result.duplicates.append(seen[key])
+            continue
         seq += 1
-        to_store.append(Message(session_id=session.pk, seq=seq, author=author, **m))
+        message = Message(session_id=session.pk, seq=seq, author=author, **m)
+        if key:
+            seen[key] = message
+        to_store.append(message)
     if to_store:
         result.stored = Message.objects.bulk_create(to_store)
         SessionContext.objects.filter(pk=session.pk).update(last_message_seq=seq)

@@ -70,7 +70,7 @@ def test_a_retried_batch_stores_nothing_twice(agent):
     assert ExtractionRun.objects.filter(session__session_id="m-4").count() == 1
 
 
-def test_a_reused_idempotency_key_keeps_the_first_message_and_new_keys_follow_it(agent):
+def test_a_reused_idempotency_key_keeps_the_first_message_and_every_copy_counts_as_a_duplicate(agent):
     agent.post("/api/v1/sessions/m-7/messages", {"messages": TURN})
     response = agent.post("/api/v1/sessions/m-7/messages", {"messages": [
         {"role": "user", "content": "Plan my trip, but cheaper", "idempotency_key": "t1-u"},  # a retry, edited
@@ -79,7 +79,8 @@ def test_a_reused_idempotency_key_keeps_the_first_message_and_new_keys_follow_it
     ]})
     assert response.status_code == 202, response.content
     body = response.json()
-    assert body["stored"] == [{"seq": 3, "role": "user", "idempotency_key": "t2-u"}] and body["duplicates"] == 1
+    # Three sent: one stored, the retry of t1-u and the second t2-u of the same batch are duplicates.
+    assert body["stored"] == [{"seq": 3, "role": "user", "idempotency_key": "t2-u"}] and body["duplicates"] == 2
     assert _transcript("m-7") == [(1, "user", "Plan my trip", "t1-u"), (2, "assistant", "1. Flights 2. Hotel", "t1-a"),
                                   (3, "user", "And a car", "t2-u")]
     assert SessionContext.objects.get(session_id="m-7").last_message_seq == 3
