@@ -89,7 +89,17 @@ class QueryFilterSerializer(serializers.Serializer):
     """Query parameters. One given but blank (`user_id=`, `user_id=%20`, `after_seq=`) is refused: DRF reads an
     empty value of an optional field as no filter at all, which is not what the caller asked for."""
 
+    # Read by the pager and DRF's content negotiation, not by the filter.
+    READ_ELSEWHERE = frozenset({"cursor", "limit", "format"})
+
     def to_internal_value(self, data):
+        # A misspelled filter (`agentid=`) would otherwise list everything, as if none were given: refused, as
+        # unknown body fields are.
+        unknown = sorted(set(data) - set(self.fields) - self.READ_ELSEWHERE)
+        if unknown:
+            known = ", ".join(sorted(set(self.fields) | self.READ_ELSEWHERE))
+            raise serializers.ValidationError({name: [f"Unknown query parameter; known: {known}."]
+                                               for name in unknown})
         blank = sorted(name for name in self.fields if name in data and not str(data.get(name)).strip())
         if blank:
             raise serializers.ValidationError({name: ["May not be blank."] for name in blank})

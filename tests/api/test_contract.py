@@ -131,6 +131,27 @@ def test_a_blank_owner_filter_is_refused_however_it_is_blank(reader, query):
     assert set(error["details"]["fields"]) == {query.split("=")[0]}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/sessions?agentid=bot-a", "/api/v1/sessions/mis-1/messages?after=1",
+                                  "/api/v1/events?session=mis-1", "/api/v1/sessions/mis-1/context?fersh=true"])
+def test_a_misspelled_filter_is_refused_instead_of_listing_everything(reader, path):
+    make_session("mis-1", agent_id="bot-a")
+    make_session("mis-2", agent_id="bot-b")
+    error = assert_error(reader.get(path), 400, "invalid")
+    misspelled = path.split("?")[1].split("=")[0]
+    assert list(error["details"]["fields"]) == [misspelled]
+    assert "Unknown query parameter" in error["details"]["fields"][misspelled][0]
+
+
+def test_the_pager_parameters_are_not_taken_for_filters(reader):
+    for n in range(3):
+        make_session(f"page-{n}", agent_id="bot-a")
+    first = reader.get("/api/v1/sessions?agent_id=bot-a&limit=2")
+    assert first.status_code == 200 and len(first.json()["results"]) == 2
+    rest = reader.get(first.json()["next"])
+    assert rest.status_code == 200 and len(rest.json()["results"]) == 1
+    assert reader.get("/api/v1/sessions?format=json").status_code == 200
+
+
 @pytest.mark.parametrize("session_id", [".", "..", "..."])
 def test_session_ids_of_dots_only_are_refused(agent, session_id):
     before = counts()
