@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from contexts.extraction.dispatch import UNSENT_NOTE
 from contexts.extraction.runs import extraction_request
-from contexts.models import ExtractionRun, Revision
+from contexts.models import ExtractionRun, Revision, SessionContext
 from tests.extraction.conftest import celery_broker, post
 from tests.factories import make_session
 
@@ -158,3 +158,16 @@ def test_reextract_with_an_impossible_updated_after_is_a_command_error_and_queue
     with pytest.raises(CommandError, match="--updated-after"):
         call_command("reextract", "--updated-after", when, "--from-scratch", "--reason", "r")
     assert ExtractionRun.objects.count() == 0 and Revision.objects.count() == 1
+
+
+@pytest.mark.parametrize("option", ["--user-id", "--agent-id"])
+def test_reextract_with_a_blank_user_or_agent_filter_is_a_command_error_and_resets_no_session(option):
+    # `reextract --user-id "$USER" --from-scratch` with $USER unset named no filter, yet counted as one: every
+    # session of the project was emptied (a reset revision each) and queued again.
+    make_session("re-b1", mode="planning", content={"summary": "kept"}, user_id="u-1", agent_id="bot")
+    make_session("re-b2", mode="planning", content={"summary": "kept too"}, user_id="u-2", agent_id="bot")
+    for blank in ("", "  "):
+        with pytest.raises(CommandError, match=option):
+            call_command("reextract", option, blank, "--from-scratch", "--reason", "erasure request")
+    assert ExtractionRun.objects.count() == 0 and Revision.objects.count() == 2
+    assert set(SessionContext.objects.values_list("summary", flat=True)) == {"kept", "kept too"}

@@ -50,6 +50,10 @@ class Command(BaseCommand):
                 updated_after = None
             if updated_after is None:
                 raise CommandError("--updated-after must be an ISO date or datetime (years 1-9999 in UTC).")
+        for option in ("user_id", "agent_id"):
+            # session_list ignores a blank filter: `--user-id "$UNSET"` would select (and reset) every session.
+            if o[option] is not None and not o[option].strip():
+                raise CommandError(f"--{option.replace('_', '-')} must not be blank.")
         filters = {"mode": o["mode"], "status": o["status"], "agent_id": o["agent_id"], "user_id": o["user_id"],
                    "updated_after": updated_after}
         if not o["all"] and not any(v is not None for v in filters.values()):
