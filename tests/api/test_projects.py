@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
@@ -380,6 +380,18 @@ def test_create_api_key_with_a_new_project_creates_it_and_its_key_sees_only_that
     # Again with the same slug: the same project, a second key.
     call_command("create_api_key", "second", "--project", "brand-new", stdout=io.StringIO())
     assert Project.objects.filter(slug="brand-new").count() == 1 and new.api_keys.count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("args", [("bot", "--scopes", "admin"), ("bot", "--scopes", ","), ("  ",),
+                                  ("bot", "--expires-in-days", "0")])
+def test_create_api_key_with_bad_arguments_creates_no_project(args):
+    # The project was created before the name and scopes were checked: a typo in --scopes left an empty project
+    # behind, in the admin and in the staff pages' project switcher.
+    with pytest.raises(CommandError):
+        call_command("create_api_key", *args, "--project", "typo-project", stdout=io.StringIO())
+    assert not Project.objects.filter(slug="typo-project").exists()
+    assert not ApiKey.objects.exists()
 
 
 # --- webhooks ------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
 from contexts import services
@@ -32,8 +33,10 @@ class Command(BaseCommand):
                 raise CommandError("--expires-in-days must be from 1 to 36500 (leave it out for a key that never "
                                    "expires).")
             expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
-            key, raw_key = services.api_key_create(name=name, scopes=wanted, expires_at=expires_at,
-                                                   project=project_option(project, create=True))
+            # One transaction: a key refused for its name or scopes leaves no project created for it behind.
+            with transaction.atomic():
+                key, raw_key = services.api_key_create(name=name, scopes=wanted, expires_at=expires_at,
+                                                       project=project_option(project, create=True))
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         # Scripts take the last line of stdout: `KEY=$(python manage.py create_api_key bot | tail -n 1)`.
