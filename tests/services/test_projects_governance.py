@@ -263,6 +263,13 @@ def test_import_with_project_puts_a_projects_export_into_that_project_and_reimpo
     assert stored(where={"project__slug": "ex-b"}) == b_before
 
 
+def test_import_with_project_and_a_file_it_cannot_read_is_a_command_error_and_creates_no_project(tmp_path):
+    # The project was created first: a mistyped path left an empty project behind.
+    with pytest.raises(CommandError, match="Cannot read"):
+        call_command("import_sessions", str(tmp_path / "missing.jsonl"), "--project", "ex-new", "--no-progress")
+    assert not Project.objects.filter(slug="ex-new").exists()
+
+
 # --- a project's settings travel with its sessions --------------------------------------------------------------
 
 SETTINGS = ["slug", "name", "retention_days", "daily_token_budget"]

@@ -29,12 +29,17 @@ class Command(BaseCommand):
             self.stderr.write(line)
 
     def handle(self, *args, file: str, no_progress=False, project=None, **options):
-        target = project_option(project, create=True)
         try:
             # Bytes, decoded line by line: a line that is not UTF-8 is refused like one that is not JSON.
             source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}") from None
+        try:
+            # Once the file could be opened: a mistyped path creates no project.
+            target = project_option(project, create=True)
+        except CommandError:
+            source.close()
+            raise
         outcomes = {"created": 0, "unchanged": 0, "refused": 0}
         with source, tqdm(unit="session", disable=no_progress, file=sys.stderr) as bar:
             for number, raw in enumerate(source, start=1):
