@@ -129,7 +129,8 @@ class SessionExportSerializer(serializers.Serializer):
     locks = ExportedLockSerializer(many=True, help_text="The fields staff locked, by field.")
     proposals = ExportedProposalSerializer(many=True, help_text="Pending proposals for locked fields, by field.")
     handoff_events = ExportedHandoffEventSerializer(
-        many=True, help_text="The handoff timeline (requests, takes, hand-backs, closes, staff notes), oldest first.")
+        many=True, help_text="The handoff timeline (requests, takes, hand-backs, closes), oldest first; not the "
+                             "staff's own notes (kind `note`), which are for staff only.")
     runs = ExportedRunsSerializer(help_text="A summary of the model-driven updates (not imported).")
 
 

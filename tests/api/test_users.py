@@ -157,3 +157,11 @@ def test_the_schema_names_exactly_the_fields_of_the_project_settings_locks_and_p
     assert set(fields["project_settings"].fields) == set(document["project_settings"])
     for part in ("locks", "proposals"):
         assert set(fields[part].child.fields) == set(document[part][0]), part
+
+
+def test_the_schema_does_not_promise_the_staffs_own_notes_that_the_export_leaves_out(reader):
+    # The schema said the API's handoff_events held "staff notes"; the API's exports never carry them (they are
+    # for staff only), so an integrator read a promise the answers do not keep.
+    schema = reader.get("/api/schema/?format=json").json()["components"]["schemas"]
+    described = schema["SessionExport"]["properties"]["handoff_events"]["description"]
+    assert "staff notes)" not in described and "not the staff's own notes" in described
