@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -48,7 +50,12 @@ def _delete_batch(ids: list[int], *, still_selected: QuerySet[SessionContext], r
                       .values_list("pk", "project_id", "session_id"))
         if not locked:
             return 0
-        _, per_model = SessionContext.objects.filter(pk__in=[pk for pk, _, _ in locked]).delete()
+        pks = [pk for pk, _, _ in locked]
+        _, per_model = SessionContext.objects.filter(pk__in=pks).delete()
+        # The admin's history names a session by its id (which may hold an e-mail address): it goes with the
+        # session, and the deletion's own record keeps a digest instead.
+        LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(SessionContext),
+                                object_id__in=[str(pk) for pk in pks]).delete()
         counts = record.counts
         for label, n in per_model.items():
             name = _NAMES.get(label, label)

@@ -14,6 +14,7 @@ from django.core import signing
 from contexts import services
 from contexts.models import ApiKey, ExtractionRun, HandoffEvent, Project, Revision
 from contexts.services import Actor
+from contexts.services.governance import user_erase
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -195,6 +196,25 @@ def test_revoke_action_deactivates_keys(superuser):
     assert "Revoked 1 API key(s)." in response.content.decode()
     key.refresh_from_db()
     assert not key.is_active and key.revoked_at is not None
+
+
+def test_an_erased_session_leaves_no_trace_of_its_id_in_the_admin_history(superuser):
+    session = make_session("ana@example.com:chat-1", user_id="ana", content={"summary": "s", "plan": ["a"]})
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data["summary"] = ["edited in the admin"]
+    assert superuser.post(url, data).status_code == 302
+    assert LogEntry.objects.filter(object_repr="ana@example.com:chat-1").exists()  # the edit is in the history
+
+    user_erase(user_id="ana", actor=Actor.system("test"))
+    assert not LogEntry.objects.filter(object_repr__contains="ana@example.com").exists()
+
+    other = make_session("bob@example.com:chat-2")
+    response = superuser.post(f"/admin/contexts/sessioncontext/{other.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not LogEntry.objects.filter(object_repr__contains="bob@example.com").exists()
+    superuser.get("/admin/")  # shows (and so spends) the "deleted successfully" message
+    assert "bob@example.com" not in superuser.get("/admin/").content.decode()  # "Recent actions"
 
 
 def test_deleting_a_session_in_the_admin_erases_it_through_the_service(superuser, session):
