@@ -88,6 +88,9 @@ class SessionContextForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The policy is not versioned (an agent's PUT changes it without a revision): whether the person changed it
+        # is judged against the page as loaded, so a save from that page leaves an agent's newer policy alone.
+        self.fields["update_policy"].show_hidden_initial = True
         if self.instance.pk is not None:
             self.fields["loaded_version"].initial = self.instance.version
             loaded = sorted(locked_fields(self.instance))
