@@ -192,6 +192,12 @@ def test_a_cache_url_that_is_not_a_redis_url_is_a_clear_error():
     ("NUM_PROXIES", "-1", "NUM_PROXIES must be at least 0"),  # DRF would index the forwarded-for list from the end
     ("SESSIONCTX_MODEL_PRICES", '{"m": [-0.15, 0.6]}', "every price must be a number of USD, 0 or more"),
     ("SESSIONCTX_MODEL_PRICES", '{"m": ["NaN", 0.6]}', "every price must be a number of USD, 0 or more"),
+    # Redis refuses a key cached for 0 s; each refusal set the process off Redis for a second, throttle and read
+    # cache with it, request after request.
+    ("SESSIONCTX_API_KEY_CACHE_TTL", "0", "SESSIONCTX_API_KEY_CACHE_TTL must be at least 1"),
+    # Every run failed "after 0 attempts", or "after 0 tries" without calling the model.
+    ("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", "0", "SESSIONCTX_EXTRACTION_MAX_ATTEMPTS must be at least 1"),
+    ("SESSIONCTX_MODEL_RETRIES", "-1", "SESSIONCTX_MODEL_RETRIES must be at least 0"),
 ])
 def test_a_size_interval_or_price_below_what_means_anything_is_a_named_error_at_start(name, value, says):
     result = _import_settings(DEBUG="true", **{name: value})

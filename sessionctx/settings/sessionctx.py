@@ -65,7 +65,7 @@ SESSIONCTX_READ_CACHE = env_bool("SESSIONCTX_READ_CACHE", True)
 SESSIONCTX_READ_CACHE_TTL = env_int("SESSIONCTX_READ_CACHE_TTL", 30, minimum=0)
 # An active API key stays cached this long: the bound on honouring a deactivation made behind the service's
 # back (an SQL UPDATE, a deleted row). Revocations through contexts.services are refused at once.
-SESSIONCTX_API_KEY_CACHE_TTL = env_int("SESSIONCTX_API_KEY_CACHE_TTL", 60)
+SESSIONCTX_API_KEY_CACHE_TTL = env_int("SESSIONCTX_API_KEY_CACHE_TTL", 60, minimum=1)
 # Bounds on what a snapshot may hold (validated on every write, by anyone).
 SESSIONCTX_MAX_SUMMARY_CHARS = env_int("SESSIONCTX_MAX_SUMMARY_CHARS", 4000, minimum=1)
 # The size extraction keeps the summary to (both extractors; the model is asked for it). The summary is
@@ -81,13 +81,13 @@ SESSIONCTX_MAX_MESSAGES_PER_POST = env_int("SESSIONCTX_MAX_MESSAGES_PER_POST", 2
 SESSIONCTX_MAX_MESSAGE_CHARS = env_int("SESSIONCTX_MAX_MESSAGE_CHARS", 100_000, minimum=1)
 # Unseen messages above this many characters are consumed in sequential chunks.
 SESSIONCTX_PROMPT_BUDGET_CHARS = env_int("SESSIONCTX_PROMPT_BUDGET_CHARS", 24_000, minimum=1)
-SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5)
+SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS", 5, minimum=1)
 # Transient model errors (429, 5xx, timeouts) are retried this many times inside one attempt, with
 # exponential backoff and jitter (a call that timed out twice is not tried again). Worst case per model call:
 # (retries + 1) x OPENAI_TIMEOUT + backoff; the extractor starts no call that could end past the soft time limit,
 # so that bounds it. The defaults ride out a model endpoint that is down (refusing) for about a
 # minute: 10 retries back off at least 0.5+1+2+4+8+10x5 = 65 s in all (jitter 0.5-1.5x).
-SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 10)
+SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 10, minimum=0)
 SESSIONCTX_RETRY_BACKOFF = env_float("SESSIONCTX_RETRY_BACKOFF", 1.0)
 SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0)
 # The longest answer asked of the model (max_tokens). Unset (0), it is derived from the snapshot bounds above (about
