@@ -42,6 +42,18 @@ def test_check_deploy_passes_with_production_settings():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_copy_of_env_example_that_was_not_filled_in_refuses_to_start_for_want_of_a_secret_key():
+    # The README installs .env.example as /etc/sessionctx/env "then fill it in": a placeholder that works as a key
+    # would run production signed with a secret anyone can read here.
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    example = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    assert example["DEBUG"] == "false"
+    result = _import_settings(**example)
+    assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr.strip().splitlines()[-1]
+    example["SECRET_KEY"] = "k" * 40 + "Q!7z-filled-in"
+    assert _import_settings(**example).returncode == 0
+
+
 def test_bad_boolean_is_a_clear_error():
     result = _import_settings(DEBUG="maybe")
     assert result.returncode != 0 and "DEBUG must be a boolean" in result.stderr
