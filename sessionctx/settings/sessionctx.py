@@ -114,8 +114,9 @@ except (ValueError, TypeError, AttributeError, ArithmeticError):
     raise ImproperlyConfigured('SESSIONCTX_MODEL_PRICES must be JSON like {"gpt-4o-mini": [0.15, 0.60]}') from None
 if any(not price.is_finite() or price < 0 for prices in SESSIONCTX_MODEL_PRICES.values() for price in prices):
     raise ImproperlyConfigured("SESSIONCTX_MODEL_PRICES: every price must be a number of USD, 0 or more")
-# Tokens (input + output) all runs may use per day (UTC), 0 = no limit; once reached, a run ends budget_exceeded
-# without calling the model and its messages stay unseen for a run after midnight.
+# Tokens (input + output) each project's runs may use per day (UTC), counted per project (a project's own
+# daily_token_budget wins), 0 = no limit; once reached, a run ends budget_exceeded without calling the model and its
+# messages stay unseen for a run after midnight.
 SESSIONCTX_DAILY_TOKEN_BUDGET = env_int("SESSIONCTX_DAILY_TOKEN_BUDGET", 0)
 # A run consumes at most this many prompt-sized chunks; the rest goes to a follow-up run.
 SESSIONCTX_MAX_CHUNKS_PER_RUN = env_int("SESSIONCTX_MAX_CHUNKS_PER_RUN", 4, minimum=1)
