@@ -80,15 +80,39 @@ class ContextEditForm(forms.Form):
                 done.append(text)
         return plan, done
 
-    def changes(self, data) -> dict[str, Any]:
+    def changes(self, data, progress: list[str] | None = None) -> dict[str, Any]:
+        """The snapshot fields the form posted; `progress`, the session's progress list the form was filled from."""
         plan, done = self.plan_from(data)
         other = [line.strip() for line in self.cleaned_data["other_progress"].splitlines() if line.strip()]
         return {
             "summary": self.cleaned_data["summary"],
             "goal": self.cleaned_data["goal"],
             "plan": plan,
-            "progress": done + [p for p in other if p not in done],
+            "progress": _progress_in_order(progress or [], done, [p for p in other if p not in done]),
         }
+
+
+def _progress_key(item: Any) -> str:
+    return str(item).strip().casefold()  # as selectors.plan_progress matches a progress item to a plan step
+
+
+def _progress_in_order(before: list[str], done: list[str], other: list[str]) -> list[str]:
+    """The progress list from the ticked steps and the other lines, in the order `before` has them.
+
+    The progress list is in the order the steps were done, which the plan rows cannot show: a step still ticked
+    keeps its place and its wording (else a save that changed nothing would be a new version), the other lines
+    take the places of the other lines in the order they are typed, and what is new follows."""
+    done_left = {_progress_key(step): step for step in done}
+    other_left = list(other)
+    out = []
+    for item in before:
+        key = _progress_key(item)
+        if key in done_left:
+            del done_left[key]
+            out.append(item)
+        elif other_left and key in {_progress_key(line) for line in other_left}:
+            out.append(other_left.pop(0))
+    return out + list(done_left.values()) + other_left
 
 
 class NoteForm(forms.Form):

@@ -273,3 +273,24 @@ def test_a_digit_int_cannot_read_in_a_page_address_is_ignored_not_a_500(editor, 
     session = make_session("u-1")
     services.messages_append(session=session, messages=[{"role": "user", "content": "hi"}])
     assert editor.get(path, query, **HTMX).status_code == 200
+
+
+def test_saving_the_edit_form_unchanged_keeps_the_order_the_steps_were_done_in_and_is_not_a_new_version(editor):
+    # The agent did step Two before One; the progress list records that order, which the plan rows cannot show.
+    session = make_session("order-1", content={"summary": "S", "plan": ["One", "Two", "Three"],
+                                               "progress": ["Two", "called the bank", "One"]})
+    form = editor.get("/sessions/order-1/edit/", **HTMX).content.decode()
+    assert 'value="called the bank"' not in form and "called the bank</textarea>" in form  # other progress
+    unchanged = {"version": "1", "summary": "S", "goal": "", "other_progress": "called the bank", "reason": "",
+                 "step_id": ["r1", "r2", "r3", "new"], "step_text": ["One", "Two", "Three", ""],
+                 "step_done": ["r1", "r2"]}
+    assert editor.post("/sessions/order-1/edit/", unchanged, **HTMX).status_code == 200
+    session.refresh_from_db()
+    assert session.version == 1 and session.progress == ["Two", "called the bank", "One"]
+    assert Revision.objects.filter(session=session).count() == 1
+    # Ticking Three adds it after what was done before, in the order it was done.
+    assert editor.post("/sessions/order-1/edit/", {**unchanged, "step_done": ["r1", "r2", "r3"]},
+                       **HTMX).status_code == 200
+    session.refresh_from_db()
+    assert session.version == 2 and session.progress == ["Two", "called the bank", "One", "Three"]
+    assert Revision.objects.get(session=session, version=2).changed_fields == ["progress"]

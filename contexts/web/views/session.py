@@ -78,8 +78,9 @@ def session_edit(request: HttpRequest, session_id: str) -> HttpResponse:
         if not form.is_valid():
             raise first_error(form)
         session = services.snapshot_update(
-            session=session, expected_version=form.cleaned_data["version"], changes=form.changes(request.POST),
-            source="staff", actor=Actor.for_user(request.user), reason=form.cleaned_data["reason"],
+            session=session, expected_version=form.cleaned_data["version"],
+            changes=form.changes(request.POST, session.progress), source="staff", actor=Actor.for_user(request.user),
+            reason=form.cleaned_data["reason"],
         )
     except ApplicationError as exc:
         status = report(request, exc)
