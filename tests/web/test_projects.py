@@ -3,6 +3,7 @@ any page (list, search, queue, badge, detail, live polls, actions), nor in any a
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -371,3 +372,23 @@ def test_a_page_project_or_a_switch_naming_a_nul_character_is_refused_not_a_500(
     response = client.post("/projects/switch/", {"project": "a\x00b"}, follow=True)
     assert response.status_code == 200 and "You are not a member of project" in response.content.decode()
     assert not HandoffEvent.objects.exists()
+
+
+def test_a_session_link_on_a_list_of_a_opens_that_session_after_another_tab_switched_to_b(world, projects):
+    """The list and the queue stay in A after a switch in another tab (their polls carry A): so must the sessions
+    they link to, or A's chat-42 in the list opens B's chat-42 (a 404 for a session only A has)."""
+    alpha, zeta = projects
+    both = make_user("links-bo", role="editor", project=alpha)
+    services.membership_set(project=zeta, user=both, role="editor")
+    client = _client(both)
+    pages = {"list": client.get("/").content.decode(), "queue": client.get("/handoffs/").content.decode()}
+    client.post("/projects/switch/", {"project": B_MARK})  # the other tab
+    pinned = {**HTMX, "HTTP_X_SESSIONCTX_PROJECT": "alpha"}
+    pages["polled list"] = client.get("/", **pinned).content.decode()
+    for name, html in pages.items():
+        links = re.findall(r'href="(/sessions/chat-42/[^"]*)"', html)
+        assert links, name
+        for link in links:
+            landed = client.get(link.replace("&amp;", "&")).content.decode()
+            assert "Alpha summary" in landed and "Zeta summary" not in landed, (name, link)
+            client.post("/projects/switch/", {"project": B_MARK})  # the other tab again
