@@ -105,10 +105,10 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
     if BODY in regions or "runs" in regions:
         context["usage"] = session_usage(session)  # every run of the session, not only those the card lists
     # The person loaded earlier messages (the live check and a reply say from where): a re-render keeps them.
-    start = request.GET.get("transcript_from") or request.POST.get("transcript_from", "")
+    start = seq_param(request.GET.get("transcript_from") or request.POST.get("transcript_from", ""))
     shown = context.get("transcript")
-    if shown and start.isascii() and start.isdigit() and int(start) < shown[0].seq:
-        context["transcript"] = selectors.recent_messages(session, limit=TRANSCRIPT_MAX, from_seq=int(start))
+    if shown and start is not None and start < shown[0].seq:
+        context["transcript"] = selectors.recent_messages(session, limit=TRANSCRIPT_MAX, from_seq=start)
     if (BODY in regions or "snapshot-panel" in regions) and session.is_empty:
         context["reset_revision"] = selectors.reset_revision(session)
     context.update(extra)
@@ -118,6 +118,12 @@ def detail_context(request: HttpRequest, session: SessionContext, regions: Itera
         # A refused save passes the rows it posted, none if the person removed every step: never the old plan then.
         context["plan_rows"] = (context.get("progress") or selectors.plan_progress(session)).steps
     return context
+
+
+def seq_param(value: str) -> int | None:
+    """A message number from a page address or a posted form, None if it is not one: ASCII digits ("²" is a digit
+    to isdigit(), not to int()), and no more of them than a seq can have (int() refuses over 4,300: a 500)."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 def live_token(session: SessionContext) -> str:

@@ -275,6 +275,20 @@ def test_a_digit_int_cannot_read_in_a_page_address_is_ignored_not_a_500(editor, 
     assert editor.get(path, query, **HTMX).status_code == 200
 
 
+
+def test_a_message_number_too_long_for_int_is_ignored_not_a_500(editor, editor_user):
+    # Python's int() refuses a string of over 4,300 digits (ValueError): "Load earlier" and the transcript's start
+    # come back from a page address or a posted form, so anyone can send one.
+    session = make_session("u-2")
+    services.messages_append(session=session, messages=[{"role": "user", "content": "hi"}])
+    huge = "9" * 5000
+    assert editor.get("/sessions/u-2/", {"before": huge}).status_code == 200
+    assert editor.get("/sessions/u-2/live/", {"since": "x", "transcript_from": huge}, **HTMX).status_code == 200
+    services.handoff_claim(session=session, actor=Actor.for_user(editor_user))
+    response = editor.post("/sessions/u-2/reply/", {"content": "Done.", "transcript_from": huge}, **HTMX)
+    assert response.status_code == 200 and "Done." in response.content.decode()
+    assert session.messages.count() == 2
+
 def test_saving_the_edit_form_unchanged_keeps_the_order_the_steps_were_done_in_and_is_not_a_new_version(editor):
     # The agent did step Two before One; the progress list records that order, which the plan rows cannot show.
     session = make_session("order-1", content={"summary": "S", "plan": ["One", "Two", "Three"],

@@ -30,9 +30,9 @@ from .common import answer, detail_page, done, session_action, session_or_404
 @staff_view()
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     session = session_or_404(request, session_id)
-    before = request.GET.get("before", "")
-    if before.isascii() and before.isdigit():  # "²" is a digit to isdigit(), not to int()
-        transcript = regions.earlier_messages(session, int(before))
+    before = regions.seq_param(request.GET.get("before", ""))
+    if before is not None:
+        transcript = regions.earlier_messages(session, before)
         # Without JavaScript, the whole page (its menu's waiting count too) with those messages in its transcript.
         response = (regions.earlier_items(request, session, transcript) if request.htmx
                     else detail_page(request, session, transcript=transcript))
