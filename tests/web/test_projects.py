@@ -392,3 +392,22 @@ def test_a_session_link_on_a_list_of_a_opens_that_session_after_another_tab_swit
             landed = client.get(link.replace("&amp;", "&")).content.decode()
             assert "Alpha summary" in landed and "Zeta summary" not in landed, (name, link)
             client.post("/projects/switch/", {"project": B_MARK})  # the other tab again
+
+
+def test_load_earlier_and_the_breadcrumb_stay_in_the_pages_project_after_another_tab_switched(world, projects):
+    """Without JavaScript, 'Load earlier messages' and 'Sessions' are plain links: they must not land in B."""
+    alpha, zeta = projects
+    for start in (0, 125):
+        services.messages_append(session=world["a42"], messages=[
+            {"role": "user", "content": f"alpha line {i}"} for i in range(start, start + 125)])
+    both = make_user("crumbs-bo", role="editor", project=alpha)
+    services.membership_set(project=zeta, user=both, role="editor")
+    client = _client(both)
+    page = client.get("/sessions/chat-42/?project=alpha").content.decode()
+    client.post("/projects/switch/", {"project": B_MARK})  # the other tab
+    earlier = re.search(r'<a class="button small" href="(\?[^"]*before=[^"]*)"', page).group(1)
+    landed = client.get("/sessions/chat-42/" + earlier.replace("&amp;", "&").split("#")[0]).content.decode()
+    assert "Alpha summary" in landed and "alpha line 0" in landed and "Zeta summary" not in landed
+    crumb = re.search(r'<nav class="crumbs"[^>]*><a href="([^"]*)"', page).group(1)
+    listed = client.get(crumb.replace("&amp;", "&")).content.decode()
+    assert "u-alpha" in listed and "u-zeta" not in listed
