@@ -270,10 +270,13 @@ def _claim(delivery_id: int) -> datetime | None:
     now = timezone.now()
     lease = now + timedelta(seconds=2 * settings.SESSIONCTX_WEBHOOK_TIMEOUT + 30)
     # attempt_until keeps a second attempt out while one is under way, even once a "send again" made the delivery
-    # due again (that one goes out when this one is recorded, see _record).
+    # due again (that one goes out when this one is recorded, see _record). The endpoint is asked in a subquery,
+    # not a join: Django turns an UPDATE with a join into `id IN (SELECT ...)`, and PostgreSQL re-checks only that
+    # on a row another claim changed meanwhile, so two workers would both take it.
     taken = WebhookDelivery.objects.filter(
         Q(attempt_until__isnull=True) | Q(attempt_until__lte=now),
-        pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__is_active=True,
+        pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now,
+        endpoint_id__in=WebhookEndpoint.objects.filter(is_active=True).values("pk"),
     ).update(next_attempt_at=lease, attempt_until=lease, attempts=F("attempts") + 1)
     return lease if taken else None
 

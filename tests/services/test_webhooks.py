@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -25,6 +26,7 @@ from contexts.services.webhooks import (
     webhooks_sweep,
 )
 from tests.api.conftest import ROOT, code_blocks
+from tests.concurrency import in_another_connection, wait_until_blocked_on_a_lock
 from tests.factories import make_session, make_user
 from tests.services.webhook_receiver import Receiver
 
@@ -554,3 +556,46 @@ def test_an_attempt_that_outlived_its_lease_does_not_overwrite_the_outcome_of_th
     assert late.status == "delivered"
     endpoint.refresh_from_db()
     assert endpoint.consecutive_failures == 0 and endpoint.is_active
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_claim_waited_for_another_workers_attempt_to_commit_does_not_post_it_again(
+        webhook_settings, on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite has no row locks: two claims cannot interleave")
+    attempted, commit = threading.Event(), threading.Event()
+    outcomes: dict = {}
+
+    def first_worker():  # its attempt is made and recorded, but not committed until told
+        with transaction.atomic():
+            outcomes["first"] = webhook_delivery_attempt(delivery_id=delivery.pk)
+            attempted.set()
+            commit.wait(10)
+
+    def second_worker():  # the countdown's task and the sweep's (or a "send again") for one delivery, at once
+        outcomes["second"] = webhook_delivery_attempt(delivery_id=delivery.pk)
+
+    with Receiver(204) as receiver:
+        # The endpoint wants another type, so the event sends nothing by itself; its delivery is made here.
+        endpoint = webhook_endpoint_create(url=receiver.url, event_types=["handoff.released"])
+        session = services.handoff_request(session=make_session("hook-two-workers"), reason="refund", actor=AGENT)
+        event = Event.objects.filter(session_id=session.pk).latest("id")
+        delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=timezone.now())
+        first = threading.Thread(target=in_another_connection, args=(first_worker,))
+        second = threading.Thread(target=in_another_connection, args=(second_worker,))
+        first.start()
+        assert attempted.wait(5)
+        second.start()
+        try:
+            wait_until_blocked_on_a_lock()
+        finally:
+            commit.set()
+            first.join(10)
+            second.join(10)
+        received = list(receiver.received)
+
+    assert outcomes["first"].status == "delivered"
+    assert outcomes["second"] is None
+    assert len(received) == 1
+    final = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert (final.status, final.attempts) == ("delivered", 1)
