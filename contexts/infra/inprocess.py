@@ -22,6 +22,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from .requestid import current_request_id, new_request_id, request_id_set
+
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -38,9 +40,12 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _run(fn: Callable[..., Any], args: tuple) -> None:
+def _run(fn: Callable[..., Any], args: tuple, request_id: str) -> None:
     try:
-        fn(*args)
+        # The lines of work a request caused carry its id, as a Celery worker's do; other work (a periodic sweep)
+        # gets one of its own, as a task from beat does.
+        with request_id_set(request_id or new_request_id()):
+            fn(*args)
     except Exception:
         logger.exception("in-process task %s%r failed", getattr(fn, "__name__", fn), args)
     finally:
@@ -48,11 +53,11 @@ def _run(fn: Callable[..., Any], args: tuple) -> None:
         connection.close()
 
 
-def _submit(fn: Callable[..., Any], args: tuple) -> None:
+def _submit(fn: Callable[..., Any], args: tuple, request_id: str) -> None:
     # Never fewer than one thread here: what reaches the pool is work the caller must not wait for.
     size = max(int(settings.SESSIONCTX_INPROCESS_WORKERS), 1)
     try:
-        _executor(size).submit(_run, fn, args)
+        _executor(size).submit(_run, fn, args, request_id)
     except RuntimeError as exc:  # the interpreter is shutting down: the pool takes nothing new
         logger.warning("in-process task %s%r dropped: %s", getattr(fn, "__name__", fn), args, exc)
 
@@ -61,14 +66,14 @@ class _Timer:
     """One thread that hands each delayed task to the pool when its time comes (a heap, earliest first)."""
 
     def __init__(self) -> None:
-        self.due: list[tuple[float, int, Callable[..., Any], tuple]] = []
+        self.due: list[tuple[float, int, Callable[..., Any], tuple, str]] = []
         self.order = itertools.count()
         self.changed = threading.Condition()
         self.thread: threading.Thread | None = None
 
-    def add(self, delay: float, fn: Callable[..., Any], args: tuple) -> None:
+    def add(self, delay: float, fn: Callable[..., Any], args: tuple, request_id: str = "") -> None:
         with self.changed:
-            heapq.heappush(self.due, (time.monotonic() + delay, next(self.order), fn, args))
+            heapq.heappush(self.due, (time.monotonic() + delay, next(self.order), fn, args, request_id))
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="sessionctx-inprocess-timer", daemon=True)
                 self.thread.start()
@@ -79,9 +84,9 @@ class _Timer:
             with self.changed:
                 while not self.due or self.due[0][0] > time.monotonic():
                     self.changed.wait(self.due[0][0] - time.monotonic() if self.due else None)
-                _at, _order, fn, args = heapq.heappop(self.due)
+                _at, _order, fn, args, request_id = heapq.heappop(self.due)
             try:
-                _submit(fn, args)
+                _submit(fn, args, request_id)
             except Exception:  # the timer outlives one bad hand-over
                 logger.exception("in-process task %s%r not started", getattr(fn, "__name__", fn), args)
 
@@ -158,8 +163,8 @@ def run_in_background(fn: Callable[..., Any], *args: Any, countdown: float = 0.0
     returns, unless `may_run_here` is False (work the caller must never wait for, such as a POST to a webhook
     receiver): that, and all delayed work, goes to a pool of one thread."""
     if countdown > 0:
-        _timer.add(countdown, fn, args)
+        _timer.add(countdown, fn, args, current_request_id())
     elif may_run_here and int(settings.SESSIONCTX_INPROCESS_WORKERS) <= 0:
         fn(*args)
     else:
-        _submit(fn, args)
+        _submit(fn, args, current_request_id())

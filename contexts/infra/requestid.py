@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
@@ -26,6 +28,16 @@ _current: ContextVar[str] = ContextVar("request_id", default="")
 def current_request_id() -> str:
     """The id of the request (or task) being handled here; "" outside one."""
     return _current.get()
+
+
+@contextmanager
+def request_id_set(request_id: str) -> Iterator[None]:
+    """Within the block, this thread's lines carry `request_id` (work a request handed to another thread)."""
+    token = _current.set(request_id)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def valid_request_id(value: str | None) -> str | None:

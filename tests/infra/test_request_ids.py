@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,41 @@ def test_a_bad_log_format_is_refused_at_start():
     out = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode != 0 and "LOG_FORMAT must be plain or json" in out.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_work_the_embedded_default_runs_in_its_threads_logs_under_the_id_of_the_request_that_caused_it(settings):
+    # No broker: the webhook delivery the request caused runs in this process's pool, not in the request. Its
+    # receiver answers 410 Gone, and the line saying the endpoint is disabled must be found under the request's id.
+    from contexts.infra.requestid import RequestIdFilter
+    from contexts.services.webhooks import webhook_endpoint_create
+    from tests.factories import make_session
+    from tests.services.webhook_receiver import Receiver
+
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    settings.SESSIONCTX_INPROCESS_WORKERS = 1
+    seen: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.request_id, record.getMessage()))
+
+    handler = Keep(level=logging.WARNING)
+    handler.addFilter(RequestIdFilter())
+    hooks_logger = logging.getLogger("contexts.services.webhooks")
+    hooks_logger.addHandler(handler)
+    try:
+        with Receiver(410) as receiver:
+            endpoint = webhook_endpoint_create(url=receiver.url, event_types=["handoff.requested"])
+            make_session("rid-hook")
+            response = Agent(make_api_key("read", "write")[1]).post(
+                "/api/v1/sessions/rid-hook/handoff", {"reason": "refund"}, headers={"X-Request-ID": "agent-7.hook"})
+            receiver.wait_for(1)
+            deadline = time.monotonic() + 10
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        hooks_logger.removeHandler(handler)
+
+    assert response.status_code == 200, response.content
+    assert seen == [("agent-7.hook", f"webhook endpoint {endpoint.pk} disabled: The receiver answered 410 Gone.")]
