@@ -51,6 +51,7 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 GONE = 410
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 USER_AGENT = "sessionctx-webhooks/1"
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 
 
 class WebhookUrlRefused(ApplicationError):
@@ -100,7 +101,8 @@ def webhook_url_check(url: str) -> Target:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
             ip = getattr(ip, "ipv4_mapped", None) or ip
-            if not ip.is_global or ip.is_multicast:
+            through = _translated_ipv4(ip)
+            if not ip.is_global or ip.is_multicast or (through is not None and not through.is_global):
                 raise WebhookUrlRefused(
                     f"The host {parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved "
                     "address: webhooks are only sent to public addresses.",
@@ -111,6 +113,16 @@ def webhook_url_check(url: str) -> Target:
     if parts.query:
         path += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=")
     return Target(scheme=parts.scheme, host=host, port=port, address=addresses[0], path=path)
+
+
+def _translated_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a translator (NAT64's well-known prefix, 6to4), if any:
+    Python counts those prefixes as public whatever they lead to, and a network with NAT64 connects to it."""
+    if ip.version != 6:
+        return None
+    if ip in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
 
 
 @transaction.atomic

@@ -346,6 +346,21 @@ def test_a_private_loopback_link_local_or_non_http_url_is_refused_at_registratio
     assert not WebhookEndpoint.objects.exists()
 
 
+@pytest.mark.parametrize("url", [
+    "http://[64:ff9b::a01:203]/hook",  # NAT64's well-known prefix: 10.1.2.3 on an IPv6-only network with NAT64
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # 169.254.169.254
+    "http://[2002:7f00:1::1]/hook",  # 6to4: 127.0.0.1
+])
+@pytest.mark.django_db
+def test_an_ipv6_address_that_reaches_a_private_ipv4_one_through_a_translator_is_refused(settings, url):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(WebhookUrlRefused):
+        webhook_endpoint_create(url=url)
+    assert not WebhookEndpoint.objects.exists()
+    # A public IPv4 address behind the same prefix is an ordinary receiver.
+    assert webhook_endpoint_create(url="http://[64:ff9b::808:808]/hook").url == "http://[64:ff9b::808:808]/hook"
+
+
 @pytest.mark.django_db
 def test_an_address_that_became_private_after_registration_is_refused_at_send_time_and_nothing_is_sent(
         webhook_settings, django_capture_on_commit_callbacks):
