@@ -38,6 +38,7 @@ MIDDLEWARE = [
     "contexts.infra.requestid.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "contexts.web.middleware.NulInAddressMiddleware",
     # CONTENT_SECURITY_POLICY (security.py), on every answer (static files included).
     "contexts.web.middleware.ContentSecurityPolicyMiddleware",
     # Static files (htmx, CSS) straight from gunicorn: no separate file server is required.

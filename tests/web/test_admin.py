@@ -222,3 +222,14 @@ def test_deleting_a_session_in_the_admin_erases_it_through_the_service(superuser
     response = superuser.post(f"/admin/contexts/sessioncontext/{session.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Revision.objects.filter(session_id=session.pk).exists()
+
+
+@pytest.mark.parametrize("address", [
+    "/admin/contexts/sessioncontext/?status__exact=%00", "/admin/contexts/extractionrun/?status__exact=a%00b",
+    "/admin/contexts/webhookdelivery/?status__exact=%00", "/admin/contexts/message/?role__exact=%00",
+    "/?q=chat%00", "/handoffs/?project=%00"])
+def test_a_nul_character_in_a_page_address_is_a_400_not_a_server_error(superuser, session, address):
+    # PostgreSQL refuses NUL in a query: passed on to it (the admin's list filters), it was a 500 there.
+    response = superuser.get(address)
+    assert response.status_code == 400
+    assert "Server Error" not in response.content.decode()
