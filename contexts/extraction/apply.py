@@ -248,7 +248,7 @@ def _apply(attempt: Attempt, base: Base, changes: dict[str, Any], *, first_seq: 
             claim_.release()
             return Outcome.STALE
         # Locks are read under the row lock: an editor's lock taken during the model call still holds.
-        changes, withheld = locks_withhold(session, values=changes)
+        changes, withheld = locks_withhold(session, values=changes, seen=base.previous)
         values, unmerged = changes, []
         if (session.cursor_seq, session.mode) != (base.cursor_seq, base.mode):
             unmerged = ["cursor"]  # another extraction or a rewind moved the cursor: start from where it is

@@ -81,14 +81,20 @@ def locks_enforce(current: SessionContext, *, values: dict[str, Any], actor: Act
                           "nothing was changed.", details={"locked_fields": touched})
 
 
-def locks_withhold(current: SessionContext, *, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split an extraction's values into what it may write and what it would change in locked fields."""
+def locks_withhold(current: SessionContext, *, values: dict[str, Any],
+                   seen: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split an extraction's values into what it may write and what it would change in locked fields.
+
+    `seen`: the snapshot the extraction started from (default: the current one). A value it left as it saw it
+    proposes nothing, even if a person changed the field meanwhile: the proposal would put their edit back."""
     locked = locked_fields(current)
     if not locked:
         return values, {}
     before = current.snapshot()
+    seen = before if seen is None else seen
     allowed = {name: value for name, value in values.items() if name not in locked}
-    withheld = {name: value for name, value in values.items() if name in locked and value != before[name]}
+    withheld = {name: value for name, value in values.items()
+                if name in locked and value != before[name] and value != seen.get(name)}
     return allowed, withheld
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
+from contexts import services
 from contexts.exceptions import VersionConflict
-from contexts.models import ExtractionRun, LockChange, Proposal, Revision
+from contexts.models import ExtractionRun, LockChange, Proposal, Revision, SessionContext
 from contexts.services import Actor
 from contexts.services.locks import locks_set, proposal_accept, proposal_dismiss
 from tests.extraction.conftest import post
 from tests.factories import make_session, make_user
-from tests.fake_openai import answer
+from tests.fake_openai import answer, parse_prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -45,6 +47,35 @@ def test_a_locked_plan_survives_ten_extractions_and_keeps_one_latest_proposal(fa
     proposal = Proposal.objects.get(session=session)
     assert (proposal.field, proposal.value, proposal.from_run_id) == ("plan", ["Rewrite step 10", "Deploy somewhere"],
                                                                        runs[-1].pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_editors_change_of_a_locked_field_during_the_model_call_is_not_proposed_back_to_the_old_value(
+        fake_model, extract):
+    session = make_session(content={"goal": "Move the blog to Hugo", "plan": PLAN})
+    editor = make_user("edna")  # no role group: an earlier test's flush may have removed the migration's groups
+    locks_set(session=session, fields=["plan"], reason="The customer agreed this plan with us",
+              actor=Actor.for_user(editor))
+    post(session, ("user", "Which host is cheaper for a small static blog?"), ("assistant", "Netlify's free tier."))
+    edited = ["Export posts", "Convert to Markdown", "Deploy to Cloudflare Pages"]
+
+    def editor_edits_the_plan_then_the_model_answers(request):
+        if len(fake_model.requests) == 1:  # while the model works, the editor changes the locked plan
+            current = SessionContext.objects.get(pk=session.pk)
+            services.snapshot_update(session=current, expected_version=current.version, changes={"plan": edited},
+                                     source="staff", actor=Actor.for_user(editor))
+            connection.close()  # this runs in the fake server's thread
+        previous, _ = parse_prompt(request)
+        return answer({**previous, "summary": "Netlify's free tier suits the blog."})  # the plan left as it was
+
+    fake_model.default = editor_edits_the_plan_then_the_model_answers
+
+    run = extract(session)
+
+    assert run.status == ExtractionRun.Status.SUCCEEDED, run.error
+    assert (session.plan, session.summary) == (edited, "Netlify's free tier suits the blog.")
+    # The model proposed no plan: nothing asks the editor to put the plan back as it was before their edit.
+    assert not Proposal.objects.filter(session=session).exists()
 
 
 def test_accept_applies_exactly_the_proposal_as_the_editors_revision(fake_model, extract):
