@@ -231,6 +231,25 @@ def test_auto_falls_back_once_to_a_way_the_server_takes_and_remembers_it(setting
     assert (first.model_calls, second.model_calls) == (3, 1)
 
 
+def test_auto_moving_to_a_way_the_server_takes_is_not_a_retry_of_a_transient_error(settings):
+    from contexts.extraction.apply import extraction_run_now
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(formats=frozenset({"json_object"})) as fake:
+        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "no-retries", fake.url, 5.0
+        settings.SESSIONCTX_STRUCTURED_OUTPUT = "auto"
+        settings.SESSIONCTX_MODEL_RETRIES = 0  # fail fast on a 429 or 5xx: not on a server's "not supported"
+        session = make_session(mode="summary")
+        _turn(session)
+        run = extraction_run_now(session=session, trigger="test")
+        ways = ["tools" if r.get("tools") else r["response_format"]["type"] for r in fake.requests]
+
+    assert run.status == "succeeded", run.error
+    assert ways == ["json_schema", "tools", "json_object"] and run.model_calls == 3
+    session.refresh_from_db()
+    assert (session.summary, session.cursor_seq) == ("m1 m2", 2)
+
+
 def test_a_way_the_server_refuses_fails_the_run_saying_so(settings):
     from contexts.extraction.apply import extraction_run_now
     from tests.fake_openai import FakeOpenAI

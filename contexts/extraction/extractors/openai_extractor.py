@@ -217,7 +217,8 @@ class OpenAIExtractor(Extractor):
         timeouts = 0
         ways = llm.structured_ways(self.model)
         way = ways.pop(0)
-        for attempt in range(retries + 1):
+        attempt = 0  # tries of a transient error; a way the server refuses is not one
+        while True:
             if deadline is not None and not deadline.allows(llm.worst_call_seconds()):
                 raise ExtractionError(f"Out of time for another model call ({last or 'no answer yet'})",
                                       transient=True, usage=usage)
@@ -269,9 +270,11 @@ class OpenAIExtractor(Extractor):
                 return completion
             elapsed_ms = int((time.monotonic() - started) * 1000)
             usage.latency_ms += elapsed_ms
-            if attempt < retries:
-                delay = backoff_seconds(attempt, retry_after)
-                logger.warning("model call failed (%s); try %d of %d again in %.2f s", last, attempt + 1,
-                               retries + 1, delay)
-                time.sleep(delay)
+            if attempt >= retries:
+                break
+            delay = backoff_seconds(attempt, retry_after)
+            logger.warning("model call failed (%s); try %d of %d again in %.2f s", last, attempt + 1,
+                           retries + 1, delay)
+            time.sleep(delay)
+            attempt += 1
         raise ExtractionError(f"Model unavailable after {retries + 1} tries: {last}", transient=True, usage=usage)
