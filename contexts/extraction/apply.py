@@ -182,13 +182,16 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
     if not messages:
         attempt.end(ExtractionRun.Status.SKIPPED, from_version=base.version, to_version=base.version, error="")
         return None
-    chunks = chunk_messages(messages, budget=settings.SESSIONCTX_PROMPT_BUDGET_CHARS, extractor=extractor,
-                            previous=base.previous, mode=base.mode)
     snapshot = dict(base.previous)
     consumed: list[list[PromptMessage]] = []
-    for chunk in chunks[: settings.SESSIONCTX_MAX_CHUNKS_PER_RUN]:
+    remaining = messages
+    while remaining and len(consumed) < settings.SESSIONCTX_MAX_CHUNKS_PER_RUN:
         if consumed and not deadline.allows(2 * llm.worst_call_seconds()):
             break  # keep what is done; a follow-up run takes the rest
+        # Each chunk is cut against the snapshot its prompt carries, which the chunks before it may have grown.
+        chunk = chunk_messages(remaining, budget=settings.SESSIONCTX_PROMPT_BUDGET_CHARS, extractor=extractor,
+                               previous=snapshot, mode=base.mode)[0]
+        remaining = remaining[len(chunk):]
         try:
             result = extractor.extract(previous=snapshot, mode=base.mode, messages=chunk, deadline=deadline)
         except ExtractionError as exc:
@@ -229,7 +232,7 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
             # A session must not be stuck on one model's view of them: after the bound, its answer stands.
             note = f"{what}; accepted after {earlier} runs that changed nothing either."
     return _apply(attempt, base, changes, first_seq=first_seq, last_seq=last_seq,
-                  more=len(consumed) < len(chunks), model=extractor.model or extractor.name, note=note)
+                  more=bool(remaining), model=extractor.model or extractor.name, note=note)
 
 
 def _words(text: str) -> set[str]:

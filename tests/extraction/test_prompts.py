@@ -69,6 +69,33 @@ def test_chunking_keeps_every_prompt_within_the_budget(fake_model, extract, sett
     assert consumed == list(range(1, 21))
 
 
+def test_a_later_chunk_stays_within_the_budget_when_the_snapshot_grew_in_an_earlier_one(settings):
+    """The operator sizes SESSIONCTX_PROMPT_BUDGET_CHARS to the model's context; the summary the first chunk wrote
+    is in every later chunk's prompt."""
+    from contexts.extraction.apply import extraction_run_now
+    from tests.fake_openai import FakeOpenAI, answer, parse_prompt
+
+    def writes_a_long_summary(request):
+        previous, messages = parse_prompt(request)
+        ledger = previous["summary"].split("|")[0].split() + [f"m{seq}" for seq, _, _ in messages]
+        return answer({"summary": (" ".join(ledger) + " |" + " facts" * 250)[:1100]})
+
+    # 3,000 characters (750 tokens) and the 500 output tokens asked for fit; a longer prompt does not.
+    with FakeOpenAI(writes_a_long_summary, context_tokens=1260) as fake:
+        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "small-ctx", fake.url, 5.0
+        settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 3000
+        settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 20
+        session = make_session(mode="summary")
+        post(session, *[("user" if i % 2 else "assistant", f"note {i}: " + "x" * 600) for i in range(1, 9)])
+        run = extraction_run_now(session=session, trigger="test")
+        sizes = [_prompt_chars(r) for r in fake.requests]
+
+    assert run.status == "succeeded", run.error
+    assert max(sizes) <= 3000, sizes
+    session.refresh_from_db()
+    assert (session.cursor_seq, session.summary.split("|")[0].split()) == (8, [f"m{i}" for i in range(1, 9)])
+
+
 def test_more_chunks_than_one_run_takes_go_to_a_follow_up_run(fake_model, extract, settings):
     settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
     settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 2
