@@ -221,10 +221,13 @@ def context_refresh(*, session: SessionContext, wait: float | None = None) -> Fr
         return Freshness(True, 0.0)
     asked = False
     while True:
+        # Whether a run is pending is asked before the cursor is read: a run that ends between the two reads is
+        # then seen in the cursor, not taken for one that ended without taking the messages in.
+        pending = ExtractionRun.objects.filter(session_id=session.pk, status__in=PENDING).exists()
         cursor = SessionContext.objects.filter(pk=session.pk).values_list("cursor_seq", flat=True).first()
         if cursor is None or cursor >= target:
             return Freshness(cursor is not None, time.monotonic() - start)
-        if not ExtractionRun.objects.filter(session_id=session.pk, status__in=PENDING).exists():
+        if not pending:
             if asked:
                 # Our run ended without taking everything in (failed, changed nothing): no point waiting.
                 return Freshness(False, time.monotonic() - start)
