@@ -10,7 +10,12 @@ from .context import context_response
 from .http import ApiListView, ApiView, expected_version, validated
 from .openapi import ETAG_HEADER, IF_MATCH, errors
 from .pagination import RevisionPagination
-from .serializers import ContextWriteOutputSerializer, RevertInputSerializer, RevisionOutputSerializer
+from .serializers import (
+    ContextWriteOutputSerializer,
+    QueryFilterSerializer,
+    RevertInputSerializer,
+    RevisionOutputSerializer,
+)
 
 
 class RevisionListApi(ApiListView):
@@ -21,6 +26,8 @@ class RevisionListApi(ApiListView):
                    responses={200: RevisionOutputSerializer(many=True), **errors(400, 404)},
                    description="Every version of the snapshot, newest first: who, why, when, what changed.")
     def get(self, request, *args, **kwargs):
+        # No filters: only the pager's parameters (a misspelled `limt=` is a 400, as on the other lists).
+        validated(QueryFilterSerializer, request.query_params)
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):

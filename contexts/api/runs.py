@@ -6,10 +6,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from .. import selectors
-from .http import ApiListView, ApiView
+from .http import ApiListView, ApiView, validated
 from .openapi import errors
 from .pagination import RunPagination
-from .serializers import RunOutputSerializer
+from .serializers import QueryFilterSerializer, RunOutputSerializer
 
 
 class SessionRunListApi(ApiListView):
@@ -20,6 +20,8 @@ class SessionRunListApi(ApiListView):
                    responses={200: RunOutputSerializer(many=True), **errors(400, 404)},
                    description="The session's context updates, newest first, with their cost and outcome.")
     def get(self, request, *args, **kwargs):
+        # No filters: only the pager's parameters (a misspelled `limt=` is a 400, as on the other lists).
+        validated(QueryFilterSerializer, request.query_params)
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):

@@ -142,6 +142,20 @@ def test_a_misspelled_filter_is_refused_instead_of_listing_everything(reader, pa
     assert "Unknown query parameter" in error["details"]["fields"][misspelled][0]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/sessions/mis-1/revisions?limt=1",
+                                  "/api/v1/sessions/mis-1/runs?status=failed"])
+def test_the_revisions_and_runs_lists_refuse_a_parameter_they_do_not_know_as_the_other_lists_do(reader, path):
+    # docs/api.md: on every list, a parameter the list does not know is a 400, never ignored (a misspelled
+    # `limt=1` got a full page, and `status=failed` on /runs listed every run as if it filtered them).
+    make_session("mis-1")
+    error = assert_error(reader.get(path), 400, "invalid")
+    unknown = path.split("?")[1].split("=")[0]
+    assert list(error["details"]["fields"]) == [unknown]
+    assert "Unknown query parameter" in error["details"]["fields"][unknown][0]
+    base = path.split("?")[0]
+    assert reader.get(f"{base}?limit=1&format=json").status_code == 200
+
+
 def test_the_pager_parameters_are_not_taken_for_filters(reader):
     for n in range(3):
         make_session(f"page-{n}", agent_id="bot-a")
