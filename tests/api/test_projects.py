@@ -266,7 +266,7 @@ def test_the_same_session_id_in_two_projects_writes_to_as_never_touch_bs(two):
     current = SessionContext.objects.get(pk=a_shared.pk).version
     assert_error(a_agent.post(f"/api/v1/sessions/shared/revisions/{missing}/revert", {"reason": "x"},
                               headers={"If-Match": f'"{current}"'}), 404, "not_found")
-    assert a_agent.get("/api/v1/sessions/shared/revisions?page_size=100").json()["results"][0]["version"] == current
+    assert a_agent.get("/api/v1/sessions/shared/revisions?limit=100").json()["results"][0]["version"] == current
     # A's DELETE of `shared` and the erasure of A's `same-user` leave B's alone.
     assert a_agent.delete("/api/v1/sessions/shared").status_code == 204
     assert a_agent.delete("/api/v1/users/same-user").json()["deleted"]["sessions"] == 0
