@@ -34,7 +34,7 @@ def context_response(request, session: SessionContext, *, status_code: int = 200
     """A write's answer, with its ETag: the context as it now is, or its receipt for a key that may not read it."""
     row = row_of(session)
     body = context_representation(row) if request.auth.has_scope("read") else write_receipt(row)
-    return Response(body, status=status_code, headers={"ETag": etag(session.version)})
+    return Response(body, status=status_code, headers={"ETag": etag(session.version, session.pk)})
 
 
 IF_NONE_MATCH = OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
@@ -75,8 +75,8 @@ class ContextApi(ApiView):
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
         entry = context_of(request.auth.project_id, session_id, cached=not freshness)
-        headers = {"ETag": etag(entry.version), **freshness}
-        if not_modified(request.headers.get("If-None-Match"), entry.version):
+        headers = {"ETag": entry.etag, **freshness}
+        if not_modified(request.headers.get("If-None-Match"), entry.etag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         # Already rendered (and cached) as the JSON the serializer gives.
         return HttpResponse(entry.context_json, content_type="application/json", headers=headers)
@@ -100,7 +100,7 @@ class ContextApi(ApiView):
         data = validated(ContextWriteInputSerializer, request.data)
         session = selectors.session_get(session_id, project=request.auth.project_id)
         common = {"session": session,
-                  "expected_version": expected_version(request, data.pop("version", None), current=session.version),
+                  "expected_version": expected_version(request, data.pop("version", None), session=session),
                   "source": Revision.Source.API, "actor": services.Actor.for_api_key(request.auth),
                   "reason": data.pop("reason", "")}
         if replace:
@@ -124,9 +124,9 @@ class ContextPromptApi(ApiView):
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
         entry = context_of(request.auth.project_id, session_id, cached=not freshness)
-        headers = {"ETag": etag(entry.version), "Vary": "Accept", **freshness}
+        headers = {"ETag": entry.etag, "Vary": "Accept", **freshness}
         # The block changes only with the version, so an agent re-reading it each turn pays a 304 while idle.
-        if not_modified(request.headers.get("If-None-Match"), entry.version):
+        if not_modified(request.headers.get("If-None-Match"), entry.etag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         if isinstance(request.accepted_renderer, JSONRenderer):
             return Response({"prompt": entry.prompt, "version": entry.version}, headers=headers)
@@ -144,7 +144,7 @@ class ContextResetApi(ApiView):
         session = selectors.session_get(session_id, project=request.auth.project_id)
         expected = None
         if request.headers.get("If-Match") is not None or data.get("version") is not None:
-            expected = expected_version(request, data.get("version"), current=session.version)
+            expected = expected_version(request, data.get("version"), session=session)
         session = services.snapshot_reset(session=session, reason=data["reason"],
                                           actor=services.Actor.for_api_key(request.auth), expected_version=expected)
         return context_response(request, session)

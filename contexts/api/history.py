@@ -46,7 +46,7 @@ class RevisionRevertApi(ApiView):
         session = selectors.session_get(session_id, project=request.auth.project_id)
         session = services.snapshot_revert(
             session=session, to_version=version,
-            expected_version=expected_version(request, data.get("version"), current=session.version),
+            expected_version=expected_version(request, data.get("version"), session=session),
             reason=data["reason"],
             actor=services.Actor.for_api_key(request.auth), source=Revision.Source.API)
         return context_response(request, session)

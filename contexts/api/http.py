@@ -6,6 +6,7 @@ import json
 import re
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import generics
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -94,46 +95,59 @@ class PlainTextRenderer(BaseRenderer):
         return (data if isinstance(data, str) else json.dumps(data)).encode(self.charset)
 
 
-def etag(version: int) -> str:
-    return f'"{version}"'
+def incarnation(pk: int) -> str:
+    """Which session an ETag is about. Erasing a session and creating one under the same id starts again at
+    version 1: a tag of the version alone would then match (304, or a write let through) an answer about the
+    erased conversation. The tag names the row (not its database id, which it does not reveal)."""
+    return salted_hmac("sessionctx.etag", str(pk)).hexdigest()[:8]
 
 
-def _parse_etag(value: str) -> tuple[int, bool]:
-    """The version an If-Match names (an ETag this API sent: "3", or a bare 3), and whether it is weak (W/"3")."""
-    match = re.fullmatch(r'\s*(W/)?"?(\d{1,10})"?\s*', value)
+def etag(version: int, pk: int) -> str:
+    return f'"{version}-{incarnation(pk)}"'
+
+
+def _parse_etag(value: str) -> tuple[int, str | None, bool]:
+    """The version an If-Match names (an ETag this API sent, "3-1a2b3c4d", or its version alone: "3", 3), the
+    session tag it carries if any, and whether it is weak (W/"3-...")."""
+    match = re.fullmatch(r'\s*(W/)?"?(\d{1,10})(?:-([0-9a-f]{8}))?"?\s*', value)
     if match is None:
-        raise InvalidInput('If-Match must be an ETag this API sent, e.g. "3".', code="invalid_precondition",
-                           details={"if_match": value[:100]})
-    return int(match.group(2)), match.group(1) is not None
+        raise InvalidInput('If-Match must be an ETag this API sent, e.g. "3-1a2b3c4d", or the version you read, '
+                           'e.g. "3".', code="invalid_precondition", details={"if_match": value[:100]})
+    return int(match.group(2)), match.group(3), match.group(1) is not None
 
 
-def not_modified(if_none_match: str | None, version: int) -> bool:
-    """If-None-Match names the current version (or `*`): a 304 answers it."""
+def not_modified(if_none_match: str | None, current_etag: str) -> bool:
+    """If-None-Match names the current ETag (or `*`): a 304 answers it."""
     if not if_none_match:
         return False
-    current = etag(version)
-    return any(tag.strip() in (current, f"W/{current}", "*") for tag in if_none_match.split(","))
+    return any(tag.strip() in (current_etag, f"W/{current_etag}", "*") for tag in if_none_match.split(","))
 
 
-def expected_version(request, body_version: int | None, *, current: int) -> int:
+def expected_version(request, body_version: int | None, *, session) -> int:
     """The version a write is based on: If-Match or the body's `version`; neither is 428.
 
-    `current`: the session's version as just read, for the 412 a weak If-Match gets.
+    `session`: as just read, for the 412 a weak If-Match or one about another session of that id gets.
     """
+    current = session.version
     header = request.headers.get("If-Match")
-    from_header, weak = _parse_etag(header) if header is not None else (None, False)
+    from_header, tag, weak = _parse_etag(header) if header is not None else (None, None, False)
     if weak:
         # If-Match compares strongly (RFC 9110, 13.1.1): a weak tag never matches, whatever it names.
         raise ApplicationError(f'If-Match compares ETags strongly, so a weak one ({header.strip()[:30]}) never '
-                               f'matches: send "{from_header}".', code="version_conflict", status=412,
+                               f'matches: send it without W/.', code="version_conflict", status=412,
+                               details={"expected_version": from_header, "current_version": current})
+    if tag is not None and tag != incarnation(session.pk):
+        # Read from a session of this id that was erased since: whatever its version, it is not this one.
+        raise ApplicationError("If-Match names an ETag of an earlier session under this id, since erased: "
+                               "re-read the context.", code="version_conflict", status=412,
                                details={"expected_version": from_header, "current_version": current})
     if from_header is not None and body_version is not None and from_header != body_version:
         # Both are preconditions and at most one names the current version: the one that does not fails (412).
         raise VersionConflict(expected=body_version if from_header == current else from_header, current=current)
     version = from_header if from_header is not None else body_version
     if version is None:
-        raise ApplicationError('This write needs the version you read: send If-Match: "<version>" or a "version" '
-                               'field.', code="precondition_required", status=428)
+        raise ApplicationError('This write needs the version you read: send If-Match with the ETag you read or '
+                               'a "version" field.', code="precondition_required", status=428)
     return version
 
 

@@ -30,11 +30,15 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 # On every answer that carries the context or stands for it (a create's 201, a conditional read's 304).
 ETAG_HEADER = OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200, 201, 304],
-                               description='The snapshot version as an entity tag, e.g. `"3"`.')
-# An ETag this API sent (the quotes may be left out): a strong one, as a weak W/"3" never matches a write (RFC 9110).
-ETAG_PATTERN = r'^"?[0-9]{1,10}"?$'
+                               description='The snapshot version and a tag of the session, e.g. `"3-1a2b3c4d"`: '
+                                           'an ETag of a session erased since never matches one created again '
+                                           'under its id.')
+# An ETag this API sent, or the version alone (the quotes may be left out): a strong one, as a weak W/"3" never
+# matches a write (RFC 9110).
+ETAG_PATTERN = r'^"?[0-9]{1,10}(-[0-9a-f]{8})?"?$'
 IF_MATCH = OpenApiParameter("If-Match", {"type": "string", "pattern": ETAG_PATTERN}, OpenApiParameter.HEADER,
-                            description='The ETag you read (e.g. `"3"`); or send a `version` field in the body '
+                            description='The ETag you read (e.g. `"3-1a2b3c4d"`) or its version (`"3"`); or send a '
+                                        '`version` field in the body '
                                         '(both: both must be current).')
 IF_MATCH_OPTIONAL = OpenApiParameter("If-Match", {"type": "string", "pattern": ETAG_PATTERN},
                                      OpenApiParameter.HEADER,

@@ -76,7 +76,7 @@ return {n, left}
 _FILL = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'c', ARGV[4], 'p', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'c', ARGV[4], 'p', ARGV[5], 'e', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -84,11 +84,12 @@ return 1
 
 @dataclass(frozen=True)
 class Entry:
-    """A session's cached answers: its version, the JSON of GET .../context, the prompt block."""
+    """A session's cached answers: its version, the JSON of GET .../context, the prompt block, the ETag."""
 
     version: int
     context_json: bytes
     prompt: str
+    etag: str
 
 
 def enabled() -> bool:
@@ -115,16 +116,19 @@ def lookup(project_id: int, session_id: str) -> Entry | None:
         read_cache_lookups.labels("context", "unavailable").inc()
         return None
     try:
-        version, body, prompt = client().hmget(_name("c", _session_key(project_id, session_id)), ["v", "c", "p"])
+        version, body, prompt, etag = client().hmget(_name("c", _session_key(project_id, session_id)),
+                                                     ["v", "c", "p", "e"])
     except RedisError as exc:
         failed()
         read_cache_lookups.labels("context", "unavailable").inc()
         logger.warning("read cache: lookup of %s failed, reading the database: %s", session_id, exc)
         return None
-    read_cache_lookups.labels("context", "miss" if version is None else "hit").inc()
-    if version is None:
+    # An entry without an ETag was stored by an older release: a miss, refilled with one.
+    missed = version is None or etag is None
+    read_cache_lookups.labels("context", "miss" if missed else "hit").inc()
+    if missed:
         return None
-    return Entry(int(version), body, prompt.decode())
+    return Entry(int(version), body, prompt.decode(), etag.decode())
 
 
 def fill(project_id: int, session_id: str, read: Callable[[], Entry]) -> Entry:
@@ -143,7 +147,7 @@ def fill(project_id: int, session_id: str, read: Callable[[], Entry]) -> Entry:
         ttl_ms = round(settings.SESSIONCTX_READ_CACHE_TTL * 1000 * (1 - TTL_JITTER * random.random()))
         try:
             client().eval(_FILL, 2, _name("c", key), lease_name, token, ttl_ms, entry.version,
-                          entry.context_json, entry.prompt)
+                          entry.context_json, entry.prompt, entry.etag)
         except RedisError as exc:
             failed()
             logger.warning("read cache: could not store %s: %s", session_id, exc)

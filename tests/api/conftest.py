@@ -51,6 +51,15 @@ class Agent:
         return self.call("DELETE", path, **kw)
 
 
+def etag_of(session_id: str, version: int | None = None, *, project=None) -> str:
+    """The ETag the API sends for the session (of the default project unless given) at `version`, else now."""
+    from contexts.api.http import etag
+    from contexts.models import Project
+
+    session = SessionContext.objects.get(session_id=session_id, project=project or Project.default())
+    return etag(session.version if version is None else version, session.pk)
+
+
 def assert_error(response, status: int, code: str | None = None) -> dict:
     """The one error shape, with the given status (and code)."""
     assert response.status_code == status, (response.status_code, response.content[:500])

@@ -7,7 +7,7 @@ import pytest
 from contexts import services
 from contexts.models import Revision
 from contexts.services import Actor
-from tests.api.conftest import assert_error, counts
+from tests.api.conftest import assert_error, counts, etag_of
 from tests.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ def test_context_has_every_field_and_an_etag(reader):
                  content={"summary": "S", "goal": "G", "plan": ["one", "two"], "progress": ["one"]})
     response = reader.get("/api/v1/sessions/ctx-1/context")
     assert response.status_code == 200
-    assert response["ETag"] == '"1"'
+    assert response["ETag"] == etag_of("ctx-1") and response["ETag"].startswith('"1-')
     data = response.json()
     assert set(data) == CONTEXT_FIELDS
     assert (data["summary"], data["goal"], data["plan"], data["progress"], data["version"]) == (
@@ -31,10 +31,39 @@ def test_context_has_every_field_and_an_etag(reader):
 
 def test_if_none_match_with_the_current_etag_is_304_and_a_stale_one_is_200(reader):
     make_session("etag-1", content={"summary": "x"})
-    not_modified = reader.get("/api/v1/sessions/etag-1/context", headers={"If-None-Match": '"1"'})
+    not_modified = reader.get("/api/v1/sessions/etag-1/context", headers={"If-None-Match": etag_of("etag-1")})
     assert not_modified.status_code == 304
     assert not_modified.content == b""
-    assert reader.get("/api/v1/sessions/etag-1/context", headers={"If-None-Match": '"0"'}).status_code == 200
+    stale = etag_of("etag-1", 0)
+    assert reader.get("/api/v1/sessions/etag-1/context", headers={"If-None-Match": stale}).status_code == 200
+
+
+# Transactional: with the read cache on (CI's Redis run), a change reaches it when its transaction commits.
+@pytest.mark.django_db(transaction=True)
+def test_an_etag_of_an_erased_session_never_matches_the_new_session_of_that_id(agent):
+    # Erased and created again under the same id, a session starts again at the same versions: an agent (or a
+    # proxy) holding the old ETag must get the new conversation, not a 304 keeping the erased one, and a write
+    # based on what it read of the erased one must fail rather than land on the new one.
+    assert agent.put("/api/v1/sessions/reborn", {}).status_code == 201
+    old = agent.patch("/api/v1/sessions/reborn/context", {"summary": "the erased conversation"},
+                      headers={"If-Match": '"0"'})
+    assert old.status_code == 200 and old.json()["version"] == 1
+    old_prompt = agent.get("/api/v1/sessions/reborn/context/prompt")
+    assert agent.delete("/api/v1/sessions/reborn").status_code == 204
+    assert agent.put("/api/v1/sessions/reborn", {}).status_code == 201
+    assert agent.patch("/api/v1/sessions/reborn/context", {"summary": "a new conversation"},
+                       headers={"If-Match": '"0"'}).status_code == 200  # the bare version still works
+
+    for path, held in (("/context", old["ETag"]), ("/context/prompt", old_prompt["ETag"])):
+        again = agent.get(f"/api/v1/sessions/reborn{path}", headers={"If-None-Match": held})
+        assert again.status_code == 200 and again["ETag"] != held
+        assert "a new conversation" in again.content.decode()
+    refused = agent.patch("/api/v1/sessions/reborn/context", {"goal": "meant for the old one"},
+                          headers={"If-Match": old["ETag"]})
+    assert_error(refused, 412, "version_conflict")
+    assert agent.get("/api/v1/sessions/reborn/context").json()["goal"] == ""
+    assert_error(agent.patch("/api/v1/sessions/reborn/context", {"goal": "x"}, headers={"If-Match": '"1-zz"'}),
+                 400, "invalid_precondition")
 
 
 def test_context_shows_when_a_person_owns_the_conversation(reader):
@@ -78,7 +107,7 @@ def test_patch_with_if_match_changes_only_the_given_fields_and_writes_a_revision
     response = agent.patch("/api/v1/sessions/w-1/context", {"summary": "new", "plan": ["a", "b"]},
                            headers={"If-Match": '"1"'})
     assert response.status_code == 200, response.content
-    assert response["ETag"] == '"2"'
+    assert response["ETag"] == etag_of("w-1") and response["ETag"].startswith('"2-')
     data = response.json()
     assert (data["summary"], data["goal"], data["plan"], data["version"]) == ("new", "keep me", ["a", "b"], 2)
     revision = Revision.objects.get(session__session_id="w-1", version=2)

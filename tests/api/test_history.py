@@ -8,7 +8,7 @@ from contexts import services
 from contexts.models import Revision, SessionContext
 from contexts.services import Actor
 from contexts.snapshot import CONTENT_FIELDS
-from tests.api.conftest import assert_error, counts
+from tests.api.conftest import assert_error, counts, etag_of
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +70,7 @@ def test_revert_restores_an_old_version_as_a_new_revision(agent, write_key):
     response = agent.post("/api/v1/sessions/h-3/revisions/1/revert", {"reason": "bad extraction"},
                           headers={"If-Match": '"3"'})
     assert response.status_code == 200, response.content
-    assert response["ETag"] == '"4"'
+    assert response["ETag"] == etag_of("h-3", 4)
     data = response.json()
     assert (data["summary"], data["plan"], data["version"]) == ("v1", ["a"], 4)
     _assert_reverted("h-3", to_version=1, new_version=4, reason="bad extraction", key=write_key[0])
@@ -95,7 +95,7 @@ def test_a_body_version_works_for_revert_too(agent, write_key):
     _three_versions("h-5")
     response = agent.post("/api/v1/sessions/h-5/revisions/2/revert", {"reason": "plan was wrong", "version": 3})
     assert response.status_code == 200, response.content
-    assert response["ETag"] == '"4"'
+    assert response["ETag"] == etag_of("h-5", 4)
     assert (response.json()["summary"], response.json()["plan"]) == ("v2", ["a"])
     _assert_reverted("h-5", to_version=2, new_version=4, reason="plan was wrong", key=write_key[0])
     assert Revision.objects.get(session__session_id="h-5", version=4).changed_fields == ["plan"]

@@ -14,7 +14,7 @@ from contexts import services
 from contexts.api.serializers import ContextOutputSerializer, PromptOutputSerializer
 from contexts.prompting import render_prompt
 from contexts.services import Actor
-from tests.api.conftest import Agent, assert_error
+from tests.api.conftest import Agent, assert_error, etag_of
 from tests.factories import make_api_key, make_session, make_user
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +44,7 @@ def test_context_answer_is_the_serializers_answer_field_for_field(reader, kind):
 
     assert response.status_code == 200
     assert response.json() == _documented(ContextOutputSerializer(session))
-    assert response["ETag"] == f'"{session.version}"'
+    assert response["ETag"] == etag_of(session.session_id, session.version)
     if kind == "planning with a person":
         assert response.json()["assignee"] == "maria" and response.json()["status"] == "human"
 
@@ -62,13 +62,14 @@ def test_a_current_etag_is_answered_304_without_a_body(reader, settings, cached)
     settings.SESSIONCTX_READ_CACHE = cached
     make_session("fast-304", content={"summary": "x" * 3000})
     reader.get("/api/v1/sessions/fast-304/context")  # fills the cache where there is one
-    response = reader.get("/api/v1/sessions/fast-304/context", headers={"If-None-Match": 'W/"1", "7"'})
-    assert response.status_code == 304 and response["ETag"] == '"1"' and response.content == b""
+    current = etag_of("fast-304")
+    response = reader.get("/api/v1/sessions/fast-304/context", headers={"If-None-Match": f'W/{current}, "7"'})
+    assert response.status_code == 304 and response["ETag"] == current and response.content == b""
 
 
 def test_a_stale_etag_gets_the_full_context_and_a_missing_session_is_404(reader):
     make_session("fast-stale", content={"summary": "new"})
-    response = reader.get("/api/v1/sessions/fast-stale/context", headers={"If-None-Match": '"0"'})
+    response = reader.get("/api/v1/sessions/fast-stale/context", headers={"If-None-Match": etag_of("fast-stale", 0)})
     assert response.status_code == 200 and response.json()["summary"] == "new"
     assert_error(reader.get("/api/v1/sessions/nope/context", headers={"If-None-Match": "*"}), 404, "not_found")
 

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from contexts.models import DataDeletion, ExtractionRun, HandoffEvent, Message, Revision, SessionContext
-from tests.api.conftest import assert_error, counts
+from tests.api.conftest import assert_error, counts, etag_of
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def test_put_creates_a_session_once_and_is_idempotent(agent):
     body = {"mode": "planning", "user_id": "u-1", "agent_id": "bot", "team_id": "t"}
     first = agent.put("/api/v1/sessions/new-1", body)
     assert first.status_code == 201
-    assert first["ETag"] == '"0"'
+    assert first["ETag"] == etag_of("new-1", 0)
     data = first.json()
     assert (data["session_id"], data["mode"], data["user_id"], data["agent_id"], data["team_id"]) == (
         "new-1", "planning", "u-1", "bot", "t")

@@ -26,7 +26,7 @@ from sessionctx_client import (
 from contexts import services
 from contexts.models import Message, Revision, SessionContext
 from contexts.services import Actor
-from tests.api.conftest import Agent
+from tests.api.conftest import Agent, etag_of
 from tests.api.test_auth import api_operations
 from tests.factories import make_session, make_user
 
@@ -324,19 +324,19 @@ def test_a_repeated_read_of_an_unchanged_session_costs_a_304_and_a_change_is_see
     first["goal"] = "changed by the caller"  # must not leak into the next answer
     again = ctx.get_context("c-13")
     assert again["goal"] == "first" and again["version"] == first["version"]
-    assert recording.seen == [("GET", "context", None, 200), ("GET", "context", f'"{first["version"]}"', 304)]
+    assert recording.seen == [("GET", "context", None, 200), ("GET", "context", etag_of("c-13", first["version"]), 304)]
 
     # Someone else writes: the next read gets the new snapshot, not the cached one.
     session = SessionContext.objects.get(session_id="c-13")
     services.snapshot_update(session=session, expected_version=session.version, changes={"goal": "second"},
                              source="api", actor=Actor.system("test"))
     assert ctx.get_context("c-13")["goal"] == "second"
-    assert recording.seen[-1] == ("GET", "context", f'"{first["version"]}"', 200)
+    assert recording.seen[-1] == ("GET", "context", etag_of("c-13", first["version"]), 200)
 
     # The client's own write answers the new context: reading it back costs a 304.
     written = ctx.update_context("c-13", expected_version=first["version"] + 1, goal="third")
     assert ctx.get_context("c-13")["goal"] == "third"
-    assert recording.seen[-1] == ("GET", "context", f'"{written["version"]}"', 304)
+    assert recording.seen[-1] == ("GET", "context", etag_of("c-13", written["version"]), 304)
 
 
 # --- the event feed ---------------------------------------------------------------------------------------
@@ -418,11 +418,11 @@ def test_a_repeated_prompt_read_of_an_unchanged_session_costs_a_304(connect, rec
     assert "Goal: Move to PostgreSQL" in first
     assert ctx.get_prompt("c-14") == first
     version = SessionContext.objects.get(session_id="c-14").version
-    assert recording.seen == [("GET", "prompt", None, 200), ("GET", "prompt", f'"{version}"', 304)]
+    assert recording.seen == [("GET", "prompt", None, 200), ("GET", "prompt", etag_of("c-14", version), 304)]
 
     ctx.update_context("c-14", expected_version=version, goal="Move to MySQL")
     assert "Goal: Move to MySQL" in ctx.get_prompt("c-14")
-    assert recording.seen[-1] == ("GET", "prompt", f'"{version}"', 200)
+    assert recording.seen[-1] == ("GET", "prompt", etag_of("c-14", version), 200)
 
 
 def test_locks_usage_export_and_erasure_round_trip(ctx):

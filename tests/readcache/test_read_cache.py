@@ -28,7 +28,7 @@ from contexts.exceptions import ApplicationError
 from contexts.models import ApiKey, Project, Revision, SessionContext
 from contexts.prompting import render_prompt
 from contexts.services import Actor
-from tests.api.conftest import Agent, assert_error
+from tests.api.conftest import Agent, assert_error, etag_of
 from tests.factories import make_api_key, make_session, make_user
 
 # A database of its own: clearing the cache flushes it, and db 15 is the workers' broker in CI.
@@ -85,7 +85,8 @@ def _read(agent: Agent, session_id: str, **headers):
 def _from_the_database(session_id: str) -> readcache.Entry:
     """What a read of the database answers for the session now (the API's own representation)."""
     row = selectors.context_get(session_id, CONTEXT_FIELDS, project=Project.default())
-    return readcache.Entry(row["version"], JSONRenderer().render(context_representation(row)), render_prompt(row))
+    return readcache.Entry(row["version"], JSONRenderer().render(context_representation(row)), render_prompt(row),
+                           etag_of(session_id, row["version"]))
 
 
 def _same_answer(cached, direct) -> None:
@@ -103,8 +104,8 @@ ANSWERS = [
     ("/context/prompt", {}),
     ("/context/prompt", {"Accept": "application/json"}),
     ("/context/prompt", {"Accept": "text/plain"}),
-    ("/context", {"If-None-Match": '"3"'}),  # current: 304
-    ("/context", {"If-None-Match": '"2"'}),  # stale: the whole answer
+    ("/context", {"If-None-Match": "current"}),  # 304
+    ("/context", {"If-None-Match": "stale"}),  # the whole answer
 ]
 
 
@@ -116,6 +117,8 @@ def test_a_cached_answer_is_the_databases_answer_byte_for_byte_and_needs_no_quer
     services.handoff_request(session=session, reason="stuck", actor=Actor.system())
     services.handoff_claim(session=session, actor=Actor.for_user(make_user("maria")))
     url = f"/api/v1/sessions/rc-same{path}"
+    tags = {"current": etag_of("rc-same"), "stale": etag_of("rc-same", 2)}
+    headers = {name: tags.get(value, value) for name, value in headers.items()}
 
     settings.SESSIONCTX_READ_CACHE = False
     direct = reader.get(url, headers=headers)
@@ -126,7 +129,7 @@ def test_a_cached_answer_is_the_databases_answer_byte_for_byte_and_needs_no_quer
     with CaptureQueriesContext(connection) as queries:
         cached = reader.get(url, headers=headers)
 
-    assert direct.status_code in (200, 304)
+    assert direct.status_code == (304 if headers.get("If-None-Match") == tags["current"] else 200)
     _same_answer(filled, direct)
     _same_answer(cached, direct)
     # Neither the session row nor the API key is read: both come from the cache (and the key's last-used
@@ -149,7 +152,18 @@ def test_the_cache_stores_exactly_what_the_database_answers_for_context_and_prom
     assert entry == _from_the_database("rc-bytes")
     assert entry.context_json == context.content
     assert entry.prompt.encode() == prompt.content and entry.prompt.startswith("<session_context>")
-    assert entry.version == 1 and context["ETag"] == prompt["ETag"] == '"1"'
+    assert entry.version == 1 and context["ETag"] == prompt["ETag"] == entry.etag == etag_of("rc-bytes", 1)
+
+
+def test_an_entry_an_earlier_release_stored_without_an_etag_is_refilled_not_served(reader, r):
+    # Cached answers outlive a deploy: one stored before ETags named the session carries no tag to answer with.
+    make_session("rc-old", content={"summary": "now"})
+    r.hset(_entry("rc-old"), mapping={"v": 1, "c": b'{"summary": "then"}', "p": "then"})
+
+    response = _read(reader, "rc-old")
+
+    assert response.json()["summary"] == "now" and response["ETag"] == etag_of("rc-old")
+    assert readcache.lookup(Project.default().pk, "rc-old") == _from_the_database("rc-old")
 
 
 def test_reads_answered_from_the_cache_count_against_the_throttle(settings):
@@ -229,7 +243,7 @@ def test_every_kind_of_change_is_seen_by_the_next_read(write, agent):
     prompt = agent.get("/api/v1/sessions/rc-write/context/prompt")
 
     assert after.status_code == 200 and after.content != first.content
-    assert after.content == stored.context_json and after["ETag"] == f'"{stored.version}"'
+    assert after.content == stored.context_json and after["ETag"] == stored.etag
     assert prompt.content.decode() == stored.prompt and prompt["ETag"] == after["ETag"]
 
 
@@ -243,7 +257,7 @@ def test_a_deleted_session_is_gone_and_a_new_one_of_that_id_starts_empty(agent, 
     assert_error(agent.get("/api/v1/sessions/rc-del/context/prompt"), 404, "not_found")
     assert agent.put("/api/v1/sessions/rc-del", {}).status_code == 201
     fresh = _read(agent, "rc-del")
-    assert fresh.json()["summary"] == "" and fresh.json()["version"] == 0 and fresh["ETag"] == '"0"'
+    assert fresh.json()["summary"] == "" and fresh.json()["version"] == 0 and fresh["ETag"] == etag_of("rc-del", 0)
     assert agent.get("/api/v1/sessions/rc-del/context/prompt").content == b""
 
 
@@ -263,7 +277,7 @@ def test_a_read_that_raced_a_write_does_not_leave_the_old_answer_behind(agent, r
     # ...and stored nothing
     assert not r.exists(_entry("rc-race")) and readcache.lookup(Project.default().pk, "rc-race") is None
     after = _read(agent, "rc-race")
-    assert after.json()["summary"] == "new" and after["ETag"] == '"2"'  # so nobody after it gets it
+    assert after.json()["summary"] == "new" and after["ETag"] == etag_of("rc-race", 2)  # so nobody after it gets it
     assert readcache.lookup(Project.default().pk, "rc-race").version == 2
 
 
@@ -298,7 +312,7 @@ def test_a_fresh_read_answers_from_the_database_what_it_found_fresh(settings, ag
     fresh = agent.get("/api/v1/sessions/rc-fresh/context?fresh=true")
     prompt = agent.get("/api/v1/sessions/rc-fresh/context/prompt?fresh=true")
 
-    assert fresh["X-Context-Fresh"] == "true" and fresh["ETag"] == '"1"'
+    assert fresh["X-Context-Fresh"] == "true" and fresh["ETag"] == etag_of("rc-fresh", 1)
     assert fresh.json()["summary"] == "Moving the shop database to PostgreSQL."
     assert prompt["X-Context-Fresh"] == "true" and "PostgreSQL" in prompt.content.decode()
 
@@ -320,7 +334,7 @@ def test_an_expired_entry_is_gone_and_the_next_read_refills_from_the_database(se
     # Behind the cache's back (as a writer killed between its commit and its delete): no invalidation.
     SessionContext.objects.filter(session_id="rc-ttl").update(summary="after", version=F("version") + 1)
     stale = _read(agent, "rc-ttl")
-    assert stale.json()["summary"] == "before" and stale["ETag"] == '"1"'  # the entry still answers
+    assert stale.json()["summary"] == "before" and stale["ETag"] == etag_of("rc-ttl", 1)  # the entry still answers
     assert 0 < r.pttl(_entry("rc-ttl")) <= 1000
 
     deadline = time.monotonic() + 3
@@ -330,7 +344,7 @@ def test_an_expired_entry_is_gone_and_the_next_read_refills_from_the_database(se
     assert readcache.lookup(Project.default().pk, "rc-ttl") is None
 
     fresh = _read(agent, "rc-ttl")
-    assert fresh.json()["summary"] == "after" and fresh["ETag"] == '"2"'
+    assert fresh.json()["summary"] == "after" and fresh["ETag"] == etag_of("rc-ttl", 2)
     assert fresh.content == _from_the_database("rc-ttl").context_json
     assert "after" in agent.get("/api/v1/sessions/rc-ttl/context/prompt").content.decode()
     assert readcache.lookup(Project.default().pk, "rc-ttl").version == 2  # refilled
