@@ -30,7 +30,7 @@ def long_conversation():
 def test_the_page_opens_with_the_newest_messages_and_loads_every_earlier_one(support, long_conversation):
     html = support.get("/sessions/t-long/").content.decode()
     assert _seqs(html) == list(range(61, 261))
-    link = re.search(r'<a [^>]*href="\?(?:project=default&amp;)?before=61#transcript"'
+    link = re.search(r'<a [^>]*href="/sessions/t-long/\?(?:project=default&amp;)?before=61#transcript"'
                      r'[^>]*hx-get="(/sessions/t-long/\?before=61)"[^>]*>'
                      r"Load earlier messages", html)
     assert link, "no 'Load earlier messages' before message 61"
