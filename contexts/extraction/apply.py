@@ -185,6 +185,7 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
     snapshot = dict(base.previous)
     consumed: list[list[PromptMessage]] = []
     remaining = messages
+    left_over = ""  # why a chunk after the first was not taken in
     while remaining and len(consumed) < settings.SESSIONCTX_MAX_CHUNKS_PER_RUN:
         if consumed and not deadline.allows(2 * llm.worst_call_seconds()):
             break  # keep what is done; a follow-up run takes the rest
@@ -196,7 +197,14 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
             result = extractor.extract(previous=snapshot, mode=base.mode, messages=chunk, deadline=deadline)
         except ExtractionError as exc:
             attempt.usage.add(exc.usage)
-            attempt.chunks += len(consumed) + 1
+            attempt.chunks += 1
+            if consumed:
+                # The chunks before it are paid for and sound: write them; a follow-up run tries this one again
+                # (and fails as a run of its own, backing off, if the model keeps failing on it).
+                remaining = [*chunk, *remaining]
+                left_over = (f"Messages {chunk[0].seq}-{chunk[-1].seq} not taken in ({exc.reason[:500]}); a "
+                             "follow-up run tries them again.")
+                break
             attempt.end(ExtractionRun.Status.FAILED, error=exc.reason[:4000], from_version=base.version,
                         first_seq=chunk[0].seq, last_seq=chunk[-1].seq)
             return None
@@ -212,7 +220,7 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
                     error=f"The extractor produced an invalid snapshot: {exc.details or exc.message}")
         return None
     first_seq, last_seq = consumed[0][0].seq, consumed[-1][-1].seq
-    note = "; ".join(contained)
+    note = "; ".join([*contained, *([left_over] if left_over else [])])
     # An answer whose changes were held back did read the messages: not a no_change.
     if not contained and all(changes[name] == base.previous[name] for name in changes):
         known = _words(" ".join(str(value) for value in base.previous.values()))

@@ -114,6 +114,40 @@ def test_more_chunks_than_one_run_takes_go_to_a_follow_up_run(fake_model, extrac
     assert session.cursor_seq == 8 and session.summary.split() == [f"m{i}" for i in range(1, 9)]
 
 
+def test_a_later_chunk_that_fails_keeps_what_the_earlier_chunks_paid_for(settings):
+    """A model that answers the first chunk and fails the second: the first chunk's snapshot is written and its
+    messages consumed (they were paid for), the failed ones stay unseen for a follow-up run."""
+    from contexts.extraction.apply import extraction_run_now
+    from tests.fake_openai import FakeOpenAI, echo_extraction, error
+
+    seen = []
+
+    def second_call_fails(request):
+        seen.append(request)
+        return error(400, "the model refused this request") if len(seen) == 2 else echo_extraction(request)
+
+    with FakeOpenAI(second_call_fails) as fake:
+        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "flaky", fake.url, 5.0
+        settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
+        settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 5
+        session = make_session(mode="summary")
+        post(session, *[("user", f"m{i} " + "y" * 900) for i in range(1, 9)])
+        run = extraction_run_now(session=session, trigger="test")
+        first_chunk = [int(s) for s in re.findall(r'<message seq="(\d+)"', fake.prompts()[0])]
+        failed_chunk = [int(s) for s in re.findall(r'<message seq="(\d+)"', fake.prompts()[1])]
+
+    assert len(seen) == 2 and first_chunk[0] == 1 and failed_chunk[0] == first_chunk[-1] + 1
+    assert run.status == "succeeded", run.error
+    assert (run.first_seq, run.last_seq, run.chunks) == (1, first_chunk[-1], 2)
+    assert f"Messages {failed_chunk[0]}-{failed_chunk[-1]} not taken in" in run.error
+    assert "the model refused this request" in run.error
+    session.refresh_from_db()
+    assert session.cursor_seq == first_chunk[-1]
+    assert session.summary.split() == [f"m{i}" for i in first_chunk]
+    follow_up = ExtractionRun.objects.get(session=session, trigger="follow-up")
+    assert follow_up.status == "queued"
+
+
 def test_one_huge_message_is_truncated_with_a_marker_not_sent_over_budget(fake_model, extract, settings):
     settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 3000
     session = make_session(mode="summary")
