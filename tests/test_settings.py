@@ -107,6 +107,7 @@ def test_a_lower_case_log_level_works_and_an_unknown_one_is_a_clear_error():
 
 def test_values_that_would_fail_later_or_deep_inside_a_library_name_their_variable():
     for name, bad, said in [("API_THROTTLE_RATE", "100 per minute", "API_THROTTLE_RATE must be requests per period"),
+                            ("API_KEY_FAILURE_RATE", "sixty", "API_KEY_FAILURE_RATE must be refused keys per"),
                             ("DATABASE_URL", "postgress://u:p@db:5432/x", "DATABASE_URL is not a database URL"),
                             ("SENTRY_DSN", "sentry.example.com/42", "SENTRY_DSN is not a Sentry DSN")]:
         result = _import_settings(DEBUG="true", **{name: bad})

@@ -10,6 +10,7 @@ from rest_framework import authentication, exceptions, permissions
 from ..models import ApiKey
 from ..services import api_key_authenticate
 from ..services.api_keys import ApiKeyExpired, api_key_recheck
+from .throttle import KeyGuessThrottle
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Query parameters people try for keys. Keys in URLs end up in logs and browser history, so a request carrying
@@ -35,11 +36,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Malformed Authorization header: use 'Bearer <key>'.")
+        guesses = KeyGuessThrottle()
+        guesses.check(request)
         try:
             raw_key = header[1].decode()
-        except UnicodeError:
-            raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        return (None, _refused_unless_valid(lambda: api_key_authenticate(raw_key)))
+            return (None, _refused_unless_valid(lambda: api_key_authenticate(raw_key)))
+        except (UnicodeError, exceptions.AuthenticationFailed) as refused:
+            guesses.failed(request)
+            if isinstance(refused, UnicodeError):
+                raise exceptions.AuthenticationFailed("Invalid API key.") from None
+            raise
 
     def authenticate_header(self, request):
         return f'{self.keyword} realm="api"'

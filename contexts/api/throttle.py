@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rest_framework import throttling
+from rest_framework import exceptions, throttling
 from rest_framework.settings import api_settings
 
 from .. import readcache
@@ -43,3 +43,40 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
 
     def wait(self):
         return max(1.0, self.seconds_left)
+
+
+class KeyGuessThrottle(throttling.SimpleRateThrottle):
+    """Unknown API keys per client address (API_KEY_FAILURE_RATE, "60/min").
+
+    A refused key is a 401 before any throttle runs, so without this an address could try keys, and cost a
+    database query each, as fast as it can send them. Past the rate, every request from that address that
+    carries a key is refused (429) until the window ends, before its key is looked up: a guess that happens to
+    be right is refused too, so guessing gains nothing. Counted in the shared cache, as ApiKeyRateThrottle.
+    """
+
+    scope = "api_key_failures"
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request, view=None):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def check(self, request) -> None:
+        """Before a key is looked up: 429 if this address has used up its failures."""
+        if self.rate is None:
+            return
+        counted = readcache.window_peek(self.get_cache_key(request), self.duration)
+        if counted is not None and counted[0] >= self.num_requests:
+            raise self._refusal(counted[1])
+
+    def failed(self, request) -> None:
+        """After a key was refused: count it."""
+        if self.rate is not None:
+            readcache.window_count(self.get_cache_key(request), self.duration)
+
+    def _refusal(self, seconds_left: float) -> exceptions.Throttled:
+        return exceptions.Throttled(
+            wait=max(1.0, seconds_left),
+            detail=f"Too many refused API keys from this address ({self.num_requests} in {self.duration} s); "
+                   "requests with a key are refused until the window ends.")

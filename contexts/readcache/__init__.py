@@ -71,6 +71,11 @@ if left < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); left = ARGV[1] * 1000 e
 return {n, left}
 """
 
+# A window's count so far and the milliseconds left, without counting: {0, -2} when no window is open.
+_WINDOW_PEEK = """
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1])}
+"""
+
 # Store the fill only if the lease taken before reading the database is still there: a write's delete (after
 # its commit) removes the lease, so an answer read before that commit is dropped.
 _FILL = """
@@ -253,6 +258,24 @@ def window_count(name: str, seconds: int) -> tuple[int, float] | None:
         logger.warning("counter %s not counted, the cache is unreachable: %s", name, exc)
         return None
     return int(count), int(left_ms) / 1000
+
+
+def window_peek(name: str, seconds: int) -> tuple[int, float] | None:
+    """`name`'s count in its open window of `seconds` and the seconds left, without counting (0 when no window is
+    open); None when the shared cache is unreachable."""
+    if redis_url() is None:
+        count = cache.get(name) or 0
+        started = cache.get(f"{name}:start")
+        return count, float(seconds) if started is None else seconds - (time.time() - started)
+    if not available():
+        return None
+    try:
+        count, left_ms = script(_WINDOW_PEEK)(keys=[_name("t", name)])
+    except RedisError as exc:
+        failed()
+        logger.warning("counter %s not read, the cache is unreachable: %s", name, exc)
+        return None
+    return int(count), max(int(left_ms), 0) / 1000
 
 
 def _window_count_in_process(name: str, seconds: int) -> tuple[int, float]:

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from .env import env, env_int
 
 __all__ = [
-    "API_THROTTLE_RATE", "REST_FRAMEWORK", "SPECTACULAR_SETTINGS",
+    "API_KEY_FAILURE_RATE", "API_THROTTLE_RATE", "REST_FRAMEWORK", "SPECTACULAR_SETTINGS",
 ]
 
 # Requests per key: DRF's "N/period" (s, m, h or d; "6000/min"). Checked here: DRF reads it only at the first
@@ -19,6 +19,12 @@ if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", API_THROTTLE_RATE):
     raise ImproperlyConfigured(f"API_THROTTLE_RATE must be requests per period such as 6000/min, 100/s or "
                                f"50000/hour, not {API_THROTTLE_RATE!r}")
 
+# Unknown API keys one client address may send per period before its keyed requests are refused (429).
+API_KEY_FAILURE_RATE = env("API_KEY_FAILURE_RATE", "60/min")
+if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", API_KEY_FAILURE_RATE):
+    raise ImproperlyConfigured(f"API_KEY_FAILURE_RATE must be refused keys per period such as 60/min, not "
+                               f"{API_KEY_FAILURE_RATE!r}")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["contexts.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["contexts.api.auth.HasScope"],
@@ -27,7 +33,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "contexts.api.errors.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["contexts.api.throttle.ApiKeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api_key": API_THROTTLE_RATE},
+    "DEFAULT_THROTTLE_RATES": {"api_key": API_THROTTLE_RATE, "api_key_failures": API_KEY_FAILURE_RATE},
     # Client IPs are read from X-Forwarded-For only behind this many trusted proxies.
     # Unset means no proxy (0): DRF's own default (None) would trust any X-Forwarded-For a client sends.
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),

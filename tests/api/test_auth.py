@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
@@ -190,6 +192,29 @@ def test_throttling_is_per_key_with_retry_after(settings, write_key):
     assert 1 <= int(response["Retry-After"]) <= 60
     assert error["details"]["retry_after"] >= 0
     assert other.get("/api/v1/sessions").status_code == 200
+
+
+def test_an_address_that_keeps_sending_unknown_keys_is_refused_before_any_key_is_looked_up(settings, write_key):
+    # Refused keys are 401s before the per-key throttle runs: without a bound an address could try keys (each a
+    # database query) as fast as it can send them.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1,
+                               "DEFAULT_THROTTLE_RATES": {"api_key": "100/min", "api_key_failures": "3/min"}}
+    guesser, good = Agent("sck_guess_0000"), Agent(write_key[1])
+    here, elsewhere = {"X-Forwarded-For": "10.0.0.1"}, {"X-Forwarded-For": "10.0.0.2"}
+    assert good.get("/api/v1/sessions", headers=here).status_code == 200  # a good key is no failure
+    for _ in range(3):
+        assert_error(guesser.get("/api/v1/sessions", headers=here), 401, "authentication_failed")
+
+    refused = guesser.get("/api/v1/sessions", headers=here)
+    error = assert_error(refused, 429, "throttled")
+    assert 1 <= int(refused["Retry-After"]) <= 60 and "refused API keys" in error["message"]
+    with CaptureQueriesContext(connection) as queries:
+        # A right guess now is refused too, and costs no query: guessing gains nothing.
+        assert_error(good.get("/api/v1/sessions", headers=here), 429, "throttled")
+    assert not [q["sql"] for q in queries if "apikey" in q["sql"].lower()]
+    # Another address is not affected, nor a request with no key (it is a plain 401).
+    assert good.get("/api/v1/sessions", headers=elsewhere).status_code == 200
+    assert_error(Agent().get("/api/v1/sessions", headers=here), 401)
 
 
 def test_forwarded_for_is_ignored_without_a_configured_proxy(settings):
