@@ -40,8 +40,11 @@ def _check_database() -> str:
 def _check_cache() -> str:
     if not settings.CACHE_URL:
         return "ok (in-process)"
-    # The client's own socket timeouts (CACHE_SOCKET_TIMEOUT) end the check on a cache that does not answer.
-    cache.get(CACHE_KEY)
+    # A write, not a read: a Redis that answers reads and refuses writes (a replica left read-only after a
+    # failover, or out of memory under noeviction) cannot drop a changed session's cached answer, so reads would
+    # serve the old one until it expires, and no key could be revoked. The client's own socket timeouts
+    # (CACHE_SOCKET_TIMEOUT) end the check on a cache that does not answer.
+    cache.set(CACHE_KEY, "1", timeout=60)
     return "ok"
 
 

@@ -1,5 +1,6 @@
 """Readiness with a broker that accepts connections and never answers (a SIGSTOPped proxy in front of Redis):
-every probe answers within 2 s with the broker reported down, and ready again once the broker answers."""
+every probe answers within 2 s with the broker reported down, and ready again once the broker answers; and with a
+cache that answers reads but refuses writes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import redis
 
 from tests.api.conftest import Agent, assert_error
+from tests.reliability.servers import RedisServer, free_port
 from tests.reliability.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +62,26 @@ def test_readiness_answers_in_time_with_a_hung_broker_and_recovers(broker_proxy)
     while (response := timed_get("/api/v1/health/ready")[0]).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert response.status_code == 200 and response.json()["checks"]["broker"] == "ok", response.content
+
+
+def test_readiness_reports_a_cache_that_answers_reads_but_refuses_writes(settings):
+    # A replica left read-only after a failover: reads work, and the deletes that keep cached answers coherent
+    # and the tombstones that revoke keys fail. Readiness must not say "ok".
+    server = RedisServer().start()
+    try:
+        settings.CACHE_URL = server.url
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                       "LOCATION": server.url}}
+        response, _ = timed_get("/api/v1/health/ready")
+        assert response.status_code == 200 and response.json()["checks"]["cache"] == "ok", response.content
+
+        redis.Redis.from_url(server.url).replicaof("127.0.0.1", free_port())  # a master that is not there
+        assert redis.Redis.from_url(server.url).get("anything") is None  # reads still answer
+
+        response, seconds = timed_get("/api/v1/health/ready")
+        # Reported, and the process stays ready: a cache outage only slows reads (they go to the database).
+        assert response.status_code == 200 and seconds < BOUND
+        assert response.json()["status"] == "degraded"
+        assert response.json()["checks"]["cache"] == "down (ReadOnlyError)"
+    finally:
+        server.remove()
