@@ -190,8 +190,8 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
         if consumed and not deadline.allows(2 * llm.worst_call_seconds()):
             break  # keep what is done; a follow-up run takes the rest
         # Each chunk is cut against the snapshot its prompt carries, which the chunks before it may have grown.
-        chunk = chunk_messages(remaining, budget=settings.SESSIONCTX_PROMPT_BUDGET_CHARS, extractor=extractor,
-                               previous=snapshot, mode=base.mode)[0]
+        chunk = next(chunk_messages(remaining, budget=settings.SESSIONCTX_PROMPT_BUDGET_CHARS, extractor=extractor,
+                                    previous=snapshot, mode=base.mode))
         remaining = remaining[len(chunk):]
         try:
             result = extractor.extract(previous=snapshot, mode=base.mode, messages=chunk, deadline=deadline)

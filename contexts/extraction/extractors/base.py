@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,14 +90,14 @@ class Extractor(ABC):
 
 
 def chunk_messages(messages: list[PromptMessage], *, budget: int, extractor: Extractor,
-                   previous: dict[str, Any], mode: str) -> list[list[PromptMessage]]:
-    """Cut messages into sequential chunks whose prompts stay within `budget` characters.
+                   previous: dict[str, Any], mode: str) -> Iterator[list[PromptMessage]]:
+    """Cut messages into sequential chunks whose prompts stay within `budget` characters, one chunk at a time (a
+    run that takes the first chunk of a long backlog sizes only that one).
 
     No message is skipped or repeated; one message too big for a prompt on its own is
     truncated (head and tail kept, a marker in the middle) rather than exceeding the budget.
     """
     room = max(budget - extractor.prompt_overhead(previous=previous, mode=mode), 500)
-    chunks: list[list[PromptMessage]] = []
     current: list[PromptMessage] = []
     used = 0
     for message in messages:
@@ -105,13 +106,12 @@ def chunk_messages(messages: list[PromptMessage], *, budget: int, extractor: Ext
             message = truncate(message, size - room)
             size = extractor.message_chars(message)
         if current and used + size > room:
-            chunks.append(current)
+            yield current
             current, used = [], 0
         current.append(message)
         used += size
     if current:
-        chunks.append(current)
-    return chunks
+        yield current
 
 
 def truncate(message: PromptMessage, excess: int) -> PromptMessage:
