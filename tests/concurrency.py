@@ -51,3 +51,31 @@ def wait_until_blocked_on_a_lock(timeout: float = 5.0) -> None:
                 return
         time.sleep(0.02)
     raise AssertionError("nothing ever waited for the lock")
+
+
+def one_queued_behind_the_other(holder: Callable[[], object], waiter: Callable[[], object], *,
+                                holding: threading.Event, release: threading.Event) -> None:
+    """`holder` runs on a connection of its own until it sets `holding` (it holds a row lock) and then waits for
+    `release`; `waiter` then runs on another and queues behind that lock; once it waits, `release` is set and both
+    run to their end (10 s at most)."""
+
+    def on_its_own_connection(work: Callable[[], object]) -> threading.Thread:
+        def run():
+            try:
+                work()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    first = on_its_own_connection(holder)
+    assert holding.wait(5), "the first never took its lock"
+    second = on_its_own_connection(waiter)
+    try:
+        wait_until_blocked_on_a_lock()
+    finally:
+        release.set()
+        first.join(10)
+        second.join(10)

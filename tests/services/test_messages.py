@@ -10,7 +10,7 @@ import pytest
 from contexts import services
 from contexts.exceptions import InvalidInput
 from contexts.models import ExtractionRun, Message, SessionContext
-from tests.concurrency import once_before, wait_until_blocked_on_a_lock
+from tests.concurrency import once_before, one_queued_behind_the_other
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -196,7 +196,7 @@ def test_a_post_to_an_existing_session_fills_in_unknown_owners_and_keeps_known_o
 def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_session(on_postgres):
     if not on_postgres:
         pytest.skip("SQLite has no row locks: a post's IMMEDIATE transaction cannot interleave with an erasure")
-    from django.db import connection, transaction
+    from django.db import transaction
 
     from contexts.services import Actor
     from contexts.services.snapshots import session_locked
@@ -206,14 +206,11 @@ def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_sessio
     held, erase = threading.Event(), threading.Event()
 
     def eraser():
-        try:
-            with transaction.atomic():
-                session_locked(session)  # as any writer (here: the erasure) holding the row
-                held.set()
-                erase.wait(10)
-                services.session_delete(session=session, actor=Actor.system("test"))
-        finally:
-            connection.close()
+        with transaction.atomic():
+            session_locked(session)  # as any writer (here: the erasure) holding the row
+            held.set()
+            erase.wait(10)
+            services.session_delete(session=session, actor=Actor.system("test"))
 
     outcome: dict = {}
 
@@ -222,20 +219,8 @@ def test_a_post_that_meets_the_sessions_erasure_stores_its_batch_in_a_new_sessio
             outcome["result"] = services.messages_post(session_id="post-erased", messages=TURN)
         except Exception as exc:  # noqa: BLE001 (the test reports it)
             outcome["error"] = exc
-        finally:
-            connection.close()
 
-    erasing = threading.Thread(target=eraser)
-    erasing.start()
-    assert held.wait(5)
-    posting = threading.Thread(target=poster)
-    posting.start()
-    try:
-        wait_until_blocked_on_a_lock()
-    finally:
-        erase.set()
-        erasing.join(10)
-        posting.join(10)
+    one_queued_behind_the_other(eraser, poster, holding=held, release=erase)
 
     # Ordered after the erasure, the post behaves as a post to an unknown session id: it creates one.
     assert "error" not in outcome, repr(outcome.get("error"))

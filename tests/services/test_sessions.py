@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from contexts import services
 from contexts.exceptions import InvalidInput
 from contexts.models import ExtractionRun, HandoffEvent, Message, Revision, SessionContext
 from contexts.services import Actor
-from tests.concurrency import wait_until_blocked_on_a_lock
+from tests.concurrency import one_queued_behind_the_other
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -81,33 +81,17 @@ def test_of_two_posts_filling_in_an_unknown_owner_at_once_the_first_to_commit_ke
     filled, commit = threading.Event(), threading.Event()
 
     def first_post():
-        try:
-            with transaction.atomic():
-                services.session_get_or_create(session_id="owners-race", user_id="u-first")
-                filled.set()
-                commit.wait(10)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            services.session_get_or_create(session_id="owners-race", user_id="u-first")
+            filled.set()
+            commit.wait(10)
 
     outcome: dict = {}
 
     def second_post():  # read the owner as unknown before the first committed, then waits for its row
-        try:
-            outcome["session"], _ = services.session_get_or_create(session_id="owners-race", user_id="u-second")
-        finally:
-            connection.close()
+        outcome["session"], _ = services.session_get_or_create(session_id="owners-race", user_id="u-second")
 
-    first = threading.Thread(target=first_post)
-    first.start()
-    assert filled.wait(5)
-    second = threading.Thread(target=second_post)
-    second.start()
-    try:
-        wait_until_blocked_on_a_lock()
-    finally:
-        commit.set()
-        first.join(10)
-        second.join(10)
+    one_queued_behind_the_other(first_post, second_post, holding=filled, release=commit)
 
     assert SessionContext.objects.get(session_id="owners-race").user_id == "u-first"
     assert outcome["session"].user_id == "u-first"

@@ -26,7 +26,7 @@ from contexts.services.webhooks import (
     webhooks_sweep,
 )
 from tests.api.conftest import ROOT, code_blocks
-from tests.concurrency import in_another_connection, wait_until_blocked_on_a_lock
+from tests.concurrency import one_queued_behind_the_other
 from tests.factories import make_session, make_user
 from tests.services.webhook_receiver import Receiver
 
@@ -596,17 +596,7 @@ def test_a_worker_whose_claim_waited_for_another_workers_attempt_to_commit_does_
         session = services.handoff_request(session=make_session("hook-two-workers"), reason="refund", actor=AGENT)
         event = Event.objects.filter(session_id=session.pk).latest("id")
         delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=timezone.now())
-        first = threading.Thread(target=in_another_connection, args=(first_worker,))
-        second = threading.Thread(target=in_another_connection, args=(second_worker,))
-        first.start()
-        assert attempted.wait(5)
-        second.start()
-        try:
-            wait_until_blocked_on_a_lock()
-        finally:
-            commit.set()
-            first.join(10)
-            second.join(10)
+        one_queued_behind_the_other(first_worker, second_worker, holding=attempted, release=commit)
         received = list(receiver.received)
 
     assert outcomes["first"].status == "delivered"
