@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
@@ -14,6 +16,7 @@ from .. import selectors
 from ..models import HandoffEvent, Message, Mode, Revision, Status
 from ..selectors import governance
 from ..services.locks import LOCKABLE_FIELDS
+from .auth import still_authenticated
 from .http import ApiView
 from .openapi import errors
 from .serializers import _PY_SPACE
@@ -157,6 +160,19 @@ class UserExportApi(ApiView):
                    description="Every session of an end user, streamed as JSON Lines.")
     def get(self, request, user_id: str):
         sessions = governance.sessions_of_user(user_id, project=request.auth.project_id)
-        lines = (json.dumps(document, ensure_ascii=False).encode() + b"\n"
-                 for document in governance.session_documents(sessions))
-        return StreamingHttpResponse(lines, content_type=NDJSON)
+        return StreamingHttpResponse(_lines(request, governance.session_documents(sessions)), content_type=NDJSON)
+
+
+def _lines(request, documents: Iterator[dict]) -> Iterator[bytes]:
+    """The documents as JSON Lines, each sent only while the key may still read it. An export of a user with many
+    sessions takes a while: a key revoked (or expired) meanwhile gets no more of it, and a last line in the error
+    shape says why it stopped (its 200 and headers are long gone)."""
+    for document in documents:
+        try:
+            still_authenticated(request)
+        except drf_exceptions.AuthenticationFailed as refused:
+            code = refused.default_code if isinstance(refused.default_code, str) else "authentication_failed"
+            yield json.dumps({"error": {"code": code, "message": f"The export stopped: {refused.detail}",
+                                        "details": {}}}).encode() + b"\n"
+            return
+        yield json.dumps(document, ensure_ascii=False).encode() + b"\n"

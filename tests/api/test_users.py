@@ -13,7 +13,7 @@ from contexts.infra import database
 from contexts.models import DataDeletion, Message, Revision, SessionContext
 from contexts.services import Actor
 from contexts.services.locks import locks_set, proposals_record
-from tests.api.conftest import assert_error
+from tests.api.conftest import Agent, assert_error
 from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -127,6 +127,23 @@ def test_a_user_export_streams_one_session_document_per_line(reader):
     assert documents[0] == reader.get("/api/v1/sessions/api-ux-1/export").json()
     empty = reader.get("/api/v1/users/u-nobody/export")
     assert empty.status_code == 200 and b"".join(empty.streaming_content) == b""
+
+
+def test_a_key_revoked_during_a_user_export_gets_no_more_of_it(read_key):
+    # A user with many sessions takes a while to export: what is streamed after the revocation is not for that key.
+    for n in range(1, 4):
+        _conversation(f"api-ux-rev-{n}", "u-ux-rev")
+    key, raw = read_key
+    response = Agent(raw).get("/api/v1/users/u-ux-rev/export")
+    lines = iter(response.streaming_content)
+    first = json.loads(next(lines))
+    assert first["session"]["session_id"] == "api-ux-rev-1"
+
+    services.api_key_revoke(api_key=key)
+    rest = [json.loads(line) for line in lines]
+
+    assert rest == [{"error": {"code": "authentication_failed", "details": {},
+                               "message": "The export stopped: Invalid or revoked API key."}}]
 
 
 def test_the_schema_of_the_export_names_exactly_the_fields_of_the_document(reader):
