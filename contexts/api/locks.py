@@ -23,6 +23,11 @@ class LocksInputSerializer(StrictSerializer):
                                             help_text="Exactly the fields to keep locked; [] unlocks all."),
             # Required even to unlock: each change of the locks is an audit row that says why.
             "reason": StrictCharField(max_length=2000, help_text="Why; kept with the change of the locks."),
+            "expected_locks": serializers.ListField(
+                child=serializers.ChoiceField(choices=LOCKABLE_FIELDS), max_length=4, required=False,
+                help_text="Optional: the locked fields as you read them (GET .../locks). If someone changed the "
+                          "locks since, nothing changes (409), so a change based on an old read never undoes "
+                          "a lock an editor just took."),
         }
 
 
@@ -60,7 +65,7 @@ class LocksApi(ApiView):
         return Response(_answer(selectors.session_get(session_id, project=request.auth.project_id)))
 
     @extend_schema(tags=["context"], operation_id="locks_set", request=LocksInputSerializer,
-                   responses={200: LocksOutputSerializer, **errors(400, 404, 413, 415)},
+                   responses={200: LocksOutputSerializer, **errors(400, 404, 409, 413, 415)},
                    description="Lock exactly these fields (`[]` unlocks all), with a reason. While a field is "
                                "locked, model-driven updates leave it as it is (what they would have written "
                                "becomes its proposal) and a write of yours that would change it answers 423. "
@@ -68,6 +73,7 @@ class LocksApi(ApiView):
     def put(self, request, session_id: str):
         data = validated(LocksInputSerializer, request.data)
         session = selectors.session_get(session_id, project=request.auth.project_id)
+        expected = data.get("expected_locks")
         locks_set(session=session, fields=data["fields"], reason=data["reason"],
-                  actor=services.Actor.for_api_key(request.auth))
+                  actor=services.Actor.for_api_key(request.auth), shown=None if expected is None else set(expected))
         return Response(_answer(session, may_read=request.auth.has_scope("read")))

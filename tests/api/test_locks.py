@@ -69,6 +69,28 @@ def test_a_write_key_locks_and_unlocks_with_a_reason_and_each_change_is_audited(
     assert list(LockChange.objects.order_by("id").values_list("fields", flat=True)) == [["goal", "plan"], []]
 
 
+def test_a_change_of_locks_based_on_an_old_read_never_undoes_a_lock_an_editor_took_meanwhile(agent):
+    make_session("l-stale", content={"goal": "Lisbon in May", "plan": PLAN})
+    read = [lock["field"] for lock in agent.get("/api/v1/sessions/l-stale/locks").json()["locks"]]
+    assert read == []
+    # Meanwhile an editor locks the plan on the staff page.
+    locks_set(session=make_session("l-stale"), fields=["plan"], reason="Agreed with the customer",
+              actor=Actor.for_user(make_user("edna-l", role="editor")))
+
+    # The agent, from what it read, locks the goal: with its read as the precondition, nothing changes.
+    stale = agent.put("/api/v1/sessions/l-stale/locks",
+                      {"fields": [*read, "goal"], "reason": "the customer's words", "expected_locks": read})
+    error = assert_error(stale, 409, "conflict")
+    assert error["details"] == {"locked": ["plan"], "shown": []}
+    assert list(FieldLock.objects.values_list("field", flat=True)) == ["plan"]
+
+    again = agent.put("/api/v1/sessions/l-stale/locks",
+                      {"fields": ["goal", "plan"], "reason": "the customer's words", "expected_locks": ["plan"]})
+    assert again.status_code == 200 and [lock["field"] for lock in again.json()["locks"]] == ["goal", "plan"]
+    assert_error(agent.put("/api/v1/sessions/l-stale/locks", {"fields": [], "reason": "x",
+                                                              "expected_locks": ["budget"]}), 400, "invalid")
+
+
 def test_locking_needs_a_reason_and_a_lockable_field(agent):
     make_session("l-5")
     refused = assert_error(agent.put("/api/v1/sessions/l-5/locks", {"fields": ["plan"]}), 400)

@@ -430,7 +430,9 @@ def test_locks_usage_export_and_erasure_round_trip(ctx):
     ctx.post_messages("gov-2", TURN, user_id="u-gov")
     locked = ctx.set_locks("gov-1", ["goal"], reason="the customer's words")
     assert [lock["field"] for lock in locked["locks"]] == ["goal"] and ctx.get_locks("gov-1") == locked
-    assert ctx.set_locks("gov-1", [], reason="back to the model")["locks"] == []
+    with pytest.raises(ConflictError):  # read before the goal was locked: the change is refused
+        ctx.set_locks("gov-1", [], reason="back to the model", expected_locks=[])
+    assert ctx.set_locks("gov-1", [], reason="back to the model", expected_locks=["goal"])["locks"] == []
     usage = ctx.get_usage("gov-1")
     assert usage["session_id"] == "gov-1"
     document = ctx.export_session("gov-1")

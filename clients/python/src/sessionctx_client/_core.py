@@ -299,8 +299,11 @@ def get_locks(session_id: str) -> Call[Any]:
     return Call("GET", f"{session_path(session_id)}/locks")
 
 
-def set_locks(session_id: str, fields: Sequence[str], reason: str) -> Call[Any]:
-    return Call("PUT", f"{session_path(session_id)}/locks", json={"fields": list(fields), "reason": reason})
+def set_locks(session_id: str, fields: Sequence[str], reason: str, expected_locks: Sequence[str] | None) -> Call[Any]:
+    body: dict[str, Any] = {"fields": list(fields), "reason": reason}
+    if expected_locks is not None:
+        body["expected_locks"] = list(expected_locks)
+    return Call("PUT", f"{session_path(session_id)}/locks", json=body)
 
 
 def get_usage(session_id: str) -> Call[Any]:

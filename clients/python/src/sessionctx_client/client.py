@@ -142,9 +142,11 @@ class SessionCtxClient(ops.Base):
         """The fields staff locked (model updates leave them alone) and the extraction's pending proposals."""
         return self._run(ops.get_locks(session_id))
 
-    def set_locks(self, session_id: str, fields: Sequence[str], reason: str) -> dict[str, Any]:
-        """Lock exactly these fields ([] unlocks all), with a reason; a write that would change one answers 423."""
-        return self._run(ops.set_locks(session_id, fields, reason))
+    def set_locks(self, session_id: str, fields: Sequence[str], reason: str, *,
+                  expected_locks: Sequence[str] | None = None) -> dict[str, Any]:
+        """Lock exactly these fields ([] unlocks all), with a reason; a write that would change one answers 423.
+        `expected_locks`: the locked fields as you read them; if someone changed the locks since, ConflictError."""
+        return self._run(ops.set_locks(session_id, fields, reason, expected_locks))
 
     def get_usage(self, session_id: str) -> dict[str, Any]:
         """What the session's model updates used and cost: tokens and cost in all."""
