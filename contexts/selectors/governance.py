@@ -186,15 +186,13 @@ def session_documents(sessions: QuerySet[SessionContext], *, chunk: int = 200,
     """session_document for each session, oldest first, read a chunk of ids at a time (no long-held cursor)."""
     last = 0
     while True:
-        ids = list(sessions.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:chunk])
-        for pk in ids:
-            session = SessionContext.objects.filter(pk=pk).only("pk", "session_id").first()
-            if session is None:  # deleted while the export ran
-                continue
+        rows = list(sessions.filter(pk__gt=last).order_by("pk").values_list("pk", "session_id")[:chunk])
+        for pk, session_id in rows:
             try:
-                yield session_document(session, staff_notes=staff_notes)
+                # session_document reads the row itself, at the moment it reads the rest.
+                yield session_document(SessionContext(pk=pk, session_id=session_id), staff_notes=staff_notes)
             except NotFound:
                 continue  # deleted while the export ran
-        if len(ids) < chunk:
+        if len(rows) < chunk:
             return
-        last = ids[-1]
+        last = rows[-1][0]

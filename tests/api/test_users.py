@@ -146,6 +146,17 @@ def test_a_key_revoked_during_a_user_export_gets_no_more_of_it(read_key):
                                "message": "The export stopped: Invalid or revoked API key."}}]
 
 
+def test_a_session_erased_during_a_user_export_is_left_out_and_the_export_goes_on(reader):
+    for n in range(1, 4):
+        _conversation(f"api-ux-gone-{n}", "u-ux-gone")
+    lines = iter(reader.get("/api/v1/users/u-ux-gone/export").streaming_content)
+    assert json.loads(next(lines))["session"]["session_id"] == "api-ux-gone-1"
+
+    services.session_delete(session=SessionContext.objects.get(session_id="api-ux-gone-2"), actor=AGENT)
+
+    assert [json.loads(line)["session"]["session_id"] for line in lines] == ["api-ux-gone-3"]
+
+
 def test_the_schema_of_the_export_names_exactly_the_fields_of_the_document(reader):
     from contexts.api.exports import SessionExportSerializer
 
