@@ -37,10 +37,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Malformed Authorization header: use 'Bearer <key>'.")
         guesses = KeyGuessThrottle()
-        guesses.check(request)
         try:
             raw_key = header[1].decode()
-            return (None, _refused_unless_valid(lambda: api_key_authenticate(raw_key)))
+            return (None, _refused_unless_valid(
+                lambda: api_key_authenticate(raw_key, before_database=lambda: guesses.check(request))))
         except (UnicodeError, exceptions.AuthenticationFailed) as refused:
             guesses.failed(request)
             if isinstance(refused, UnicodeError):

@@ -49,9 +49,10 @@ class KeyGuessThrottle(throttling.SimpleRateThrottle):
     """Unknown API keys per client address (API_KEY_FAILURE_RATE, "60/min").
 
     A refused key is a 401 before any throttle runs, so without this an address could try keys, and cost a
-    database query each, as fast as it can send them. Past the rate, every request from that address that
-    carries a key is refused (429) until the window ends, before its key is looked up: a guess that happens to
-    be right is refused too, so guessing gains nothing. Counted in the shared cache, as ApiKeyRateThrottle.
+    database query each, as fast as it can send them. Past the rate, a request from that address whose key is not
+    in the read cache (every guess) is refused (429) until the window ends, before the database is asked: a
+    guess that happens to be right is refused too, so guessing gains nothing, and keys in use (cached) cost no
+    more round trip than before. Counted in the shared cache, as ApiKeyRateThrottle.
     """
 
     scope = "api_key_failures"
@@ -63,7 +64,7 @@ class KeyGuessThrottle(throttling.SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
     def check(self, request) -> None:
-        """Before a key is looked up: 429 if this address has used up its failures."""
+        """Before a key is looked up in the database: 429 if this address has used up its failures."""
         if self.rate is None:
             return
         counted = readcache.window_peek(self.get_cache_key(request), self.duration)

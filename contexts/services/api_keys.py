@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -60,11 +61,13 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return ApiKey.objects.get(pk=api_key.pk)
 
 
-def api_key_authenticate(raw_key: str) -> ApiKey | None:
+def api_key_authenticate(raw_key: str, *, before_database: Callable[[], None] | None = None) -> ApiKey | None:
     """The active key behind `raw_key` (with REQUEST_COLUMNS loaded), or None; marks it used. Raises
     ApiKeyExpired for a key past its expires_at.
 
-    Checked on every request, so a revoked key stops working at once.
+    Checked on every request, so a revoked key stops working at once. `before_database`: called when the key is
+    not in the read cache, before the database is asked (it may refuse by raising): a key in use costs nothing
+    more, an unknown one always comes this way.
     """
     key_hash = api_key_hash(raw_key)
     # Every API request starts here: a cached key and its last-used marker cost one round trip together.
@@ -79,6 +82,8 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
         if first_use:
             _record_use(key)
         return key
+    if before_database is not None:
+        before_database()
     key = ApiKey.objects.filter(key_hash=key_hash, is_active=True).only(*REQUEST_COLUMNS, "key_hash").first()
     if key is None:
         return None

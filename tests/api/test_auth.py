@@ -208,9 +208,10 @@ def test_an_address_that_keeps_sending_unknown_keys_is_refused_before_any_key_is
     refused = guesser.get("/api/v1/sessions", headers=here)
     error = assert_error(refused, 429, "throttled")
     assert 1 <= int(refused["Retry-After"]) <= 60 and "refused API keys" in error["message"]
+    right_guess = Agent(make_api_key("read", name="never used yet")[1])
     with CaptureQueriesContext(connection) as queries:
         # A right guess now is refused too, and costs no query: guessing gains nothing.
-        assert_error(good.get("/api/v1/sessions", headers=here), 429, "throttled")
+        assert_error(right_guess.get("/api/v1/sessions", headers=here), 429, "throttled")
     assert not [q["sql"] for q in queries if "apikey" in q["sql"].lower()]
     # Another address is not affected, nor a request with no key (it is a plain 401).
     assert good.get("/api/v1/sessions", headers=elsewhere).status_code == 200
