@@ -11,6 +11,7 @@ multiprocess mode); see docs/operations.md.
 
 from __future__ import annotations
 
+import glob
 import hmac
 import os
 import threading
@@ -85,12 +86,31 @@ _operations = CollectorRegistry(auto_describe=False)
 _operations.register(OperationsCollector())
 
 
+class WorkersCollector:
+    """Every gunicorn worker's figures, from the files they write in `path`: prometheus-client's
+    MultiProcessCollector, without the files still empty. A worker creates its file and sizes it a moment later
+    (a worker killed in between leaves it empty for good), and one empty file made the whole scrape a 500
+    (prometheus/client_python#1199): it holds no figures yet, so it is left out."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self):
+        files = []
+        for name in glob.glob(os.path.join(self.path, "*.db")):
+            try:
+                if os.path.getsize(name) > 0:
+                    files.append(name)
+            except OSError:  # removed since the listing (a worker's files are removed when it is replaced)
+                continue
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
 def _process_registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Every gunicorn worker's figures, from the files they write there; a fresh registry per scrape, as
-        # prometheus-client's multiprocess mode requires.
+    if path := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # A fresh registry per scrape, as prometheus-client's multiprocess mode requires.
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        registry.register(WorkersCollector(path))
         return registry
     return REGISTRY
 

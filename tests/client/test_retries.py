@@ -8,10 +8,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx2 as httpx
 import pytest
-from sessionctx_client import RateLimitedError, ServiceUnavailableError, SessionCtxError
+from sessionctx_client import RateLimitedError, ServiceUnavailableError, SessionCtxError, VersionConflictError
 
+from contexts import services
+from contexts.models import SessionContext
+from contexts.services import Actor
 from tests.client.conftest import open_client
+from tests.concurrency import in_another_connection
 from tests.factories import make_session
 
 
@@ -271,3 +276,80 @@ def test_a_redirect_raises_naming_where_to_instead_of_passing_for_an_answer(redi
         assert (caught.value.status, caught.value.code) == (301, "redirect")
         assert caught.value.details["location"].startswith("https://ctx.example.com/api/v1/sessions/r-301/")
         assert caught.value.details["location"] in caught.value.message
+
+
+class _LosesTheFirstWritesAnswer:
+    """In front of the live server, as a proxy whose upstream times out: the first PATCH or PUT reaches the server
+    (and is applied), and its answer is replaced by a 502."""
+
+    def __init__(self, meanwhile=None) -> None:
+        self.seen: list[tuple[str, str, int]] = []
+        self.meanwhile = meanwhile  # what someone else does before the client tries again
+
+    def note(self, request, response):
+        if request.method in ("PATCH", "PUT") and not any(method == request.method for method, *_ in self.seen):
+            response = httpx.Response(502, text="<html>502 Bad Gateway</html>", headers={"Retry-After": "0"})
+            if self.meanwhile is not None:
+                self.meanwhile()
+        self.seen.append((request.method, request.url.path.rsplit("/", 1)[-1], response.status_code))
+        return response
+
+
+class _SyncLoses(_LosesTheFirstWritesAnswer, httpx.HTTPTransport):
+    def __init__(self, meanwhile=None) -> None:
+        _LosesTheFirstWritesAnswer.__init__(self, meanwhile)
+        httpx.HTTPTransport.__init__(self)
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        response.read()
+        return self.note(request, response)
+
+
+class _AsyncLoses(_LosesTheFirstWritesAnswer, httpx.AsyncHTTPTransport):
+    def __init__(self, meanwhile=None) -> None:
+        _LosesTheFirstWritesAnswer.__init__(self, meanwhile)
+        httpx.AsyncHTTPTransport.__init__(self)
+
+    async def handle_async_request(self, request):
+        response = await super().handle_async_request(request)
+        await response.aread()
+        return self.note(request, response)
+
+
+@pytest.mark.parametrize("method", ["update_context", "replace_context"])
+def test_a_retried_write_whose_first_try_landed_answers_its_result_not_a_version_conflict(connect, form, method):
+    make_session("r-landed", content={"summary": "before", "goal": "Lisbon in May"})
+    loses = _SyncLoses if form == "sync" else _AsyncLoses
+    proxy = loses()
+    ctx = connect("read", "write", transport=proxy)
+
+    written = getattr(ctx, method)("r-landed", expected_version=1, summary="after", reason="the agent's note")
+
+    assert (written["summary"], written["version"]) == ("after", 2)
+    assert written["goal"] == ("Lisbon in May" if method == "update_context" else "")
+    verb = "PATCH" if method == "update_context" else "PUT"
+    # Sent once more after the 502, refused as the version had moved (by itself), then read to tell.
+    assert proxy.seen == [(verb, "context", 502), (verb, "context", 412), ("GET", "context", 200)]
+    # Written on an old version, it is a conflict as ever.
+    with pytest.raises(VersionConflictError):
+        getattr(ctx, method)("r-landed", expected_version=1, summary="after", reason="again")
+
+
+def test_a_retried_write_is_a_conflict_when_someone_else_wrote_after_its_first_try(connect, form):
+    session = make_session("r-landed-2", content={"summary": "before"})
+
+    def write():
+        current = SessionContext.objects.get(pk=session.pk)
+        services.snapshot_update(session=current, expected_version=current.version, changes={"goal": "Porto"},
+                                 source="api", actor=Actor.system("someone else"))
+
+    # On a connection of its own (the async client calls it from its event loop, where the ORM may not run).
+    proxy = (_SyncLoses if form == "sync" else _AsyncLoses)(lambda: in_another_connection(write))
+    ctx = connect("read", "write", transport=proxy)
+
+    with pytest.raises(VersionConflictError) as caught:  # its first try made 2, the other writer 3
+        ctx.update_context("r-landed-2", expected_version=1, summary="mine")
+
+    assert caught.value.details["current_version"] == 3
+    assert [status for *_, status in proxy.seen] == [502, 412, 200]
