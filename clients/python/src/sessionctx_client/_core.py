@@ -24,6 +24,8 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Call.forgets for a call that may erase any session (a user's erasure): every cached answer goes.
 EVERY_SESSION = "\x00every session"
+# The snapshot fields a PUT empties when not given.
+EMPTY_CONTENT: dict[str, Any] = {"summary": "", "goal": "", "plan": [], "progress": [], "handoff_note": ""}
 # Between polls of the event feed without a server-side wait, so a follow loop never spins.
 IDLE_POLL_SECONDS = 1.0
 
@@ -59,11 +61,29 @@ class Call(Generic[T]):
     forgets: str | None = None
     # Seconds the server may hold the answer (long-poll), added to the read timeout.
     holds: float = 0.0
+    # A conditional write: whether the context read after a 412 on a retry is this write's own result (its first
+    # try landed and only its answer was lost to a 502, 503 or 504).
+    landed: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)
 class Retry:
     delay: float
+
+
+@dataclass(frozen=True)
+class Check:
+    """A retried conditional write answered 412: read the context (`read`) to tell whether the first try landed."""
+
+    read: Call[Any]
+    landed: Callable[[Any], bool]
+    conflict: SessionCtxError
+
+    def result(self, current: Any) -> Any:
+        """The context if it is the write's own result; the 412 otherwise."""
+        if self.landed(current):
+            return current
+        raise self.conflict
 
 
 class Base:
@@ -102,8 +122,8 @@ class Base:
         return {"method": call.method, "url": call.path, "params": call.params, "json": call.json,
                 "headers": headers, "timeout": timeout}
 
-    def outcome(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry:
-        """The answer, a Retry to wait for, or the error raised."""
+    def outcome(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry | Check:
+        """The answer, a Retry to wait for, a Check to make, or the error raised."""
         if response.status_code == 304 and call.cached is not None:
             with self._cache_lock:
                 entry = self._cache.get(call.cached)
@@ -121,6 +141,9 @@ class Base:
             # A longer wait than the caller allows is theirs to decide on: the error says how long.
             if delay <= self.max_retry_wait:
                 return Retry(delay)
+        if response.status_code == 412 and attempt > 0 and call.landed is not None and call.writes_context:
+            # The version moved: perhaps by this very write, whose earlier try's answer was lost.
+            return Check(get_context(call.writes_context), call.landed, SessionCtxError.from_response(response))
         if response.status_code >= 400:
             raise SessionCtxError.from_response(response)
         if response.status_code >= 300:
@@ -239,8 +262,16 @@ def get_prompt(session_id: str) -> Call[str]:
 
 
 def write_context(session_id: str, method: str, expected_version: int, fields: Mapping[str, Any]) -> Call[Any]:
+    sent = {name: value for name, value in fields.items() if name != "reason"}
+    # What the snapshot holds once the write landed: the fields sent (PUT: the others empty), one version on.
+    wanted = sent if method == "PATCH" else {**EMPTY_CONTENT, **sent}
+
+    def landed(current: Any) -> bool:
+        return (isinstance(current, dict) and current.get("version") == expected_version + 1
+                and all(current.get(name) == value for name, value in wanted.items()))
+
     return Call(method, f"{session_path(session_id)}/context", json=dict(fields),
-                headers=if_match(expected_version), writes_context=session_id)
+                headers=if_match(expected_version), writes_context=session_id, landed=landed)
 
 
 def reset_context(session_id: str, reason: str, expected_version: int | None) -> Call[Any]:

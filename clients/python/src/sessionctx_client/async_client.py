@@ -55,6 +55,12 @@ class AsyncSessionCtxClient(ops.Base):
         while True:
             response = await self._http.request(**self.request_args(call))
             outcome = self.outcome(call, response, attempt)
+            if isinstance(outcome, ops.Check):
+                try:
+                    current = await self._run(outcome.read)
+                except ops.SessionCtxError:  # e.g. a key that may not read: the 412 stands
+                    raise outcome.conflict from None
+                return outcome.result(current)
             if not isinstance(outcome, ops.Retry):
                 return outcome
             await asyncio.sleep(outcome.delay)

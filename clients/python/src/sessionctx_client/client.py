@@ -56,6 +56,12 @@ class SessionCtxClient(ops.Base):
         while True:
             response = self._http.request(**self.request_args(call))
             outcome = self.outcome(call, response, attempt)
+            if isinstance(outcome, ops.Check):
+                try:
+                    current = self._run(outcome.read)
+                except ops.SessionCtxError:  # e.g. a key that may not read: the 412 stands
+                    raise outcome.conflict from None
+                return outcome.result(current)
             if not isinstance(outcome, ops.Retry):
                 return outcome
             time.sleep(outcome.delay)
