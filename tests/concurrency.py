@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from django.db import connection
 
 
-def in_another_connection(work: Callable[[], object]) -> None:
-    """Runs `work` as another process would, on a connection of its own, to its end (10 s at most)."""
+def started_on_its_own_connection(work: Callable[[], object]) -> threading.Thread:
+    """A thread running `work` as another process would, on a connection of its own (closed at its end)."""
 
     def run():
         try:
@@ -21,7 +21,12 @@ def in_another_connection(work: Callable[[], object]) -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
-    thread.join(10)
+    return thread
+
+
+def in_another_connection(work: Callable[[], object]) -> None:
+    """Runs `work` as another process would, on a connection of its own, to its end (10 s at most)."""
+    started_on_its_own_connection(work).join(10)
 
 
 @contextmanager
@@ -59,20 +64,9 @@ def one_queued_behind_the_other(holder: Callable[[], object], waiter: Callable[[
     `release`; `waiter` then runs on another and queues behind that lock; once it waits, `release` is set and both
     run to their end (10 s at most)."""
 
-    def on_its_own_connection(work: Callable[[], object]) -> threading.Thread:
-        def run():
-            try:
-                work()
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    first = on_its_own_connection(holder)
+    first = started_on_its_own_connection(holder)
     assert holding.wait(5), "the first never took its lock"
-    second = on_its_own_connection(waiter)
+    second = started_on_its_own_connection(waiter)
     try:
         wait_until_blocked_on_a_lock()
     finally:
