@@ -339,6 +339,18 @@ def test_a_repeated_read_of_an_unchanged_session_costs_a_304_and_a_change_is_see
     assert recording.seen[-1] == ("GET", "context", etag_of("c-13", written["version"]), 304)
 
 
+def test_a_write_based_on_a_read_of_an_erased_session_does_not_land_on_the_new_one_of_that_id(ctx):
+    ctx.create_session("c-reborn")
+    read = ctx.update_context("c-reborn", expected_version=0, summary="the first conversation")
+    # Erased and created again by someone else: its versions start again.
+    services.session_delete(session=SessionContext.objects.get(session_id="c-reborn"), actor=Actor.system("test"))
+    make_session("c-reborn", content={"summary": "another conversation"})
+
+    with pytest.raises(VersionConflictError):
+        ctx.update_context("c-reborn", expected_version=read["version"], goal="meant for the first")
+    assert SessionContext.objects.get(session_id="c-reborn").goal == ""
+
+
 # --- the event feed ---------------------------------------------------------------------------------------
 
 

@@ -115,6 +115,13 @@ class Base:
                 entry = self._cache.get(call.cached)
             if entry is not None:
                 headers["If-None-Match"] = entry[0]
+        if call.writes_context is not None and "If-Match" in headers:
+            with self._cache_lock:
+                entry = self._cache.get((call.writes_context, "context"))
+            if entry is not None and headers["If-Match"] == if_match(entry[1].get("version"))["If-Match"]:
+                # The ETag read at that version names the session too: a session erased and created again under
+                # this id since is at the same versions, and this write was meant for the one read.
+                headers["If-Match"] = entry[0]
         timeout = self.timeout
         if call.holds:
             read = None if timeout.read is None else timeout.read + call.holds
