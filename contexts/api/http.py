@@ -97,7 +97,7 @@ class PlainTextRenderer(BaseRenderer):
 
 def incarnation(pk: int) -> str:
     """Which session an ETag is about. Erasing a session and creating one under the same id starts again at
-    version 1: a tag of the version alone would then match (304, or a write let through) an answer about the
+    version 0: a tag of the version alone would then match (304, or a write let through) an answer about the
     erased conversation. The tag names the row (not its database id, which it does not reveal)."""
     return salted_hmac("sessionctx.etag", str(pk)).hexdigest()[:8]
 

@@ -80,4 +80,4 @@ class KeyGuessThrottle(throttling.SimpleRateThrottle):
         return exceptions.Throttled(
             wait=max(1.0, seconds_left),
             detail=f"Too many refused API keys from this address ({self.num_requests} in {self.duration} s); "
-                   "requests with a key are refused until the window ends.")
+                   "keys not in use are refused until the window ends.")
