@@ -12,18 +12,20 @@ __all__ = [
     "API_KEY_FAILURE_RATE", "API_THROTTLE_RATE", "REST_FRAMEWORK", "SPECTACULAR_SETTINGS",
 ]
 
-# Requests per key: DRF's "N/period" (s, m, h or d; "6000/min"). Checked here: DRF reads it only at the first
-# request, and a bad value would then make every authenticated call a 500.
-API_THROTTLE_RATE = env("API_THROTTLE_RATE", "6000/min")
-if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", API_THROTTLE_RATE):
-    raise ImproperlyConfigured(f"API_THROTTLE_RATE must be requests per period such as 6000/min, 100/s or "
-                               f"50000/hour, not {API_THROTTLE_RATE!r}")
+def _rate(name: str, default: str, *, counted: str, examples: str) -> str:
+    """A DRF rate, "N/period" (s, m, h or d; "6000/min"), from the environment. Checked here: DRF reads it only
+    at the first request, and a bad value would then make every authenticated call a 500."""
+    value = env(name, default)
+    if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", value):
+        raise ImproperlyConfigured(f"{name} must be {counted} per period such as {examples}, not {value!r}")
+    return value
 
-# Unknown API keys one client address may send per period before its keyed requests are refused (429).
-API_KEY_FAILURE_RATE = env("API_KEY_FAILURE_RATE", "60/min")
-if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", API_KEY_FAILURE_RATE):
-    raise ImproperlyConfigured(f"API_KEY_FAILURE_RATE must be refused keys per period such as 60/min, not "
-                               f"{API_KEY_FAILURE_RATE!r}")
+
+# Requests per key.
+API_THROTTLE_RATE = _rate("API_THROTTLE_RATE", "6000/min", counted="requests",
+                          examples="6000/min, 100/s or 50000/hour")
+# Refused API keys one client address may send per period before its keyed requests are refused (429).
+API_KEY_FAILURE_RATE = _rate("API_KEY_FAILURE_RATE", "60/min", counted="refused keys", examples="60/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["contexts.api.auth.ApiKeyAuthentication"],
