@@ -324,9 +324,11 @@ def test_a_retried_write_whose_first_try_landed_answers_its_result_not_a_version
     proxy = loses()
     ctx = connect("read", "write", transport=proxy)
 
-    written = getattr(ctx, method)("r-landed", expected_version=1, summary="after", reason="the agent's note")
+    # Sent as a model writes it (a trailing line break, CRLF in a step): stored stripped, and still recognised.
+    written = getattr(ctx, method)("r-landed", expected_version=1, summary="after\n", plan=[" Book\r\nflights "],
+                                   reason="the agent's note")
 
-    assert (written["summary"], written["version"]) == ("after", 2)
+    assert (written["summary"], written["plan"], written["version"]) == ("after", ["Book\nflights"], 2)
     assert written["goal"] == ("Lisbon in May" if method == "update_context" else "")
     verb = "PATCH" if method == "update_context" else "PUT"
     # Sent once more after the 502, refused as the version had moved (by itself), then read to tell.

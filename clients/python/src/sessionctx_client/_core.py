@@ -268,6 +268,16 @@ def get_prompt(session_id: str) -> Call[str]:
                 cached=(session_id, "prompt"))
 
 
+def as_stored(value: Any) -> Any:
+    """A snapshot field as the service stores it: text and each step stripped, with one kind of line break (what
+    the service's validation does), so a write that landed is recognised whatever whitespace it was sent with."""
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if isinstance(value, list):
+        return [as_stored(step) for step in value]
+    return value
+
+
 def write_context(session_id: str, method: str, expected_version: int, fields: Mapping[str, Any]) -> Call[Any]:
     sent = {name: value for name, value in fields.items() if name != "reason"}
     # What the snapshot holds once the write landed: the fields sent (PUT: the others empty), one version on.
@@ -275,7 +285,7 @@ def write_context(session_id: str, method: str, expected_version: int, fields: M
 
     def landed(current: Any) -> bool:
         return (isinstance(current, dict) and current.get("version") == expected_version + 1
-                and all(current.get(name) == value for name, value in wanted.items()))
+                and all(current.get(name) == as_stored(value) for name, value in wanted.items()))
 
     return Call(method, f"{session_path(session_id)}/context", json=dict(fields),
                 headers=if_match(expected_version), writes_context=session_id, landed=landed)
