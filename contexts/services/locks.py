@@ -40,7 +40,8 @@ def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor:
 
     A reason is required whenever a field is locked; fields that stay locked keep their original reason.
     `shown`: the locks the person's page showed; if someone changed them since, nothing changes (409), so a
-    stale page never silently unlocks a field another editor locked meanwhile."""
+    stale page never silently unlocks a field another editor locked meanwhile. Locks that are already what is
+    asked for are answered whatever `shown` says (nothing would be undone, and a retried call finds them so)."""
     unknown = sorted(set(fields) - set(LOCKABLE_FIELDS))
     if unknown:
         raise InvalidInput(f"Only {', '.join(LOCKABLE_FIELDS)} can be locked.",
@@ -49,6 +50,8 @@ def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor:
     reason = validate_reason(reason) if wanted else (reason or "").strip()
     current = snapshots.session_locked(session)  # serialises lock changes with the snapshot's writers
     before = locked_fields(current)
+    if wanted == before:  # nothing would change, nothing undone: a retry of a call that landed answers the locks
+        return list(FieldLock.objects.filter(session_id=current.pk))
     if shown is not None and shown != before:
         def names(fields: set[str]) -> str:
             return ", ".join(sorted(fields)) or "nothing"
@@ -56,8 +59,6 @@ def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor:
         raise StateConflict(f"Someone changed the locks since this page showed them (locked now: {names(before)}; "
                             f"the page showed: {names(shown)}). Nothing was changed: look at them again.",
                             details={"locked": sorted(before), "shown": sorted(shown)})
-    if wanted == before:
-        return list(FieldLock.objects.filter(session_id=current.pk))
     FieldLock.objects.filter(session_id=current.pk).exclude(field__in=wanted).delete()
     FieldLock.objects.bulk_create([
         FieldLock(session_id=current.pk, field=name, reason=reason, actor=actor.label, actor_user=actor.user)

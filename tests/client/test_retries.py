@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2 as httpx
 import pytest
-from sessionctx_client import RateLimitedError, ServiceUnavailableError, SessionCtxError, VersionConflictError
+from sessionctx_client import (ConflictError, RateLimitedError, ServiceUnavailableError, SessionCtxError,
+                               VersionConflictError)
 
 from contexts import services
 from contexts.models import SessionContext
@@ -355,3 +356,17 @@ def test_a_retried_write_is_a_conflict_when_someone_else_wrote_after_its_first_t
 
     assert caught.value.details["current_version"] == 3
     assert [status for *_, status in proxy.seen] == [502, 412, 200]
+
+
+def test_a_retried_change_of_locks_whose_first_try_landed_answers_the_locks(connect, form):
+    make_session("r-locks", content={"goal": "Lisbon in May"})
+    proxy = (_SyncLoses if form == "sync" else _AsyncLoses)()
+    ctx = connect("read", "write", transport=proxy)
+
+    # Its precondition (no locks) no longer holds on the retry, as its own first try locked the goal.
+    locked = ctx.set_locks("r-locks", ["goal"], reason="the customer's words", expected_locks=[])
+
+    assert [lock["field"] for lock in locked["locks"]] == ["goal"]
+    assert [status for *_, status in proxy.seen] == [502, 200]
+    with pytest.raises(ConflictError):  # a change that would undo something is refused as ever
+        ctx.set_locks("r-locks", [], reason="back to the model", expected_locks=[])
