@@ -75,8 +75,9 @@ class ContextApi(ApiView):
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
         entry = context_of(request.auth.project_id, session_id, cached=not freshness)
-        headers = {"ETag": entry.etag, **freshness}
-        if not_modified(request.headers.get("If-None-Match"), entry.etag):
+        tag = etag(entry.version, entry.session_pk)
+        headers = {"ETag": tag, **freshness}
+        if not_modified(request.headers.get("If-None-Match"), tag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         # Already rendered (and cached) as the JSON the serializer gives.
         return HttpResponse(entry.context_json, content_type="application/json", headers=headers)
@@ -124,9 +125,10 @@ class ContextPromptApi(ApiView):
     def get(self, request, session_id: str):
         freshness = _before_read(request, session_id)
         entry = context_of(request.auth.project_id, session_id, cached=not freshness)
-        headers = {"ETag": entry.etag, "Vary": "Accept", **freshness}
+        tag = etag(entry.version, entry.session_pk)
+        headers = {"ETag": tag, "Vary": "Accept", **freshness}
         # The block changes only with the version, so an agent re-reading it each turn pays a 304 while idle.
-        if not_modified(request.headers.get("If-None-Match"), entry.etag):
+        if not_modified(request.headers.get("If-None-Match"), tag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         if isinstance(request.accepted_renderer, JSONRenderer):
             return Response({"prompt": entry.prompt, "version": entry.version}, headers=headers)

@@ -81,7 +81,7 @@ return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1])
 _FILL = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'c', ARGV[4], 'p', ARGV[5], 'e', ARGV[6])
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'c', ARGV[4], 'p', ARGV[5], 'i', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -89,12 +89,14 @@ return 1
 
 @dataclass(frozen=True)
 class Entry:
-    """A session's cached answers: its version, the JSON of GET .../context, the prompt block, the ETag."""
+    """A session's cached answers: its version, the JSON of GET .../context, the prompt block, and the session
+    row's primary key (the ETag's session tag is computed from it when answering, not stored: a tag signed with
+    an earlier SECRET_KEY would be refused by every write)."""
 
     version: int
     context_json: bytes
     prompt: str
-    etag: str
+    session_pk: int
 
 
 def enabled() -> bool:
@@ -121,19 +123,19 @@ def lookup(project_id: int, session_id: str) -> Entry | None:
         read_cache_lookups.labels("context", "unavailable").inc()
         return None
     try:
-        version, body, prompt, etag = client().hmget(_name("c", _session_key(project_id, session_id)),
-                                                     ["v", "c", "p", "e"])
+        version, body, prompt, session_pk = client().hmget(_name("c", _session_key(project_id, session_id)),
+                                                           ["v", "c", "p", "i"])
     except RedisError as exc:
         failed()
         read_cache_lookups.labels("context", "unavailable").inc()
         logger.warning("read cache: lookup of %s failed, reading the database: %s", session_id, exc)
         return None
-    # An entry without an ETag was stored by an older release: a miss, refilled with one.
-    missed = version is None or etag is None
+    # An entry without the session row's key was stored by an older release: a miss, refilled with one.
+    missed = version is None or session_pk is None
     read_cache_lookups.labels("context", "miss" if missed else "hit").inc()
     if missed:
         return None
-    return Entry(int(version), body, prompt.decode(), etag.decode())
+    return Entry(int(version), body, prompt.decode(), int(session_pk))
 
 
 def fill(project_id: int, session_id: str, read: Callable[[], Entry]) -> Entry:
@@ -152,7 +154,7 @@ def fill(project_id: int, session_id: str, read: Callable[[], Entry]) -> Entry:
         ttl_ms = round(settings.SESSIONCTX_READ_CACHE_TTL * 1000 * (1 - TTL_JITTER * random.random()))
         try:
             client().eval(_FILL, 2, _name("c", key), lease_name, token, ttl_ms, entry.version,
-                          entry.context_json, entry.prompt, entry.etag)
+                          entry.context_json, entry.prompt, entry.session_pk)
         except RedisError as exc:
             failed()
             logger.warning("read cache: could not store %s: %s", session_id, exc)

@@ -84,9 +84,9 @@ def _read(agent: Agent, session_id: str, **headers):
 
 def _from_the_database(session_id: str) -> readcache.Entry:
     """What a read of the database answers for the session now (the API's own representation)."""
-    row = selectors.context_get(session_id, CONTEXT_FIELDS, project=Project.default())
+    row = selectors.context_get(session_id, (*CONTEXT_FIELDS, "pk"), project=Project.default())
     return readcache.Entry(row["version"], JSONRenderer().render(context_representation(row)), render_prompt(row),
-                           etag_of(session_id, row["version"]))
+                           row["pk"])
 
 
 def _same_answer(cached, direct) -> None:
@@ -152,18 +152,33 @@ def test_the_cache_stores_exactly_what_the_database_answers_for_context_and_prom
     assert entry == _from_the_database("rc-bytes")
     assert entry.context_json == context.content
     assert entry.prompt.encode() == prompt.content and entry.prompt.startswith("<session_context>")
-    assert entry.version == 1 and context["ETag"] == prompt["ETag"] == entry.etag == etag_of("rc-bytes", 1)
+    assert entry.version == 1 and context["ETag"] == prompt["ETag"] == etag_of("rc-bytes", 1)
 
 
-def test_an_entry_an_earlier_release_stored_without_an_etag_is_refilled_not_served(reader, r):
-    # Cached answers outlive a deploy: one stored before ETags named the session carries no tag to answer with.
+@pytest.mark.parametrize("stored", [{}, {"e": '"1-00000000"'}], ids=["no etag", "a signed etag"])
+def test_an_entry_an_earlier_release_stored_without_the_session_row_is_refilled_not_served(reader, r, stored):
+    # Cached answers outlive a deploy: one stored before ETags named the session carries no tag to answer with,
+    # and one that stored its ETag signed (with whatever SECRET_KEY was then) is not answered from either.
     make_session("rc-old", content={"summary": "now"})
-    r.hset(_entry("rc-old"), mapping={"v": 1, "c": b'{"summary": "then"}', "p": "then"})
+    r.hset(_entry("rc-old"), mapping={"v": 1, "c": b'{"summary": "then"}', "p": "then", **stored})
 
     response = _read(reader, "rc-old")
 
     assert response.json()["summary"] == "now" and response["ETag"] == etag_of("rc-old")
     assert readcache.lookup(Project.default().pk, "rc-old") == _from_the_database("rc-old")
+
+
+def test_after_a_secret_key_change_an_etag_read_from_the_cache_is_one_a_write_accepts(settings, agent):
+    make_session("rc-key", content={"summary": "before"})
+    assert _read(agent, "rc-key")["ETag"] == etag_of("rc-key", 1)  # cached from here on
+    settings.SECRET_KEY = "rotated-" + settings.SECRET_KEY  # a deploy that rotates it; the cache outlives it
+
+    read = _read(agent, "rc-key")
+
+    assert readcache.lookup(Project.default().pk, "rc-key") is not None  # answered from the cache...
+    assert read["ETag"] == etag_of("rc-key", 1)  # ...with the tag the service now signs
+    written = agent.patch("/api/v1/sessions/rc-key/context", {"summary": "after"}, headers={"If-Match": read["ETag"]})
+    assert written.status_code == 200 and written.json()["version"] == 2
 
 
 def test_reads_answered_from_the_cache_count_against_the_throttle(settings):
@@ -243,7 +258,7 @@ def test_every_kind_of_change_is_seen_by_the_next_read(write, agent):
     prompt = agent.get("/api/v1/sessions/rc-write/context/prompt")
 
     assert after.status_code == 200 and after.content != first.content
-    assert after.content == stored.context_json and after["ETag"] == stored.etag
+    assert after.content == stored.context_json and after["ETag"] == etag_of("rc-write", stored.version)
     assert prompt.content.decode() == stored.prompt and prompt["ETag"] == after["ETag"]
 
 
