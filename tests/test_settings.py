@@ -108,6 +108,9 @@ def test_a_lower_case_log_level_works_and_an_unknown_one_is_a_clear_error():
 def test_values_that_would_fail_later_or_deep_inside_a_library_name_their_variable():
     for name, bad, said in [("API_THROTTLE_RATE", "100 per minute", "API_THROTTLE_RATE must be requests per period"),
                             ("API_KEY_FAILURE_RATE", "sixty", "API_KEY_FAILURE_RATE must be refused keys per"),
+                            # 0 would refuse every key not in the read cache, from every address, before any failure
+                            ("API_KEY_FAILURE_RATE", "0/min", "API_KEY_FAILURE_RATE must be refused keys per"),
+                            ("API_THROTTLE_RATE", "0/s", "API_THROTTLE_RATE must be requests per period"),
                             ("DATABASE_URL", "postgress://u:p@db:5432/x", "DATABASE_URL is not a database URL"),
                             ("SENTRY_DSN", "sentry.example.com/42", "SENTRY_DSN is not a Sentry DSN")]:
         result = _import_settings(DEBUG="true", **{name: bad})

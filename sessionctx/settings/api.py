@@ -14,10 +14,11 @@ __all__ = [
 
 def _rate(name: str, default: str, *, counted: str, examples: str) -> str:
     """A DRF rate, "N/period" (s, m, h or d; "6000/min"), from the environment. Checked here: DRF reads it only
-    at the first request, and a bad value would then make every authenticated call a 500."""
+    at the first request, and a bad value would then make every authenticated call a 500. N is at least 1: a
+    rate of 0 refuses every call (or, for refused keys, every key not in the read cache) before any was made."""
     value = env(name, default)
-    if not re.fullmatch(r"[0-9]+/(s|m|h|d)[a-z]*", value):
-        raise ImproperlyConfigured(f"{name} must be {counted} per period such as {examples}, not {value!r}")
+    if not re.fullmatch(r"0*[1-9][0-9]*/(s|m|h|d)[a-z]*", value):
+        raise ImproperlyConfigured(f"{name} must be {counted} per period (at least 1) such as {examples}, not {value!r}")
     return value
 
 
