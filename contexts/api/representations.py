@@ -45,8 +45,9 @@ def row_of(session: SessionContext) -> dict:
 
 
 def context_of(project_id: int, session_id: str, *, cached: bool = True) -> readcache.Entry:
-    """The session's answers (version, context JSON, prompt, row key for the ETag): from the read cache, else the database; with
-    `cached=False` from the database (a fresh read: the cache may not yet have dropped an update's old answer)."""
+    """The session's answers (version, context JSON, prompt, the row's key for the ETag): from the read cache,
+    else the database; with `cached=False` from the database (a fresh read: the cache may not yet have dropped an
+    update's old answer)."""
     if not cached:
         return _build(project_id, session_id)
     return (readcache.lookup(project_id, session_id)
@@ -55,4 +56,5 @@ def context_of(project_id: int, session_id: str, *, cached: bool = True) -> read
 
 def _build(project_id: int, session_id: str) -> readcache.Entry:
     row = selectors.context_get(session_id, (*CONTEXT_FIELDS, "pk"), project=project_id)
-    return readcache.Entry(row["version"], _JSON.render(context_representation(row)), render_prompt(row), row["pk"])
+    return readcache.Entry(row["version"], _JSON.render(context_representation(row)), render_prompt(row),
+                           row["pk"])

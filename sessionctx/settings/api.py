@@ -18,7 +18,8 @@ def _rate(name: str, default: str, *, counted: str, examples: str) -> str:
     rate of 0 refuses every call (or, for refused keys, every key not in the read cache) before any was made."""
     value = env(name, default)
     if not re.fullmatch(r"0*[1-9][0-9]*/(s|m|h|d)[a-z]*", value):
-        raise ImproperlyConfigured(f"{name} must be {counted} per period (at least 1) such as {examples}, not {value!r}")
+        raise ImproperlyConfigured(f"{name} must be {counted} per period (at least 1) such as {examples}, "
+                                   f"not {value!r}")
     return value
 
 

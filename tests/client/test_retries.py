@@ -10,8 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2 as httpx
 import pytest
-from sessionctx_client import (ConflictError, RateLimitedError, ServiceUnavailableError, SessionCtxError,
-                               VersionConflictError)
+from sessionctx_client import (
+    ConflictError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    SessionCtxError,
+    VersionConflictError,
+)
 
 from contexts import services
 from contexts.models import SessionContext
