@@ -235,10 +235,12 @@ def _round(attempt: Attempt, extractor: Extractor, base: Base, deadline: Deadlin
                 # Moving the cursor would drop those messages for good: the next run shows them again.
                 attempt.end(ExtractionRun.Status.NO_CHANGE, from_version=base.version, to_version=base.version,
                             first_seq=first_seq, last_seq=last_seq,
-                            error=f"{what}; they stay unseen for the next run ({earlier + 1} of {limit}).")
+                            error=" ".join([f"{what}; they stay unseen for the next run ({earlier + 1} of {limit}).",
+                                            *([left_over] if left_over else [])]))
                 return None
             # A session must not be stuck on one model's view of them: after the bound, its answer stands.
-            note = f"{what}; accepted after {earlier} runs that changed nothing either."
+            note = " ".join([f"{what}; accepted after {earlier} runs that changed nothing either.",
+                             *([left_over] if left_over else [])])
     return _apply(attempt, base, changes, first_seq=first_seq, last_seq=last_seq,
                   more=bool(remaining), model=extractor.model or extractor.name, note=note)
 

@@ -148,6 +148,39 @@ def test_a_later_chunk_that_fails_keeps_what_the_earlier_chunks_paid_for(setting
     assert follow_up.status == "queued"
 
 
+def test_a_later_chunk_that_fails_after_one_that_changed_nothing_is_named_on_the_run(settings):
+    from contexts.extraction.apply import extraction_run_now
+    from tests.fake_openai import FakeOpenAI, answer, error
+
+    def second_call_fails(request):
+        second_call_fails.calls += 1
+        if second_call_fails.calls % 2 == 0:  # each run's second chunk
+            return error(400, "the model refused this request")
+        return answer({"summary": ""})
+
+    second_call_fails.calls = 0
+    with FakeOpenAI(second_call_fails) as fake:
+        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "flaky", fake.url, 5.0
+        settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
+        settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 5
+        settings.SESSIONCTX_UNCHANGED_RETRIES = 1
+        session = make_session(mode="summary")
+        post(session, *[("user", f"Order {i} arrived broken yesterday " + "y" * 900) for i in range(1, 9)])
+        run = extraction_run_now(session=session, trigger="test")
+        failed_chunk = [int(s) for s in re.findall(r'<message seq="(\d+)"', fake.prompts()[1])]
+        accepted = extraction_run_now(session=session, trigger="test")  # the same answer, taken this time
+
+    # The first chunk's answer changed nothing: the run is no_change, and says why the rest was not read.
+    assert run.status == "no_change" and second_call_fails.calls == 4
+    said = f"Messages {failed_chunk[0]}-{failed_chunk[-1]} not taken in"
+    assert said in run.error and "the model refused this request" in run.error
+    # Once that answer is accepted, the run's note still names the chunk that failed.
+    assert accepted.status == "succeeded", accepted.error
+    assert said in accepted.error and "accepted after 1 runs" in accepted.error
+    session.refresh_from_db()
+    assert session.cursor_seq == failed_chunk[0] - 1
+
+
 def test_one_huge_message_is_truncated_with_a_marker_not_sent_over_budget(fake_model, extract, settings):
     settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 3000
     session = make_session(mode="summary")
