@@ -12,6 +12,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .. import selectors, services
+from ..exceptions import InvalidInput
 from ..extraction.policy import READ, context_refresh, parse_policy, update_if_due
 from ..extraction.runs import extraction_request
 from ..models import Revision, SessionContext
@@ -98,6 +99,11 @@ class ContextApi(ApiView):
         return self._write(request, session_id, replace=True)
 
     def _write(self, request, session_id: str, *, replace: bool) -> Response:
+        if replace and request.stream is None:
+            # No body at all (a client that lost its JSON) would read as "every field empty": not what was meant.
+            raise InvalidInput("PUT replaces the whole snapshot and needs it as a JSON body ({} empties it; PATCH "
+                               "changes some fields). Nothing was changed.",
+                               details={"fields": {"non_field_errors": ["A JSON object is required."]}})
         data = validated(ContextWriteInputSerializer, request.data)
         session = selectors.session_get(session_id, project=request.auth.project_id)
         common = {"session": session,

@@ -168,6 +168,19 @@ def test_put_replaces_the_whole_content(agent):
     assert data["mode"] == "planning"
 
 
+def test_a_put_without_a_body_is_refused_not_read_as_an_empty_snapshot(agent):
+    # A client that lost its JSON (or sent none) emptied the whole snapshot; `{}` still does, as asked.
+    make_session("w-6b", content={"summary": "s", "goal": "g", "plan": ["p"]})
+    before = counts()
+
+    error = assert_error(agent.put("/api/v1/sessions/w-6b/context", headers={"If-Match": '"1"'}), 400, "invalid")
+
+    assert "needs it as a JSON body" in error["message"] and counts() == before
+    assert agent.get("/api/v1/sessions/w-6b/context").json()["goal"] == "g"
+    emptied = agent.put("/api/v1/sessions/w-6b/context", {}, headers={"If-Match": '"1"'})
+    assert emptied.status_code == 200 and (emptied.json()["goal"], emptied.json()["version"]) == ("", 2)
+
+
 @pytest.mark.parametrize("body", [
     {"plan": "not a list"},
     {"plan": ["ok", ""]},
