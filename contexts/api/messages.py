@@ -34,7 +34,7 @@ class MessagesApi(ApiListView):
         return selectors.messages_for(session, after_seq=filters.get("after_seq", 0)).select_related("author")
 
     @extend_schema(tags=["messages"], operation_id="messages_post", request=MessagesPostInputSerializer,
-                   responses={202: MessagesPostOutputSerializer, **errors(400, 413, 415)},
+                   responses={202: MessagesPostOutputSerializer, **errors(400, 413, 415, 422)},
                    description="Append a batch (creating the session if needed). Messages whose idempotency key "
                                "is already stored are not stored again. A batch ending with the assistant's "
                                "reply queues a context update when auto-update is on.")

@@ -14,6 +14,7 @@ ERROR_DESCRIPTIONS = {
     409: "The request does not fit the session's state.",
     412: "The snapshot changed since you read it; `details.current_version` says where it is now.",
     413: "The request body is too large.",
+    422: "An `idempotency_key` already used for a different message (`details.fields` says which); nothing stored.",
     423: "The write would change a field staff have locked (`details.locked_fields`); nothing changed.",
     415: "The body is not JSON (send Content-Type: application/json).",
     428: "A write needs If-Match (or a `version` field) with the version you read.",

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from ..exceptions import InvalidInput, NotFound
+from ..exceptions import ApplicationError, InvalidInput, NotFound
 from ..extraction.policy import TURN, update_if_due
 from ..models import ExtractionRun, Message, Project, SessionContext
 from .sessions import session_get_or_create
@@ -65,6 +65,13 @@ def _validate_messages(messages: Any) -> list[dict[str, Any]]:
     return [_validate_message(i, m) for i, m in enumerate(messages)]
 
 
+class IdempotencyKeyReused(ApplicationError):
+    """A message under a key already used for a different message (the IETF idempotency-key draft's 422)."""
+
+    code = "idempotency_key_reused"
+    status = 422
+
+
 @transaction.atomic
 def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], author=None) -> AppendResult:
     """Store a batch in order; a message whose idempotency key is already stored is not stored twice.
@@ -81,14 +88,22 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
     seen: dict[str, Message] = {}
     to_store = []
     seq = locked.last_message_seq
-    for m in batch:
+    for i, m in enumerate(batch):
         key = m["idempotency_key"]
-        if key in existing:
-            result.duplicates.append(existing[key])
-            continue
-        if key in seen:
-            # The same key twice in one batch: stored once, and the copy counted, so stored + duplicates is the batch.
-            result.duplicates.append(seen[key])
+        earlier = existing.get(key) or seen.get(key) if key else None
+        if earlier is not None:
+            if (earlier.role, earlier.content) != (m["role"], m["content"]):
+                # Not a retry but another message under a used key (a turn counter that started again): taking
+                # it for a copy would drop it without a word.
+                where = f"seq {earlier.seq}" if earlier.pk else "earlier in this batch"
+                raise IdempotencyKeyReused(f"messages[{i}].idempotency_key {key!r} is already the key of another "
+                                    f"message ({where}): nothing was stored. Give each message its own key.",
+                                    details={"fields": {f"messages[{i}].idempotency_key": ["Already used for "
+                                                                                          "another message."]},
+                                             "idempotency_key": key})
+            # A retry (or the same key twice in one batch): stored once, and the copy counted, so stored +
+            # duplicates is the batch.
+            result.duplicates.append(earlier)
             continue
         seq += 1
         message = Message(session_id=session.pk, seq=seq, author=author, **m)

@@ -70,12 +70,12 @@ def test_a_retried_batch_stores_nothing_twice(agent):
     assert ExtractionRun.objects.filter(session__session_id="m-4").count() == 1
 
 
-def test_a_reused_idempotency_key_keeps_the_first_message_and_every_copy_counts_as_a_duplicate(agent):
+def test_a_key_sent_twice_with_the_same_message_is_stored_once_and_counted_as_a_duplicate(agent):
     agent.post("/api/v1/sessions/m-7/messages", {"messages": TURN})
     response = agent.post("/api/v1/sessions/m-7/messages", {"messages": [
-        {"role": "user", "content": "Plan my trip, but cheaper", "idempotency_key": "t1-u"},  # a retry, edited
+        {"role": "user", "content": "Plan my trip", "idempotency_key": "t1-u"},  # a retry
         {"role": "user", "content": "And a car", "idempotency_key": "t2-u"},
-        {"role": "user", "content": "And a car (sent twice)", "idempotency_key": "t2-u"},
+        {"role": "user", "content": "And a car", "idempotency_key": "t2-u"},  # sent twice in one batch
     ]})
     assert response.status_code == 202, response.content
     body = response.json()
@@ -84,6 +84,27 @@ def test_a_reused_idempotency_key_keeps_the_first_message_and_every_copy_counts_
     assert _transcript("m-7") == [(1, "user", "Plan my trip", "t1-u"), (2, "assistant", "1. Flights 2. Hotel", "t1-a"),
                                   (3, "user", "And a car", "t2-u")]
     assert SessionContext.objects.get(session_id="m-7").last_message_seq == 3
+
+
+@pytest.mark.parametrize("batch", [
+    # A turn counter that started again: t1-u is another message now.
+    [{"role": "user", "content": "And a car", "idempotency_key": "t2-u"},
+     {"role": "user", "content": "Plan my trip, but cheaper", "idempotency_key": "t1-u"}],
+    # The same key for two different messages of one batch.
+    [{"role": "user", "content": "And a car", "idempotency_key": "t2-u"},
+     {"role": "assistant", "content": "Which dates?", "idempotency_key": "t2-u"}],
+], ids=["stored before", "in the batch"])
+def test_a_key_already_used_for_another_message_is_refused_and_nothing_of_the_batch_is_stored(agent, batch):
+    # Taken for a copy, the second message was dropped without a word.
+    agent.post("/api/v1/sessions/m-8/messages", {"messages": TURN})
+    before = counts()
+
+    error = assert_error(agent.post("/api/v1/sessions/m-8/messages", {"messages": batch}), 422,
+                         "idempotency_key_reused")
+
+    assert list(error["details"]["fields"]) == ["messages[1].idempotency_key"]
+    assert "nothing was stored" in error["message"] and counts() == before
+    assert [content for _, _, content, _ in _transcript("m-8")] == ["Plan my trip", "1. Flights 2. Hotel"]
 
 
 def test_the_transcript_is_in_order_and_pages(reader, agent):

@@ -293,6 +293,10 @@ def test_refused_input_raises_invalid_request_with_the_api_details(ctx):
     assert isinstance(caught.value, SessionCtxError)
     assert SessionContext.objects.get(session_id="c-11").version == version
     assert not SessionContext.objects.filter(session_id="bad id").exists()
+    ctx.post_messages("c-11", [{"role": "user", "content": "Hi", "idempotency_key": "1u"}])
+    with pytest.raises(InvalidRequestError) as caught:  # a key of another message: nothing stored
+        ctx.post_messages("c-11", [{"role": "user", "content": "Bye", "idempotency_key": "1u"}])
+    assert (caught.value.status, caught.value.code) == (422, "idempotency_key_reused")
 
 
 def test_a_session_or_user_id_of_dots_alone_is_refused_as_invalid_not_sent_to_another_path(ctx):

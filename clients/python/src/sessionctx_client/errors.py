@@ -46,7 +46,8 @@ class SessionCtxError(Exception):
 
 
 class InvalidRequestError(SessionCtxError):
-    """400: bad JSON, wrong types, unknown fields (`details["fields"]` says which), a refused session id."""
+    """400: bad JSON, wrong types, unknown fields (`details["fields"]` says which), a refused session id; 422: an
+    idempotency_key already used for a different message."""
 
 
 class AuthenticationError(SessionCtxError):
@@ -92,6 +93,7 @@ _ERRORS: dict[int, type[SessionCtxError]] = {
     404: NotFoundError,
     409: ConflictError,
     412: VersionConflictError,
+    422: InvalidRequestError,
     429: RateLimitedError,
     502: ServiceUnavailableError,
     503: ServiceUnavailableError,
