@@ -189,6 +189,10 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
         if self.not_acceptable is not None:
             raise self.not_acceptable
+        # `?status=active&status=human` would be read as its last value alone: a filter the caller did not ask for.
+        repeated = sorted(name for name in request.query_params if len(request.query_params.getlist(name)) > 1)
+        if repeated:
+            raise drf_exceptions.ValidationError({name: ["Given more than once: give it once."] for name in repeated})
         if is_chunked(request.META):
             # Still chunked here: the server did not de-chunk it (contexts.infra.chunked), and Django would read
             # it as empty.

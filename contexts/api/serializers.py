@@ -107,6 +107,7 @@ class QueryFilterSerializer(serializers.Serializer):
 
 
 class ContextReadQuerySerializer(QueryFilterSerializer):
+    READ_ELSEWHERE = frozenset({"format"})  # not a list: no pager
     fresh = serializers.BooleanField(
         required=False, default=False,
         help_text="Wait (up to SESSIONCTX_FRESH_WAIT seconds) for an update of the messages the snapshot has not "
@@ -282,6 +283,7 @@ EVENT_TYPES_PATTERN = "^({0})(,({0}))*$".format("|".join(re.escape(t) for t in E
 
 
 class EventFilterSerializer(QueryFilterSerializer):
+    READ_ELSEWHERE = frozenset({"format"})  # paged by `after` and its own `limit`, not by a cursor
     after = serializers.IntegerField(required=False, min_value=0, default=0,
                                      help_text="The last event id you saw: only later events are listed.")
     session_id = serializers.RegexField(r"^[A-Za-z0-9._:@-]{1,255}$", required=False,

@@ -193,3 +193,22 @@ def test_a_tampered_list_cursor_is_a_json_404_like_any_invalid_cursor(agent, pat
     cursor = quote(base64.b64encode(f"p={position}".encode()).decode())
     assert_error(agent.get(f"/api/v1/sessions/cur-1/{path}?cursor={cursor}"), 404, "not_found")
     assert agent.get(f"/api/v1/sessions/cur-1/{path}").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["sessions?status=active&status=human", "sessions?limit=2&limit=1",
+                                   "sessions/rep-1/messages?after_seq=0&after_seq=1", "events?after=0&after=5",
+                                   "sessions/rep-1/context?fresh=false&fresh=true"])
+def test_a_query_parameter_given_twice_is_refused_not_read_as_its_last_value(reader, query):
+    # `status=active&status=human` listed the human ones only, as if `active` had not been asked for.
+    make_session("rep-1")
+    name = query.split("?")[1].split("=")[0]
+    error = assert_error(reader.get(f"/api/v1/{query}"), 400, "invalid")
+    assert error["details"]["fields"] == {name: ["Given more than once: give it once."]}
+
+
+@pytest.mark.parametrize("query", ["events?cursor=abc", "sessions/rep-2/context?limit=abc"])
+def test_a_pager_parameter_on_an_answer_that_has_no_pager_is_refused_not_ignored(reader, query):
+    make_session("rep-2")
+    name = query.split("?")[1].split("=")[0]
+    error = assert_error(reader.get(f"/api/v1/{query}"), 400, "invalid")
+    assert list(error["details"]["fields"]) == [name]
