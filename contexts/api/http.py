@@ -158,8 +158,16 @@ def validated(serializer_class, data, **kwargs) -> dict:
 
 
 class AcceptNegotiation(DefaultContentNegotiation):
-    """DRF's negotiation, except that a blank `?format=` is refused rather than ignored (the schema lists the
-    formats it may name; an unknown one is a 404, as DRF answers)."""
+    """DRF's negotiation, except that a blank `?format=` is refused rather than ignored, and an unknown one is a
+    406 naming the formats the call answers (DRF answers 404, which reads as "no such session")."""
+
+    def filter_renderers(self, renderers, format):
+        chosen = [renderer for renderer in renderers if renderer.format == format]
+        if not chosen:
+            raise drf_exceptions.NotAcceptable(
+                f"?format={format[:50]} is not one this call answers; it answers "
+                f"{', '.join(renderer.format for renderer in renderers)} (or leave format out).")
+        return chosen
 
     def select_renderer(self, request, renderers, format_suffix=None):
         name = self.settings.URL_FORMAT_OVERRIDE

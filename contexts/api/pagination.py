@@ -28,6 +28,12 @@ def page_size(asked: str | None, *, default: int, maximum: int) -> int:
 LIMIT_SCHEMA = {"type": "integer", "minimum": 1}
 
 
+def invalid_cursor() -> ValidationError:
+    """A cursor no list gave (mangled, cut short, or naming a position its ordering cannot take): malformed input,
+    a 400 like any other, not the 404 DRF answers, which reads as "no such session"."""
+    return ValidationError({"cursor": ["Not a cursor this list gave: follow `next` or `previous` as they are."]})
+
+
 class NewestFirstPagination(CursorPagination):
     ordering = ("-updated_at", "-id")
     page_size = 50
@@ -40,9 +46,15 @@ class NewestFirstPagination(CursorPagination):
         try:
             return super().paginate_queryset(queryset, request, view)
         except (ValueError, TypeError, OverflowError, DjangoValidationError):
-            # A cursor that decodes but holds a position its ordering cannot take ("p=abc" for a version):
-            # the 404 DRF gives any other invalid cursor, not a 500.
-            raise NotFound(self.invalid_cursor_message) from None
+            # A cursor that decodes but holds a position its ordering cannot take ("p=abc" for a version): a
+            # 400, not a 500.
+            raise invalid_cursor() from None
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise invalid_cursor() from None
 
     def get_page_size(self, request):
         return page_size(request.query_params.get(self.page_size_query_param), default=self.page_size,
@@ -86,7 +98,7 @@ class SessionPagination(BasePagination):
         cursor = request.query_params.get(self.cursor_query_param, "")
         direction, _, key = cursor.partition(".")
         if cursor and (direction not in ("a", "b") or not selectors.cursor_is_valid(key)):
-            raise NotFound("Invalid cursor")  # as DRF's CursorPagination answers
+            raise invalid_cursor()
         size = page_size(request.query_params.get(self.page_size_query_param), default=self.page_size,
                          maximum=self.max_page_size)
         page = selectors.session_page(queryset, after=key if direction == "a" else "",

@@ -185,13 +185,16 @@ def test_session_ids_with_dots_and_more_are_still_fine(agent, session_id):
 
 @pytest.mark.parametrize("path,position", [("revisions", "abc"), ("messages", "abc"), ("runs", "2026-13-45"),
                                            ("runs", "9" * 40)])
-def test_a_tampered_list_cursor_is_a_json_404_like_any_invalid_cursor(agent, path, position):
+def test_a_tampered_list_cursor_is_a_400_naming_the_cursor_not_a_404(agent, path, position):
     import base64
     from urllib.parse import quote
 
     make_session("cur-1", content={"goal": "g"})
     cursor = quote(base64.b64encode(f"p={position}".encode()).decode())
-    assert_error(agent.get(f"/api/v1/sessions/cur-1/{path}?cursor={cursor}"), 404, "not_found")
+    # A 404 read as "no such session" (the session is there); the cursor is what is wrong.
+    for bad in (cursor, "abc"):
+        error = assert_error(agent.get(f"/api/v1/sessions/cur-1/{path}?cursor={bad}"), 400, "invalid")
+        assert list(error["details"]["fields"]) == ["cursor"]
     assert agent.get(f"/api/v1/sessions/cur-1/{path}").status_code == 200
 
 
@@ -212,3 +215,13 @@ def test_a_pager_parameter_on_an_answer_that_has_no_pager_is_refused_not_ignored
     name = query.split("?")[1].split("=")[0]
     error = assert_error(reader.get(f"/api/v1/{query}"), 400, "invalid")
     assert list(error["details"]["fields"]) == [name]
+
+
+@pytest.mark.parametrize("path", ["sessions/fmt-1/context", "sessions/fmt-1/context/prompt", "sessions"])
+def test_an_unknown_format_is_a_406_naming_the_formats_not_a_404(reader, path):
+    # ?format=xml was a 404 "Not found." for a session that is there.
+    make_session("fmt-1")
+    error = assert_error(reader.get(f"/api/v1/{path}?format=xml"), 406, "not_acceptable")
+    assert "json" in error["message"] and "xml" in error["message"]
+    assert reader.get(f"/api/v1/{path}?format=json").status_code == 200
+    assert_error(Agent().get(f"/api/v1/{path}?format=xml"), 401)  # who you are comes first, as for Accept
