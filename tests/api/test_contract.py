@@ -225,3 +225,22 @@ def test_an_unknown_format_is_a_406_naming_the_formats_not_a_404(reader, path):
     assert "json" in error["message"] and "xml" in error["message"]
     assert reader.get(f"/api/v1/{path}?format=json").status_code == 200
     assert_error(Agent().get(f"/api/v1/{path}?format=xml"), 401)  # who you are comes first, as for Accept
+
+
+def test_a_nul_character_is_refused_once_per_field_with_nothing_else_said(agent):
+    make_session("nul-1", content={"summary": "kept", "plan": ["Book"]})
+    before = counts()
+    nul = "Null characters are not allowed."
+
+    context = assert_error(agent.patch("/api/v1/sessions/nul-1/context",
+                                       {"summary": "a\x00", "plan": ["b\x00"], "reason": "c\x00"},
+                                       headers={"If-Match": '"1"'}), 400, "invalid")
+    messages = assert_error(agent.post("/api/v1/sessions/nul-1/messages", {"messages": [
+        {"role": "user", "content": "d\x00", "idempotency_key": "e\x00"}]}), 400, "invalid")
+
+    # Each once: it was said twice, or with a "May not be blank." for a value that is not blank.
+    assert context["details"]["fields"] == {"summary": [nul], "plan": {"0": [nul]}, "reason": [nul]}
+    assert messages["details"]["fields"] == {"messages": {"0": {"content": [nul], "idempotency_key": [nul]}}}
+    assert counts() == before
+    assert assert_error(agent.patch("/api/v1/sessions/nul-1/context", {"plan": ["  "]}, headers={"If-Match": '"1"'}),
+                        400)["details"]["fields"] == {"plan": {"0": ["This field may not be blank."]}}
