@@ -33,36 +33,14 @@ class PostResult:
     update: ExtractionRun | None  # the context update this batch queued, if any
 
 
-def _invalid(where: str, message: str) -> InvalidInput:
-    return InvalidInput(message, details={"fields": {where: "Invalid."}})
-
-
-def _validate_message(i: int, m: Any) -> dict[str, Any]:
-    where = f"messages[{i}]"
-    if not isinstance(m, dict):
-        raise _invalid(where, f"{where} must be an object.")
-    unknown = set(m) - {"role", "content", "idempotency_key"}
-    if unknown:
-        raise InvalidInput(f"{where} has unknown fields: {', '.join(sorted(unknown))}.",
-                           details={"fields": {where: "Unknown fields."}})
-    role, content, key = m.get("role"), m.get("content"), m.get("idempotency_key")
-    if role not in Message.Role.values:
-        raise _invalid(f"{where}.role", f"{where}.role must be one of {', '.join(Message.Role.values)}.")
-    limit = settings.SESSIONCTX_MAX_MESSAGE_CHARS
-    if not isinstance(content, str) or len(content) > limit:
-        raise _invalid(f"{where}.content", f"{where}.content must be a string of at most {limit} characters.")
-    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
-        raise _invalid(f"{where}.idempotency_key", f"{where}.idempotency_key must be a string of 1-255 characters.")
-    return {"role": role, "content": content, "idempotency_key": key}
-
-
-def _validate_messages(messages: Any) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
-        raise InvalidInput("messages must be a non-empty list.", details={"fields": {"messages": "Required."}})
-    if len(messages) > settings.SESSIONCTX_MAX_MESSAGES_PER_POST:
-        raise InvalidInput(f"At most {settings.SESSIONCTX_MAX_MESSAGES_PER_POST} messages per post.",
-                           details={"fields": {"messages": "Too many."}})
-    return [_validate_message(i, m) for i, m in enumerate(messages)]
+def _refused(said: str, i: int | None = None, field: str | None = None) -> dict[str, Any]:
+    """`details` of a refused batch, in the API serializers' shape: {"fields": {"messages": {"0": {field: [said]}}}}."""
+    detail: Any = [said]
+    if field is not None:
+        detail = {field: detail}
+    if i is not None:
+        detail = {str(i): detail}
+    return {"fields": {"messages": detail}}
 
 
 class IdempotencyKeyReused(ApplicationError):
@@ -70,6 +48,39 @@ class IdempotencyKeyReused(ApplicationError):
 
     code = "idempotency_key_reused"
     status = 422
+
+
+def _validate_message(i: int, m: Any) -> dict[str, Any]:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise InvalidInput(f"{where} must be an object.", details=_refused("Must be an object.", i))
+    unknown = sorted(set(m) - {"role", "content", "idempotency_key"})
+    if unknown:
+        raise InvalidInput(f"{where} has unknown fields: {', '.join(unknown)}.",
+                           details={"fields": {"messages": {str(i): {name: ["Unknown field."] for name in unknown}}}})
+    role, content, key = m.get("role"), m.get("content"), m.get("idempotency_key")
+    if role not in Message.Role.values:
+        said = f"One of {', '.join(Message.Role.values)}."
+        raise InvalidInput(f"{where}.role must be one of {', '.join(Message.Role.values)}.",
+                           details=_refused(said, i, "role"))
+    limit = settings.SESSIONCTX_MAX_MESSAGE_CHARS
+    if not isinstance(content, str) or len(content) > limit:
+        raise InvalidInput(f"{where}.content must be a string of at most {limit} characters.",
+                           details=_refused(f"A string of at most {limit} characters.", i, "content"))
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
+        raise InvalidInput(f"{where}.idempotency_key must be a string of 1-255 characters.",
+                           details=_refused("A string of 1-255 characters.", i, "idempotency_key"))
+    return {"role": role, "content": content, "idempotency_key": key}
+
+
+def _validate_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("messages must be a non-empty list.", details=_refused("A non-empty list is required."))
+    if len(messages) > settings.SESSIONCTX_MAX_MESSAGES_PER_POST:
+        limit = settings.SESSIONCTX_MAX_MESSAGES_PER_POST
+        raise InvalidInput(f"At most {limit} messages per post.",
+                           details=_refused(f"At most {limit} messages per post."))
+    return [_validate_message(i, m) for i, m in enumerate(messages)]
 
 
 @transaction.atomic
@@ -97,10 +108,10 @@ def messages_append(*, session: SessionContext, messages: list[dict[str, Any]], 
                 # it for a copy would drop it without a word.
                 where = f"seq {earlier.seq}" if earlier.pk else "earlier in this batch"
                 raise IdempotencyKeyReused(f"messages[{i}].idempotency_key {key!r} is already the key of another "
-                                    f"message ({where}): nothing was stored. Give each message its own key.",
-                                    details={"fields": {f"messages[{i}].idempotency_key": ["Already used for "
-                                                                                          "another message."]},
-                                             "idempotency_key": key})
+                                           f"message ({where}): nothing was stored. Give each message its own key.",
+                                           details={**_refused("Already used for another message.", i,
+                                                               "idempotency_key"),
+                                                    "idempotency_key": key})
             # A retry (or the same key twice in one batch): stored once, and the copy counted, so stored +
             # duplicates is the batch.
             result.duplicates.append(earlier)

@@ -102,9 +102,23 @@ def test_a_key_already_used_for_another_message_is_refused_and_nothing_of_the_ba
     error = assert_error(agent.post("/api/v1/sessions/m-8/messages", {"messages": batch}), 422,
                          "idempotency_key_reused")
 
-    assert list(error["details"]["fields"]) == ["messages[1].idempotency_key"]
+    assert error["details"]["fields"] == {"messages": {"1": {"idempotency_key": ["Already used for another message."]}}}
     assert "nothing was stored" in error["message"] and counts() == before
     assert [content for _, _, content, _ in _transcript("m-8")] == ["Plan my trip", "1. Flights 2. Hotel"]
+
+
+def test_a_batch_over_the_limits_is_refused_in_the_shape_of_every_other_field_error(agent, settings):
+    # They said {"messages[1].content": ["Invalid."]} and {"messages": ["Too many."]}, unlike every other field.
+    settings.SESSIONCTX_MAX_MESSAGE_CHARS, settings.SESSIONCTX_MAX_MESSAGES_PER_POST = 10, 2
+    before = counts()
+    long = assert_error(agent.post("/api/v1/sessions/m-9/messages", {"messages": [
+        {"role": "user", "content": "short"}, {"role": "user", "content": "far too long"}]}), 400, "invalid")
+    many = assert_error(agent.post("/api/v1/sessions/m-9/messages", {"messages": [
+        {"role": "user", "content": "a"}] * 3}), 400, "invalid")
+
+    assert long["details"]["fields"] == {"messages": {"1": {"content": ["A string of at most 10 characters."]}}}
+    assert many["details"]["fields"] == {"messages": ["At most 2 messages per post."]}
+    assert counts() == before
 
 
 def test_the_transcript_is_in_order_and_pages(reader, agent):
