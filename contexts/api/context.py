@@ -124,7 +124,7 @@ class ContextPromptApi(ApiView):
         tags=["context"], operation_id="context_prompt",
         parameters=[ContextReadQuerySerializer, ETAG_HEADER, IF_NONE_MATCH, FRESH_HEADER],
         responses={(200, "text/plain"): OpenApiTypes.STR, (200, "application/json"): PromptOutputSerializer,
-                   304: OpenApiResponse(description="Not modified."), **errors(400, 404)},
+                   304: OpenApiResponse(description="Not modified."), **errors(400, 404, 406)},
         description="The `<session_context>` block for a system prompt: text/plain by default, JSON with "
                     "`Accept: application/json`. Empty when there is nothing to say.",
     )

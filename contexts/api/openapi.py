@@ -11,6 +11,7 @@ ERROR_DESCRIPTIONS = {
     401: "No API key, an unknown key or a revoked key.",
     403: "The API key lacks the scope (`read` or `write`) this request needs.",
     404: "No such session, revision or run.",
+    406: "An `Accept` header or `?format=` this call cannot answer.",
     409: "The request does not fit the session's state.",
     412: "The snapshot changed since you read it; `details.current_version` says where it is now.",
     413: "The request body is too large.",
@@ -47,8 +48,9 @@ IF_MATCH_OPTIONAL = OpenApiParameter("If-Match", {"type": "string", "pattern": E
 
 
 def strict_request_bodies(result, generator, request, public):
-    """Schema postprocessing hook: request bodies refuse unknown fields (StrictSerializer answers 400 for one)
-    and the message batch is never empty (400 too), so the schema says what the API refuses."""
+    """Schema postprocessing hook: request bodies refuse unknown fields (StrictSerializer answers 400 for one),
+    the message batch is never empty (400 too), and a PUT of the context needs a body (a missing one is a 400,
+    not an empty snapshot), so the schema says what the API refuses."""
     from .serializers import MessagesPostInputSerializer, StrictSerializer
 
     schemas = result.get("components", {}).get("schemas", {})
@@ -59,6 +61,9 @@ def strict_request_bodies(result, generator, request, public):
     batch = schemas.get(MessagesPostInputSerializer.__name__.removesuffix("Serializer") + "Request")
     if batch is not None:
         batch["properties"]["messages"]["minItems"] = 1
+    for path, operations in result.get("paths", {}).items():
+        if path.endswith("/sessions/{session_id}/context") and "requestBody" in operations.get("put", {}):
+            operations["put"]["requestBody"]["required"] = True
     return result
 
 

@@ -28,10 +28,12 @@ def page_size(asked: str | None, *, default: int, maximum: int) -> int:
 LIMIT_SCHEMA = {"type": "integer", "minimum": 1}
 
 
-def invalid_cursor() -> ValidationError:
-    """A cursor no list gave (mangled, cut short, or naming a position its ordering cannot take): malformed input,
-    a 400 like any other, not the 404 DRF answers, which reads as "no such session"."""
-    return ValidationError({"cursor": ["Not a cursor this list gave: follow `next` or `previous` as they are."]})
+def invalid_cursor() -> NotFound:
+    """A cursor no list gave (mangled, cut short, or naming a position its ordering cannot take): the 404 DRF
+    answers (no page is there; the schema cannot tell a valid cursor from another string, so a 400 would refuse
+    what it allows), saying that it is the cursor, not the session, that is not there."""
+    return NotFound("No page at this cursor: it is not one this list gave. Follow `next` or `previous` as they "
+                    "are, or leave cursor out for the first page.")
 
 
 class NewestFirstPagination(CursorPagination):

@@ -20,10 +20,11 @@ from tests.reliability.servers import ROOT, Gunicorn, subprocess_env
 
 EXAMPLES_PER_OPERATION = 10
 # A schema-valid write may still meet a newer version (412) or come without any version at all (428: OpenAPI
-# cannot say "If-Match or a `version` field"); both depend on state or on two places at once, as 409 does.
+# cannot say "If-Match or a `version` field"), and a message may come under a key another message already has
+# (422); each depends on state or on two places at once, as 409 does.
 CONFIG = """
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "428", "429", "5xx"]
+expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "428", "429", "5xx"]
 """
 
 
