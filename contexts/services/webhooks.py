@@ -52,6 +52,11 @@ GONE = 410
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 USER_AGENT = "sessionctx-webhooks/1"
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 ranges Python's is_global counts as public (3.11) that are not: NAT64's local-use prefix (RFC 8215, to a
+# network's own IPv4 addresses), site-local (deprecated, still routed inside some networks), SIIT's
+# IPv4-translated addresses (RFC 2765) and IPv4-compatible ones (deprecated): each may lead to a private host.
+NOT_PUBLIC_V6 = tuple(ipaddress.ip_network(net) for net in ("64:ff9b:1::/48", "fec0::/10", "::ffff:0:0:0/96",
+                                                            "::/96"))
 
 
 class WebhookUrlRefused(ApplicationError):
@@ -102,7 +107,9 @@ def webhook_url_check(url: str) -> Target:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
             ip = getattr(ip, "ipv4_mapped", None) or ip
             through = _translated_ipv4(ip)
-            if not ip.is_global or ip.is_multicast or (through is not None and not through.is_global):
+            not_public_v6 = ip.version == 6 and any(ip in net for net in NOT_PUBLIC_V6)
+            if (not ip.is_global or ip.is_multicast or not_public_v6
+                    or (through is not None and not through.is_global)):
                 raise WebhookUrlRefused(
                     f"The host {parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved "
                     "address: webhooks are only sent to public addresses.",

@@ -350,6 +350,11 @@ def test_a_private_loopback_link_local_or_non_http_url_is_refused_at_registratio
     "http://[64:ff9b::a01:203]/hook",  # NAT64's well-known prefix: 10.1.2.3 on an IPv6-only network with NAT64
     "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # 169.254.169.254
     "http://[2002:7f00:1::1]/hook",  # 6to4: 127.0.0.1
+    # Counted as public by Python 3.11's is_global, and not:
+    "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data",  # NAT64's local-use prefix (RFC 8215)
+    "http://[fec0::1]/hook",  # site-local
+    "http://[::ffff:0:a9fe:a9fe]/hook",  # SIIT's IPv4-translated address of 169.254.169.254
+    "http://[::a9fe:a9fe]/hook",  # IPv4-compatible
 ])
 @pytest.mark.django_db
 def test_an_ipv6_address_that_reaches_a_private_ipv4_one_through_a_translator_is_refused(settings, url):
