@@ -111,6 +111,10 @@ def _proposal(session_pk: int, field: str, proposed_at: datetime | None) -> Prop
     """The field's proposal (None when there is none), if it is still the one made at `proposed_at` (the one the
     person saw)."""
     proposal = Proposal.objects.filter(session_id=session_pk, field=field).first()
+    if proposal is None and proposed_at is not None:
+        raise StateConflict(f"The proposed {field} this page showed is no longer there: someone accepted or "
+                            "dismissed it meanwhile (the history says which). Nothing was changed.",
+                            details={"field": field})
     if proposal is not None and proposed_at is not None and proposal.created_at != proposed_at:
         raise StateConflict(f"A newer extraction replaced the proposed {field} since this page showed it: look at "
                             "the new one before you accept or dismiss it.",
@@ -142,5 +146,6 @@ def proposal_dismiss(*, session: SessionContext, field: str, actor: Actor, propo
     as it is."""
     snapshots.session_locked(session)
     proposal = _proposal(session.pk, field, proposed_at)
-    if proposal is not None:  # gone already: nothing to do
-        proposal.delete()
+    if proposal is None:  # as for accept: saying "dismissed" would hide that someone acted on it first
+        raise NotFound(f"There is no proposal for {field!r}.", details={"field": field})
+    proposal.delete()

@@ -131,6 +131,23 @@ def test_a_proposal_replaced_after_the_page_showed_it_is_neither_accepted_nor_di
     assert session.plan == (["Never shown to anyone"] if action == "accept" else PLAN)
 
 
+@pytest.mark.parametrize("first,then", [("accept", "dismiss"), ("dismiss", "accept"), ("accept", "accept")])
+def test_a_proposal_a_colleague_acted_on_since_the_page_showed_it_is_a_conflict_not_a_success(editor, first, then):
+    # "Dismissed the proposed plan." was the answer after a colleague had accepted it.
+    session = _proposed("wl-11")
+    page = editor.get("/sessions/wl-11/").content.decode()
+    colleague = _posted_form(page, f"{first}-plan")
+    assert editor.post(f"/sessions/wl-11/proposals/{first}/", colleague, **HTMX).status_code == 200
+    session.refresh_from_db()
+    after_colleague = (session.plan, session.version)
+
+    response = editor.post(f"/sessions/wl-11/proposals/{then}/", _posted_form(page, f"{then}-plan"), **HTMX)
+
+    assert response.status_code == 409 and "no longer there" in response.content.decode()
+    session.refresh_from_db()
+    assert (session.plan, session.version) == after_colleague
+
+
 def test_a_page_that_showed_no_lock_cannot_silently_unlock_one_set_since(editor):
     session = make_session("wl-9", content={"plan": PLAN})
     page = editor.get("/sessions/wl-9/").content.decode()
