@@ -38,7 +38,7 @@ def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor:
               shown: set[str] | None = None) -> list[FieldLock]:
     """Make `fields` exactly the locked ones (an empty list unlocks all), with an audit row; returns the locks.
 
-    A reason is required whenever a field is locked; fields that stay locked keep their original reason.
+    A reason is required whenever a field is newly locked; fields that stay locked keep their original reason.
     `shown`: the locks the person's page showed; if someone changed them since, nothing changes (409), so a
     stale page never silently unlocks a field another editor locked meanwhile. Locks that are already what is
     asked for are answered whatever `shown` says (nothing would be undone, and a retried call finds them so)."""
@@ -47,9 +47,10 @@ def locks_set(*, session: SessionContext, fields: list[str], reason: str, actor:
         raise InvalidInput(f"Only {', '.join(LOCKABLE_FIELDS)} can be locked.",
                            details={"fields": {"fields": f"Not lockable: {', '.join(unknown)}."}})
     wanted = set(fields)
-    reason = validate_reason(reason) if wanted else (reason or "").strip()
     current = snapshots.session_locked(session)  # serialises lock changes with the snapshot's writers
     before = locked_fields(current)
+    # A reason for each field newly locked; unlocking some (or all) and keeping others needs none.
+    reason = validate_reason(reason) if wanted - before else (reason or "").strip()
     if wanted == before:  # nothing would change, nothing undone: a retry of a call that landed answers the locks
         return list(FieldLock.objects.filter(session_id=current.pk))
     if shown is not None and shown != before:

@@ -47,6 +47,22 @@ def test_locking_without_a_reason_is_refused_and_locks_nothing(editor):
     assert not FieldLock.objects.exists() and not LockChange.objects.exists()
 
 
+def test_unlocking_one_field_and_keeping_another_needs_no_reason(editor):
+    # The form says "(required to lock)", and unlocking all needed none: unlocking one of two asked for one.
+    make_session("wl-2b")
+    editor.post("/sessions/wl-2b/locks/", {"fields_locked": ["goal", "plan"], "reason": "Agreed", "locks_shown": ""},
+                **HTMX)
+
+    response = editor.post("/sessions/wl-2b/locks/", {"fields_locked": ["plan"], "reason": "",
+                                                      "locks_shown": "goal,plan"}, **HTMX)
+
+    assert response.status_code == 200, response.content.decode()
+    assert [(lock.field, lock.reason) for lock in FieldLock.objects.all()] == [("plan", "Agreed")]
+    refused = editor.post("/sessions/wl-2b/locks/", {"fields_locked": ["plan", "goal"], "reason": "",
+                                                     "locks_shown": "plan"}, **HTMX)
+    assert refused.status_code == 400 and "reason is required" in refused.content.decode()
+
+
 def test_the_page_shows_a_proposal_as_a_diff_with_accept_and_dismiss(editor, support):
     _proposed("wl-3")
     html = editor.get("/sessions/wl-3/").content.decode()
