@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -66,8 +68,12 @@ class ContextEditForm(forms.Form):
         })
 
     @staticmethod
-    def plan_from(data) -> tuple[list[str], list[str]]:
-        """(plan, completed steps) from rows of step_id / step_text / step_done; empty rows are removed."""
+    def plan_from(data, shown: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+        """(plan, completed steps) from rows of step_id / step_text / step_done; empty rows are removed.
+
+        `shown`: the plan the form was filled from (row "r1" is its first step). A step with a line break (an
+        agent may write one) comes back from the browser's one-line input without it: left as it was, the step
+        is kept as it is, else a save that changed nothing would rewrite it."""
         ids, texts = data.getlist("step_id"), data.getlist("step_text")
         done_ids = set(data.getlist("step_done"))
         plan, done = [], []
@@ -75,14 +81,20 @@ class ContextEditForm(forms.Form):
             text = text.strip()
             if not text:
                 continue
+            row = re.fullmatch(r"r([0-9]{1,4})", row_id)
+            if row and 0 < int(row[1]) <= len(shown):
+                before = shown[int(row[1]) - 1]
+                if "\n" in before or "\r" in before:
+                    text = before if _as_one_line(before) == text else text
             plan.append(text)
             if row_id in done_ids:
                 done.append(text)
         return plan, done
 
-    def changes(self, data, progress: list[str] | None = None) -> dict[str, Any]:
-        """The snapshot fields the form posted; `progress`, the session's progress list the form was filled from."""
-        plan, done = self.plan_from(data)
+    def changes(self, data, progress: list[str] | None = None, plan: Sequence[str] = ()) -> dict[str, Any]:
+        """The snapshot fields the form posted; `progress` and `plan`, the session's lists the form was filled
+        from."""
+        plan, done = self.plan_from(data, plan)
         other = [line.strip() for line in self.cleaned_data["other_progress"].splitlines() if line.strip()]
         return {
             "summary": self.cleaned_data["summary"],
@@ -90,6 +102,11 @@ class ContextEditForm(forms.Form):
             "plan": plan,
             "progress": _progress_in_order(progress or [], done, [p for p in other if p not in done]),
         }
+
+
+def _as_one_line(step: str) -> str:
+    """A step as a browser's text input holds it: line breaks removed (HTML's value sanitization), then stripped."""
+    return step.replace("\r", "").replace("\n", "").strip()
 
 
 def _progress_key(item: Any) -> str:

@@ -308,3 +308,22 @@ def test_saving_the_edit_form_unchanged_keeps_the_order_the_steps_were_done_in_a
     session.refresh_from_db()
     assert session.version == 2 and session.progress == ["Two", "called the bank", "One", "Three"]
     assert Revision.objects.get(session=session, version=2).changed_fields == ["progress"]
+
+
+def test_saving_the_edit_form_unchanged_keeps_a_step_with_a_line_break_and_says_nothing_changed(editor):
+    # An agent wrote a step over two lines; the browser's one-line input drops the break ("twolines"), and a save
+    # that changed nothing rewrote the step as a new version, saying "Saved as version 2."
+    session = make_session("nl-1", content={"summary": "S", "plan": ["Call the\nbank", "Refund"],
+                                            "progress": ["Call the\nbank"]})
+    unchanged = {"version": "1", "summary": "S", "goal": "", "other_progress": "", "reason": "",
+                 "step_id": ["r1", "r2", "new"], "step_text": ["Call thebank", "Refund", ""], "step_done": ["r1"]}
+
+    response = editor.post("/sessions/nl-1/edit/", unchanged, **HTMX)
+
+    assert response.status_code == 200 and "Nothing changed" in response.content.decode()
+    session.refresh_from_db()
+    assert (session.version, session.plan, session.progress) == (1, ["Call the\nbank", "Refund"], ["Call the\nbank"])
+    # Edited, the step is what was typed.
+    editor.post("/sessions/nl-1/edit/", {**unchanged, "step_text": ["Call the bank today", "Refund", ""]}, **HTMX)
+    session.refresh_from_db()
+    assert (session.version, session.plan[0]) == (2, "Call the bank today")

@@ -79,8 +79,8 @@ def session_edit(request: HttpRequest, session_id: str) -> HttpResponse:
             raise first_error(form)
         session = services.snapshot_update(
             session=session, expected_version=form.cleaned_data["version"],
-            changes=form.changes(request.POST, session.progress), source="staff", actor=Actor.for_user(request.user),
-            reason=form.cleaned_data["reason"],
+            changes=form.changes(request.POST, session.progress, session.plan), source="staff",
+            actor=Actor.for_user(request.user), reason=form.cleaned_data["reason"],
         )
     except ApplicationError as exc:
         status = report(request, exc)
@@ -93,7 +93,10 @@ def session_edit(request: HttpRequest, session_id: str) -> HttpResponse:
                           newer_is_mine=newer is not None and newer.actor_user_id == request.user.pk)
         return answer(request, session, ["snapshot-panel"], status, editing=True, edit_form=form,
                       plan_rows=_posted_rows(request))
-    messages.success(request, f"Saved as version {session.version}.")
+    if session.version == form.cleaned_data["version"]:
+        messages.info(request, f"Nothing changed: the context stays at version {session.version}.")
+    else:
+        messages.success(request, f"Saved as version {session.version}.")
     return done(request, session, regions.EDITED)
 
 
