@@ -40,7 +40,17 @@ def event_order_lock() -> None:
 
 
 def events_purge(*, now=None) -> int:
-    """Delete events older than SESSIONCTX_EVENT_RETENTION_DAYS; returns how many."""
+    """Delete events older than SESSIONCTX_EVENT_RETENTION_DAYS (with their webhook deliveries); returns how many
+    events. In batches of SESSIONCTX_DELETE_BATCH_SIZE, each its own transaction: one delete of a backlog (after
+    the retention was lowered on a busy deployment) would hold every expired event in memory and in one
+    transaction, past the task's time limit, and be rolled back every hour."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.SESSIONCTX_EVENT_RETENTION_DAYS)
-    deleted, _ = Event.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(Event.objects.filter(created_at__lt=cutoff).order_by("id")
+                         .values_list("id", flat=True)[:settings.SESSIONCTX_DELETE_BATCH_SIZE])
+            if not batch:
+                return deleted
+            Event.objects.filter(pk__in=batch).delete()
+            deleted += len(batch)

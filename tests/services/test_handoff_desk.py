@@ -159,3 +159,27 @@ def test_old_events_are_purged_after_the_retention(settings):
     services.handoff_request(session=session, reason="help", actor=AGENT)
     assert services.events_purge() == 1
     assert _feed(session) == ["context.updated", "handoff.requested"]  # the request's version and itself
+
+
+def test_a_backlog_of_old_events_is_purged_in_batches_each_its_own_transaction(settings):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    settings.SESSIONCTX_EVENT_RETENTION_DAYS, settings.SESSIONCTX_DELETE_BATCH_SIZE = 7, 4
+    session = make_session("desk-4", content={"summary": "x"})
+    for n in range(10):
+        services.event_record(session=session, type=Event.Type.CONTEXT_UPDATED, data={"version": n})
+    Event.objects.filter(session_id=session.pk).update(created_at=timezone.now() - timedelta(days=8))
+    old = Event.objects.filter(session_id=session.pk).count()
+    kept = services.event_record(session=session, type=Event.Type.CONTEXT_UPDATED, data={"version": 99})
+
+    with CaptureQueriesContext(connection) as queries:
+        assert services.events_purge() == old
+    # A batch of 4 at a time, each its own delete, not one delete of the whole backlog.
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE FROM") and "_event" in
+               q["sql"].split("WHERE")[0]]
+    assert len(deletes) == -(-old // 4)
+    assert list(Event.objects.filter(session_id=session.pk)) == [kept]
