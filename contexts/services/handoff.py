@@ -180,9 +180,12 @@ def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> Sess
 
 @transaction.atomic
 def session_close(*, session: SessionContext, actor: Actor, note: str = "") -> SessionContext:
-    """Close the conversation; closing a closed one changes nothing."""
+    """Close the conversation; closing a closed one changes nothing (with a note: 409, the note would be lost)."""
     current = session_locked(session)
     if current.status == Status.CLOSED:
+        if note.strip():
+            raise StateConflict("This conversation is already closed (someone closed it meanwhile): your note was "
+                                "not added. Nothing was changed.", details={"status": current.status})
         return current
     _owner_only(current, actor, "close it")
     return _status_change(current, actor=actor, reason=(note or "Closed").strip(), status=Status.CLOSED,

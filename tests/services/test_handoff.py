@@ -126,6 +126,9 @@ def test_closing_ends_the_handoff_and_closing_again_changes_nothing():
     stored = _stored(session)
     assert (stored.status, stored.assignee, stored.version) == ("closed", None, 2)
     assert closed.version == again.version == 2
+    # Closed meanwhile by someone else, a close with a note would drop the note without a word: refused.
+    with pytest.raises(StateConflict, match="your note was not added"):
+        services.session_close(session=session, actor=Actor.for_user(alice), note="called back, all good")
     assert _events(session) == [("claimed", "user:alice"), ("closed", "user:alice")]
     assert Revision.objects.get(session=session, version=2).reason == "resolved"
     with pytest.raises(StateConflict):

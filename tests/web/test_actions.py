@@ -106,6 +106,11 @@ def test_close_ends_the_conversation(support, waiting):
     assert waiting.status == "closed"
     assert HandoffEvent.objects.filter(session=waiting).last().note == "Resolved by phone"
 
+    # A second page, open before, closes it again with its own note: told so, not "Conversation closed."
+    again = support.post("/sessions/h-1/close/", {"note": "Customer happy"}, **HTMX)
+    assert again.status_code == 409 and "your note was not added" in again.content.decode()
+    assert HandoffEvent.objects.filter(session=waiting).last().note == "Resolved by phone"
+
 
 # --- editing -----------------------------------------------------------------------------------------
 
