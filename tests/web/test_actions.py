@@ -186,6 +186,21 @@ def test_revert_restores_an_old_version_as_a_new_revision(editor, editor_user, w
     assert revision.reason == "Reverted to version 1: agent got it wrong"
 
 
+def test_a_revert_or_reset_that_changes_nothing_says_so(editor, waiting):
+    # "Restored version 1 as version 1." and "Context reset (version 2)" were said of saves that made no version.
+    version = waiting.version
+    same = editor.post("/sessions/h-1/revert/", {"to_version": str(version), "expected_version": str(version),
+                                                 "reason": "check"}, **HTMX)
+    assert same.status_code == 200 and "Nothing changed" in same.content.decode()
+    data = {"reason": "start over", "confirm": "on"}
+    assert "Context reset" in editor.post("/sessions/h-1/reset/", {**data, "expected_version": str(version)},
+                                          **HTMX).content.decode()
+    again = editor.post("/sessions/h-1/reset/", {**data, "expected_version": str(version + 1)}, **HTMX)
+    assert again.status_code == 200 and "already empty" in again.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.version == version + 1
+
+
 def test_revert_needs_a_reason(editor, waiting):
     version = waiting.version
     response = editor.post("/sessions/h-1/revert/", {"to_version": "1", "expected_version": str(version),

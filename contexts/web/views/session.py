@@ -112,6 +112,8 @@ def session_revert(request: HttpRequest, session_id: str) -> HttpResponse:
         session = services.snapshot_revert(session=session, to_version=data["to_version"],
                                            expected_version=data["expected_version"], reason=data["reason"],
                                            actor=actor, source="staff")
+        if session.version == data["expected_version"]:
+            return session, f"Nothing changed: version {data['to_version']} holds what the context holds now."
         return session, f"Restored version {data['to_version']} as version {session.version}."
 
     return session_action(request, session_id, RevertForm, revert, regions.RESTORED)
@@ -123,6 +125,8 @@ def session_reset(request: HttpRequest, session_id: str) -> HttpResponse:
     def reset(session: SessionContext, data: dict[str, Any], actor: Actor) -> tuple[SessionContext, str]:
         session = services.snapshot_reset(session=session, reason=data["reason"],
                                           expected_version=data["expected_version"], actor=actor)
+        if session.version == data["expected_version"]:
+            return session, "Nothing changed: the context was already empty."
         return session, f"Context reset (version {session.version}); the history keeps every earlier version."
 
     return session_action(request, session_id, ResetForm, reset, regions.RESTORED)
