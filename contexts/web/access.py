@@ -77,9 +77,12 @@ def working_project(request: HttpRequest) -> tuple[Any, str | None]:
     if found is None or (pinned and found[0].slug != pinned):
         return None, None
     project, role = found
-    if not pinned and request.GET.get("project") == project.slug and \
-            request.session.get(PROJECT_SESSION_KEY) != project.slug:
+    linked = request.GET.get("project")
+    if not pinned and linked == project.slug and request.session.get(PROJECT_SESSION_KEY) != project.slug:
         request.session[PROJECT_SESSION_KEY] = project.slug  # a link into another project: stay there
+    elif not pinned and linked and linked != project.slug and not request.htmx:
+        # A link into a project the person is not in (or no longer): say so rather than show another silently.
+        messages.warning(request, f"You are not a member of project {linked[:100]!r}: this is {project.name}.")
     return project, role
 
 

@@ -239,7 +239,10 @@ def test_the_switcher_moves_a_member_of_two_projects_and_a_member_of_one_sees_on
     # A member of A alone cannot switch to B by a form or a link.
     amy_client = _client(amy)
     amy_client.post("/projects/switch/", {"project": B_MARK})
-    assert "zeta-only" not in amy_client.get(f"/?project={B_MARK}").content.decode()
+    linked = amy_client.get(f"/?project={B_MARK}").content.decode()
+    assert "zeta-only" not in linked
+    # ...and is told so, rather than shown A's sessions as if they were what the link named.
+    assert f"You are not a member of project &#x27;{B_MARK}&#x27;: this is Alpha team." in linked
 
 
 def test_a_superuser_sees_every_project_in_the_switcher(world, admin_user):
