@@ -86,10 +86,11 @@ def working_project(request: HttpRequest) -> tuple[Any, str | None]:
     return project, role
 
 
-def staff_view(perm: str | None = None) -> Callable:
+def staff_view(perm: str | None = None, *, action: str | None = None) -> Callable:
     """Login required (htmx: the browser is sent to the login page); a missing permission, globally (the role
     groups) or in the project the person is working in (their membership's role), answers 403. The view finds
-    that project as `request.project`: everything it shows or changes is within it."""
+    that project as `request.project`: everything it shows or changes is within it. `action`: what the refusal
+    says the person may not do, when the permission's own words would not name it."""
 
     def decorate(view: Callable) -> Callable:
         @wraps(view)
@@ -107,7 +108,7 @@ def staff_view(perm: str | None = None) -> Callable:
             project, role = working_project(request)
             allowed = request.user.has_perms(needed)
             if not allowed or project is None or not role_allows(role, perm):
-                what = {EDIT_PERM: "edit or reset contexts", HANDOFF_PERM: "handle handoffs"}.get(
+                what = action or {EDIT_PERM: "edit or reset contexts", HANDOFF_PERM: "handle handoffs"}.get(
                     perm or "", "view session contexts")
                 pinned = request.headers.get(PROJECT_HEADER) if request.htmx else request.POST.get(PROJECT_FIELD)
                 if allowed and project is None and pinned:

@@ -152,7 +152,9 @@ def test_a_take_over_confirmed_for_one_owner_is_refused_when_someone_else_owns_i
 
 def test_support_cannot_take_over_and_nothing_changes(support, taken_by_alice, alice):
     assert "Take over from" not in support.get("/sessions/desk-1/").content.decode()
-    assert support.post("/sessions/desk-1/take-over/", **HTMX).status_code == 403
+    refused = support.post("/sessions/desk-1/take-over/", **HTMX)
+    # Said as what it is, not as "edit or reset contexts".
+    assert refused.status_code == 403 and "permission to take a conversation over" in refused.content.decode()
     session = SessionContext.objects.get(pk=taken_by_alice.pk)
     assert session.assignee == alice and not Event.objects.filter(type=Event.Type.HANDOFF_TAKEN_OVER).exists()
 

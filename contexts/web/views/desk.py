@@ -41,7 +41,7 @@ def handoff_take(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_view(EDIT_PERM)
+@staff_view(EDIT_PERM, action="take a conversation over from someone else")
 def handoff_take_over(request: HttpRequest, session_id: str) -> HttpResponse:
     def take_over(session: SessionContext, data: dict[str, Any], actor: Actor) -> tuple[SessionContext, str]:
         # The page named the owner the person confirmed taking it from; someone else may own it by now.
