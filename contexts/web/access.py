@@ -41,6 +41,8 @@ PROJECT_HEADER = "X-Sessionctx-Project"
 PROJECT_FIELD = "page_project"
 NO_PROJECT = "You are not a member of any project yet: ask an admin to add you to one."
 SIGNED_OUT = "You are signed out, so this page stopped updating: sign in again to go on (your typing is still here)."
+SIGNED_OUT_ACTION = ("You are signed out, so this was not sent: sign in again in another tab, then send it again "
+                     "from here (what you typed is still here).")
 
 
 def session_url(request: HttpRequest, session_id: str) -> str:
@@ -100,6 +102,10 @@ def staff_view(perm: str | None = None, *, action: str | None = None) -> Callabl
                     # Sent to the login page, the page would lose what the person is typing: stop polling, say so.
                     flash = render_to_string("contexts/base.html#flash", {"oob": True, "error": SIGNED_OUT}, request)
                     return reswap(HttpResponseStopPolling(flash), "none")
+                if request.htmx and request.method == "POST":
+                    # Sent to the login page, the reply or note being sent would be lost: keep the page, say so.
+                    response = render(request, "contexts/_messages.html", {"error": SIGNED_OUT_ACTION}, status=403)
+                    return reswap(retarget(response, "#flash"), "innerHTML")
                 if request.htmx:
                     page = request.htmx.current_url_abs_path or "/"
                     return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': page})}")

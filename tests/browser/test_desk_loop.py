@@ -204,8 +204,13 @@ def test_the_desk_loop_with_two_people_and_one_agent(live_server, new_page, agen
 
     # 9. B, signed out elsewhere while typing, keeps the page and the text: the polls stop and say so.
     b.locator("[data-field=note]").fill("Half a note from Bob")
-    b.context.clear_cookies()
+    b.context.clear_cookies(name="sessionid")  # as signing out in another tab does (the CSRF cookie stays)
     expect(b.locator("#flash")).to_contain_text("You are signed out", timeout=LIVE_WITHIN)
     expect(b).to_have_url(re.compile(rf"/sessions/{SESSION}/$"))
     expect(b.locator("[data-field=note]")).to_have_value("Half a note from Bob")
     shot(b, "08-b-signed-out-keeps-the-page")
+    # Sending it anyway is refused on the page: not sent, and the note is still there to send after signing in.
+    b.locator("[data-action=note]").click()
+    expect(b.locator("#flash")).to_contain_text("this was not sent", timeout=LIVE_WITHIN)
+    expect(b).to_have_url(re.compile(rf"/sessions/{SESSION}/$"))
+    expect(b.locator("[data-field=note]")).to_have_value("Half a note from Bob")

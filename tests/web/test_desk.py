@@ -287,9 +287,11 @@ def test_a_poll_after_signing_out_stops_and_says_so_instead_of_leaving_the_page(
     assert response.status_code == 286 and response["HX-Reswap"] == "none"
     assert "HX-Redirect" not in response
     assert "You are signed out" in response.content.decode()
-    # An action (not a poll) still goes to the login page.
+    # An action is not sent, and the page stays with what was typed (it went to the login page, losing it).
     action = client.post("/sessions/desk-1/reply/", {"content": "hi"}, **HTMX)
-    assert action["HX-Redirect"].startswith("/accounts/login/")
+    assert action.status_code == 403 and "HX-Redirect" not in action
+    assert "this was not sent" in action.content.decode() and action["HX-Retarget"] == "#flash"
+    assert not Message.objects.filter(content="hi").exists()
 
 
 def test_the_timeline_shows_the_note_just_added_on_a_long_lived_conversation(alice):
