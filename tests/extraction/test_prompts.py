@@ -114,6 +114,18 @@ def test_more_chunks_than_one_run_takes_go_to_a_follow_up_run(fake_model, extrac
     assert session.cursor_seq == 8 and session.summary.split() == [f"m{i}" for i in range(1, 9)]
 
 
+def _chunked_by(fake, settings) -> None:
+    """The model at `fake`, with a prompt budget that cuts eight messages of 900 characters into chunks."""
+    settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "flaky", fake.url, 5.0
+    settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
+    settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 5
+
+
+def _seqs(prompt: str) -> list[int]:
+    """The seq of each message a prompt shows."""
+    return [int(s) for s in re.findall(r'<message seq="(\d+)"', prompt)]
+
+
 def test_a_later_chunk_that_fails_keeps_what_the_earlier_chunks_paid_for(settings):
     """A model that answers the first chunk and fails the second: the first chunk's snapshot is written and its
     messages consumed (they were paid for), the failed ones stay unseen for a follow-up run."""
@@ -127,14 +139,12 @@ def test_a_later_chunk_that_fails_keeps_what_the_earlier_chunks_paid_for(setting
         return error(400, "the model refused this request") if len(seen) == 2 else echo_extraction(request)
 
     with FakeOpenAI(second_call_fails) as fake:
-        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "flaky", fake.url, 5.0
-        settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
-        settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 5
+        _chunked_by(fake, settings)
         session = make_session(mode="summary")
         post(session, *[("user", f"m{i} " + "y" * 900) for i in range(1, 9)])
         run = extraction_run_now(session=session, trigger="test")
-        first_chunk = [int(s) for s in re.findall(r'<message seq="(\d+)"', fake.prompts()[0])]
-        failed_chunk = [int(s) for s in re.findall(r'<message seq="(\d+)"', fake.prompts()[1])]
+        first_chunk = _seqs(fake.prompts()[0])
+        failed_chunk = _seqs(fake.prompts()[1])
 
     assert len(seen) == 2 and first_chunk[0] == 1 and failed_chunk[0] == first_chunk[-1] + 1
     assert run.status == "succeeded", run.error
@@ -160,14 +170,12 @@ def test_a_later_chunk_that_fails_after_one_that_changed_nothing_is_named_on_the
 
     second_call_fails.calls = 0
     with FakeOpenAI(second_call_fails) as fake:
-        settings.SESSIONCTX_MODEL, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT = "flaky", fake.url, 5.0
-        settings.SESSIONCTX_PROMPT_BUDGET_CHARS = 2500
-        settings.SESSIONCTX_MAX_CHUNKS_PER_RUN = 5
+        _chunked_by(fake, settings)
         settings.SESSIONCTX_UNCHANGED_RETRIES = 1
         session = make_session(mode="summary")
         post(session, *[("user", f"Order {i} arrived broken yesterday " + "y" * 900) for i in range(1, 9)])
         run = extraction_run_now(session=session, trigger="test")
-        failed_chunk = [int(s) for s in re.findall(r'<message seq="(\d+)"', fake.prompts()[1])]
+        failed_chunk = _seqs(fake.prompts()[1])
         accepted = extraction_run_now(session=session, trigger="test")  # the same answer, taken this time
 
     # The first chunk's answer changed nothing: the run is no_change, and says why the rest was not read.
