@@ -48,8 +48,8 @@ class NewestFirstPagination(CursorPagination):
         try:
             return super().paginate_queryset(queryset, request, view)
         except (ValueError, TypeError, OverflowError, DjangoValidationError):
-            # A cursor that decodes but holds a position its ordering cannot take ("p=abc" for a version): a
-            # 400, not a 500.
+            # A cursor that decodes but holds a position its ordering cannot take ("p=abc" for a version): the
+            # 404 of any other cursor no list gave, not a 500.
             raise invalid_cursor() from None
 
     def decode_cursor(self, request):
