@@ -15,6 +15,7 @@ from django.utils import timezone
 from contexts import services
 from contexts.extraction.policy import idle_sweep, is_valid_policy, parse_policy
 from contexts.models import ExtractionRun, Message, SessionContext
+from contexts.selectors.usage import budget_day_start
 from contexts.tasks import sweep_idle_updates
 from tests.concurrency import once_before
 
@@ -158,7 +159,11 @@ def test_an_idle_update_refused_for_a_spent_budget_is_made_the_next_day(settings
         services.messages_post(session_id="quiet", mode="summary", messages=[
             {"role": "user", "content": "We are moving the shop database from MySQL to PostgreSQL."},
             {"role": "assistant", "content": "Noted: MySQL to PostgreSQL."}])
-    later = timezone.now() + timedelta(seconds=61)
+    # The sweeps below must fall on the budget's day (UTC) of the runs this test makes: run in the last minutes
+    # before midnight, "five minutes later" was the next day (CI met it). The messages are dated to fit.
+    quiet_from = min(timezone.now(), budget_day_start() + timedelta(hours=23, minutes=50))
+    Message.objects.filter(session__session_id="quiet").update(created_at=quiet_from)
+    later = quiet_from + timedelta(seconds=61)
     with django_capture_on_commit_callbacks(execute=True):
         assert idle_sweep(now=later) == 1
     run = ExtractionRun.objects.get(session__session_id="quiet")
