@@ -82,19 +82,17 @@ class ContextEditForm(forms.Form):
             if not text:
                 continue
             row = re.fullmatch(r"r([0-9]{1,4})", row_id)
-            if row and 0 < int(row[1]) <= len(shown):
-                before = shown[int(row[1]) - 1]
-                if "\n" in before or "\r" in before:
-                    text = before if _as_one_line(before) == text else text
+            if row and 0 < int(row[1]) <= len(shown) and _as_one_line(shown[int(row[1]) - 1]) == text:
+                text = shown[int(row[1]) - 1]
             plan.append(text)
             if row_id in done_ids:
                 done.append(text)
         return plan, done
 
-    def changes(self, data, progress: list[str] | None = None, plan: Sequence[str] = ()) -> dict[str, Any]:
-        """The snapshot fields the form posted; `progress` and `plan`, the session's lists the form was filled
-        from."""
-        plan, done = self.plan_from(data, plan)
+    def changes(self, data, progress: list[str] | None = None, shown_plan: Sequence[str] = ()) -> dict[str, Any]:
+        """The snapshot fields the form posted; `progress` and `shown_plan`, the session's lists the form was
+        filled from."""
+        plan, done = self.plan_from(data, shown_plan)
         other = [line.strip() for line in self.cleaned_data["other_progress"].splitlines() if line.strip()]
         return {
             "summary": self.cleaned_data["summary"],
