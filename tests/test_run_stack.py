@@ -1,4 +1,4 @@
-"""`make run-stack`: gunicorn, a Celery worker and beat under honcho, on this machine's PostgreSQL and Redis."""
+"""`make run-stack`: gunicorn, the two Celery workers and beat under honcho, on this machine's PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from django.db import connection
 
 from tests.extraction.workers import database_url
 from tests.fake_openai import FakeOpenAI
+from tests.services.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.worker
 
@@ -50,7 +51,8 @@ def fresh_database():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_make_run_stack_serves_the_api_and_its_worker_does_the_extraction(fresh_database, tmp_path):
+def test_make_run_stack_serves_the_api_its_worker_does_the_extraction_and_its_webhook_worker_the_delivery(
+        fresh_database, tmp_path):
     server = redis.Redis.from_url(REDIS_URL)
     try:
         server.ping()
@@ -61,14 +63,14 @@ def test_make_run_stack_serves_the_api_and_its_worker_does_the_extraction(fresh_
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with FakeOpenAI() as fake:
+    with FakeOpenAI() as fake, Receiver(204) as receiver:
         env = {**os.environ, "DATABASE_URL": fresh_database, "CELERY_BROKER_URL": f"{redis_base}/3",
                "CACHE_URL": f"{redis_base}/4", "CELERY_QUEUE": f"stack-{uuid.uuid4().hex[:8]}",
                "SECRET_KEY": "insecure-key-for-tests-only", "DEBUG": "false", "ALLOWED_HOSTS": "127.0.0.1",
                "SECURE_SSL_REDIRECT": "false", "STATIC_ROOT": str(tmp_path / "static"),
                "BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule"), "WEB_CONCURRENCY": "1",
                "WORKER_CONCURRENCY": "1", "SESSIONCTX_MODEL": "fake-model", "OPENAI_API_KEY": "test",
-               "OPENAI_BASE_URL": fake.url, "OPENAI_MAX_RETRIES": "0"}
+               "OPENAI_BASE_URL": fake.url, "OPENAI_MAX_RETRIES": "0", "SESSIONCTX_WEBHOOK_ALLOW_PRIVATE": "true"}
         log = tmp_path / "stack.log"
         # The suite's own venv is already installed: -o keeps make from reinstalling it from the lock.
         with log.open("w") as out:
@@ -77,8 +79,8 @@ def test_make_run_stack_serves_the_api_and_its_worker_does_the_extraction(fresh_
                                      stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: " ready." in log.read_text() or stack.poll() is not None, what="the worker to be ready",
-                       timeout=120)
+            wait_until(lambda: log.read_text().count(" ready.") == 2 or stack.poll() is not None,
+                       what="both workers to be ready", timeout=120)
             assert stack.poll() is None, log.read_text()
             wait_until(lambda: _answers(f"{base}/api/v1/health/live"), what="gunicorn to answer")
             key = subprocess.run([str(VENV / "bin/python"), "manage.py", "create_api_key", "stack-test"], cwd=ROOT,
@@ -98,6 +100,16 @@ def test_make_run_stack_serves_the_api_and_its_worker_does_the_extraction(fresh_
             # A hashed static name: collectstatic ran and WhiteNoise serves the manifest's files.
             page = requests.get(f"{base}/accounts/login/", timeout=10).text
             assert "/static/contexts/app." in page and "/static/contexts/app.css" not in page
+            # A webhook goes out through the stack's webhook worker (the update worker does not take its queue).
+            subprocess.run([str(VENV / "bin/python"), "manage.py", "shell", "-c",
+                            "from contexts.services.webhooks import webhook_endpoint_create as create; "
+                            f"create(url='{receiver.url}', event_types=['handoff.requested'])"],
+                           cwd=ROOT, env=env, check=True, capture_output=True)
+            asked = requests.post(f"{base}/api/v1/sessions/stack-1/handoff", headers=headers, timeout=10,
+                                  json={"reason": "The customer asks for a person"})
+            assert asked.status_code == 200, asked.text
+            (delivered,) = receiver.wait_for(1, timeout=30)
+            assert b'"handoff.requested"' in delivered.body
         finally:
             honcho = Path(f"/proc/{stack.pid}/task/{stack.pid}/children").read_text().split() \
                 if stack.poll() is None else []
@@ -111,7 +123,7 @@ def test_make_run_stack_serves_the_api_and_its_worker_does_the_extraction(fresh_
                 print(log.read_text())
         output = log.read_text()
         assert stack.returncode in (0, 130, 143, 2), output
-        for name in ("web.1", "worker.1", "beat.1"):
+        for name in ("web.1", "worker.1", "webhooks.1", "beat.1"):
             assert f"{name} stopped" in output, output
         assert not _answers(f"{base}/api/v1/health/live")
 

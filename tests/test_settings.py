@@ -222,3 +222,15 @@ def test_a_size_interval_or_price_below_what_means_anything_is_a_named_error_at_
 
 def test_zero_is_a_meaningful_read_cache_ttl_and_events_wait():
     assert _import_settings(DEBUG="true", SESSIONCTX_READ_CACHE_TTL="0", SESSIONCTX_EVENTS_MAX_WAIT="0").returncode == 0
+
+
+def test_the_webhook_queue_follows_the_update_queue_and_may_not_be_the_same_one():
+    named = subprocess.run([sys.executable, "-c", "import sessionctx.settings as s; "
+                            "print([q.name for q in s.CELERY_TASK_QUEUES])"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "DEBUG": "true", "CELERY_QUEUE": "ctx-eu",
+                                                       "CELERY_WEBHOOK_QUEUE": ""})
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.strip().splitlines()[-1] == "['ctx-eu', 'ctx-eu.webhooks']"
+    result = _import_settings(DEBUG="true", CELERY_QUEUE="ctx-eu", CELERY_WEBHOOK_QUEUE="ctx-eu")
+    assert result.returncode != 0
+    assert "CELERY_WEBHOOK_QUEUE must differ from CELERY_QUEUE" in result.stderr

@@ -74,6 +74,9 @@ class OperationsCollector:
         for outcome, n in sorted(figures.webhook_deliveries.items()):
             deliveries.add_metric([outcome], n)
         yield deliveries
+        yield GaugeMetricFamily("sessionctx_webhook_oldest_due_age_seconds",
+                                "How long the delivery longest due has waited for a webhook worker (0 when none "
+                                "waits).", value=figures.webhook_oldest_due_seconds)
         retries = CounterMetricFamily("sessionctx_extraction_retries", "Retries: model calls beyond a run's first "
                                       "(kind model_call) and deliveries of a run's task beyond its first "
                                       "(kind task_redelivery).", labels=["kind"])

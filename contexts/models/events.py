@@ -92,6 +92,9 @@ class WebhookDelivery(models.Model):
     # While an attempt runs, when it is presumed lost: no other attempt starts before then, even if a "send again"
     # made the delivery due meanwhile.
     attempt_until = models.DateTimeField(null=True, blank=True)
+    # When the sweep last sent it to the workers: it sends it again only after a while, not at every sweep while it
+    # waits in the queue behind others.
+    swept_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from django.db.models import Count, F, Min, Q, Sum
 from django.utils import timezone
 
-from ..models import ExtractionRun, SessionContext, Status, WebhookDelivery
+from ..models import ExtractionRun, SessionContext, Status, WebhookDelivery, WebhookEndpoint
 
 # Run latency buckets, in seconds (an offline run takes milliseconds, a model call seconds).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -28,13 +28,16 @@ class OperationsFigures:
     longest_handoff_wait_seconds: float = 0.0
     # outcome (pending, delivered, failed) -> deliveries
     webhook_deliveries: dict[str, int] = field(default_factory=dict)
+    # How long the delivery longest due has waited for a webhook worker to attempt it (one being attempted, or
+    # waiting for its next retry, is not due).
+    webhook_oldest_due_seconds: float = 0.0
     # Retries: model calls beyond a run's first (retries and repairs), and deliveries of a run's task beyond its
     # first (a lost worker's run taken up again, a broker's redelivery).
     retries: dict[str, int] = field(default_factory=lambda: {"model_call": 0, "task_redelivery": 0})
 
 
 def operations_figures() -> OperationsFigures:
-    """One aggregate query per table (runs, sessions waiting, deliveries)."""
+    """A few aggregate queries (runs, sessions waiting, deliveries)."""
     figures = OperationsFigures()
     now = timezone.now()
     finished = ~Q(status__in=UNFINISHED)
@@ -71,4 +74,10 @@ def operations_figures() -> OperationsFigures:
         figures.longest_handoff_wait_seconds = max(0.0, (now - waiting["oldest"]).total_seconds())
     figures.webhook_deliveries = dict(WebhookDelivery.objects.order_by().values_list("status")
                                       .annotate(n=Count("id")).values_list("status", "n"))
+    oldest_due = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now,
+        endpoint_id__in=WebhookEndpoint.objects.filter(is_active=True).values("pk"),
+    ).aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    if oldest_due is not None:
+        figures.webhook_oldest_due_seconds = max(0.0, (now - oldest_due).total_seconds())
     return figures

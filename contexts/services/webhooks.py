@@ -44,6 +44,9 @@ DELIVER_TASK = "contexts.deliver_webhook"
 COUNTDOWN_MAX = 300.0
 # A delivery that has been due this long was lost (never sent, or its task died with a worker): the sweep sends it.
 SWEEP_GRACE = 15.0
+# One the sweep sent is sent again only this long after, if still not attempted (its task lost, or still waiting behind
+# others in the queue): a queue that is slow to drain does not get a copy of each delivery at every sweep.
+SWEEP_RESEND_AFTER = 120.0
 # 408 Request Timeout, 425 Too Early and 429 Too Many Requests say "later"; any other 4xx says the request itself is
 # refused, and sending the same bytes again for a day would not change that.
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -217,7 +220,7 @@ def send(delivery_id: int, *, countdown: float = 0.0) -> None:
         return
     try:
         current_app.tasks[DELIVER_TASK].apply_async(
-            args=[delivery_id], countdown=countdown or None, queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+            args=[delivery_id], countdown=countdown or None, queue=settings.SESSIONCTX_WEBHOOK_QUEUE,
             retry=True, retry_policy=PUBLISH_RETRY_POLICY)
     except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
         # The row stays due: the sweep sends it once the broker is back.
@@ -262,12 +265,15 @@ def webhook_delivery_run(*, delivery_id: int) -> str:
 
 
 def webhooks_sweep(*, now=None) -> int:
-    """Send the deliveries that are due (and were not sent by a countdown) to the workers; returns how many."""
+    """Send the deliveries that are due (and were not sent by a countdown) to the workers, unless the sweep sent them
+    lately; returns how many."""
     now = now or timezone.now()
     due = list(WebhookDelivery.objects.filter(
+        Q(swept_at__isnull=True) | Q(swept_at__lte=now - timedelta(seconds=SWEEP_RESEND_AFTER)),
         status=WebhookDelivery.Status.PENDING, endpoint__is_active=True,
         next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE),
     ).order_by("next_attempt_at").values_list("pk", flat=True)[:1000])
+    WebhookDelivery.objects.filter(pk__in=due).update(swept_at=now)
     for delivery_id in due:
         send(delivery_id)
     return len(due)

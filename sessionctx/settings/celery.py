@@ -6,6 +6,7 @@ import math
 import ssl
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from .env import env, env_int
 from .sessionctx import OPENAI_TIMEOUT
@@ -17,7 +18,7 @@ __all__ = [
     "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP",
     "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS", "CELERY_TASK_SOFT_TIME_LIMIT",
     "CELERY_TASK_TIME_LIMIT", "CELERY_BROKER_TRANSPORT_OPTIONS", "CELERY_WORKER_HIJACK_ROOT_LOGGER",
-    "CELERY_DB_REUSE_MAX", "SWEEP_INTERVAL", "CELERY_BEAT_SCHEDULE",
+    "CELERY_DB_REUSE_MAX", "SWEEP_INTERVAL", "CELERY_BEAT_SCHEDULE", "SESSIONCTX_WEBHOOK_QUEUE", "CELERY_TASK_QUEUES",
 ]
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
@@ -33,6 +34,16 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "sessionctx")
+# Webhook deliveries have a queue of their own, so a receiver that hangs holds the workers of that queue only and
+# never delays an update. A worker started without -Q takes both queues; the Procfile and deploy/ run one worker for
+# each (`-Q sessionctx` and `-Q sessionctx.webhooks`).
+SESSIONCTX_WEBHOOK_QUEUE = env("CELERY_WEBHOOK_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}.webhooks")
+if SESSIONCTX_WEBHOOK_QUEUE == CELERY_TASK_DEFAULT_QUEUE:
+    raise ImproperlyConfigured("CELERY_WEBHOOK_QUEUE must differ from CELERY_QUEUE: a receiver that hangs would hold "
+                               "the workers that update the snapshots")
+# Each as Celery makes a queue it is only told the name of (an exchange of the same name, routed by it).
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name)
+                      for name in (CELERY_TASK_DEFAULT_QUEUE, SESSIONCTX_WEBHOOK_QUEUE)]
 # A task is acknowledged after it ran, so a killed worker's task is redelivered to another.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

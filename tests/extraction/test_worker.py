@@ -39,6 +39,7 @@ def cluster(settings):
         pytest.skip(f"no Redis at {REDIS_URL}")
     queue = f"sessionctx-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    settings.SESSIONCTX_WEBHOOK_QUEUE = f"{queue}.webhooks"  # as the workers' settings make it of CELERY_QUEUE
     workers: list[Worker] = []
     with FakeOpenAI() as fake, celery_broker(REDIS_URL):
         env = {
@@ -50,8 +51,11 @@ def cluster(settings):
             "CELERY_UNACKED_RESTORE_INTERVAL": "1", "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         }
 
-        def start(name: str, *, beat: bool = False, **overrides: str) -> Worker:
-            worker = (Beat if beat else Worker)(name, queue=queue, env={**env, **overrides})
+        def start(name: str, *, beat: bool = False, only: str | None = None, **overrides: str) -> Worker:
+            if beat:
+                worker = Beat(name, queue=queue, env={**env, **overrides})
+            else:
+                worker = Worker(name, queue=queue, env={**env, **overrides}, only=only)
             workers.append(worker)
             worker.wait_ready()
             return worker
@@ -60,7 +64,7 @@ def cluster(settings):
         for worker in workers:
             print(f"--- worker {worker.name} log (tail) ---\n{worker.output()[-3000:]}")  # shown for failures
             worker.stop()
-    redis.Redis.from_url(REDIS_URL).delete(queue)
+    redis.Redis.from_url(REDIS_URL).delete(queue, settings.SESSIONCTX_WEBHOOK_QUEUE)
 
 
 @pytest.fixture

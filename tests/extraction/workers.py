@@ -26,18 +26,21 @@ def database_url(settings_dict: dict) -> str:
 
 
 class Worker:
-    """`celery -A sessionctx worker` in its own process group, so SIGKILL takes the whole worker."""
+    """`celery -A sessionctx worker` in its own process group, so SIGKILL takes the whole worker. It takes the
+    queues a worker started without -Q takes (`queue` for updates, `queue`.webhooks for deliveries), or only those
+    named in `only` (comma-separated), as the Procfile's workers each do."""
 
     def __init__(self, name: str, *, queue: str, env: dict[str, str], pool: str = "prefork",
-                 concurrency: int = 1, log_level: str = "INFO") -> None:
+                 concurrency: int = 1, log_level: str = "INFO", only: str | None = None) -> None:
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f"celery-{name}-", suffix=".log", delete=False)  # noqa: SIM115
         # INFO unless a test says otherwise: the " ready." line (INFO) is how wait_ready knows it is up.
         full_env = {**os.environ, "SECRET_KEY": "insecure-key-for-tests-only", "DEBUG": "false",
                     "CELERY_QUEUE": queue, **env, "LOG_LEVEL": log_level}
         self.process = subprocess.Popen(
-            [CELERY, "-A", "sessionctx", "worker", "-Q", queue, "-n", f"{name}-{os.getpid()}@%h", "--pool", pool,
-             "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
+            [CELERY, "-A", "sessionctx", "worker", *(["-Q", only] if only else []), "-n", f"{name}-{os.getpid()}@%h",
+             "--pool", pool, "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-l", "info"],
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

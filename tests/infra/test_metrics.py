@@ -9,7 +9,8 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from contexts.models import ExtractionRun, SessionContext, Status
+from contexts.models import Event, ExtractionRun, SessionContext, Status, WebhookDelivery
+from contexts.services.webhooks import webhook_endpoint_create
 from tests.api.conftest import Agent
 from tests.factories import make_api_key, make_session
 
@@ -81,3 +82,23 @@ def test_a_scrape_after_a_run_finds_its_counters(settings, django_capture_on_com
     # django-prometheus's HTTP side counts the API call above.
     assert any(name == "django_http_responses_total_by_status_view_method_total"
                and dict(labels).get("view") == "api-messages" for name, labels in after)
+
+
+def test_a_delivery_no_webhook_worker_takes_shows_its_wait(settings):
+    settings.METRICS_TOKEN = TOKEN
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    assert samples(scrape())[("sessionctx_webhook_oldest_due_age_seconds", ())] == 0
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook")
+    session = make_session("metrics-hook")
+    event = Event.objects.create(project_id=session.project_id, session=session, type="handoff.requested", data={})
+    now = timezone.now()
+    # Due 7 minutes ago and never attempted (no worker takes the webhook queue); one being attempted now (its
+    # lease ahead) and one waiting for its retry are not behind.
+    WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=now - timedelta(minutes=7))
+    other = Event.objects.create(project_id=session.project_id, session=session, type="handoff.taken", data={})
+    WebhookDelivery.objects.create(endpoint=endpoint, event=other, next_attempt_at=now + timedelta(seconds=50))
+    assert 420 <= samples(scrape())[("sessionctx_webhook_oldest_due_age_seconds", ())] < 450
+    # An endpoint an admin disabled keeps its deliveries for later: nobody is behind on those.
+    endpoint.is_active = False
+    endpoint.save()
+    assert samples(scrape())[("sessionctx_webhook_oldest_due_age_seconds", ())] == 0
