@@ -51,11 +51,13 @@ def cluster(settings):
             "CELERY_UNACKED_RESTORE_INTERVAL": "1", "CELERY_UNACKED_RESTORE_THROTTLE": "1",
         }
 
-        def start(name: str, *, beat: bool = False, only: str | None = None, **overrides: str) -> Worker:
+        def start(name: str, *, beat: bool = False, only: str | None = None, pool: str = "prefork",
+                  **overrides: str) -> Worker:
             if beat:
                 worker = Beat(name, queue=queue, env={**env, **overrides})
             else:
-                worker = Worker(name, queue=queue, env={**env, **overrides}, only=only)
+                worker = Worker(name, queue=queue, env={**env, **overrides}, only=only, pool=pool, concurrency=(
+                    8 if pool == "threads" else 1))
             workers.append(worker)
             worker.wait_ready()
             return worker

@@ -98,7 +98,7 @@ def test_deliveries_have_a_queue_of_their_own_and_a_waiting_one_is_not_copied_at
         assert broker.llen(webhook_queue) == 2
         assert webhooks_sweep(now=later + timezone.timedelta(seconds=SWEEP_RESEND_AFTER + 1)) == 1
 
-        start("webhooks", only=webhook_queue, **WORKER_ENV)
+        start("webhooks", only=webhook_queue, pool="threads", **WORKER_ENV)  # as the Procfile runs it
         delivery = _wait_delivered(delivery.pk, timeout=30)
         receiver.wait_for(1, timeout=5)
         time.sleep(1)  # the two copies are taken too, and find it delivered
