@@ -43,11 +43,15 @@ def _delete_batch(ids: list[int], *, still_selected: QuerySet[SessionContext], r
     """Delete these sessions (those the rule still selects) in one short transaction; add the counts to `record`.
 
     The row lock makes a session being written right now either finish first (erasure waits for it) or be left
-    for the next run (retention skips it: a session someone is writing is not untouched).
+    for the next run (retention skips it: a session someone is writing is not untouched). The rule is asked again
+    once the locks are held, in a statement of its own: the locking one saw the database as it was when it began,
+    and a message that committed before it reached a row would otherwise go with the session. Nothing can commit
+    to a locked session after that (a message's foreign key check waits for the lock).
     """
     with transaction.atomic():
-        locked = list(still_selected.filter(pk__in=ids).select_for_update(skip_locked=skip_locked)
-                      .values_list("pk", "project_id", "session_id"))
+        ids = list(SessionContext.objects.filter(pk__in=ids).select_for_update(skip_locked=skip_locked)
+                   .values_list("pk", flat=True))
+        locked = list(still_selected.filter(pk__in=ids).values_list("pk", "project_id", "session_id")) if ids else []
         if not locked:
             return 0
         pks = [pk for pk, _, _ in locked]

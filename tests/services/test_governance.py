@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.apps import apps
 from django.core.management import CommandError, call_command
-from django.db import models
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from contexts import services
@@ -26,6 +26,7 @@ from contexts.models import (
 )
 from contexts.services import Actor
 from contexts.services.governance import sessions_purge, user_erase, user_id_digest
+from tests.concurrency import in_another_connection
 from tests.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
@@ -150,6 +151,40 @@ def test_a_session_whose_conversation_went_on_without_a_new_snapshot_is_not_purg
     services.messages_post(session_id="talking", messages=[{"role": "user", "content": "still here"}])
     counts, _ = sessions_purge(older_than=timedelta(days=90), actor=Actor.system("test"))
     assert counts["sessions"] == 0 and SessionContext.objects.filter(session_id="talking").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_that_commits_while_the_purge_takes_its_locks_keeps_the_session():
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and statement snapshots are PostgreSQL's")
+    services.messages_post(session_id="back-again", messages=[{"role": "user", "content": "hi"}])
+    _age(["back-again"], 100)
+    session = SessionContext.objects.get(session_id="back-again")
+
+    def message_committed_meanwhile():
+        # A message that committed after the locking statement's snapshot was taken and before it reached the row:
+        # that statement did not see it. (Its foreign key check would wait for the purge's row lock, so it is
+        # written as one that got in just before: without that check.)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL session_replication_role = replica")
+            Message.objects.create(session_id=session.pk, seq=2, role="user", content="I am back")
+
+    ran = []
+
+    def after_the_lock(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not ran and "FOR UPDATE" in sql:
+            ran.append(True)
+            in_another_connection(message_committed_meanwhile)
+        return result
+
+    with connection.execute_wrapper(after_the_lock):
+        counts, _ = sessions_purge(older_than=timedelta(days=90), actor=Actor.system("test"))
+
+    assert ran
+    assert counts["sessions"] == 0
+    assert list(Message.objects.filter(session__session_id="back-again").values_list("content", flat=True)) == [
+        "hi", "I am back"]
 
 
 def test_purge_command_dry_run_counts_and_deletes_nothing_then_deletes(capsys):
