@@ -67,6 +67,11 @@ class StepsField(forms.CharField):
         text = super().to_python(value) or ""
         return [line.strip() for line in text.splitlines() if line.strip()]
 
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        # Judged on the text as shown: a step an agent wrote with a line break shows as two lines, and a save that
+        # left the box alone must keep it one step (and write no revision), not split it.
+        return self.to_python(self.prepare_value(initial or [])) != self.to_python(data)
+
 
 class SessionContextForm(forms.ModelForm):
     plan = StepsField(required=False, help_text="One step per line.")
@@ -90,6 +95,8 @@ class SessionContextForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         # The policy is not versioned (an agent's PUT changes it without a revision): whether the person changed it
         # is judged against the page as loaded, so a save from that page leaves an agent's newer policy alone.
+        if "update_policy" not in self.fields:
+            return  # a person who may only view the session: the page shows the values, no form
         self.fields["update_policy"].show_hidden_initial = True
         if self.instance.pk is not None:
             self.fields["loaded_version"].initial = self.instance.version

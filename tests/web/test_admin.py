@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.contrib.messages.storage.cookie import CookieStorage, MessageSerializer
 from django.core import signing
 
@@ -15,7 +16,7 @@ from contexts import services
 from contexts.models import ApiKey, ExtractionRun, HandoffEvent, Project, Revision
 from contexts.services import Actor
 from contexts.services.governance import user_erase
-from tests.factories import make_session
+from tests.factories import make_session, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -233,3 +234,33 @@ def test_a_nul_character_in_a_page_address_is_a_400_not_a_server_error(superuser
     response = superuser.get(address)
     assert response.status_code == 400
     assert "Server Error" not in response.content.decode()
+
+
+def test_a_save_that_leaves_a_multi_line_step_alone_keeps_it_one_step_and_writes_no_revision(superuser):
+    session = make_session("adm-lines", content={"plan": ["Migrate:\nschema then data", "Ship"],
+                                                 "progress": ["Backed up:\nall tables"]})
+    url = f"/admin/contexts/sessioncontext/{session.pk}/change/"
+    data = form_of(superuser.get(url).content.decode())
+    data["update_policy"] = ["every_n_turns:3"]  # not part of the snapshot
+    assert superuser.post(url, data).status_code == 302
+    session.refresh_from_db()
+    assert (session.version, session.update_policy) == (1, "every_n_turns:3")
+    data = form_of(superuser.get(url).content.decode())
+    data["summary"] = ["Moving the database"]
+    assert superuser.post(url, data).status_code == 302
+    session.refresh_from_db()
+    assert session.plan == ["Migrate:\nschema then data", "Ship"] and session.progress == ["Backed up:\nall tables"]
+    assert Revision.objects.get(session=session, version=2).changed_fields == ["summary"]
+
+
+def test_a_staff_member_who_may_only_view_sessions_reads_the_page(client):
+    session = make_session("adm-view", content={"summary": "Refund under way", "plan": ["Check the order"]})
+    viewer = make_user("viewer", role="support")
+    viewer.is_staff = True
+    viewer.save(update_fields=["is_staff"])
+    viewer.user_permissions.add(Permission.objects.get(codename="view_sessioncontext"))
+    client.force_login(viewer)
+    response = client.get(f"/admin/contexts/sessioncontext/{session.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Refund under way" in page and 'name="_save"' not in page
