@@ -12,7 +12,7 @@ from django.utils import timezone
 from .. import readcache
 from ..exceptions import NotFound, VersionConflict
 from ..models import Event, FieldLock, Revision, SessionContext
-from ..snapshot import CONTENT_FIELDS, EMPTY_CONTENT, EXTRACTED_FIELDS, validate_reason, validate_snapshot
+from ..snapshot import CONTENT_FIELDS, EMPTY_CONTENT, fields_for, validate_reason, validate_snapshot
 from .actors import Actor
 from .events import event_record
 from .locks import locks_enforce
@@ -116,9 +116,11 @@ def snapshot_revert(*, session: SessionContext, to_version: int, expected_versio
 
 
 def snapshot_rewind(*, session: SessionContext, actor: Actor, reason: str) -> SessionContext:
-    """Empty the extracted fields and move the extraction cursor to the start, so the next run re-reads all.
-    A field staff locked keeps its value (what the re-read would write to it becomes its proposal)."""
+    """Empty the fields an extraction fills in the session's mode and move the extraction cursor to the start, so
+    the next run re-reads all (a summary-mode session keeps the goal, plan and progress someone wrote, which its
+    runs would never fill again). A field staff locked keeps its value (what the re-read would write to it becomes
+    its proposal)."""
     locked = set(FieldLock.objects.filter(session_id=session.pk).values_list("field", flat=True))
-    values = {name: EMPTY_CONTENT[name] for name in EXTRACTED_FIELDS if name not in locked}
+    values = {name: EMPTY_CONTENT[name] for name in fields_for(session.mode) if name not in locked}
     return _write_checked(session=session, expected_version=None, values=values, source=Revision.Source.RESET,
                           actor=actor, reason=validate_reason(reason), extra={"cursor_seq": 0})

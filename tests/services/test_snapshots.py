@@ -170,6 +170,16 @@ def test_rewind_empties_the_extracted_fields_and_sends_the_cursor_back_to_the_st
                                                                           ["summary", "goal", "plan"])
 
 
+def test_rewinding_a_summary_mode_session_keeps_the_goal_plan_and_progress_its_runs_never_fill():
+    session = make_session("rewind-2", mode="summary", content={"summary": "s", "goal": "Refund order 7",
+                                                                "plan": ["Check the order"], "progress": ["Asked"]})
+    services.snapshot_rewind(session=session, actor=ACTOR, reason="new rules")
+    stored = SessionContext.objects.get(pk=session.pk)
+    assert (stored.summary, stored.goal, stored.plan, stored.progress) == ("", "Refund order 7", ["Check the order"],
+                                                                           ["Asked"])
+    assert Revision.objects.get(session=session, version=2).changed_fields == ["summary"]
+
+
 # snapshot_write: the one versioned write every service ends in.
 
 def _row(session) -> SessionContext:
