@@ -288,12 +288,14 @@ class _LosesTheFirstWritesAnswer:
     """In front of the live server, as a proxy whose upstream times out: the first PATCH or PUT reaches the server
     (and is applied), and its answer is replaced by a 502."""
 
+    methods = ("PATCH", "PUT")
+
     def __init__(self, meanwhile=None) -> None:
         self.seen: list[tuple[str, str, int]] = []
         self.meanwhile = meanwhile  # what someone else does before the client tries again
 
     def note(self, request, response):
-        if request.method in ("PATCH", "PUT") and not any(method == request.method for method, *_ in self.seen):
+        if request.method in self.methods and not any(method == request.method for method, *_ in self.seen):
             response = httpx.Response(502, text="<html>502 Bad Gateway</html>", headers={"Retry-After": "0"})
             if self.meanwhile is not None:
                 self.meanwhile()
@@ -375,3 +377,60 @@ def test_a_retried_change_of_locks_whose_first_try_landed_answers_the_locks(conn
     assert [status for *_, status in proxy.seen] == [502, 200]
     with pytest.raises(ConflictError):  # a change that would undo something is refused as ever
         ctx.set_locks("r-locks", [], reason="back to the model", expected_locks=[])
+
+
+@pytest.mark.parametrize("call", ["reset_context", "revert_context", "delete_session"])
+def test_a_retried_reset_revert_or_delete_whose_first_try_landed_answers_its_result(connect, form, call):
+    session = make_session("r-other", content={"summary": "one"})
+    services.snapshot_update(session=session, expected_version=1, changes={"summary": "two"}, source="api",
+                             actor=Actor.system("agent"))
+    proxy = (_SyncLoses if form == "sync" else _AsyncLoses)()
+    proxy.methods = ("POST", "DELETE")
+    ctx = connect("read", "write", transport=proxy)
+
+    if call == "reset_context":
+        answer = ctx.reset_context("r-other", "start over", expected_version=2)
+        assert (answer["version"], answer["summary"]) == (3, "")
+        assert proxy.seen == [("POST", "reset", 502), ("POST", "reset", 412), ("GET", "context", 200)]
+    elif call == "revert_context":
+        answer = ctx.revert_context("r-other", 1, expected_version=2, reason=" the first was right ")
+        assert (answer["version"], answer["summary"]) == (3, "one")
+        assert proxy.seen == [("POST", "revert", 502), ("POST", "revert", 412), ("GET", "revisions", 200),
+                              ("GET", "context", 200)]
+    else:
+        assert ctx.delete_session("r-other") is None
+        assert proxy.seen == [("DELETE", "r-other", 502), ("DELETE", "r-other", 404)]
+    assert SessionContext.objects.filter(session_id="r-other").count() == (call != "delete_session")
+
+
+def test_a_retried_revert_is_a_conflict_when_another_write_made_the_next_version(connect, form):
+    session = make_session("r-other-2", content={"summary": "one"})
+    services.snapshot_update(session=session, expected_version=1, changes={"summary": "two"}, source="api",
+                             actor=Actor.system("agent"))
+
+    def someone_else_reverts_too():  # a revert to the same version, with its own reason, lands first
+        current = SessionContext.objects.get(pk=session.pk)
+        services.snapshot_revert(session=current, to_version=1, expected_version=2, reason="theirs",
+                                 actor=Actor.system("someone else"), source="api")
+
+    class First(_SyncLoses if form == "sync" else _AsyncLoses):
+        methods = ("POST",)
+
+        def handle_request(self, request):  # the first try never reaches the server: the other write does
+            if not self.seen:
+                self.meanwhile()
+                self.seen.append((request.method, "revert", 502))
+                return httpx.Response(502, headers={"Retry-After": "0"})
+            return super().handle_request(request)
+
+        async def handle_async_request(self, request):
+            if not self.seen:
+                self.meanwhile()
+                self.seen.append((request.method, "revert", 502))
+                return httpx.Response(502, headers={"Retry-After": "0"})
+            return await super().handle_async_request(request)
+
+    proxy = First(lambda: in_another_connection(someone_else_reverts_too))
+    ctx = connect("read", "write", transport=proxy)
+    with pytest.raises(VersionConflictError):
+        ctx.revert_context("r-other-2", 1, expected_version=2, reason="mine")

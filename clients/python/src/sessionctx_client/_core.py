@@ -64,6 +64,13 @@ class Call(Generic[T]):
     # A conditional write: whether the context read after a 412 on a retry is this write's own result (its first
     # try landed and only its answer was lost to a 502, 503 or 504).
     landed: Callable[[Any], bool] | None = None
+    # What `landed` is asked of (None: the session's context), and when that is not the call's own answer, the read
+    # that gives the answer once the write is known to have landed.
+    landed_read: Call[Any] | None = None
+    landed_answer: Call[Any] | None = None
+    # A retried DELETE answered 404: its earlier try did the deleting (one of what never was is a 404 on its first
+    # try), and only its answer was lost.
+    gone_is_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,12 @@ class Check:
     read: Call[Any]
     landed: Callable[[Any], bool]
     conflict: SessionCtxError
+    # Read once the write is known to have landed, for the call's answer (None: what `read` answered).
+    answer: Call[Any] | None = None
 
     def result(self, current: Any) -> Any:
-        """The context if it is the write's own result; the 412 otherwise."""
+        """What `read` answered if the write landed (the caller then reads `answer`, when there is one); the 412
+        otherwise."""
         if self.landed(current):
             return current
         raise self.conflict
@@ -150,7 +160,11 @@ class Base:
                 return Retry(delay)
         if response.status_code == 412 and attempt > 0 and call.landed is not None and call.writes_context:
             # The version moved: perhaps by this very write, whose earlier try's answer was lost.
-            return Check(get_context(call.writes_context), call.landed, SessionCtxError.from_response(response))
+            return Check(call.landed_read or get_context(call.writes_context), call.landed,
+                         SessionCtxError.from_response(response), call.landed_answer)
+        if response.status_code == 404 and attempt > 0 and call.gone_is_done:
+            self._forget(call)
+            return None  # type: ignore[return-value] - a DELETE answers nothing
         if response.status_code >= 400:
             raise SessionCtxError.from_response(response)
         if response.status_code >= 300:
@@ -168,11 +182,14 @@ class Base:
         if call.writes_context is not None and etag and isinstance(result, dict) and "summary" in result:
             # A write answers the context as it now is (to a key that may read it): the next read costs a 304.
             self._remember((call.writes_context, "context"), etag, result)
+        self._forget(call)
+        return result
+
+    def _forget(self, call: Call[Any]) -> None:
         if call.forgets is not None:
             with self._cache_lock:
                 for key in [key for key in self._cache if call.forgets in (key[0], EVERY_SESSION)]:
                     del self._cache[key]
-        return result
 
     def _remember(self, key: tuple[str, str], etag: str, value: Any) -> None:
         if self._cache_size <= 0:
@@ -252,7 +269,7 @@ def create_session(session_id: str, **owners: str | None) -> Call[Any]:
 
 
 def delete_session(session_id: str) -> Call[None]:
-    return Call("DELETE", session_path(session_id), forgets=session_id)
+    return Call("DELETE", session_path(session_id), forgets=session_id, gone_is_done=True)
 
 
 def get_context(session_id: str) -> Call[Any]:
@@ -293,8 +310,14 @@ def write_context(session_id: str, method: str, expected_version: int, fields: M
 
 def reset_context(session_id: str, reason: str, expected_version: int | None) -> Call[Any]:
     headers = if_match(expected_version) if expected_version is not None else {}
+
+    def landed(current: Any) -> bool:  # one version on, and empty
+        return (isinstance(current, dict) and expected_version is not None
+                and current.get("version") == expected_version + 1
+                and all(current.get(name) == value for name, value in EMPTY_CONTENT.items()))
+
     return Call("POST", f"{session_path(session_id)}/context/reset", json={"reason": reason}, headers=headers,
-                writes_context=session_id)
+                writes_context=session_id, landed=landed)
 
 
 def request_update(session_id: str) -> Call[Any]:
@@ -306,8 +329,18 @@ def list_revisions(session_id: str, *, limit: int | None, cursor: str | None) ->
 
 
 def revert_context(session_id: str, to_version: int, *, expected_version: int, reason: str) -> Call[Any]:
+    # The content alone cannot tell this revert from another write: the newest revision can (the service records
+    # a revert's reason as "Reverted to version N: <reason>").
+    said = f"Reverted to version {int(to_version)}: {reason.strip()}"
+
+    def landed(page: Any) -> bool:
+        newest = (page.get("results") or [None])[0] if isinstance(page, dict) else None
+        return (isinstance(newest, dict) and newest.get("version") == expected_version + 1
+                and newest.get("reason") == said)
+
     return Call("POST", f"{session_path(session_id)}/revisions/{int(to_version)}/revert", json={"reason": reason},
-                headers=if_match(expected_version), writes_context=session_id)
+                headers=if_match(expected_version), writes_context=session_id, landed=landed,
+                landed_read=list_revisions(session_id, limit=1, cursor=None), landed_answer=get_context(session_id))
 
 
 def post_messages(session_id: str, messages: Sequence[NewMessage | Mapping[str, Any]], **extra: str | None

@@ -60,7 +60,8 @@ class AsyncSessionCtxClient(ops.Base):
                     current = await self._run(outcome.read)
                 except ops.SessionCtxError:  # e.g. a key that may not read: the 412 stands
                     raise outcome.conflict from None
-                return outcome.result(current)
+                current = outcome.result(current)
+                return await self._run(outcome.answer) if outcome.answer is not None else current
             if not isinstance(outcome, ops.Retry):
                 return outcome
             await asyncio.sleep(outcome.delay)
