@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest
@@ -57,6 +58,8 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     # Fields no page shows (a signing secret, a key's hash): no filter in the address may name them either, or a
     # list showing a row or not would answer guesses at them a character at a time (?secret__regex=^whsec_a).
     hidden_fields: frozenset[str] = frozenset()
+    # What the admin's messages call one row.
+    row_noun = "row"
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         if self.hidden_fields & set(lookup.split(LOOKUP_SEP)):
@@ -98,6 +101,17 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_delete_permission(request, obj) and self._may_edit(request, obj)
 
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (_delete_selected_editable, name, description)
+        return actions
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().delete_queryset(request, self.editable(request, queryset))
+
+
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.related_model is Project:
             # New keys and endpoints go where the person is an editor.
@@ -134,3 +148,16 @@ class ProjectScopedAdmin(admin.ModelAdmin):
         for name in self.project_path.split("__"):
             obj = getattr(obj, name, None)
         return obj.slug if obj is not None else "–"
+
+
+def _delete_selected_editable(modeladmin: ProjectScopedAdmin, request: HttpRequest, queryset: QuerySet) -> Any:
+    """Django's "Delete selected", given only the rows the person may delete (the editor role in their project):
+    its confirmation lists, its message counts and the admin's history logs only those."""
+    allowed = modeladmin.editable(request, queryset)
+    skipped = queryset.exclude(pk__in=allowed.values("pk")).count()
+    if skipped:
+        modeladmin.message_user(request, f"{skipped} selected {modeladmin.row_noun}(s) left out: deleting takes the "
+                                         "editor role in their project.", level=messages.WARNING)
+    if not allowed.exists():
+        return None  # nothing to confirm: back to the list, with the warning
+    return delete_selected(modeladmin, request, allowed)

@@ -62,7 +62,14 @@ class WebhookEndpointAdmin(ProjectScopedAdmin):
     search_fields = ("url", "description")
     readonly_fields = ("project", "secret", "delivery_log", "is_active", "consecutive_failures", "disabled_at",
                        "disabled_reason", "created_at")
-    actions = ("enable",)
+    actions = ("enable", "disable")
+    row_noun = "endpoint"
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Its delivery log goes with it: deliveries are read-only for everyone, which must not make the endpoint
+        # undeletable (has_delete_permission still decides who may delete it).
+        return deleted, model_count, set(), protected
 
     def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None):
         # The secret is generated on save: the add form asks only whose events, where and what to send.
@@ -135,6 +142,17 @@ class WebhookEndpointAdmin(ProjectScopedAdmin):
             enabled += 1
         self.message_user(request, f"Enabled {enabled} endpoint(s); their pending deliveries are sent now.",
                           level=messages.SUCCESS if enabled else messages.WARNING)
+
+
+    @admin.action(description="Disable the selected endpoints (events are not sent until enabled again)",
+                  permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        disabled = 0
+        for endpoint in self.editable(request, queryset).filter(is_active=True):
+            webhooks.webhook_endpoint_disable(endpoint=endpoint, actor_label=request.user.get_username())
+            disabled += 1
+        self.message_user(request, f"Disabled {disabled} endpoint(s); their pending deliveries wait until they are "
+                                   "enabled again.", level=messages.SUCCESS if disabled else messages.WARNING)
 
 
 def _disabled_notice(endpoint: WebhookEndpoint) -> str:

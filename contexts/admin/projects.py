@@ -30,6 +30,7 @@ class ProjectAdmin(ProjectScopedAdmin):
     those where they are an editor."""
 
     project_path = "pk"
+    row_noun = "project"
     list_display = ("slug", "name", "retention_days", "daily_token_budget", "session_count", "key_count",
                     "created_at")
     search_fields = ("slug", "name")
@@ -45,6 +46,16 @@ class ProjectAdmin(ProjectScopedAdmin):
         keys = ApiKey.objects.filter(project=OuterRef("pk")).order_by().values("project").annotate(n=Count("pk"))
         return qs.annotate(session_count=Coalesce(Subquery(sessions, output_field=IntegerField()), 0),
                            key_count=Coalesce(Subquery(keys.values("n"), output_field=IntegerField()), 0))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        # The default project is where keys and commands that name none go: it stays.
+        return super().has_delete_permission(request, obj) and (obj is None or obj.slug != Project.DEFAULT_SLUG)
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        # A project with sessions is protected (erase them first, with their audit record); one without takes its
+        # keys, endpoints and memberships along, which are read-only or inline here and must not block that.
+        return deleted, model_count, set(), protected
 
     def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None):
         # The slug names the project in commands, links and exports: fixed once it exists.

@@ -7,7 +7,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -136,6 +135,7 @@ class SessionContextForm(forms.ModelForm):
 @admin.register(SessionContext)
 class SessionContextAdmin(UserErasureMixin, ProjectScopedAdmin):
     form = SessionContextForm
+    row_noun = "session"
     list_display = ("session_id", "user_id", "agent_id", "mode", "status", "version", "updated_at")
     list_filter = ("status", "mode")
     search_fields = ("session_id", "user_id", "agent_id", "summary", "goal")
@@ -199,13 +199,6 @@ class SessionContextAdmin(UserErasureMixin, ProjectScopedAdmin):
             # Raced between clean() and here: report it; the stored snapshot is untouched.
             self.message_user(request, exc.message, level=messages.ERROR)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (_delete_selected_editable, name, description)
-        return actions
-
     def get_deleted_objects(self, objs, request: HttpRequest):
         deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
         # Erasing a session (right to erasure) takes its history with it; read-only revisions do not block that.
@@ -222,20 +215,6 @@ class SessionContextAdmin(UserErasureMixin, ProjectScopedAdmin):
                                        "project.", level=messages.WARNING)
         for session in allowed:
             services.session_delete(session=session, actor=Actor.for_user(request.user))
-
-
-def _delete_selected_editable(modeladmin: SessionContextAdmin, request: HttpRequest,
-                              queryset: QuerySet[SessionContext]) -> Any:
-    """Django's "Delete selected", given only the sessions the person may delete (the editor role in their
-    project): its confirmation lists, its message counts and the admin's history logs only those."""
-    allowed = modeladmin.editable(request, queryset)
-    skipped = queryset.exclude(pk__in=allowed.values("pk")).count()
-    if skipped:
-        modeladmin.message_user(request, f"{skipped} selected session(s) left out: deleting takes the editor role "
-                                         "in their project.", level=messages.WARNING)
-    if not allowed.exists():
-        return None  # nothing to confirm: back to the list, with the warning
-    return delete_selected(modeladmin, request, allowed)
 
 
 @admin.register(Revision)

@@ -165,6 +165,14 @@ def _check_types(event_types: list[str] | None) -> None:
                                details={"event_types": unknown})
 
 
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor_label: str) -> WebhookEndpoint:
+    """Stop sending to an endpoint (a receiver being retired or repaired): events meanwhile are not queued for it,
+    and its pending deliveries wait until it is enabled again."""
+    WebhookEndpoint.objects.filter(pk=endpoint.pk, is_active=True).update(
+        is_active=False, disabled_at=timezone.now(), disabled_reason=f"Disabled by {actor_label}.")
+    return WebhookEndpoint.objects.get(pk=endpoint.pk)
+
+
 @transaction.atomic
 def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
     """Turn a disabled endpoint back on: its failure count starts again and its pending deliveries are due now."""

@@ -241,3 +241,22 @@ def test_no_admin_list_answers_guesses_at_a_signing_secret_or_a_keys_hash(projec
         assert response.status_code == 400, (url, response.status_code)
         assert "alpha-hook" not in response.content.decode() and "agent-a" not in response.content.decode()
     assert "alpha-hook" in client.get("/admin/contexts/webhookendpoint/?is_active__exact=1").content.decode()
+
+
+def test_a_project_made_by_mistake_is_deleted_with_its_keys_but_not_one_with_sessions_nor_the_default(superuser):
+    typo = Project.objects.create(slug="kitchn", name="kitchn")
+    key, _ = services.api_key_create(name="agent", scopes=["read"], project=typo)
+    services.api_key_revoke(api_key=key)
+    url = f"/admin/contexts/project/{typo.pk}/delete/"
+    assert "permission to delete" not in superuser.get(url).content.decode()
+    assert superuser.post(url, {"post": "yes"}).status_code == 302
+    assert not Project.objects.filter(slug="kitchn").exists() and not ApiKey.objects.filter(pk=key.pk).exists()
+
+    used = Project.objects.create(slug="used", name="Used")
+    make_session("kept", project=used)
+    page = superuser.get(f"/admin/contexts/project/{used.pk}/delete/").content.decode()
+    assert "would require deleting the following protected related objects" in page
+    superuser.post(f"/admin/contexts/project/{used.pk}/delete/", {"post": "yes"})
+    assert SessionContext.objects.filter(session_id="kept", project=used).exists()
+
+    assert superuser.get(f"/admin/contexts/project/{Project.default().pk}/delete/").status_code == 403

@@ -4,13 +4,14 @@ a notice when it was disabled, enable it again, send a delivery again."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from contexts import services
 from contexts.models import Project, WebhookDelivery, WebhookEndpoint
 from contexts.services import Actor
 from contexts.services.webhooks import webhook_delivery_attempt, webhook_endpoint_create
-from tests.factories import make_session
+from tests.factories import make_session, make_user
 from tests.services.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.django_db
@@ -114,3 +115,49 @@ def test_send_again_to_a_disabled_endpoint_says_it_waits_until_the_endpoint_is_e
     assert "its endpoint is disabled" in page and "Enable the selected endpoints again" in page
     delivery.refresh_from_db()
     assert delivery.status == "pending"  # enabling the endpoint sends it
+
+
+def test_an_endpoint_is_disabled_by_hand_and_deleted_with_its_delivery_log(
+        superuser, settings, django_capture_on_commit_callbacks):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook", event_types=["handoff.requested"])
+    with django_capture_on_commit_callbacks(execute=False):
+        services.handoff_request(session=make_session("retire-hook"), reason="refund", actor=Actor.system("agent"))
+    assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 1
+
+    # A receiver being retired: nothing more is sent to it, and the page says who stopped it.
+    response = superuser.post("/admin/contexts/webhookendpoint/",
+                              {"action": "disable", "_selected_action": [endpoint.pk]}, follow=True)
+    assert "Disabled 1 endpoint(s)" in response.content.decode()
+    endpoint.refresh_from_db()
+    assert not endpoint.is_active and endpoint.disabled_reason == "Disabled by ada-admin."
+    with django_capture_on_commit_callbacks(execute=False):
+        services.handoff_request(session=make_session("retire-hook-2"), reason="refund", actor=Actor.system("a"))
+    assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 1
+
+    # Deleted with its delivery log (read-only rows that used to make the endpoint undeletable).
+    url = f"/admin/contexts/webhookendpoint/{endpoint.pk}/delete/"
+    confirm = superuser.get(url)
+    assert confirm.status_code == 200 and "permission to delete" not in confirm.content.decode()
+    assert superuser.post(url, {"post": "yes"}).status_code == 302
+    assert not WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_bulk_delete_leaves_out_the_endpoints_of_a_project_where_the_person_is_not_an_editor(client, settings):
+    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
+    other = Project.objects.create(slug="kitchen", name="Kitchen")
+    mine = webhook_endpoint_create(url="http://127.0.0.1:9/mine")
+    theirs = webhook_endpoint_create(url="http://127.0.0.1:9/theirs", project=other)
+    person = make_user("ops", role="editor")
+    person.is_staff = True
+    person.save(update_fields=["is_staff"])
+    person.user_permissions.add(*Permission.objects.filter(content_type__model="webhookendpoint"))
+    services.membership_set(project=other, user=person, role="support")
+    client.force_login(person)
+    confirm = client.post("/admin/contexts/webhookendpoint/", {"action": "delete_selected",
+                                                               "_selected_action": [mine.pk, theirs.pk]})
+    assert "1 selected endpoint(s) left out" in confirm.content.decode()
+    client.post("/admin/contexts/webhookendpoint/", {"action": "delete_selected", "post": "yes",
+                                                     "_selected_action": [mine.pk, theirs.pk]})
+    assert list(WebhookEndpoint.objects.values_list("url", flat=True)) == ["http://127.0.0.1:9/theirs"]
