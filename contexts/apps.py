@@ -10,7 +10,18 @@ class ContextsConfig(AppConfig):
         from django.conf import settings
 
         # The tasks register with the Celery app here, so the job engine can send them by name from any process.
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import pre_delete
+
         from . import tasks  # noqa: F401
+        from .services.handoff import handoffs_of_deleted_user
+
+        def _user_deleted(sender, instance, **kwargs) -> None:
+            # However the account goes (the admin, a shell, a script): its conversations are not left with nobody.
+            handoffs_of_deleted_user(user=instance)
+
+        pre_delete.connect(_user_deleted, sender=get_user_model(), dispatch_uid="contexts.handoffs_of_deleted_user",
+                           weak=False)
 
         if settings.CELERY_BROKER_URL:
             # Otherwise the first extraction a web process sends imports the broker's client inside that

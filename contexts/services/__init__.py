@@ -15,6 +15,7 @@ from .handoff import (
     handoff_reply,
     handoff_request,
     handoff_take_over,
+    handoffs_of_deleted_user,
     session_close,
 )
 from .messages import AppendResult, PostResult, messages_append, messages_post
@@ -33,6 +34,7 @@ __all__ = [
     "Actor", "AppendResult", "PostResult", "api_key_authenticate", "api_key_create", "api_key_hash",
     "api_key_revoke", "api_key_touch", "event_record", "events_purge", "handoff_add_note", "handoff_claim",
     "handoff_note_room", "handoff_release", "handoff_reply", "handoff_request", "handoff_take_over",
+    "handoffs_of_deleted_user",
     "membership_set", "messages_append", "messages_post", "project_get_or_create", "session_close",
     "session_delete", "session_get_or_create",
     "session_update_policy_set",

@@ -179,6 +179,26 @@ def handoff_release(*, session: SessionContext, note: str, actor: Actor) -> Sess
 
 
 @transaction.atomic
+def handoffs_of_deleted_user(*, user) -> int:
+    """Before a person's account is deleted: the conversations they own go back to the staff queue (else they would
+    stay with nobody, refusing the agent's request for a person and every update, until an editor noticed); answers
+    how many. Each keeps its place in the queue (when it was first asked for)."""
+    actor = Actor.system("account deletion")
+    name = user.get_username()
+    requeued = 0
+    for session in SessionContext.objects.filter(assignee=user, status=Status.HUMAN):
+        current = session_locked(session)
+        if current.status != Status.HUMAN or current.assignee_id != user.pk:
+            continue  # handed back or taken over meanwhile
+        _status_change(current, actor=actor, reason=f"Back in the queue: {name}, who had it, no longer has an account",
+                       status=Status.HANDOFF_REQUESTED, event=HandoffEvent.Kind.REQUESTED,
+                       extra={"assignee": None, "handoff_requested_at": current.handoff_requested_at or timezone.now()},
+                       feed_data={"previous_assignee": name})
+        requeued += 1
+    return requeued
+
+
+@transaction.atomic
 def session_close(*, session: SessionContext, actor: Actor, note: str = "") -> SessionContext:
     """Close the conversation; closing a closed one changes nothing (with a note: 409, the note would be lost)."""
     current = session_locked(session)

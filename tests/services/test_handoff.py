@@ -148,3 +148,4 @@ def test_a_note_is_for_staff_only_and_makes_no_version():
     event = services.handoff_add_note(session=session, note="  called back  ", actor=AGENT)
     assert (event.kind, event.note) == ("note", "called back")
     assert _stored(session).version == 1 and Revision.objects.filter(session=session).count() == 1
+

@@ -13,7 +13,7 @@ from django.contrib.messages.storage.cookie import CookieStorage, MessageSeriali
 from django.core import signing
 
 from contexts import services
-from contexts.models import ApiKey, ExtractionRun, HandoffEvent, Project, Revision
+from contexts.models import ApiKey, Event, ExtractionRun, HandoffEvent, Project, Revision, SessionContext
 from contexts.services import Actor
 from contexts.services.governance import user_erase
 from tests.factories import make_session, make_user
@@ -264,3 +264,27 @@ def test_a_staff_member_who_may_only_view_sessions_reads_the_page(client):
     assert response.status_code == 200
     page = response.content.decode()
     assert "Refund under way" in page and 'name="_save"' not in page
+
+
+def test_a_conversation_whose_owner_is_deleted_goes_back_to_the_queue_not_to_nobody(superuser):
+    session = services.handoff_request(session=make_session("orphan-1"), reason="refund", actor=Actor.system("agent"))
+    asked_at = session.handoff_requested_at
+    leaving = make_user("temp", role="support")
+    services.handoff_claim(session=session, actor=Actor.for_user(leaving))
+    other = services.handoff_request(session=make_session("orphan-2"), reason="help", actor=Actor.system("agent"))
+
+    # Deleted in the admin, as an administrator would.
+    response = superuser.post(f"/admin/auth/user/{leaving.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+
+    session = SessionContext.objects.get(pk=session.pk)
+    assert (session.status, session.assignee, session.handoff_requested_at) == ("handoff_requested", None, asked_at)
+    revision = Revision.objects.get(session=session, version=session.version)
+    assert revision.source == "handoff" and "temp, who had it, no longer has an account" in revision.reason
+    assert Event.objects.filter(session=session, type="handoff.requested").count() == 2
+    assert Event.objects.filter(session=session).latest("id").data["previous_assignee"] == "temp"
+    # Someone else takes it from the queue, where it is first (it was asked for first).
+    queue = list(SessionContext.objects.filter(status="handoff_requested").order_by("handoff_requested_at"))
+    assert [s.session_id for s in queue] == ["orphan-1", "orphan-2"] and other.status == "handoff_requested"
+    taken = services.handoff_claim(session=session, actor=Actor.for_user(make_user("next", role="support")))
+    assert taken.assignee.username == "next"
