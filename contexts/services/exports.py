@@ -161,6 +161,26 @@ def _numbers(rows: list[Any], key: str, part: str) -> list[int]:
     return numbers
 
 
+def _check_revision(revision: Any) -> None:
+    """A revision holds what a write here records: a snapshot whose texts are text (validate_snapshot reads a
+    missing one as empty, a null too, which a revert or the history page could then not use), a known mode and
+    status, and a known source."""
+    if not isinstance(revision, dict) or not isinstance(revision.get("snapshot"), dict):
+        version = revision.get("version") if isinstance(revision, dict) else None
+        raise ValueError(f"revisions: the snapshot of version {version} must be an object")
+    version, snapshot = revision.get("version"), revision["snapshot"]
+    validate_snapshot({name: value for name, value in snapshot.items() if name in CONTENT_FIELDS})
+    texts = [name for name in CONTENT_FIELDS if name not in STEP_FIELDS and name in snapshot]
+    if any(not isinstance(snapshot[name], str) for name in texts):
+        raise ValueError(f"revisions: the {', '.join(texts)} of version {version} must be text")
+    if snapshot.get("mode", Mode.SUMMARY) not in Mode.values or snapshot.get("status", Status.ACTIVE) not in \
+            Status.values:
+        raise ValueError(f"revisions: version {version} has an unknown mode or status")
+    if revision.get("source") not in Revision.Source.values:
+        raise ValueError(f"revisions: version {version} has the source {revision.get('source')!r}, not one of "
+                         f"{', '.join(Revision.Source.values)}")
+
+
 def _check_consistent(document: dict[str, Any]) -> None:
     """The snapshot and each revision hold what a write here may hold, and the counters are past every row, so
     the session's next message or write does not collide with an imported one."""
@@ -169,9 +189,7 @@ def _check_consistent(document: dict[str, Any]) -> None:
         raise ValueError("'messages' and 'revisions' must be lists")
     validate_snapshot({name: session[name] for name in CONTENT_FIELDS})
     for revision in revisions:
-        if not isinstance(revision.get("snapshot"), dict):
-            raise ValueError(f"revisions: the snapshot of version {revision.get('version')} must be an object")
-        validate_snapshot({name: value for name, value in revision["snapshot"].items() if name in CONTENT_FIELDS})
+        _check_revision(revision)
     seqs, versions = _numbers(messages, "seq", "messages"), _numbers(revisions, "version", "revisions")
     # What the API lets into a message, checked here for every database alike: PostgreSQL alone refused a NUL, and
     # neither refused a role that is none or content that is not text (bulk_create validates nothing).

@@ -272,6 +272,13 @@ BAD_DOCUMENTS = {
     "a goal over its bound": _set("session", goal="x" * 5000),
     "a revision snapshot that is not an object": _revision_snapshot("x"),
     "a revision plan that is a string": _revision_snapshot({"plan": "abc"}),
+    # A null text, a mode or status that is none, a source that is none: stored, and then a revert to that version
+    # or the session's staff page was a 500.
+    "a revision summary that is null": lambda d: d["revisions"][0]["snapshot"].update(summary=None),
+    "a revision goal that is a number": lambda d: d["revisions"][0]["snapshot"].update(goal=7),
+    "a revision mode that is a list": lambda d: d["revisions"][0]["snapshot"].update(mode=["planning"]),
+    "a revision status that is an object": lambda d: d["revisions"][0]["snapshot"].update(status={"s": 1}),
+    "a revision source that is none": lambda d: d["revisions"][0].update(source="telepathy"),
     "a version twice": lambda d: d["revisions"].append(dict(d["revisions"][0])),
     "a seq that is a string": lambda d: d["messages"][0].update(seq="1"),
     "a seq too big to store": lambda d: (d["messages"][0].update(seq=2**70),
