@@ -90,9 +90,11 @@ def webhook_url_check(url: str) -> Target:
     multicast address (unless SESSIONCTX_WEBHOOK_ALLOW_PRIVATE); return the address to connect to."""
     try:
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise WebhookUrlRefused(f"Not a valid URL: {exc}.") from None
+    if port == 0:  # no service listens there; it was sent to the scheme's port instead
+        raise WebhookUrlRefused("Not a valid URL: port 0 is no port to send to.")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookUrlRefused("A webhook URL must start with http:// or https:// and name a host.")
     try:

@@ -336,6 +336,7 @@ def test_only_the_event_types_an_endpoint_asked_for_are_queued_for_it(
     "http://127.0.0.1/hook", "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",
     "http://localhost:8000/hook", "http://192.168.0.10/hook", "http://0.0.0.0/hook", "http://[::ffff:127.0.0.1]/",
     "ftp://example.com/hook", "file:///etc/passwd", "http:///nohost",
+    "http://93.184.216.34:0/hook",  # port 0: it went to port 80
 ])
 @pytest.mark.django_db
 def test_a_private_loopback_link_local_or_non_http_url_is_refused_at_registration(settings, url):
