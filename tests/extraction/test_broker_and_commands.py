@@ -149,6 +149,27 @@ def test_reextract_sync_exits_non_zero_when_runs_failed(fake_model, settings, ca
     assert ExtractionRun.objects.get(session=session).status == "failed"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_without_a_broker_the_commands_do_the_update_themselves_and_say_how_it_ended(fake_model, settings, capsys):
+    # The embedded default runs updates on threads of the process: a command that handed its run to them said
+    # "queued" and exited 0 while the run went on (and reextract could not count a failed one).
+    from tests.fake_openai import error
+
+    settings.SESSIONCTX_INPROCESS_WORKERS = 2
+    session = make_session("cmd-embedded", mode="planning")
+    post(session, ("user", "I want to set up CI."), ("assistant", "Plan:\n1. Add a workflow\n2. Run the tests"))
+    settings.SESSIONCTX_MODEL_RETRIES = 0
+    fake_model.default = lambda request: error(500, "model down")
+
+    with pytest.raises(CommandError, match="model"):
+        call_command("update_context", "cmd-embedded")
+    assert "failed" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="1 run"):
+        call_command("reextract", "--all")
+    assert "1 session(s): 1 failed" in capsys.readouterr().out
+    assert list(ExtractionRun.objects.values_list("status", flat=True)) == ["failed", "failed"]
+
+
 @pytest.mark.parametrize("when", ["2026-13-01", "2026-02-30", "2026-01-01T25:00:00Z", "0001-01-01T00:00:00+14:00",
                                   "9999-12-31T23:59:59-14:00"])
 def test_reextract_with_an_impossible_updated_after_is_a_command_error_and_queues_nothing(when):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC
 
+from celery import current_app
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
@@ -18,9 +19,9 @@ from contexts.services import Actor
 
 
 class Command(BaseCommand):
-    help = ("Queue a context update for every matching session (--sync: run them here). --from-scratch empties "
-            "the extracted fields first (a reset revision) so the update re-reads all messages. Exits 1 when a run "
-            "failed.")
+    help = ("Queue a context update for every matching session (--sync, or with no broker: run them here). "
+            "--from-scratch empties the extracted fields first (a reset revision) so the update re-reads all "
+            "messages. Exits 1 when a run failed.")
 
     def add_arguments(self, parser):
         parser.add_argument("--mode", choices=Mode.values)
@@ -70,7 +71,8 @@ class Command(BaseCommand):
         for session in tqdm(sessions.iterator(), total=total, unit="session", file=self.stderr._out):
             if o["from_scratch"]:
                 services.snapshot_rewind(session=session, actor=actor, reason=o["reason"])
-            if o["sync"]:
+            # No broker (the embedded default): done here, as with --sync, so the counts say how each ended.
+            if o["sync"] or current_app.conf.task_always_eager:
                 run = extraction_run_now(session=session, trigger="reextract")
             else:
                 run = extraction_request(session=session, trigger="reextract")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from celery import current_app
 from django.core.management.base import BaseCommand, CommandError
 
 from contexts import selectors
@@ -16,8 +17,9 @@ MAX_OLDER_THAN = 100 * 365 * 86400
 
 
 class Command(BaseCommand):
-    help = ("Queue a context update for SESSION_ID (--sync: run it here and now). With --pending, send again "
-            "every run the broker never took or a lost worker abandoned (use it once the broker is back).")
+    help = ("Queue a context update for SESSION_ID (--sync, or with no broker: run it here and now). With "
+            "--pending, send again every run the broker never took or a lost worker abandoned (use it once the "
+            "broker is back).")
 
     def add_arguments(self, parser):
         parser.add_argument("session_id", nargs="?")
@@ -45,11 +47,12 @@ class Command(BaseCommand):
             session = selectors.session_get(session_id, project=project_option(project))
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
-        if sync:
+        # No broker (the embedded default): no worker would take it, and a thread of this process would still be
+        # doing it when the command said where it stands. The command does it itself, as with --sync.
+        if sync or current_app.conf.task_always_eager:
             run = extraction_run_now(session=session, trigger="command")
         else:
             run = extraction_request(session=session, trigger="command")
-            run.refresh_from_db()  # in-process (no broker), it has run already
         self.stdout.write(f"run {run.id}: {run.status}" + (f" ({run.error})" if run.error else ""))
         if run.status == ExtractionRun.Status.FAILED:
             raise CommandError(run.error)
