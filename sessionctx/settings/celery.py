@@ -8,7 +8,7 @@ import ssl
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from .env import env, env_int
+from .env import env, env_float, env_int
 from .sessionctx import OPENAI_TIMEOUT
 
 __all__ = [
@@ -79,6 +79,11 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis redelivers an unacknowledged task after this: above the hard limit plus backoff.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", max(900, CELERY_TASK_TIME_LIMIT + 120)),
+    # A broker that takes the connection and never answers (behind a dead proxy, a stopped process) is given up on
+    # like a refused one: without these a publish, and the request that made it, waited for ever. Above the 1 s a
+    # worker's BRPOP waits for a task.
+    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0, minimum=2.0),
+    "socket_connect_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0, minimum=2.0),
     # How often a worker looks for unacknowledged tasks past that timeout (a killed worker's).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),

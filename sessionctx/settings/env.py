@@ -43,8 +43,10 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     return value
 
 
-def env_float(name: str, default: float, *, positive: bool = False) -> float:
-    """`positive`: only a value above 0 means anything (a timeout: 0 or below is no wait at all, not "no limit")."""
+def env_float(name: str, default: float, *, positive: bool = False, minimum: float | None = None,
+              maximum: float | None = None) -> float:
+    """`positive`: only a value above 0 means anything (a timeout: 0 or below is no wait at all, not "no limit");
+    `minimum` / `maximum`: the range that means anything (a backoff is never negative, a timeout never a century)."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -57,6 +59,10 @@ def env_float(name: str, default: float, *, positive: bool = False) -> float:
         raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
     if positive and value <= 0:
         raise ImproperlyConfigured(f"{name} must be more than 0 (seconds), got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum:g}, got {raw!r}")
     return value
 
 

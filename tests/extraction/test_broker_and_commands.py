@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -33,6 +37,33 @@ def test_broker_down_keeps_messages_and_a_queued_run_with_a_note(django_capture_
     assert run.error.startswith(UNSENT_NOTE) and "update_context --pending" in run.error
     session.refresh_from_db()
     assert session.last_message_seq == 2 and session.cursor_seq == 0 and session.version == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_that_takes_the_connection_and_never_answers_does_not_hold_the_request(
+        django_capture_on_commit_callbacks):
+    # Redis behind a dead proxy, or stopped with SIGSTOP: the TCP connection opens, nothing ever comes back. The
+    # publish used to wait for ever, and so did the request that posted the turn.
+    session = make_session(mode="planning")
+    post(session, ("user", "I need to renew my passport."), ("assistant", "1. Fill the form\n2. Book a slot"))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        outcome = {}
+
+        def ask():
+            with celery_broker(f"redis://127.0.0.1:{silent.getsockname()[1]}/0"), \
+                    django_capture_on_commit_callbacks(execute=True):
+                outcome["run"] = extraction_request(session=session, trigger="auto")
+
+        started = time.monotonic()
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(60)
+        assert not asking.is_alive(), "the request still waits for the broker after 60 s"
+    assert time.monotonic() - started < 30
+    run = ExtractionRun.objects.get(pk=outcome["run"].pk)
+    assert run.status == "queued" and run.error.startswith(UNSENT_NOTE)
 
 
 def test_operator_sends_stuck_runs_once_the_broker_is_back(django_capture_on_commit_callbacks, capsys):
