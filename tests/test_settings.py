@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import honcho.environ
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,9 @@ def test_check_deploy_passes_with_production_settings():
 def test_a_copy_of_env_example_that_was_not_filled_in_refuses_to_start_for_want_of_a_secret_key():
     # The README installs .env.example as /etc/sessionctx/env "then fill it in": a placeholder that works as a key
     # would run production signed with a secret anyone can read here.
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    example = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    # Read as honcho reads a .env file (make run-stack): it strips quotes and the spaces between them, so a JSON
+    # value written bare there reached the settings as {gpt-4o-mini:[0.15,0.60]} and stopped the start.
+    example = honcho.environ.parse((ROOT / ".env.example").read_text())
     assert example["DEBUG"] == "false"
     result = _import_settings(**example)
     assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr.strip().splitlines()[-1]
