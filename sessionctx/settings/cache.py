@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env, env_float
@@ -18,6 +21,9 @@ CACHE_URL = env("CACHE_URL")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     # Not echoed: it may hold a password.
     raise ImproperlyConfigured("CACHE_URL must be a Redis URL: redis://host:6379/1, rediss://... or unix://...")
+# redis-py reads a database number it cannot parse (redis://host/abc) as database 0: another installation's, perhaps.
+if CACHE_URL.startswith(("redis://", "rediss://")) and not re.fullmatch(r"/?[0-9]*", urlsplit(CACHE_URL).path):
+    raise ImproperlyConfigured("CACHE_URL: the path must be a database number (redis://host:6379/1)")
 CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.5, positive=True)
 CACHE_CONNECT_TIMEOUT = env_float("CACHE_CONNECT_TIMEOUT", 0.5, positive=True)
 CACHES = {

@@ -7,6 +7,7 @@ import ssl
 
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
+from kombu import transport as kombu_transport
 
 from .env import env, env_float, env_int
 from .sessionctx import OPENAI_TIMEOUT
@@ -22,6 +23,12 @@ __all__ = [
 ]
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+# A URL no transport takes passed start-up: every run was then queued and never sent (or the app failed to load far
+# from here). Only the scheme is named: the URL may hold a password.
+_scheme, _sep, _ = CELERY_BROKER_URL.partition("://")
+if CELERY_BROKER_URL and (not _sep or _scheme not in kombu_transport.TRANSPORT_ALIASES):
+    raise ImproperlyConfigured("CELERY_BROKER_URL must be a broker URL such as redis://host:6379/0"
+                               + (f" ({_scheme[:20]!r} is no broker's scheme)" if _sep else ""))
 # No broker: tasks run in-process (the embedded default), still after the transaction commits.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 # There, this many threads of each process run the tasks, so a request never waits for the model (0: the request

@@ -31,7 +31,8 @@ _db = DATABASES["default"]
 # that does not answer at all shortly after; migrations, commands and workers are not limited (sessionctx/wsgi.py
 # turns it on). Everywhere, connecting gives up after DB_CONNECT_TIMEOUT, and keepalives and the TCP user timeout
 # drop a connection whose peer is gone.
-DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 5)
+# PostgreSQL takes at most 2,147,483,647 ms: more made every statement of every request fail.
+DB_STATEMENT_TIMEOUT = env_float("DB_STATEMENT_TIMEOUT", 5, minimum=0, maximum=2_147_483)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # django-prometheus's wrapper of Django's backend: connections, queries and errors for /metrics.
     _db["ENGINE"] = "django_prometheus.db.backends.sqlite3"
@@ -55,12 +56,14 @@ else:
         _db["ENGINE"] = "contexts.infra.postgresql"
     _url_options = _db.get("OPTIONS", {})
     _db["OPTIONS"] = {
-        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
+        # libpq reads 0 or less as "wait for ever", and a value below 2 as 2.
+        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3, minimum=2, maximum=3600),
         "keepalives": 1,
-        "keepalives_idle": env_int("DB_TCP_KEEPALIVES_IDLE", 10),
-        "keepalives_interval": env_int("DB_TCP_KEEPALIVES_INTERVAL", 5),
-        "keepalives_count": env_int("DB_TCP_KEEPALIVES_COUNT", 3),
-        "tcp_user_timeout": round(env_float("DB_TCP_USER_TIMEOUT", 10) * 1000),
+        # The kernel refuses 0 or less, and then every connection failed as if the database were down.
+        "keepalives_idle": env_int("DB_TCP_KEEPALIVES_IDLE", 10, minimum=1, maximum=32767),
+        "keepalives_interval": env_int("DB_TCP_KEEPALIVES_INTERVAL", 5, minimum=1, maximum=32767),
+        "keepalives_count": env_int("DB_TCP_KEEPALIVES_COUNT", 3, minimum=1, maximum=127),
+        "tcp_user_timeout": round(env_float("DB_TCP_USER_TIMEOUT", 10, minimum=0, maximum=2_147_483) * 1000),
         **_url_options,  # what DATABASE_URL's query string sets wins
     }
     _db["TEST"] = {"NAME": env("TEST_DATABASE_NAME", f"test_sessionctx_{os.getpid()}")}

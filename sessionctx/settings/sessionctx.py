@@ -32,7 +32,7 @@ __all__ = [
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
 OPENAI_BASE_URL = env("OPENAI_BASE_URL")
 # The Celery task limits follow it (celery.py): a slow local model gets a long OPENAI_TIMEOUT and longer tasks with it.
-OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0, positive=True)
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 30.0, positive=True, maximum=86400)
 # The client retries nothing itself: SESSIONCTX_MODEL_RETRIES does, where every try is counted in the run record.
 if env_int("OPENAI_MAX_RETRIES", 0):
     raise ImproperlyConfigured("OPENAI_MAX_RETRIES is gone: the client's own retries were invisible in the run "
@@ -88,8 +88,8 @@ SESSIONCTX_EXTRACTION_MAX_ATTEMPTS = env_int("SESSIONCTX_EXTRACTION_MAX_ATTEMPTS
 # so that bounds it. The defaults ride out a model endpoint that is down (refusing) for about a
 # minute: 10 retries back off at least 0.5+1+2+4+8+10x5 = 65 s in all (jitter 0.5-1.5x).
 SESSIONCTX_MODEL_RETRIES = env_int("SESSIONCTX_MODEL_RETRIES", 10, minimum=0)
-SESSIONCTX_RETRY_BACKOFF = env_float("SESSIONCTX_RETRY_BACKOFF", 1.0)
-SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0)
+SESSIONCTX_RETRY_BACKOFF = env_float("SESSIONCTX_RETRY_BACKOFF", 1.0, minimum=0, maximum=3600)
+SESSIONCTX_RETRY_BACKOFF_MAX = env_float("SESSIONCTX_RETRY_BACKOFF_MAX", 20.0, minimum=0, maximum=3600)
 # The longest answer asked of the model (max_tokens). Unset (0), it is derived from the snapshot bounds above (about
 # 500 tokens in summary mode, 2,200 in planning mode with the defaults); lower it for a server with a small context.
 SESSIONCTX_MAX_OUTPUT_TOKENS = env_int("SESSIONCTX_MAX_OUTPUT_TOKENS", 0)
@@ -108,11 +108,16 @@ if SESSIONCTX_BACKOFF_AFTER_FAILURES < 0 or not 0 < SESSIONCTX_BACKOFF_BASE <= S
 # Cost (#19): USD per million input and output tokens for each model, as JSON ({"gpt-4o-mini": [0.15, 0.60]}). A run
 # records its cost with the prices of the day it finished; a model not listed records no cost (null), not zero.
 try:
-    SESSIONCTX_MODEL_PRICES = {str(name): (Decimal(str(p_in)), Decimal(str(p_out)))
-                               for name, (p_in, p_out) in json.loads(env("SESSIONCTX_MODEL_PRICES", "{}")).items()}
+    _prices = json.loads(env("SESSIONCTX_MODEL_PRICES", "{}"))
+    # A pair each: a string of two digits ("12") unpacked as the prices 1 and 2.
+    if not all(isinstance(pair, list) and len(pair) == 2 for pair in _prices.values()):
+        raise TypeError
+    SESSIONCTX_MODEL_PRICES = {str(name): (Decimal(str(p_in)), Decimal(str(p_out))) for name, (p_in, p_out) in
+                               _prices.items()}
 except (ValueError, TypeError, AttributeError, ArithmeticError):
     raise ImproperlyConfigured('SESSIONCTX_MODEL_PRICES must be JSON like {"gpt-4o-mini": [0.15, 0.60]}') from None
-if any(not price.is_finite() or price < 0 for prices in SESSIONCTX_MODEL_PRICES.values() for price in prices):
+if any(not isinstance(price, int | float) or isinstance(price, bool) for pair in _prices.values() for price in pair) \
+        or any(not price.is_finite() or price < 0 for prices in SESSIONCTX_MODEL_PRICES.values() for price in prices):
     raise ImproperlyConfigured("SESSIONCTX_MODEL_PRICES: every price must be a number of USD, 0 or more")
 # Tokens (input + output) each project's runs may use per day (UTC), counted per project (a project's own
 # daily_token_budget wins), 0 = no limit; once reached, a run ends budget_exceeded without calling the model and its
