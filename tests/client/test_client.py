@@ -28,7 +28,7 @@ from contexts.models import Message, Revision, SessionContext
 from contexts.services import Actor
 from tests.api.conftest import Agent, etag_of
 from tests.api.test_auth import api_operations
-from tests.factories import make_session, make_user
+from tests.factories import make_api_key, make_session, make_user
 
 TURN = [
     {"role": "user", "content": "Help me move our app from MySQL to PostgreSQL", "idempotency_key": "t1-u"},
@@ -470,3 +470,25 @@ def test_create_session_sets_the_update_policy_and_changes_it_on_an_existing_ses
 
     ctx.create_session("c-policy", update_policy="")
     assert SessionContext.objects.get(session_id="c-policy").update_policy == ""
+
+
+def test_an_export_the_service_stopped_half_way_is_an_error_not_a_shorter_export(connect, monkeypatch):
+    from contexts.api import exports
+    from contexts.models import ApiKey
+
+    _, raw = make_api_key("read", "write", name="exporter")
+    ctx = connect(api_key=raw)
+    for n in range(3):
+        ctx.post_messages(f"exp-{n}", TURN, user_id="u-exp")
+    documents = exports.governance.session_documents
+
+    def revoked_after_the_first(sessions):  # an admin revokes the key while a long export streams
+        for i, document in enumerate(documents(sessions)):
+            if i == 1:
+                ApiKey.objects.filter(name="exporter").update(is_active=False)
+            yield document
+
+    monkeypatch.setattr(exports.governance, "session_documents", revoked_after_the_first)
+    with pytest.raises(AuthenticationError) as stopped:
+        ctx.export_user("u-exp")
+    assert "The export stopped" in stopped.value.message and stopped.value.details["documents_received"] == 1

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ._http import httpx
-from .errors import SessionCtxError, retry_after_seconds
+from .errors import AuthenticationError, SessionCtxError, retry_after_seconds
 from .types import NewMessage
 
 T = TypeVar("T")
@@ -396,7 +396,23 @@ def export_session(session_id: str) -> Call[Any]:
 
 
 def _json_lines(response: httpx.Response) -> list[Any]:
-    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+    """The documents; an export the service stopped (the key revoked or expired meanwhile: its 200 was long sent)
+    ends in a line in the error shape, raised here, or a cut-short export would pass for a whole one."""
+    documents = []
+    for line in response.text.splitlines():
+        if not line.strip():
+            continue
+        document = json.loads(line)
+        if isinstance(document, dict) and set(document) == {"error"} and isinstance(document["error"], dict):
+            error = document["error"]
+            code = str(error.get("code", "export_stopped"))
+            details = {**(error.get("details") or {}), "documents_received": len(documents)}
+            error_class = AuthenticationError if code in ("authentication_failed", "not_authenticated") \
+                else SessionCtxError
+            raise error_class(401 if error_class is AuthenticationError else response.status_code, code,
+                              str(error.get("message", "The export stopped.")), details)
+        documents.append(document)
+    return documents
 
 
 def export_user(user_id: str) -> Call[list[Any]]:

@@ -164,7 +164,8 @@ class SessionCtxClient(ops.Base):
         return self._run(ops.export_session(session_id))
 
     def export_user(self, user_id: str) -> list[dict[str, Any]]:
-        """Every session of an end user, one export document each (the API streams them as JSON Lines)."""
+        """Every session of an end user, one export document each (the API streams them as JSON Lines); an export
+        the service stopped part way (the key revoked meanwhile) raises AuthenticationError, never a shorter list."""
         return self._run(ops.export_user(user_id))
 
     def erase_user(self, user_id: str) -> dict[str, Any]:
