@@ -3,8 +3,12 @@ conversation, and that a context changed."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
@@ -17,6 +21,25 @@ from .serializers import EventFilterSerializer, EventListOutputSerializer
 
 # How often a long-poll looks for new events: any process may write them, so it asks the database.
 POLL_INTERVAL = 0.25
+_waiting_lock = threading.Lock()
+_waiting = 0
+
+
+@contextmanager
+def wait_slot() -> Iterator[bool]:
+    """Whether this request may hold its thread for a long-poll: at most SESSIONCTX_EVENTS_WAITING_PER_PROCESS at once
+    in a process, so that its other threads stay free for the API and the health checks. One over that answers at
+    once with what there is (the client polls again a moment later)."""
+    global _waiting
+    with _waiting_lock:
+        granted = _waiting < settings.SESSIONCTX_EVENTS_WAITING_PER_PROCESS
+        _waiting += granted
+    try:
+        yield granted
+    finally:
+        if granted:
+            with _waiting_lock:
+                _waiting -= 1
 
 
 class EventListApi(ApiView):
@@ -34,10 +57,12 @@ class EventListApi(ApiView):
         deadline = time.monotonic() + query["wait"]
         events = selectors.events_after(**wanted)
         waited = False
-        while not events and time.monotonic() < deadline:
-            pause_between_queries(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
-            waited = True
-            events = selectors.events_after(**wanted)
+        if not events and query["wait"] > 0:
+            with wait_slot() as may_wait:
+                while may_wait and not events and time.monotonic() < deadline:
+                    pause_between_queries(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+                    waited = True
+                    events = selectors.events_after(**wanted)
         if waited:
             # The key was checked when the wait began; a key revoked or expired meanwhile gets nothing of it.
             still_authenticated(request)

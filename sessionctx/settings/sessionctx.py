@@ -23,6 +23,7 @@ __all__ = [
     "SESSIONCTX_BACKOFF_BASE", "SESSIONCTX_BACKOFF_MAX", "SESSIONCTX_MODEL_PRICES", "SESSIONCTX_DAILY_TOKEN_BUDGET",
     "SESSIONCTX_MAX_CHUNKS_PER_RUN", "SESSIONCTX_EXTRACTION_RESEND_AFTER", "SESSIONCTX_EXTRACTION_LIVENESS_LOCKS",
     "SESSIONCTX_EXTRACT_WHILE_HUMAN", "SESSIONCTX_EVENT_RETENTION_DAYS", "SESSIONCTX_EVENTS_MAX_WAIT",
+    "SESSIONCTX_EVENTS_WAITING_PER_PROCESS",
     "SESSIONCTX_RETENTION_DAYS", "SESSIONCTX_DELETE_BATCH_SIZE", "SESSIONCTX_HANDOFF_WAIT_WARN_MINUTES",
     "SESSIONCTX_WEBHOOK_RETRY_SCHEDULE", "SESSIONCTX_WEBHOOK_TIMEOUT", "SESSIONCTX_WEBHOOK_DISABLE_AFTER",
     "SESSIONCTX_WEBHOOK_ALLOW_PRIVATE",
@@ -138,6 +139,10 @@ SESSIONCTX_EXTRACT_WHILE_HUMAN = env_bool("SESSIONCTX_EXTRACT_WHILE_HUMAN", Fals
 # The event feed (GET /api/v1/events): how long events are kept, and the longest long-poll.
 SESSIONCTX_EVENT_RETENTION_DAYS = env_int("SESSIONCTX_EVENT_RETENTION_DAYS", 7)
 SESSIONCTX_EVENTS_MAX_WAIT = env_int("SESSIONCTX_EVENTS_MAX_WAIT", 30, minimum=0)
+# Long-polls a web process holds at once (each holds a thread); more answer at once, and their clients poll again a
+# moment later. Keep it below the threads of a web process (4 in the Procfile and deploy/), or long-polls take every
+# thread and the API and the health checks wait behind them.
+SESSIONCTX_EVENTS_WAITING_PER_PROCESS = env_int("SESSIONCTX_EVENTS_WAITING_PER_PROCESS", 2, minimum=0)
 # There is no "off": 0 would have the hourly purge delete every event (and the webhook deliveries pending for them).
 if not 1 <= SESSIONCTX_EVENT_RETENTION_DAYS <= 36500:
     raise ImproperlyConfigured("SESSIONCTX_EVENT_RETENTION_DAYS must be from 1 to 36500 (days), "

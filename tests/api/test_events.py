@@ -207,3 +207,30 @@ def test_an_event_that_commits_late_is_never_skipped_by_a_reader(on_postgres):
     after_all = list(Event.objects.filter(id__gt=start).order_by("id").values_list("data", flat=True))
     assert seen_meanwhile == [], "an event became visible while an earlier id was still uncommitted"
     assert [d["n"] for d in after_all] == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_long_polls_beyond_the_process_share_answer_at_once_and_leave_threads_for_the_rest(settings):
+    # Every thread of a web process held by a long-poll left the API, and the liveness probe, waiting up to 30 s.
+    settings.SESSIONCTX_EVENTS_WAITING_PER_PROCESS = 1
+    _, raw = make_api_key("read", "write")
+    after = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    took = {}
+
+    def follow(name: str) -> None:
+        started = time.monotonic()
+        Agent(raw).get(f"/api/v1/events?after={after}&wait=3")
+        took[name] = time.monotonic() - started
+        close_old_connections()
+
+    holder = threading.Thread(target=follow, args=("holder",))
+    holder.start()
+    time.sleep(0.5)  # the holder is waiting now
+    started = time.monotonic()
+    page = Agent(raw).get(f"/api/v1/events?after={after}&wait=3").json()
+    assert page == {"events": [], "next_after": after, "has_more": False}
+    assert time.monotonic() - started < 1.5
+    holder.join()
+    assert took["holder"] >= 2.9  # the one within the share waited as asked
+    follow("next")  # and its share is free again once it answered
+    assert took["next"] >= 2.9
