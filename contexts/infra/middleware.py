@@ -6,6 +6,7 @@ import logging
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 
 from .database import database_deadline, request_deadline
 
@@ -42,6 +43,8 @@ class DatabaseUnavailableMiddleware:
                 {"error": {"code": "unavailable", "message": message, "details": {}}}, status=503
             )
         else:
-            response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+            # A person at a page: no word of If-Match; rendered without the request, whose context would ask the
+            # database again (who is signed in).
+            response = HttpResponse(render_to_string("503.html"), status=503)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

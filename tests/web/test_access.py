@@ -161,3 +161,18 @@ def test_htmx_posts_need_the_csrf_header_that_the_body_sets(support_user):
     assert refused.status_code == 403 and not HandoffEvent.objects.exists()
     accepted = client.post("/sessions/csrf-1/note/", {"note": "hi"}, HTTP_X_CSRFTOKEN=token, **HTMX)
     assert accepted.status_code == 200 and HandoffEvent.objects.get().note == "hi"
+
+
+def test_a_page_whose_database_is_unavailable_answers_a_page_for_a_person_not_the_apis_advice(client):
+    # The sign-in form with the database down answered the API's text/plain line about If-Match.
+    from django.db import OperationalError, connection
+
+    def down(execute, sql, params, many, context):
+        raise OperationalError("connection to server at 127.0.0.1 failed")
+
+    with connection.execute_wrapper(down):
+        response = client.post("/accounts/login/", {"username": "alice", "password": "pw"})
+    page = response.content.decode()
+    assert response.status_code == 503 and response["Content-Type"].startswith("text/html")
+    assert "cannot reach its database" in page and "If-Match" not in page
+    assert response["Retry-After"] == "1"
