@@ -300,7 +300,10 @@ class EventFilterSerializer(QueryFilterSerializer):
                                         help_text="Only this session's events.")
     types = serializers.RegexField(EVENT_TYPES_PATTERN, required=False,
                                    help_text="Comma-separated event types, e.g. "
-                                             "`handoff.released,message.staff_reply`.")
+                                             "`handoff.released,message.staff_reply`.",
+                                   # The pattern is checked first: its message must say what is known.
+                                   error_messages={"invalid": "Comma-separated event types, each one of: "
+                                                              f"{', '.join(Event.Type.values)}."})
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
     wait = serializers.FloatField(required=False, min_value=0, default=0,
                                   help_text="Long-poll: when nothing is new, wait up to this many seconds "

@@ -72,6 +72,13 @@ def test_bad_queries_are_400_in_the_error_shape(reader, query):
 
 
 @pytest.mark.django_db
+def test_an_unknown_event_type_is_told_which_are_known(reader):
+    response = reader.get("/api/v1/events?types=handoff.request")
+    assert_error(response, 400)
+    assert "handoff.requested" in str(response.json()["error"]["details"])
+
+
+@pytest.mark.django_db
 def test_the_feed_needs_a_key_with_the_read_scope():
     assert_error(Agent().get("/api/v1/events"), 401)
     _, write_only = make_api_key("write", name="writer")
