@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from contexts.models import ApiKey, Project, ProjectMembership, ProjectRole, SessionContext
-from contexts.services.projects import membership_set
+from contexts.services.projects import membership_set, project_delete
 
 from .base import ProjectScopedAdmin
 
@@ -54,8 +54,17 @@ class ProjectAdmin(ProjectScopedAdmin):
     def get_deleted_objects(self, objs, request: HttpRequest):
         deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
         # A project with sessions is protected (erase them first, with their audit record); one without takes its
-        # keys, endpoints and memberships along, which are read-only or inline here and must not block that.
-        return deleted, model_count, set(), protected
+        # keys, endpoints and memberships along, which are read-only or inline here and must not block that. The
+        # default project stays, also when it is among the selected.
+        refused = {"the default project"} if any(p.slug == Project.DEFAULT_SLUG for p in objs) else set()
+        return deleted, model_count, refused, protected
+
+    def delete_model(self, request: HttpRequest, obj: Project) -> None:
+        project_delete(project=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        for project in self.editable(request, queryset).exclude(slug=Project.DEFAULT_SLUG):
+            project_delete(project=project)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None):
         # The slug names the project in commands, links and exports: fixed once it exists.

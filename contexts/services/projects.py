@@ -6,8 +6,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from ..exceptions import InvalidInput
+from ..exceptions import InvalidInput, StateConflict
 from ..models import Project, ProjectMembership, ProjectRole, project_slug_validator
+from .api_keys import api_key_revoke
 
 
 def project_get_or_create(*, slug: str, name: str = "") -> tuple[Project, bool]:
@@ -31,3 +32,18 @@ def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Pr
                            details={"fields": {"role": "Invalid."}})
     membership, _ = ProjectMembership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return membership
+
+
+@transaction.atomic
+def project_delete(*, project: Project) -> None:
+    """Delete a project made by mistake, with its keys, endpoints and memberships. Refused for the default project
+    (keys and commands that name none use it) and for one with sessions (erase those first, with their audit
+    record). Its keys are revoked first, so that no process's cache still lets one in."""
+    if project.slug == Project.DEFAULT_SLUG:
+        raise StateConflict("The default project stays: keys and commands that name no project use it.")
+    if project.sessions.exists():
+        raise StateConflict("This project has sessions: erase them first (each erasure keeps an audit record).")
+    for key in project.api_keys.filter(is_active=True):
+        api_key_revoke(api_key=key)
+    project.delete()
+

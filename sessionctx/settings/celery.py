@@ -26,7 +26,8 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 # A URL no transport takes passed start-up: every run was then queued and never sent (or the app failed to load far
 # from here). Only the scheme is named: the URL may hold a password.
 _scheme, _sep, _ = CELERY_BROKER_URL.partition("://")
-if CELERY_BROKER_URL and (not _sep or _scheme not in kombu_transport.TRANSPORT_ALIASES):
+# kombu reads "redis+socket://" (Redis on a Unix socket) as its redis transport: what precedes the "+" counts.
+if CELERY_BROKER_URL and (not _sep or _scheme.split("+", 1)[0] not in kombu_transport.TRANSPORT_ALIASES):
     raise ImproperlyConfigured("CELERY_BROKER_URL must be a broker URL such as redis://host:6379/0"
                                + (f" ({_scheme[:20]!r} is no broker's scheme)" if _sep else ""))
 # No broker: tasks run in-process (the embedded default), still after the transaction commits.

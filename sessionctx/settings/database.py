@@ -56,8 +56,8 @@ else:
         _db["ENGINE"] = "contexts.infra.postgresql"
     _url_options = _db.get("OPTIONS", {})
     _db["OPTIONS"] = {
-        # libpq reads 0 or less as "wait for ever", and a value below 2 as 2.
-        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3, minimum=2, maximum=3600),
+        # libpq reads 0 or less as "wait for ever" (refused here), and 1 as 2.
+        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3, minimum=1, maximum=3600),
         "keepalives": 1,
         # The kernel refuses 0 or less, and then every connection failed as if the database were down.
         "keepalives_idle": env_int("DB_TCP_KEEPALIVES_IDLE", 10, minimum=1, maximum=32767),

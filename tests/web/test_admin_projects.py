@@ -260,3 +260,20 @@ def test_a_project_made_by_mistake_is_deleted_with_its_keys_but_not_one_with_ses
     assert SessionContext.objects.filter(session_id="kept", project=used).exists()
 
     assert superuser.get(f"/admin/contexts/project/{Project.default().pk}/delete/").status_code == 403
+
+
+def test_a_deleted_projects_live_key_is_revoked_and_delete_selected_keeps_the_default_project(superuser):
+    typo = Project.objects.create(slug="typo", name="typo")
+    key, raw = services.api_key_create(name="agent", scopes=["read"], project=typo)
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/sessions").status_code == 200
+    default = Project.default()
+    confirm = superuser.post("/admin/contexts/project/", {"action": "delete_selected",
+                                                          "_selected_action": [typo.pk, default.pk]})
+    assert "the default project" in confirm.content.decode()
+    superuser.post("/admin/contexts/project/", {"action": "delete_selected", "post": "yes",
+                                                "_selected_action": [typo.pk, default.pk]})
+    assert Project.objects.filter(pk=default.pk).exists()  # the same row, settings and members kept
+    superuser.post(f"/admin/contexts/project/{typo.pk}/delete/", {"post": "yes"})
+    assert not Project.objects.filter(slug="typo").exists()
+    # Refused at once, by every process: its cached entry was replaced by the revocation's tombstone first.
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/sessions").status_code == 401
