@@ -12,6 +12,7 @@ import httpx2 as httpx
 import pytest
 from sessionctx_client import (
     ConflictError,
+    NotFoundError,
     RateLimitedError,
     ServiceUnavailableError,
     SessionCtxError,
@@ -434,3 +435,15 @@ def test_a_retried_revert_is_a_conflict_when_another_write_made_the_next_version
     ctx = connect("read", "write", transport=proxy)
     with pytest.raises(VersionConflictError):
         ctx.revert_context("r-other-2", 1, expected_version=2, reason="mine")
+
+
+
+def test_a_delete_throttled_first_and_then_not_found_is_not_found(connect, throttle, recording):
+    # A 429 says the first try did nothing: the 404 that follows is the id's own (a typo), not a deletion.
+    throttle("1/s")
+    make_session("r-kept")
+    ctx = connect("read", "write", transport=recording)
+    ctx.get_context("r-kept")
+    with pytest.raises(NotFoundError):
+        ctx.delete_session("r-typo")  # 429, Retry-After: 1, then 404
+    assert [status for *_, status in recording.seen][-2:] == [429, 404]

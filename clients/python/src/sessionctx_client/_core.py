@@ -22,6 +22,9 @@ T = TypeVar("T")
 # Statuses that mean "not done, ask again later": the throttle (429), a dependency that does not answer (503), and
 # a proxy in front (nginx) whose upstream is down or restarting (502) or too slow (504).
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Answers after which the request may have been done all the same (a proxy lost the service's answer, or the service
+# lost its database mid-write); a 429 says it was not.
+LOST_ANSWER_STATUSES = frozenset({502, 503, 504})
 # Call.forgets for a call that may erase any session (a user's erasure): every cached answer goes.
 EVERY_SESSION = "\x00every session"
 # The snapshot fields a PUT empties when not given.
@@ -68,8 +71,8 @@ class Call(Generic[T]):
     # that gives the answer once the write is known to have landed.
     landed_read: Call[Any] | None = None
     landed_answer: Call[Any] | None = None
-    # A retried DELETE answered 404: its earlier try did the deleting (one of what never was is a 404 on its first
-    # try), and only its answer was lost.
+    # A DELETE answered 404 after a try whose answer was lost (502, 503, 504): that try did the deleting (one of
+    # what never was is a 404 on its first try).
     gone_is_done: bool = False
 
 
@@ -139,8 +142,10 @@ class Base:
         return {"method": call.method, "url": call.path, "params": call.params, "json": call.json,
                 "headers": headers, "timeout": timeout}
 
-    def outcome(self, call: Call[T], response: httpx.Response, attempt: int) -> T | Retry | Check:
-        """The answer, a Retry to wait for, a Check to make, or the error raised."""
+    def outcome(self, call: Call[T], response: httpx.Response, attempt: int, *, answer_lost: bool = False
+                ) -> T | Retry | Check:
+        """The answer, a Retry to wait for, a Check to make, or the error raised. `answer_lost`: an earlier try
+        was answered 502, 503 or 504, so it may have been done (a 429's was not)."""
         if response.status_code == 304 and call.cached is not None:
             with self._cache_lock:
                 entry = self._cache.get(call.cached)
@@ -162,7 +167,7 @@ class Base:
             # The version moved: perhaps by this very write, whose earlier try's answer was lost.
             return Check(call.landed_read or get_context(call.writes_context), call.landed,
                          SessionCtxError.from_response(response), call.landed_answer)
-        if response.status_code == 404 and attempt > 0 and call.gone_is_done:
+        if response.status_code == 404 and answer_lost and call.gone_is_done:
             self._forget(call)
             return None  # type: ignore[return-value] - a DELETE answers nothing
         if response.status_code >= 400:

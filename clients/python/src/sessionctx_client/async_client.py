@@ -51,10 +51,10 @@ class AsyncSessionCtxClient(ops.Base):
         await self._http.aclose()
 
     async def _run(self, call: ops.Call[Any]) -> Any:
-        attempt = 0
+        attempt, answer_lost = 0, False
         while True:
             response = await self._http.request(**self.request_args(call))
-            outcome = self.outcome(call, response, attempt)
+            outcome = self.outcome(call, response, attempt, answer_lost=answer_lost)
             if isinstance(outcome, ops.Check):
                 try:
                     current = await self._run(outcome.read)
@@ -64,6 +64,7 @@ class AsyncSessionCtxClient(ops.Base):
                 return await self._run(outcome.answer) if outcome.answer is not None else current
             if not isinstance(outcome, ops.Retry):
                 return outcome
+            answer_lost = answer_lost or response.status_code in ops.LOST_ANSWER_STATUSES
             await asyncio.sleep(outcome.delay)
             attempt += 1
 

@@ -52,10 +52,10 @@ class SessionCtxClient(ops.Base):
         self._http.close()
 
     def _run(self, call: ops.Call[Any]) -> Any:
-        attempt = 0
+        attempt, answer_lost = 0, False
         while True:
             response = self._http.request(**self.request_args(call))
-            outcome = self.outcome(call, response, attempt)
+            outcome = self.outcome(call, response, attempt, answer_lost=answer_lost)
             if isinstance(outcome, ops.Check):
                 try:
                     current = self._run(outcome.read)
@@ -65,6 +65,7 @@ class SessionCtxClient(ops.Base):
                 return self._run(outcome.answer) if outcome.answer is not None else current
             if not isinstance(outcome, ops.Retry):
                 return outcome
+            answer_lost = answer_lost or response.status_code in ops.LOST_ANSWER_STATUSES
             time.sleep(outcome.delay)
             attempt += 1
 
