@@ -28,7 +28,7 @@ import urllib3.connection
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -278,8 +278,13 @@ def webhooks_sweep(*, now=None) -> int:
     """Send the deliveries that are due (and were not sent by a countdown) to the workers, unless the sweep sent them
     lately; returns how many."""
     now = now or timezone.now()
-    due = list(WebhookDelivery.objects.filter(
-        Q(swept_at__isnull=True) | Q(swept_at__lte=now - timedelta(seconds=SWEEP_RESEND_AFTER)),
+    # Sent again no sooner than SWEEP_RESEND_AFTER, and no sooner than it had been due when last sent: while no
+    # webhook worker takes the queue, each delivery gets a copy after 2, 4, 8, ... minutes, not one every 2.
+    waited_then = ExpressionWrapper(F("swept_at") - F("next_attempt_at"), output_field=DurationField())
+    since = ExpressionWrapper(Value(now, output_field=DateTimeField()) - F("swept_at"), output_field=DurationField())
+    due = list(WebhookDelivery.objects.annotate(waited_then=waited_then, since=since).filter(
+        Q(swept_at__isnull=True)
+        | Q(swept_at__lte=now - timedelta(seconds=SWEEP_RESEND_AFTER), waited_then__lte=F("since")),
         status=WebhookDelivery.Status.PENDING, endpoint__is_active=True,
         next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE),
     ).order_by("next_attempt_at").values_list("pk", flat=True)[:1000])

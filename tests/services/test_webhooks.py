@@ -450,6 +450,25 @@ def test_a_delivery_whose_send_was_lost_is_sent_by_the_sweep_once_overdue(webhoo
     assert webhooks_sweep(now=timezone.now() + timezone.timedelta(hours=1)) == 0
 
 
+@pytest.mark.django_db
+def test_a_delivery_no_worker_takes_is_sent_again_ever_less_often(webhook_settings, monkeypatch):
+    # With no webhook worker, the sweep sent each due delivery to the queue again every 2 minutes: a day without
+    # one left 720 copies of each in Redis. It now waits as long as the delivery had waited when last sent.
+    from contexts.services import webhooks
+
+    sent = []
+    monkeypatch.setattr(webhooks, "send", lambda delivery_id, **kw: sent.append(delivery_id))
+    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook")
+    session = make_session("hook-backoff")
+    event = Event.objects.create(project_id=session.project_id, session=session, type="handoff.requested", data={})
+    due = timezone.now()
+    WebhookDelivery.objects.create(endpoint=endpoint, event=event, next_attempt_at=due)
+    minutes = [m for m in range(0, 61) if webhooks_sweep(now=due + timezone.timedelta(minutes=m, seconds=20))]
+    # Each wait as long as the whole wait before it (2 min at least): 6 copies in the hour, not 30.
+    assert minutes == [0, 2, 5, 11, 23, 47], minutes
+    assert len(sent) == 6
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_request_that_causes_an_event_does_not_wait_for_a_slow_receiver_embedded_default(
         webhook_settings, client, write_key):
