@@ -33,10 +33,10 @@ run: install
 	@echo "Serving on http://$(HOST):$(PORT)/ (API: http://$(HOST):$(PORT)/api/docs/) — Ctrl-C stops it."
 	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 
-# The production layout on one machine: gunicorn, a Celery worker and beat (Procfile) under honcho, against the
-# PostgreSQL and Redis you give (README, "The production layout on one machine"). Ctrl-C stops all three.
+# The production layout on one machine: gunicorn, the update and webhook workers and beat (Procfile) under honcho,
+# against the PostgreSQL and Redis you give (README, "The production layout on one machine"). Ctrl-C stops all four.
 # Settings come from the environment and ENV_FILE (honcho's .env, read if it exists), for the check, migrate and
-# collectstatic as for the three processes.
+# collectstatic as for the four processes.
 ENV_FILE ?= .env
 HONCHO = $(VENV)/bin/honcho -e $(ENV_FILE)
 run-stack: install

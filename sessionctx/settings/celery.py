@@ -90,8 +90,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A broker that takes the connection and never answers (behind a dead proxy, a stopped process) is given up on
     # like a refused one: without these a publish, and the request that made it, waited for ever. Above the 1 s a
     # worker's BRPOP waits for a task.
-    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0, minimum=2.0),
-    "socket_connect_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0, minimum=2.0),
+    # 3 s: a publish is tried twice (PUBLISH_RETRY_POLICY), and a request may publish a run and a few deliveries.
+    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0, minimum=2.0),
+    "socket_connect_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0, minimum=2.0),
     # How often a worker looks for unacknowledged tasks past that timeout (a killed worker's).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
