@@ -60,12 +60,18 @@ def test_a_disabled_endpoint_shows_a_notice_with_the_reason_and_the_enable_actio
     assert (endpoint.is_active, endpoint.consecutive_failures, endpoint.disabled_at) == (True, 0, None)
 
 
-def test_the_delivery_log_lists_an_endpoints_deliveries_and_send_again_queues_one(
-        superuser, settings, django_capture_on_commit_callbacks):
+def _endpoint_with_a_delivery(session_id: str, settings, captured) -> WebhookEndpoint:
+    """An endpoint for handoff requests, and one request's delivery to it (not sent)."""
     settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
     endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook", event_types=["handoff.requested"])
-    with django_capture_on_commit_callbacks(execute=False):
-        services.handoff_request(session=make_session("admin-hook"), reason="refund", actor=Actor.system("agent"))
+    with captured(execute=False):
+        services.handoff_request(session=make_session(session_id), reason="refund", actor=Actor.system("agent"))
+    return endpoint
+
+
+def test_the_delivery_log_lists_an_endpoints_deliveries_and_send_again_queues_one(
+        superuser, settings, django_capture_on_commit_callbacks):
+    endpoint = _endpoint_with_a_delivery("admin-hook", settings, django_capture_on_commit_callbacks)
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", response_code=503, attempts=8,
                                                           last_error="HTTP 503", next_attempt_at=None)
@@ -119,10 +125,7 @@ def test_send_again_to_a_disabled_endpoint_says_it_waits_until_the_endpoint_is_e
 
 def test_an_endpoint_is_disabled_by_hand_and_deleted_with_its_delivery_log(
         superuser, settings, django_capture_on_commit_callbacks):
-    settings.SESSIONCTX_WEBHOOK_ALLOW_PRIVATE = True
-    endpoint = webhook_endpoint_create(url="http://127.0.0.1:9/hook", event_types=["handoff.requested"])
-    with django_capture_on_commit_callbacks(execute=False):
-        services.handoff_request(session=make_session("retire-hook"), reason="refund", actor=Actor.system("agent"))
+    endpoint = _endpoint_with_a_delivery("retire-hook", settings, django_capture_on_commit_callbacks)
     assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 1
 
     # A receiver being retired: nothing more is sent to it, and the page says who stopped it.
