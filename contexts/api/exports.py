@@ -17,9 +17,9 @@ from ..models import HandoffEvent, Message, Mode, Revision, Status
 from ..selectors import governance
 from ..services.locks import LOCKABLE_FIELDS
 from .auth import still_authenticated
-from .http import ApiView
+from .http import ApiView, validated
 from .openapi import errors
-from .serializers import _PY_SPACE
+from .serializers import _PY_SPACE, NoQuerySerializer
 
 NDJSON = "application/x-ndjson"
 # A user id as a path segment: not blank, no NUL or slash, and not dots alone (a client would resolve those).
@@ -143,6 +143,7 @@ class SessionExportApi(ApiView):
                    description="The session as one document: the snapshot, every message, every revision and a "
                                "summary of its runs. `manage.py import_sessions` reads it (one per line).")
     def get(self, request, session_id: str):
+        validated(NoQuerySerializer, request.query_params)
         return Response(governance.session_document(selectors.session_get(session_id, project=request.auth.project_id)))
 
 
@@ -159,6 +160,7 @@ class UserExportApi(ApiView):
                               **{(code, "application/json"): error for code, error in errors(400).items()}},
                    description="Every session of an end user, streamed as JSON Lines.")
     def get(self, request, user_id: str):
+        validated(NoQuerySerializer, request.query_params)
         sessions = governance.sessions_of_user(user_id, project=request.auth.project_id)
         return StreamingHttpResponse(_lines(request, governance.session_documents(sessions)), content_type=NDJSON)
 

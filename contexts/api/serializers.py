@@ -288,6 +288,12 @@ class MessageFilterSerializer(QueryFilterSerializer):
 # --- events ---------------------------------------------------------------------------------------
 
 
+class NoQuerySerializer(QueryFilterSerializer):
+    """For a read that takes no query parameter: a misspelled one is refused (400, naming it), not ignored."""
+
+    READ_ELSEWHERE = frozenset({"format"})
+
+
 # Comma-separated known event types, nothing else: the schema's pattern is the check.
 EVENT_TYPES_PATTERN = "^({0})(,({0}))*$".format("|".join(re.escape(t) for t in Event.Type.values))
 

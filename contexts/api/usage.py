@@ -8,8 +8,9 @@ from rest_framework.response import Response
 
 from .. import selectors
 from ..selectors.usage import session_usage
-from .http import ApiView
+from .http import ApiView, validated
 from .openapi import errors
+from .serializers import NoQuerySerializer
 
 
 class UsageOutputSerializer(serializers.Serializer):
@@ -29,6 +30,7 @@ class SessionUsageApi(ApiView):
     @extend_schema(tags=["runs"], operation_id="usage_get", responses={200: UsageOutputSerializer, **errors(400, 404)},
                    description="The session's total tokens and cost over all its context updates.")
     def get(self, request, session_id):
+        validated(NoQuerySerializer, request.query_params)
         session = selectors.session_get(session_id, project=request.auth.project_id)
         usage = session_usage(session)
         return Response(UsageOutputSerializer({

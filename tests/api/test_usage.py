@@ -47,3 +47,14 @@ def test_usage_of_an_unknown_session_is_404_and_needs_a_key(reader):
     assert_error(reader.get("/api/v1/sessions/nope/usage"), 404)
     make_session("use-2")
     assert_error(Agent().get("/api/v1/sessions/use-2/usage"), 401)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/sessions/u-q/usage", "/api/v1/sessions/u-q/export",
+                                  "/api/v1/users/someone/export"])
+def test_a_query_parameter_these_reads_do_not_take_is_refused_not_ignored(agent, path):
+    make_session("u-q")
+    response = agent.get(f"{path}?limt=5")  # ignored, it read as if the caller's filter had been applied
+    assert_error(response, 400)
+    assert "limt" in response.json()["error"]["details"]["fields"]
+    assert agent.get(f"{path}?format=json" if "users" not in path else path).status_code == 200
