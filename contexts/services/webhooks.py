@@ -279,7 +279,8 @@ def webhooks_sweep(*, now=None) -> int:
     lately; returns how many."""
     now = now or timezone.now()
     # Sent again no sooner than SWEEP_RESEND_AFTER, and no sooner than it had been due when last sent: while no
-    # webhook worker takes the queue, each delivery gets a copy after 2, 4, 8, ... minutes, not one every 2.
+    # webhook worker takes the queue, each wait is at least the whole wait before it (copies at about 0, 2, 5, 11,
+    # 23, 47 minutes), not one every 2 minutes.
     waited_then = ExpressionWrapper(F("swept_at") - F("next_attempt_at"), output_field=DurationField())
     since = ExpressionWrapper(Value(now, output_field=DateTimeField()) - F("swept_at"), output_field=DurationField())
     due = list(WebhookDelivery.objects.annotate(waited_then=waited_then, since=since).filter(

@@ -84,15 +84,16 @@ if CELERY_TASK_SOFT_TIME_LIMIT <= OPENAI_TIMEOUT:
         "perhaps tried twice)")
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be above CELERY_TASK_SOFT_TIME_LIMIT")
+# A broker that takes the connection and never answers (behind a dead proxy, a stopped process) is given up on like
+# a refused one: without a bound a publish, and the request that made it, waited for ever. Above the 1 s a worker's
+# BRPOP waits for a task; 3 s, as a publish is tried twice (PUBLISH_RETRY_POLICY) and a request may publish a run
+# and a few deliveries.
+_broker_socket_timeout = env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0, minimum=2.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis redelivers an unacknowledged task after this: above the hard limit plus backoff.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", max(900, CELERY_TASK_TIME_LIMIT + 120)),
-    # A broker that takes the connection and never answers (behind a dead proxy, a stopped process) is given up on
-    # like a refused one: without these a publish, and the request that made it, waited for ever. Above the 1 s a
-    # worker's BRPOP waits for a task.
-    # 3 s: a publish is tried twice (PUBLISH_RETRY_POLICY), and a request may publish a run and a few deliveries.
-    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0, minimum=2.0),
-    "socket_connect_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 3.0, minimum=2.0),
+    "socket_timeout": _broker_socket_timeout,
+    "socket_connect_timeout": _broker_socket_timeout,
     # How often a worker looks for unacknowledged tasks past that timeout (a killed worker's).
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
