@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from contexts.exceptions import ApplicationError
 from contexts.models import Event, WebhookDelivery, WebhookEndpoint
 from contexts.selectors.projects import projects_for_user
-from contexts.services import webhooks
+from contexts.services import Actor, webhooks
 
 from .base import ProjectScopedAdmin, ReadOnlyAdminMixin
 
@@ -149,7 +149,7 @@ class WebhookEndpointAdmin(ProjectScopedAdmin):
     def disable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         disabled = 0
         for endpoint in self.editable(request, queryset).filter(is_active=True):
-            webhooks.webhook_endpoint_disable(endpoint=endpoint, actor_label=request.user.get_username())
+            webhooks.webhook_endpoint_disable(endpoint=endpoint, actor=Actor.for_user(request.user))
             disabled += 1
         self.message_user(request, f"Disabled {disabled} endpoint(s); their pending deliveries wait until they are "
                                    "enabled again.", level=messages.SUCCESS if disabled else messages.WARNING)

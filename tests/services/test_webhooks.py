@@ -255,14 +255,14 @@ def test_a_url_with_a_path_beyond_ascii_is_sent_to_percent_encoded_as_a_browser_
 @pytest.mark.django_db
 def test_an_unexpected_error_in_an_attempt_still_ends_the_delivery_on_schedule(
         webhook_settings, django_capture_on_commit_callbacks, monkeypatch):
-    from contexts.services import webhooks
+    from contexts.infra import webhook_http
 
     webhook_settings.SESSIONCTX_WEBHOOK_RETRY_SCHEDULE = [0.05]
 
     def broken(*args, **kwargs):
         raise RuntimeError("a defect of ours")
 
-    monkeypatch.setattr(webhooks, "_post", broken)
+    monkeypatch.setattr(webhook_http, "post", broken)
     with Receiver(204) as receiver:
         endpoint = webhook_endpoint_create(url=receiver.url)
         event = _handoff_event("hook-defect", django_capture_on_commit_callbacks)

@@ -133,7 +133,7 @@ def test_an_endpoint_is_disabled_by_hand_and_deleted_with_its_delivery_log(
                               {"action": "disable", "_selected_action": [endpoint.pk]}, follow=True)
     assert "Disabled 1 endpoint(s)" in response.content.decode()
     endpoint.refresh_from_db()
-    assert not endpoint.is_active and endpoint.disabled_reason == "Disabled by ada-admin."
+    assert not endpoint.is_active and endpoint.disabled_reason == "Disabled by user:ada-admin."
     with django_capture_on_commit_callbacks(execute=False):
         services.handoff_request(session=make_session("retire-hook-2"), reason="refund", actor=Actor.system("a"))
     assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 1
