@@ -114,20 +114,27 @@ def _progress_key(item: Any) -> str:
 def _progress_in_order(before: list[str], done: list[str], other: list[str]) -> list[str]:
     """The progress list from the ticked steps and the other lines, in the order `before` has them.
 
-    The progress list is in the order the steps were done, which the plan rows cannot show: a step still ticked
-    keeps its place and its wording (else a save that changed nothing would be a new version), the other lines
-    take the places of the other lines in the order they are typed, and what is new follows."""
-    done_left = {_progress_key(step): step for step in done}
+    The progress list is in the order the steps were done, which the plan rows cannot show: an item whose step is
+    still ticked keeps its place and its wording, repeats included (else a save that changed nothing would be a
+    new version), an item over several lines stays one while its lines are there in a row, the other lines take
+    the places of the other lines in the order they are typed, and what is new follows."""
+    ticked = {_progress_key(step): step for step in done}
+    kept = set()
     other_left = list(other)
     out = []
     for item in before:
         key = _progress_key(item)
-        if key in done_left:
-            del done_left[key]
+        lines = [line.strip() for line in str(item).splitlines() if line.strip()]
+        if key in ticked:
+            kept.add(key)
+            out.append(item)
+        elif len(lines) > 1 and [_progress_key(line) for line in other_left[:len(lines)]] == [
+                _progress_key(line) for line in lines]:
+            del other_left[:len(lines)]
             out.append(item)
         elif other_left and key in {_progress_key(line) for line in other_left}:
             out.append(other_left.pop(0))
-    return out + list(done_left.values()) + other_left
+    return out + [step for key, step in ticked.items() if key not in kept] + other_left
 
 
 class NoteForm(forms.Form):

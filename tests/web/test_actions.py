@@ -347,3 +347,25 @@ def test_saving_the_edit_form_unchanged_keeps_a_step_with_a_line_break_and_says_
     editor.post("/sessions/nl-1/edit/", {**unchanged, "step_text": ["Call the bank today", "Refund", ""]}, **HTMX)
     session.refresh_from_db()
     assert (session.version, session.plan[0]) == (2, "Call the bank today")
+
+
+@pytest.mark.parametrize("progress, other_progress", [
+    (["line1\nline2", "A"], "line1\nline2"),  # an agent's item over two lines: split in two and moved
+    (["A", "B", "A"], ""),  # a step done twice: the repeat was dropped
+])
+def test_saving_only_a_new_goal_leaves_progress_as_the_agent_wrote_it(editor, progress, other_progress):
+    plan = sorted({p for p in progress if "\n" not in p})
+    session = make_session("prog-1", content={"summary": "S", "plan": plan, "progress": progress})
+    form = editor.get("/sessions/prog-1/edit/", **HTMX).content.decode()
+    assert f"{other_progress}</textarea>" in form
+    shown = {"version": "1", "summary": "S", "goal": "", "other_progress": other_progress.replace("\n", "\r\n"),
+             "reason": "", "step_id": [f"r{i}" for i in range(1, len(plan) + 1)] + ["new"],
+             "step_text": [*plan, ""], "step_done": [f"r{i}" for i in range(1, len(plan) + 1)]}
+
+    assert "Nothing changed" in editor.post("/sessions/prog-1/edit/", shown, **HTMX).content.decode()
+    response = editor.post("/sessions/prog-1/edit/", {**shown, "goal": "Ship it"}, **HTMX)
+
+    assert response.status_code == 200 and "Saved as version 2." in response.content.decode()
+    session.refresh_from_db()
+    assert (session.goal, session.progress) == ("Ship it", progress)
+    assert Revision.objects.get(session=session, version=2).changed_fields == ["goal"]
